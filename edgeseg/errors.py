@@ -1,0 +1,89 @@
+"""User errors vs internal errors (layer 0: stdlib only).
+
+A user error is something the user can fix: a wrong path, a bad image, an impossible
+option. Its message says what was expected, what was found and what to run. The CLI
+prints it without a traceback and exits 1 (``UsageError``: 2). Anything else that
+escapes is a bug in edgeseg and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class EdgesegError(Exception):
+    """Base class of every error the user can act on."""
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        expected: str | None = None,
+        found: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.problem = problem
+        self.expected = expected
+        self.found = found
+        self.fix = fix
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        lines = [self.problem]
+        if self.expected:
+            lines.append(f"  expected: {self.expected}")
+        if self.found:
+            lines.append(f"  found:    {self.found}")
+        if self.fix:
+            lines.append(f"  fix:      {self.fix}")
+        return "\n".join(lines)
+
+
+class UsageError(EdgesegError):
+    """Invalid or conflicting command-line options (exit code 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(EdgesegError):
+    """An impossible configuration (precision, sizes, options)."""
+
+
+class InputError(EdgesegError):
+    """Bad user data: images, masks, folders."""
+
+
+class ModelError(EdgesegError):
+    """Unknown model name, incompatible weights, bad model options."""
+
+
+class ArtifactError(EdgesegError):
+    """A missing, corrupt or mismatched artifact (ONNX, engine, manifest, cache)."""
+
+
+class DependencyError(EdgesegError):
+    """An optional dependency (tensorrt, pycuda, matplotlib...) is missing."""
+
+
+class AccuracyError(EdgesegError):
+    """A parity or accuracy gate failed."""
+
+
+class InternalError(Exception):
+    """A bug in edgeseg: should never happen, keeps its traceback."""
+
+
+def require(module: str, *, extra: str | None = None, purpose: str = ""):
+    """Import an optional dependency or raise a DependencyError saying how to get it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".")[0]
+        install = f"pip install 'edgeseg[{extra}]'" if extra else f"pip install {top}"
+        raise DependencyError(
+            f"{top} is needed{' for ' + purpose if purpose else ''} but cannot be imported",
+            found=f"ImportError: {exc}",
+            fix=install,
+        ) from exc

@@ -1,0 +1,42 @@
+"""Shared fixtures; ``gpu``/``trt`` tests are skipped where CUDA/pycuda/TensorRT are absent."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+
+def _has_cuda_pycuda() -> bool:
+    if importlib.util.find_spec("pycuda") is None:
+        return False
+    try:
+        import pycuda.driver as drv
+
+        drv.init()
+        return drv.Device.count() > 0
+    except Exception:
+        return False
+
+
+def _has_tensorrt() -> bool:
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
+    try:
+        import tensorrt
+
+        return hasattr(tensorrt, "Builder")  # the stubs alone have no runtime module
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    checks = {"gpu": _has_cuda_pycuda, "trt": _has_tensorrt}
+    cache: dict[str, bool] = {}
+    for item in items:
+        for marker, check in checks.items():
+            if marker in item.keywords:
+                if marker not in cache:
+                    cache[marker] = check()
+                if not cache[marker]:
+                    item.add_marker(pytest.mark.skip(reason=f"needs {marker} (not available here)"))

@@ -1,0 +1,60 @@
+"""DESIGN.md layer rules: the robot-side packages and ``edgeseg --help`` work without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BLOCK_TORCH = textwrap.dedent(
+    """
+    import sys, importlib.abc
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in {BLOCKED}:
+                raise ImportError(name + " is blocked by the layering test")
+    sys.meta_path.insert(0, Block())
+    sys.path.insert(0, {root!r})
+    """
+)
+
+
+def run_blocked(code: str, blocked: tuple[str, ...] = ("torch",)) -> subprocess.CompletedProcess[str]:
+    prelude = BLOCK_TORCH.replace("{BLOCKED}", repr(set(blocked))).format(root=str(ROOT))
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("module", ["edgeseg.runtime", "edgeseg.quant", "edgeseg.engine", "edgeseg.spec",
+                                    "edgeseg.errors", "edgeseg.io", "edgeseg.images"])
+def test_robot_side_imports_without_torch(module: str) -> None:
+    result = run_blocked(f"import importlib; importlib.import_module({module!r}); print('ok')")
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr
+
+
+def test_runtime_needs_no_onnx_package() -> None:
+    result = run_blocked("import edgeseg.runtime; print('ok')", blocked=("torch", "onnx", "onnxsim"))
+    assert result.returncode == 0, result.stderr
+
+
+def test_cli_help_imports_no_torch() -> None:
+    result = run_blocked(
+        """
+        from click.testing import CliRunner
+        from edgeseg.cli import main, COMMANDS
+        runner = CliRunner()
+        out = runner.invoke(main, ["--help"])
+        assert out.exit_code == 0, out.output
+        for name in COMMANDS:
+            sub = runner.invoke(main, [name, "--help"])
+            assert sub.exit_code == 0, (name, sub.output, sub.exception)
+        assert "torch" not in sys.modules
+        print('ok')
+        """
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr + result.stdout
