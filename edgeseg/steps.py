@@ -1,0 +1,76 @@
+"""Skip-if-unchanged build steps (layer 0).
+
+Each step of ``edgeseg build`` declares a key (a dict of everything its result depends
+on: input file hashes, options, edgeseg version) and its output files. The step's
+record in ``<build>/steps.json`` holds that key and the hashes of the outputs it wrote.
+A step is skipped when the key is unchanged and every output still exists with the
+recorded hash; anything else (an interrupted run, an edited file, ``--force``) reruns it.
+The record is written after the outputs, atomically, so a crash between the two only
+costs a rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write_json, sha256_file
+
+STATE_FILE = "steps.json"
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class StepOutcome:
+    name: str
+    skipped: bool
+    outputs: list[Path]
+    result: Any = None  # what the step function returned (or the recorded summary when skipped)
+
+
+class StepRunner:
+    def __init__(self, build_dir: Path, *, force: bool = False, log: Callable[[str], None] = print) -> None:
+        self.build_dir = Path(build_dir)
+        self.force = force
+        self.log = log
+        self.state_path = self.build_dir / STATE_FILE
+        self.state: dict[str, Any] = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.state_path.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}  # no or unreadable record: every step reruns
+
+    def is_fresh(self, name: str, key: dict[str, Any], outputs: list[Path]) -> bool:
+        record = self.state.get(name)
+        if self.force or not isinstance(record, dict) or record.get("key") != key_digest(key):
+            return False
+        recorded = record.get("outputs", {})
+        for path in outputs:
+            if not path.is_file() or recorded.get(path.name) != sha256_file(path):
+                return False
+        return True
+
+    def run(self, name: str, key: dict[str, Any], outputs: list[Path], fn: Callable[[], Any]) -> StepOutcome:
+        """Run ``fn`` unless the step is fresh. ``fn`` returns a JSON-able summary (or None)."""
+        if self.is_fresh(name, key, outputs):
+            self.log(f"[{name}] up to date, skipped")
+            return StepOutcome(name, True, outputs, self.state[name].get("summary"))
+        self.log(f"[{name}] running")
+        summary = fn()
+        self.state[name] = {
+            "key": key_digest(key),
+            "outputs": {p.name: sha256_file(p) for p in outputs if p.is_file()},
+            "summary": summary,
+        }
+        atomic_write_json(self.state_path, self.state)
+        return StepOutcome(name, False, outputs, summary)
