@@ -25,7 +25,7 @@ BLOCK_TORCH = textwrap.dedent(
 
 
 def run_blocked(code: str, blocked: tuple[str, ...] = ("torch",)) -> subprocess.CompletedProcess[str]:
-    prelude = BLOCK_TORCH.replace("{BLOCKED}", repr(set(blocked))).format(root=str(ROOT))
+    prelude = BLOCK_TORCH.replace("{BLOCKED}", repr(set(blocked))).replace("{root!r}", repr(str(ROOT)))
     return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
                           capture_output=True, text=True, timeout=120)
 
