@@ -1,0 +1,192 @@
+"""DSPP, MDSPP and the SPEED decoder (Papa et al., "SPEED", IEEE Access 2022), in PyTorch.
+
+Pyramid pooling (both blocks): for each bin b in (2, 4, 6, 8), average pooling with
+kernel = stride = (H // b, W // b) and no padding, a separable 3x3 conv (depthwise 3x3 +
+pointwise 1x1), and a bilinear resize (align_corners=False, like TF2's tf.image.resize)
+back to H x W. H and W are read as Python ints in ``forward``, so a static export bakes
+the kernels into AveragePool nodes -- never AdaptiveAvgPool2d(k > 1), which does not
+export when sizes do not divide. Floor division means the grid is not always b x b
+(12x16 with bin 6: kernel 2x2 -> 6x8 grid), exactly as in the Keras original.
+
+- DSPP: branches of ``branch_channels`` (with bias); output concat[input, 4 branches].
+- MDSPP: branches of filters // 4 (no bias); groups (bin 2, bin 6) and (bin 4, bin 8), each
+  concat -> ReLU -> separable conv (filters // 2, no bias) -> ReLU; output concat[group A,
+  group B, input]. No BatchNorm anywhere, as in the paper.
+
+SPEED decoder on a stride-32 encoder (ShuffleNetV2 features [/4, /8, /16, /32]):
+1x1 conv to 256 (bias) on the /32 feature; up-stage 1: ConvTranspose 3x3 s2 -> /16;
+up-stages 2 and 3: pyramid (DSPP or MDSPP) -> ConvTranspose 3x3 s2; each up-stage then
+concatenates the backbone skip at its stride (/16, /8, /4) -> ReLU -> separable conv ->
+ReLU. The class head (1x1) and the final bilinear upsampling belong to SegmentationModel.
+
+Channel widths (our choice, documented here): up-stages produce 128 / 64 / 32 channels,
+the pyramid filters are 64 / 32 (MDSPP) and DSPP uses filters // 4 = 16 / 8 channels per
+branch, so both pyramids add the same width (+64 / +32). These are the widths SPEED itself
+reaches with its 256-channel start (ConvTranspose filters 256/2, /4, /8; its "largest power
+of 2 <= C/4" rule gives 128/64/32 on its MobileNet skips). On ShuffleNetV2's thinner skips
+that rule would shrink the last stage to 8 channels, too few for 19 classes, so the
+widths are fixed instead. The whole x0.5 model has about 0.7M parameters.
+
+The pyramid on a feature smaller than a bin (H // b == 0) raises a ConfigError naming the
+minimum input size (128x128 for the SPEED decoder: the /16 feature must be at least 8x8).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, ModelError
+
+PYRAMID_BINS = (2, 4, 6, 8)
+MDSPP_GROUPS = ((2, 6), (4, 8))
+SIZE_MULTIPLE = 32  # the model input contract (edgeseg.spec)
+
+
+class SeparableConv2d(nn.Sequential):
+    """Keras' SeparableConv2D(depth_multiplier=1, 'same'): depthwise 3x3 + pointwise 1x1."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, bias: bool) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
+
+
+def _minimum_input(feature_stride: int | None, largest_bin: int) -> str:
+    if feature_stride is None:
+        return f"a feature map of at least {largest_bin}x{largest_bin}"
+    side = feature_stride * largest_bin
+    side = -(-side // SIZE_MULTIPLE) * SIZE_MULTIPLE
+    return f"an input of at least {side}x{side} (the pooled feature is at stride {feature_stride})"
+
+
+class _PyramidPooling(nn.Module):
+    """Average-pool at each bin, run that bin's branch, resize back: a list of H x W maps."""
+
+    def __init__(self, branches: list[nn.Module], bins: tuple[int, ...], feature_stride: int | None) -> None:
+        super().__init__()
+        if len(branches) != len(bins) or any(b < 1 for b in bins):
+            raise ModelError("pyramid bins must be positive, one branch per bin", found=str(bins))
+        self.bins = tuple(bins)
+        self.branches = nn.ModuleList(branches)
+        self.feature_stride = feature_stride
+
+    def pooled_branches(self, x: torch.Tensor) -> list[torch.Tensor]:
+        height, width = int(x.shape[-2]), int(x.shape[-1])
+        outputs = []
+        for bin_size, branch in zip(self.bins, self.branches, strict=True):
+            kernel = (height // bin_size, width // bin_size)
+            if min(kernel) == 0:
+                raise ConfigError(
+                    f"the feature map ({height}x{width}) is smaller than the pyramid bin {bin_size}",
+                    expected=_minimum_input(self.feature_stride, max(self.bins)),
+                    found=f"feature {height}x{width}"
+                    + (f" (input about {height * self.feature_stride}x{width * self.feature_stride})"
+                       if self.feature_stride else ""),
+                    fix="export / run the model at a larger input size (--size HxW)",
+                )
+            pooled = F.avg_pool2d(x, kernel_size=kernel, stride=kernel)
+            outputs.append(F.interpolate(branch(pooled), size=(height, width), mode="bilinear",
+                                         align_corners=False))
+        return outputs
+
+
+class DSPP(_PyramidPooling):
+    """Depthwise separable pyramid pooling: concat[input, branch(bin) for bin in bins]."""
+
+    def __init__(self, in_channels: int, branch_channels: int = 128, *, bins: tuple[int, ...] = PYRAMID_BINS,
+                 feature_stride: int | None = None) -> None:
+        super().__init__([SeparableConv2d(in_channels, branch_channels, bias=True) for _ in bins], bins,
+                         feature_stride)
+        self.out_channels = in_channels + branch_channels * len(bins)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, *self.pooled_branches(x)], dim=1)
+
+
+class MDSPP(_PyramidPooling):
+    """Mixed depthwise separable pyramid pooling: concat[group A, group B, input]."""
+
+    def __init__(self, in_channels: int, filters: int, *, bins: tuple[int, ...] = PYRAMID_BINS,
+                 groups: tuple[tuple[int, ...], ...] = MDSPP_GROUPS, feature_stride: int | None = None) -> None:
+        if filters % 4:
+            raise ModelError("MDSPP filters must be a multiple of 4", found=str(filters))
+        grouped = sorted(b for group in groups for b in group)
+        if grouped != sorted(bins):
+            raise ModelError("MDSPP groups must use every bin exactly once", expected=str(bins), found=str(groups))
+        super().__init__([SeparableConv2d(in_channels, filters // 4, bias=False) for _ in bins], bins,
+                         feature_stride)
+        self.groups = tuple(tuple(group) for group in groups)
+        self._group_indices = [[self.bins.index(b) for b in group] for group in self.groups]
+        self.group_convs = nn.ModuleList(
+            nn.Sequential(
+                nn.ReLU(),
+                SeparableConv2d(len(group) * (filters // 4), filters // 2, bias=False),
+                nn.ReLU(),
+            )
+            for group in self.groups
+        )
+        self.out_channels = len(self.groups) * (filters // 2) + in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches = self.pooled_branches(x)
+        grouped = [conv(torch.cat([branches[i] for i in indices], dim=1))
+                   for conv, indices in zip(self.group_convs, self._group_indices, strict=True)]
+        return torch.cat([*grouped, x], dim=1)
+
+
+def make_pyramid(kind: str, in_channels: int, filters: int, feature_stride: int) -> DSPP | MDSPP:
+    """The up-stage pyramid: both kinds add ``filters`` channels to ``in_channels``."""
+    if kind == "dspp":
+        return DSPP(in_channels, filters // 4, feature_stride=feature_stride)
+    if kind == "mdspp":
+        return MDSPP(in_channels, filters, feature_stride=feature_stride)
+    raise ModelError("unknown SPEED pyramid", expected="dspp or mdspp", found=repr(kind))
+
+
+class UpStage(nn.Module):
+    """[pyramid ->] ConvTranspose 3x3 s2 -> concat skip -> ReLU -> separable conv -> ReLU."""
+
+    def __init__(self, in_channels: int, up_channels: int, skip_channels: int, out_channels: int,
+                 pyramid: nn.Module | None = None) -> None:
+        super().__init__()
+        self.pyramid = pyramid if pyramid is not None else nn.Identity()
+        pyramid_channels = getattr(pyramid, "out_channels", in_channels)
+        # padding 1 + output_padding 1: exactly 2x the input size (Keras 'same').
+        self.upsample = nn.ConvTranspose2d(pyramid_channels, up_channels, 3, stride=2, padding=1,
+                                           output_padding=1, bias=False)
+        self.fuse = nn.Sequential(
+            nn.ReLU(),
+            SeparableConv2d(up_channels + skip_channels, out_channels, bias=False),
+            nn.ReLU(),
+        )
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat((self.upsample(self.pyramid(x)), skip), dim=1))
+
+
+class SPEEDDecoder(nn.Module):
+    """SPEED decoder on features [/4, /8, /16, /32]; returns a ``stage_channels[-1]`` map at /4."""
+
+    def __init__(self, in_channels: list[int], strides: list[int], *, pyramid: str = "mdspp",
+                 bottleneck_channels: int = 256, stage_channels: tuple[int, int, int] = (128, 64, 32)) -> None:
+        super().__init__()
+        if list(strides) != [4, 8, 16, 32]:
+            raise ModelError("the SPEED decoder needs backbone features at strides 4, 8, 16, 32 (output stride 32)",
+                             found=f"strides {list(strides)}")
+        skip4, skip8, skip16, deepest = in_channels
+        c16, c8, c4 = stage_channels
+        self.pyramid_kind = pyramid
+        self.bottleneck = nn.Conv2d(deepest, bottleneck_channels, 1)
+        self.up16 = UpStage(bottleneck_channels, c16, skip16, c16)
+        self.up8 = UpStage(c16, c8, skip8, c8, make_pyramid(pyramid, c16, c8, feature_stride=16))
+        self.up4 = UpStage(c8, c4, skip4, c4, make_pyramid(pyramid, c8, c4, feature_stride=8))
+        self.out_channels = c4
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        stride4, stride8, stride16, stride32 = features
+        x = self.up16(self.bottleneck(stride32), stride16)
+        x = self.up8(x, stride8)
+        return self.up4(x, stride4)
