@@ -1,0 +1,112 @@
+"""``edgeseg export``: a registered model (+ weights) -> model.onnx + reference.npz, parity-checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import SIZE, summary_table
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def resolve_export_options(*, model: str | None, num_classes: int | None, input_size: tuple[int, int] | None,
+                           checkpoint: dict[str, Any] | None) -> tuple[str, int, list[str], Any, dict[str, Any]]:
+    """(model name, num_classes, classes, InputSpec, model options) from options and a checkpoint.
+
+    A checkpoint supplies defaults; an explicit option that contradicts it is a UsageError.
+    """
+    from dataclasses import replace
+
+    from ..errors import UsageError
+    from ..spec import InputSpec
+
+    if checkpoint is None:
+        if model is None:
+            raise UsageError("--model is required", expected="a model name, or an edgeseg checkpoint as --weights",
+                             found="neither", fix="run `edgeseg models` for the list, then --model NAME")
+        if input_size is None:
+            raise UsageError("--input-size is required", expected="HxW, e.g. 512x1024 (multiples of 32)",
+                             found="no --input-size and no edgeseg checkpoint to take it from",
+                             fix="pass --input-size 512x1024")
+        count = 19 if num_classes is None else num_classes
+        return model, count, [f"class_{i}" for i in range(count)], InputSpec(*input_size), {}
+
+    conflicts = []
+    if model is not None and model != checkpoint["model"]:
+        conflicts.append(f"--model {model} (checkpoint: {checkpoint['model']})")
+    if num_classes is not None and num_classes != int(checkpoint["num_classes"]):
+        conflicts.append(f"--num-classes {num_classes} (checkpoint: {checkpoint['num_classes']})")
+    if conflicts:
+        raise UsageError("options contradict the checkpoint given as --weights", found="; ".join(conflicts),
+                         fix="drop these options (the checkpoint provides them) or pass the matching weights")
+    spec = InputSpec.from_dict(checkpoint["input_spec"])
+    if input_size is not None and tuple(input_size) != spec.size:
+        # Fully convolutional: exporting at the deployment size is legitimate, but say so.
+        _err(f"note: exporting at {input_size[0]}x{input_size[1]}; the checkpoint was trained at "
+             f"{spec.height}x{spec.width} (mean/std and channel order kept from the checkpoint)")
+        spec = replace(spec, height=input_size[0], width=input_size[1])
+    classes = [str(c) for c in checkpoint.get("classes") or []]
+    count = int(checkpoint["num_classes"])
+    if len(classes) != count:
+        classes = [f"class_{i}" for i in range(count)]
+    return checkpoint["model"], count, classes, spec, dict(checkpoint.get("model_options") or {})
+
+
+@click.command("export")
+@click.option("--model", "model_name", default=None, help="Registered model name (see `edgeseg models`).")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="State dict or checkpoint; an edgeseg checkpoint also supplies model, classes and input spec.")
+@click.option("--num-classes", type=click.IntRange(1, 255), default=None,
+              help="Classes (default 19, or the checkpoint's).")
+@click.option("--input-size", type=SIZE, default=None, help="HxW, multiples of 32 (default: the checkpoint's).")
+@click.option("--batch", type=click.IntRange(1, 64), default=1, show_default=True, help="Static batch size.")
+@click.option("--opset", type=click.IntRange(13, 20), default=17, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for model.onnx and reference.npz (created if needed).")
+@click.option("--no-simplify", is_flag=True, help="Keep the graph as traced; it must then have no dynamic-shape ops.")
+@click.option("--reference-images", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Take the reference samples from this image folder instead of synthetic frames.")
+@click.option("--num-samples", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Reference samples saved for later validation.")
+def export_cmd(model_name: str | None, weights: Path | None, num_classes: int | None,
+               input_size: tuple[int, int] | None, batch: int, opset: int, out: Path, no_simplify: bool,
+               reference_images: Path | None, num_samples: int) -> None:
+    """Export a model to ONNX, check the graph for TensorRT and check parity with PyTorch."""
+    from ..errors import InputError
+    from ..export import ExportConfig, export_onnx, export_summary_rows
+    from ..images import list_images
+    from ..models import create_model, load_weights
+    from ..models.weights import checkpoint_from, is_checkpoint, read_weights_file
+
+    checkpoint = None
+    if weights is not None:
+        content = read_weights_file(weights)
+        checkpoint = checkpoint_from(content, source=str(weights)) if is_checkpoint(content) else None
+    name, count, classes, spec, options = resolve_export_options(
+        model=model_name, num_classes=num_classes, input_size=input_size, checkpoint=checkpoint)
+
+    model = create_model(name, num_classes=count, **options)
+    if weights is None:
+        _err("warning: no --weights given: random weights, accuracy numbers are meaningless")
+    else:
+        report = load_weights(model, weights)
+        _err(f"weights: {report.num_tensors} tensors from {report.path} ({report.kind})")
+
+    samples = list_images(reference_images)[:num_samples] if reference_images else []
+    if reference_images and not samples:
+        raise InputError(f"no images in {reference_images}", expected="a folder of .jpg/.png/.bmp images",
+                         fix="point --reference-images at a folder with images, or drop it for synthetic frames")
+    config = ExportConfig(model=name, num_classes=count, input_spec=spec, batch=batch, opset=opset,
+                          simplify=not no_simplify, num_reference_samples=num_samples, classes=classes,
+                          sample_images=samples)
+    result = export_onnx(model, config, out, log=_err)
+    for notice in result.notices:
+        _err(f"note: {notice}")
+    summary_table(f"export passed: {name} {spec.height}x{spec.width}, {count} classes",
+                  export_summary_rows(result),
+                  [f"edgeseg calibrate --onnx {result.onnx_path} --calib calib/"])

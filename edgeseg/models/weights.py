@@ -1,0 +1,276 @@
+"""Weights files: the edgeseg checkpoint format and safe, explained loading (layer 3, torch).
+
+Checkpoint (``torch.save`` of a plain dict, loadable with ``weights_only=True``)::
+
+    {"format": "edgeseg-checkpoint-1", "model": name, "num_classes": int, "classes": [names],
+     "input_spec": InputSpec.to_dict(), "state_dict": {...}, "model_options": {...},
+     "edgeseg_version": str, optional "epoch", "metrics", "optimizer"}
+
+Every file is read with ``torch.load(weights_only=True)``: a pickle holding anything but
+tensors and plain containers is refused (ModelError) and never executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..errors import ModelError
+from ..io import atomic_open
+from ..spec import InputSpec
+
+CHECKPOINT_FORMAT = "edgeseg-checkpoint-1"
+# Keys that generic training scripts use for the model's state dict, most specific first.
+GENERIC_STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model")
+# ImageNet classifier parts of backbone files that a segmentation backbone does not have.
+BACKBONE_CLASSIFIER_PREFIXES = ("conv5.", "fc.", "incre_modules.", "downsamp_modules.", "final_layer.",
+                                "classifier.")
+_SHOWN = 5  # how many key names an error message lists
+
+
+@dataclass
+class WeightsReport:
+    """What a load did: where the tensors came from and what was left out."""
+
+    path: Path
+    kind: str  # "edgeseg-checkpoint", "state-dict", "checkpoint['<key>']"
+    num_tensors: int
+    checkpoint: dict[str, Any] = field(default_factory=dict)  # metadata of an edgeseg checkpoint
+    missing: list[str] = field(default_factory=list)  # only with strict=False
+    unexpected: list[str] = field(default_factory=list)  # only with strict=False
+    dropped: list[str] = field(default_factory=list)  # classifier keys left out of a backbone file
+
+
+def _read(path: str | os.PathLike[str]) -> tuple[Path, Any]:
+    target = Path(path)
+    if not target.is_file():
+        raise ModelError("weights file not found", expected="an existing .pt/.pth file", found=str(target),
+                         fix="check the --weights path")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
+            warnings.simplefilter("ignore", UserWarning)
+            return target, torch.load(target, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = _unpickler_detail(exc)
+        if "global" in detail.lower():  # a class or function reference: the file wants to run code
+            raise ModelError(
+                f"{target} holds Python objects other than tensors; refusing to unpickle it",
+                expected="a state dict or checkpoint of tensors and plain containers",
+                found=detail[:300],
+                fix="re-save it as a state dict: torch.save(model.state_dict(), path) in a trusted session",
+            ) from None
+        raise _corrupt(target, exc, detail) from None
+    except (RuntimeError, EOFError, ValueError, OSError, UnicodeDecodeError, AttributeError) as exc:
+        raise _corrupt(target, exc) from None
+
+
+def _unpickler_detail(exc: BaseException) -> str:
+    """The specific reason inside torch's long weights_only message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return rest or (lines[index + 1] if index + 1 < len(lines) else "")
+    return lines[0] if lines else type(exc).__name__
+
+
+def _corrupt(target: Path, exc: BaseException, detail: str | None = None) -> ModelError:
+    first_line = detail or (str(exc).strip().splitlines() or [""])[0][:300]
+    return ModelError(f"{target} is truncated or not a PyTorch weights file",
+                      expected="a file written by torch.save (plain pickle files are not read)",
+                      found=f"{type(exc).__name__}: {first_line}",
+                      fix="download or copy the file again; check that training finished writing it")
+
+
+def _is_tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, Mapping):
+        bad = [f"{k!r}: {type(v).__name__}" for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+        return f"a dict with {len(obj)} keys; non-tensor values: " + ", ".join(bad[:_SHOWN])
+    return type(obj).__name__
+
+
+def _strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def extract_state_dict(obj: Any, *, source: str = "weights") -> tuple[str, dict[str, torch.Tensor]]:
+    """(kind, state dict) from a bare state dict, an edgeseg checkpoint or a generic checkpoint."""
+    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
+        kind, state = "edgeseg-checkpoint", obj.get("state_dict")
+    elif _is_tensor_dict(obj):
+        kind, state = "state-dict", obj
+    else:
+        kind, state = "", None
+        if isinstance(obj, Mapping):
+            for key in GENERIC_STATE_KEYS:
+                if _is_tensor_dict(obj.get(key)):
+                    kind, state = f"checkpoint[{key!r}]", obj[key]
+                    break
+    if state is None or not _is_tensor_dict(state):
+        raise ModelError(
+            f"{source} does not contain a state dict",
+            expected="a dict of name -> tensor, an edgeseg checkpoint, or a checkpoint with one of the keys "
+                     + ", ".join(GENERIC_STATE_KEYS),
+            found=_describe(state if state is not None else obj),
+        )
+    return kind, _strip_prefix(state, "module.")  # DataParallel / DistributedDataParallel
+
+
+def check_finite(state: Mapping[str, torch.Tensor], *, source: str = "weights") -> None:
+    """A ModelError naming every floating tensor that holds NaN or Inf."""
+    bad = [name for name, tensor in state.items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise ModelError(
+            f"{source} contain NaN or Inf values in {len(bad)} tensor(s)",
+            found=", ".join(bad[:_SHOWN]) + (f" ... (+{len(bad) - _SHOWN} more)" if len(bad) > _SHOWN else ""),
+            fix="training diverged: use an earlier checkpoint or lower the learning rate",
+        )
+
+
+def _key_list(keys: Sequence[str]) -> str:
+    shown = ", ".join(keys[:_SHOWN])
+    return f"{len(keys)} ({shown}{', ...' if len(keys) > _SHOWN else ''})"
+
+
+def _check_keys(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], *, source: str,
+                strict: bool, num_classes: int | None, hint: str | None = None) -> tuple[list[str], list[str]]:
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    if strict and (missing or unexpected):
+        found = []
+        if missing:
+            found.append(f"missing keys: {_key_list(missing)}")
+        if unexpected:
+            found.append(f"unexpected keys: {_key_list(unexpected)}")
+        raise ModelError(f"{source} do not match the model's layers", expected=f"{len(expected)} matching keys",
+                         found="; ".join(found),
+                         fix=hint or "pass the --model the weights were trained for (see `edgeseg models`)")
+    mismatched = [(k, tuple(given[k].shape), tuple(expected[k].shape)) for k in expected
+                  if k in given and given[k].shape != expected[k].shape]
+    if mismatched:
+        key, got, want = mismatched[0]
+        classes_in_file = {g[0] for _, g, w in mismatched
+                           if num_classes and len(g) == len(w) and w[0] == num_classes and g[1:] == w[1:]}
+        if len(classes_in_file) == 1 and all(w[0] == num_classes for _, _, w in mismatched):
+            n = classes_in_file.pop()
+            fix = f"the checkpoint has {n} classes: pass --num-classes {n}"
+        else:
+            fix = "pass the --model and --num-classes the weights were trained with"
+        raise ModelError(
+            f"{source} have {len(mismatched)} tensor(s) with the wrong shape",
+            expected=f"{key}: {list(want)}",
+            found=f"{key}: {list(got)}" + (f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""),
+            fix=fix,
+        )
+    return missing, unexpected
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str], *, strict: bool = True) -> WeightsReport:
+    """Load a weights file into ``model``, or raise a ModelError that says why not and what to do."""
+    target, obj = _read(path)
+    kind, state = extract_state_dict(obj, source=str(target))
+    check_finite(state, source=f"the weights in {target}")
+    expected = model.state_dict()
+    hint = None
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, nn.Module) and state and all(k not in expected for k in state):
+        if sum(k in backbone.state_dict() for k in state) >= len(state) // 2:
+            hint = "this looks like an ImageNet backbone file: load it with load_backbone_weights()"
+    missing, unexpected = _check_keys(expected, state, source=f"the weights in {target}", strict=strict,
+                                      num_classes=getattr(model, "num_classes", None), hint=hint)
+    model.load_state_dict(state, strict=strict)
+    meta = {k: v for k, v in obj.items() if k not in ("state_dict", "optimizer")} if kind == "edgeseg-checkpoint" \
+        else {}
+    return WeightsReport(target, kind, len(state), meta, missing, unexpected)
+
+
+def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> WeightsReport:
+    """Load an ImageNet backbone file into ``model.backbone``, dropping its classifier keys."""
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, nn.Module):
+        raise ModelError("the model has no .backbone to load ImageNet weights into",
+                         found=type(model).__name__)
+    target, obj = _read(path)
+    kind, state = extract_state_dict(obj, source=str(target))
+    expected = backbone.state_dict()
+    dropped = sorted(k for k in state if k not in expected and k.startswith(BACKBONE_CLASSIFIER_PREFIXES))
+    state = {k: v for k, v in state.items() if k not in dropped}
+    check_finite(state, source=f"the backbone weights in {target}")
+    _check_keys(expected, state, source=f"the backbone weights in {target}", strict=True, num_classes=None,
+                hint="use the ImageNet weights of the same backbone and width (e.g. shufflenet_v2_x1_0 for x1.0)")
+    backbone.load_state_dict(state, strict=True)
+    return WeightsReport(target, kind, len(state), dropped=dropped)
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, model_name: str, classes: Sequence[str],
+                    input_spec: InputSpec, model_options: Mapping[str, Any] | None = None, **extra: Any) -> Path:
+    """Write an edgeseg checkpoint atomically; ``extra`` adds e.g. epoch, metrics, optimizer."""
+    num_classes = int(getattr(model, "num_classes", len(classes)))
+    if len(classes) != num_classes:
+        raise ModelError("class names do not match the model", expected=f"{num_classes} names",
+                         found=f"{len(classes)} names")
+    reserved = {"format", "model", "num_classes", "classes", "input_spec", "state_dict", "model_options",
+                "edgeseg_version"}
+    clash = sorted(reserved & set(extra))
+    if clash:
+        raise ModelError("extra checkpoint fields clash with reserved ones", found=", ".join(clash))
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "model": model_name,
+        "num_classes": num_classes,
+        "classes": [str(c) for c in classes],
+        "input_spec": input_spec.to_dict(),
+        "state_dict": state,
+        "model_options": dict(model_options or {}),
+        "edgeseg_version": __version__,
+        **extra,
+    }
+    with atomic_open(path, "wb") as handle:
+        torch.save(checkpoint, handle)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read an edgeseg checkpoint (safely); a ModelError if the file is something else."""
+    target, obj = _read(path)
+    return checkpoint_from(obj, source=str(target))
+
+
+def checkpoint_from(obj: Any, *, source: str = "weights") -> dict[str, Any]:
+    """``obj`` (an unpickled weights file) as a validated edgeseg checkpoint dict."""
+    if not is_checkpoint(obj):
+        found = f"format {obj.get('format')!r}" if isinstance(obj, Mapping) and "format" in obj else \
+            "a bare state dict or another program's checkpoint"
+        raise ModelError(f"{source} is not an edgeseg checkpoint", expected=f"format {CHECKPOINT_FORMAT!r}",
+                         found=found, fix="pass --model and --num-classes explicitly; load it with load_weights()")
+    missing = [k for k in ("model", "num_classes", "classes", "input_spec", "state_dict") if k not in obj]
+    if missing:
+        raise ModelError(f"{source} is an incomplete edgeseg checkpoint", found="missing " + ", ".join(missing))
+    return dict(obj)
+
+
+def is_checkpoint(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT
+
+
+def read_weights_file(path: str | os.PathLike[str]) -> Any:
+    """The safely unpickled content of a weights file (for callers that inspect it first)."""
+    return _read(path)[1]
