@@ -198,6 +198,7 @@ class Manifest:
     calibration: dict[str, Any] = field(default_factory=dict)
     accuracy: dict[str, Any] = field(default_factory=dict)
     latency: dict[str, Any] = field(default_factory=dict)
+    build: dict[str, Any] = field(default_factory=dict)  # TensorRT build flags (version/hardware compatible...)
     edgeseg_version: str = ""
     format: int = MANIFEST_FORMAT
 

@@ -1,0 +1,241 @@
+"""The only module that calls TensorRT's builder API (layer 2; never torch).
+
+``build_engine(onnx_path, config)`` -> ``BuildResult`` (unpacks as ``engine_bytes, manifest``).
+Every version difference was decided by ``versions.plan_build``; this module applies
+the plan by flag name. The ``trt`` module is a parameter (default: a lazy import) so
+the control flow runs in CPU tests against a fake module.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ArtifactError, ConfigError, require
+from ..io import atomic_write_bytes, sha256_file
+from ..spec import InputSpec, Manifest
+from .config import BuildConfig
+from .inspect import inspect_engine
+from .manifest import engine_manifest
+from .onnx_info import OnnxInfo, read_onnx_info
+from .versions import BuildPlan, plan_build
+
+if TYPE_CHECKING:  # the stubs type-check every TensorRT call below (tests/test_typecheck.py)
+    import tensorrt
+
+
+@dataclass
+class BuildResult:
+    engine_bytes: bytes
+    manifest: Manifest
+    layers: dict[str, Any] | None = None
+    plan: BuildPlan | None = None
+    dla_fallback_layers: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Any]:  # engine_bytes, manifest = build_engine(...)
+        return iter((self.engine_bytes, self.manifest))
+
+
+def make_logger(trt: Any, *, verbose: bool = False) -> Any:
+    """A TensorRT logger that keeps errors/warnings for the error message and prints when verbose."""
+    severity = trt.ILogger.Severity if hasattr(trt.ILogger, "Severity") else trt.Logger
+
+    class CapturingLogger(trt.ILogger):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+            self.warnings: list[str] = []
+
+        def log(self, level: Any, msg: str) -> None:
+            if level in (severity.ERROR, severity.INTERNAL_ERROR):
+                self.errors.append(msg)
+            elif level == severity.WARNING:
+                self.warnings.append(msg)
+            if verbose:
+                print(f"[TensorRT] {msg}", flush=True)
+
+    return CapturingLogger()
+
+
+def format_parser_errors(parser: tensorrt.OnnxParser, node_names: list[str]) -> str:
+    """One line per parser error naming the ONNX node (by name; by index on older TensorRT)."""
+    lines = []
+    for index in range(int(parser.num_errors)):
+        error = parser.get_error(index)
+        node = int(error.node()) if hasattr(error, "node") else -1
+        name = ""
+        if hasattr(error, "node_name"):
+            name = str(error.node_name() or "")
+        if not name and 0 <= node < len(node_names):
+            name = node_names[node]
+        operator = str(error.node_operator()) if hasattr(error, "node_operator") else ""
+        where = f"node {node} {name!r}" if node >= 0 else "the model"
+        where += f" ({operator})" if operator else ""
+        lines.append(f"{where}: {error.desc()}")
+    return "\n".join(lines) or "the parser reported failure without details"
+
+
+def load_timing_cache(trt_config: tensorrt.IBuilderConfig, path: Path | None) -> Any:
+    """Create the config's timing cache from ``path`` (empty when absent) and attach it."""
+    data = b""
+    if path is not None and Path(path).is_file():
+        data = Path(path).read_bytes()
+    cache = trt_config.create_timing_cache(data)
+    if cache is None and data:
+        cache = trt_config.create_timing_cache(b"")  # a stale/corrupt cache is rebuilt, not fatal
+    trt_config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
+
+
+def save_timing_cache(trt_config: tensorrt.IBuilderConfig, path: Path | None) -> None:
+    if path is None:
+        return
+    cache = trt_config.get_timing_cache()
+    if cache is not None:
+        atomic_write_bytes(path, bytes(memoryview(cache.serialize())))
+
+
+def _flags(enum: Any, names: Iterable[str]) -> int:
+    value = 0
+    for name in names:
+        value |= 1 << int(getattr(enum, name))
+    return value
+
+
+def _gpu_info() -> tuple[str | None, str | None]:
+    try:
+        from ..runtime.cuda import device_info
+
+        info = device_info()
+        return info.name, info.compute_capability
+    except Exception:  # no pycuda/GPU here: the manifest records unknown
+        return None, None
+
+
+def build_engine(
+    onnx_path: str | os.PathLike[str],
+    config: BuildConfig,
+    *,
+    input_spec: InputSpec | None = None,
+    calibration_batches: Iterable[np.ndarray] | None = None,
+    trt: Any = None,
+    gpu: tuple[str | None, str | None] | None = None,
+) -> BuildResult:
+    if trt is None:
+        trt = require("tensorrt", extra="trt", purpose="building an engine")
+    version = str(trt.__version__)
+    config.validate(version)
+    info = read_onnx_info(onnx_path)
+    plan = plan_build(version, config, info.facts)
+    if info.facts.has_qdq and config.precision in ("int8", "best"):
+        from ..quant.lint import check_qdq  # written beside the quantizer; raises ArtifactError
+
+        check_qdq(info.model, source=str(info.path))
+    spec = input_spec or info.input_spec()
+    if spec is None:
+        raise ArtifactError(f"{info.path} carries no input spec and none was given",
+                            expected="metadata_props['input_spec'] written by edgeseg export",
+                            fix="export the model with edgeseg export, or pass the input spec")
+
+    logger = make_logger(trt, verbose=config.verbose)
+    builder: tensorrt.Builder = trt.Builder(logger)
+    network_flags = _flags(trt.NetworkDefinitionCreationFlag, plan.network_flags)
+    network: tensorrt.INetworkDefinition = builder.create_network(network_flags)
+    parser: tensorrt.OnnxParser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(info.path)):
+        raise ArtifactError(f"TensorRT {version} cannot parse {info.path}",
+                            found=format_parser_errors(parser, info.node_names),
+                            fix="check the operator support of this TensorRT (onnx-tensorrt operators.md)")
+
+    trt_config: tensorrt.IBuilderConfig = builder.create_builder_config()
+    trt_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mib << 20)
+    trt_config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    for name in plan.builder_flags:
+        trt_config.set_flag(getattr(trt.BuilderFlag, name))
+    if config.builder_optimization_level is not None:
+        trt_config.builder_optimization_level = config.builder_optimization_level
+    load_timing_cache(trt_config, config.timing_cache)
+    fallback = _configure_dla(trt, builder, network, trt_config, config) if plan.use_dla else []
+    calibrator = None
+    if plan.use_calibrator:
+        calibrator = _attach_calibrator(trt, trt_config, network, config, calibration_batches, version)
+
+    serialized: tensorrt.IHostMemory | None = builder.build_serialized_network(network, trt_config)
+    if calibrator is not None and calibrator.errors:
+        raise calibrator.errors[0]
+    if serialized is None:
+        raise ArtifactError(f"TensorRT {version} could not build an engine from {info.path}",
+                            found="\n".join(logger.errors[-10:]) or "no error was logged",
+                            fix="rerun with --verbose; try a larger --workspace or another precision")
+    save_timing_cache(trt_config, config.timing_cache)
+    engine_bytes = bytes(memoryview(serialized))
+
+    from ..runtime.trt import engine_io_tensors
+
+    engine: tensorrt.ICudaEngine | None = trt.Runtime(logger).deserialize_cuda_engine(engine_bytes)
+    if engine is None:
+        raise ArtifactError("the engine just built cannot be deserialised", found="\n".join(logger.errors[-10:]))
+    layers = inspect_engine(engine, trt)
+    gpu_name, capability = gpu if gpu is not None else _gpu_info()
+    manifest = _manifest(info, spec, config, plan, version, engine_io_tensors(engine, trt), gpu_name, capability,
+                         fallback)
+    return BuildResult(engine_bytes, manifest, layers, plan, fallback, list(logger.warnings))
+
+
+def _configure_dla(trt: Any, builder: tensorrt.Builder, network: tensorrt.INetworkDefinition,
+                   trt_config: tensorrt.IBuilderConfig, config: BuildConfig) -> list[str]:
+    cores = int(builder.num_DLA_cores)
+    if config.dla_core is None or config.dla_core >= cores:
+        raise ConfigError(f"DLA core {config.dla_core} does not exist on this device",
+                          expected=f"0..{cores - 1}" if cores else "a device with DLA cores (Jetson AGX/NX)",
+                          found=f"{cores} DLA core(s)", fix="drop --dla-core, or pick an existing core")
+    trt_config.default_device_type = trt.DeviceType.DLA
+    trt_config.DLA_core = config.dla_core
+    fallback = [network.get_layer(i).name for i in range(network.num_layers)
+                if not trt_config.can_run_on_DLA(network.get_layer(i))]
+    if fallback and not config.gpu_fallback:
+        raise ConfigError(f"{len(fallback)} layer(s) cannot run on the DLA and GPU fallback is off",
+                          found=", ".join(fallback[:8]), fix="drop --no-gpu-fallback")
+    return fallback
+
+
+def _attach_calibrator(trt: Any, trt_config: tensorrt.IBuilderConfig, network: tensorrt.INetworkDefinition,
+                       config: BuildConfig,
+                       batches: Iterable[np.ndarray] | None, version: str) -> Any:
+    from .calibrator import make_entropy_calibrator
+
+    cache = config.calibration_cache
+    if batches is None and (cache is None or not Path(cache).is_file()):
+        raise ConfigError("implicit INT8 needs calibration images or an existing calibration cache",
+                          fix="pass --calib-dir with a folder of images, or --calibration-cache PATH")
+    from ..runtime.trt import dims_list
+
+    shape = tuple(dims_list(network.get_input(0).shape))
+    calibrator = make_entropy_calibrator(trt, batches if batches is not None else [], input_shape=shape,
+                                         cache_path=cache, trt_version=version)
+    trt_config.int8_calibrator = calibrator
+    return calibrator
+
+
+def _manifest(info: OnnxInfo, spec: InputSpec, config: BuildConfig, plan: BuildPlan, version: str,
+              io_tensors: list[dict[str, Any]], gpu_name: str | None, capability: str | None,
+              fallback: list[str]) -> Manifest:
+    hashes = {"onnx": sha256_file(info.path)}
+    if config.calibration_cache is not None and Path(config.calibration_cache).is_file():
+        hashes["calibration_cache"] = sha256_file(config.calibration_cache)
+    num_classes = info.num_classes()
+    if num_classes is None:
+        outputs = [t for t in io_tensors if t["mode"] == "OUTPUT"]
+        num_classes = int(outputs[0]["shape"][1]) if outputs and len(outputs[0]["shape"]) > 1 else 0
+    build = {**plan.to_dict(), "version_compatible": config.version_compatible, "hardware_compatibility": "none",
+             "config": config.to_dict(), "onnx": info.path.name, "dla_fallback_layers": fallback}
+    return engine_manifest(model=info.model_name(), num_classes=num_classes, input_spec=spec,
+                           precision=config.precision, tensorrt_version=version, io_tensors=io_tensors,
+                           gpu_name=gpu_name, compute_capability=capability, classes=info.classes(),
+                           hashes=hashes, build=build)

@@ -1,0 +1,189 @@
+"""The one TensorRT version switch (layer 2, pure Python: no tensorrt import).
+
+``plan_build`` maps (TensorRT version, BuildConfig, facts about the ONNX) to a
+``BuildPlan``: which network-creation flags, which builder flags, whether a calibrator
+is attached. ``trt_builder`` applies the plan by name and never branches on versions
+itself, so every version difference is tested here on the CPU.
+
+Version facts (TENSORRT.md): 8.5 needs EXPLICIT_BATCH and precision flags; 10.x offers
+STRONGLY_TYPED (used for Q/DQ networks); 11.x is always strongly typed, has no precision
+flags and no calibrators; DLA ended with 10.7; VERSION_COMPATIBLE and
+builder_optimization_level arrived in 8.6.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import BuildConfig
+
+_VERSION_RE = re.compile(r"^\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:\.(\d+))?")
+
+
+@dataclass(frozen=True, order=True)
+class TrtVersion:
+    major: int
+    minor: int = 0
+    patch: int = 0
+
+    @classmethod
+    def parse(cls, text: str | TrtVersion) -> TrtVersion:
+        if isinstance(text, TrtVersion):
+            return text
+        match = _VERSION_RE.match(str(text))
+        if not match:
+            raise ConfigError("cannot read the TensorRT version", expected="e.g. 10.3.0", found=repr(text))
+        return cls(int(match.group(1)), int(match.group(2) or 0), int(match.group(3) or 0))
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+    @property
+    def cache_number(self) -> int:
+        """The number in a native calibration cache header: major*1000 + minor*100 + patch."""
+        return self.major * 1000 + self.minor * 100 + self.patch
+
+    # Feature queries: the only place that knows which release introduced or removed what.
+    @property
+    def needs_explicit_batch(self) -> bool:
+        return self.major < 10
+
+    @property
+    def has_strongly_typed_flag(self) -> bool:
+        return self.major == 10  # 9.x had it too, but 9.x is not a JetPack release
+
+    @property
+    def always_strongly_typed(self) -> bool:
+        return self.major >= 11
+
+    @property
+    def has_precision_flags(self) -> bool:
+        return self.major < 11
+
+    @property
+    def has_calibrator(self) -> bool:
+        return self.major < 11
+
+    @property
+    def has_dla(self) -> bool:
+        return (self.major, self.minor) <= (10, 7)
+
+    @property
+    def has_version_compatible(self) -> bool:
+        return (self.major, self.minor) >= (8, 6)
+
+    @property
+    def has_optimization_level(self) -> bool:
+        return (self.major, self.minor) >= (8, 6)
+
+
+@dataclass(frozen=True)
+class OnnxFacts:
+    """What the builder needs to know about the ONNX before choosing flags."""
+
+    has_qdq: bool = False
+    has_fp16: bool = False  # float16 inputs/initializers: a network typed fp16 by itself
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    version: TrtVersion
+    network_flags: tuple[str, ...] = ()  # NetworkDefinitionCreationFlag member names
+    builder_flags: tuple[str, ...] = ()  # BuilderFlag member names
+    strongly_typed: bool = False
+    use_calibrator: bool = False
+    use_dla: bool = False
+    precision: str = "fp32"
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "tensorrt": str(self.version),
+            "network_flags": list(self.network_flags),
+            "builder_flags": list(self.builder_flags),
+            "strongly_typed": self.strongly_typed,
+            "calibrator": self.use_calibrator,
+            "dla": self.use_dla,
+            "precision": self.precision,
+        }
+
+
+def plan_build(trt_version: str | TrtVersion, config: BuildConfig, facts: OnnxFacts) -> BuildPlan:
+    """Decide every version-dependent flag; ConfigError for what this TensorRT cannot do."""
+    version = TrtVersion.parse(trt_version)
+    config.validate(version)
+    precision = config.precision
+    explicit_int8 = precision in ("int8", "best") and config.int8_mode == "explicit"
+
+    if explicit_int8 and not facts.has_qdq:
+        raise ConfigError(
+            f"{precision} with explicit quantization needs a Q/DQ ONNX, but this ONNX has no "
+            "QuantizeLinear/DequantizeLinear nodes",
+            expected="model.int8.onnx written by `edgeseg calibrate`",
+            found="a float ONNX",
+            fix="run `edgeseg calibrate ...` and build model.int8.onnx, or pass --int8-mode implicit (TensorRT <= 10)",
+        )
+    if config.int8_mode == "implicit" and precision in ("int8", "best") and facts.has_qdq:
+        raise ConfigError(
+            "implicit INT8 calibration cannot be applied to an ONNX that already has Q/DQ nodes",
+            expected="the float model.onnx for --int8-mode implicit",
+            found="an ONNX with QuantizeLinear/DequantizeLinear",
+            fix="build the Q/DQ ONNX with --int8-mode explicit (the default)",
+        )
+
+    network: list[str] = []
+    builder: list[str] = []
+    notes: list[str] = []
+    if version.needs_explicit_batch:
+        network.append("EXPLICIT_BATCH")
+
+    strongly_typed = version.always_strongly_typed
+    if version.always_strongly_typed:
+        # TensorRT 11: types come from the ONNX, there is nothing to switch on.
+        if precision == "fp16" and not facts.has_fp16:
+            raise ConfigError(
+                "TensorRT 11 builds strongly typed networks: fp16 needs an ONNX whose tensors are float16",
+                expected="an fp16 ONNX",
+                found="a float32 ONNX",
+                fix="export the model in float16 (e.g. onnxconverter-common's float16 conversion, keeping "
+                "inputs/outputs float32) and build that, or build --precision fp32 / int8 with the Q/DQ model",
+            )
+        if precision == "fp32" and facts.has_fp16:
+            raise ConfigError(
+                "fp32 was asked but the ONNX carries float16 tensors, which TensorRT 11 keeps as float16",
+                fix="build --precision fp16, or export the model in float32",
+            )
+        notes.append("strongly typed network: precisions follow the ONNX")
+    elif explicit_int8 and precision == "int8" and version.has_strongly_typed_flag:
+        network.append("STRONGLY_TYPED")
+        strongly_typed = True
+        notes.append("Q/DQ network built strongly typed: no precision flags")
+    else:
+        if precision == "fp16":
+            builder.append("FP16")
+        elif precision == "int8":
+            builder.append("INT8")  # 8.x Q/DQ or implicit calibration
+        elif precision == "best":
+            builder.extend(["FP16", "INT8"])
+
+    use_calibrator = precision in ("int8", "best") and config.int8_mode == "implicit"
+    if config.dla_core is not None and config.gpu_fallback:
+        builder.append("GPU_FALLBACK")
+    if config.version_compatible:
+        builder.append("VERSION_COMPATIBLE")
+        notes.append("version compatible: runs on later TensorRT releases of the same major version")
+    return BuildPlan(
+        version=version,
+        network_flags=tuple(network),
+        builder_flags=tuple(builder),
+        strongly_typed=strongly_typed,
+        use_calibrator=use_calibrator,
+        use_dla=config.dla_core is not None,
+        precision=precision,
+        notes=tuple(notes),
+    )

@@ -1,0 +1,117 @@
+"""The Segmenter's GPU path (layer 1; pycuda lazily): frame -> kernels -> engine -> mask.
+
+Two slots (double buffering), each with its own stream, event, frame/input/logits/mask
+buffers and TensorRT execution context. Per frame: the CPU writes the frame once into the
+slot's frame buffer (mapped: that is the GPU's copy too; staged: one async upload), then
+preprocess kernel -> engine -> argmax kernel -> mask readback are enqueued on the slot's
+stream. After a slot has run once (TensorRT's warm-up), the three GPU steps are captured
+into a CUDA graph and replayed with one launch; if the driver refuses, the slot keeps
+enqueueing normally. Buffers exist from construction (frame buffers from the first frame
+of each size), so a steady stream of frames allocates nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import ArtifactError, InputError
+from ..spec import InputSpec
+from . import cuda
+from .kernels import GpuKernels
+
+
+class _Slot:
+    def __init__(self, backend: Any, mode: str, info: cuda.DeviceInfo, in_dtype: Any, out_dtype: Any) -> None:
+        self.stream = cuda.new_stream()
+        self.done = cuda.new_event()
+        self.input = cuda.DeviceBuffer(backend.input_shape, in_dtype)  # written by the kernel only
+        self.logits = cuda.DeviceBuffer(backend.output_shape, out_dtype)
+        height, width = backend.output_shape[2], backend.output_shape[3]
+        self.mask = cuda.allocate((height, width), np.uint8, mode, info)
+        self.frame: Any = None
+        self.execution = backend.execution(self.input.device_ptr, self.logits.device_ptr) \
+            if hasattr(backend, "execution") else None
+        self.runs = 0
+        self.graph: cuda.CudaGraph | None = None
+        self.graph_failed = False
+
+
+class GpuLoop:
+    def __init__(self, backend: Any, spec: InputSpec, *, frame_order: str = "RGB", buffers: str = "auto",
+                 cuda_graph: bool = True) -> None:
+        self.backend = backend
+        self.context = getattr(backend, "cuda", None) or cuda.CudaContext.get()
+        self.spec = spec
+        self.mode = cuda.choose_mode(buffers, self.context.info)
+        self.use_graph = cuda_graph and hasattr(backend, "execution")
+        in_dtype = getattr(backend, "input_dtype", np.float32)
+        self.out_dtype = np.dtype(getattr(backend, "output_dtype", np.float32))
+        if len(backend.output_shape) != 4 or backend.output_shape[0] != 1:
+            raise ArtifactError("the model output must be 1xCxHxW logits", found=str(backend.output_shape))
+        self.in_dtype = np.dtype(in_dtype)
+        with self.context.active():
+            self.kernels = GpuKernels(spec, frame_order)
+            self.slots = [_Slot(backend, self.mode, self.context.info, self.in_dtype, self.out_dtype)
+                          for _ in range(2)]
+
+    def _frame_buffer(self, slot: _Slot, frame: np.ndarray) -> Any:
+        if slot.frame is None or slot.frame.shape != frame.shape:
+            slot.frame = cuda.allocate(frame.shape, np.uint8, self.mode, self.context.info)
+            self._drop_graph(slot)  # the graph recorded the old frame buffer's address and size
+        return slot.frame
+
+    def _enqueue(self, slot: _Slot, frame_shape: tuple[int, ...]) -> bool:
+        h, w = int(frame_shape[0]), int(frame_shape[1])
+        self.kernels.preprocess(slot.frame.device_ptr, h, w, w * 3, slot.input.device_ptr, self.in_dtype,
+                                slot.stream)
+        if slot.execution is not None:
+            if not slot.execution.enqueue(slot.stream):
+                return False
+        else:  # torch reference backend on CUDA: reads/writes the same device buffers
+            self.backend.run_device(slot.input, slot.logits, slot.stream)
+        _, channels, out_h, out_w = self.backend.output_shape
+        self.kernels.argmax(slot.logits.device_ptr, self.out_dtype, channels, out_h, out_w, slot.mask.device_ptr,
+                            slot.stream)
+        return True
+
+    def submit(self, index: int, frame: np.ndarray) -> None:
+        slot = self.slots[index]
+        with self.context.active():
+            buffer = self._frame_buffer(slot, frame)
+            np.copyto(buffer.host, frame)  # the one CPU write of the frame
+            buffer.to_device(slot.stream)
+            if slot.graph is not None:
+                slot.graph.launch(slot.stream)
+            elif not self._enqueue(slot, frame.shape):
+                raise ArtifactError("the engine failed to enqueue", fix="rerun with the tensorrt logger verbose")
+            slot.runs += 1
+            if self.use_graph and slot.graph is None and not slot.graph_failed and slot.runs == 1:
+                slot.stream.synchronize()  # warm-up done: capture the same work for the next frames
+                slot.graph = cuda.CudaGraph.capture(slot.stream, lambda: self._enqueue(slot, frame.shape))
+                slot.graph_failed = slot.graph is None
+            slot.mask.to_host(slot.stream)
+            slot.done.record(slot.stream)
+
+    def result(self, index: int) -> np.ndarray:
+        slot = self.slots[index]
+        with self.context.active():
+            slot.done.synchronize()
+        if slot.mask.host.size == 0:
+            raise InputError("the mask buffer has no host side")
+        return np.asarray(slot.mask.host)
+
+    @property
+    def graphs_active(self) -> int:
+        return sum(slot.graph is not None for slot in self.slots)
+
+    def _drop_graph(self, slot: _Slot) -> None:
+        if slot.graph is not None:
+            slot.graph.close()
+        slot.graph, slot.graph_failed, slot.runs = None, False, 0
+
+    def close(self) -> None:
+        with self.context.active():
+            for slot in self.slots:
+                self._drop_graph(slot)

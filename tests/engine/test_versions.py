@@ -1,0 +1,115 @@
+"""The one version switch: flags per TensorRT release, from the plan alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeseg.engine.config import BuildConfig
+from edgeseg.engine.versions import OnnxFacts, TrtVersion, plan_build
+from edgeseg.errors import ConfigError
+
+FLOAT = OnnxFacts(has_qdq=False)
+QDQ = OnnxFacts(has_qdq=True)
+FP16_ONNX = OnnxFacts(has_fp16=True)
+
+
+def test_version_parsing_and_cache_number() -> None:
+    assert TrtVersion.parse("10.3.0.30") == TrtVersion(10, 3, 0)
+    assert TrtVersion.parse("8.6.1") == TrtVersion(8, 6, 1)
+    assert TrtVersion.parse("11") == TrtVersion(11, 0, 0)
+    assert TrtVersion.parse("8.6.1").cache_number == 8601
+    assert str(TrtVersion.parse("10.13.0.35")) == "10.13.0"
+    assert TrtVersion(10, 7) < TrtVersion(10, 8)
+    with pytest.raises(ConfigError):
+        TrtVersion.parse("latest")
+
+
+# (version, precision, facts) -> (network flags, builder flags, strongly typed)
+CASES = [
+    ("8.5.2", "fp32", FLOAT, ("EXPLICIT_BATCH",), (), False),
+    ("8.5.2", "fp16", FLOAT, ("EXPLICIT_BATCH",), ("FP16",), False),
+    ("8.5.2", "int8", QDQ, ("EXPLICIT_BATCH",), ("INT8",), False),
+    ("8.5.2", "best", QDQ, ("EXPLICIT_BATCH",), ("FP16", "INT8"), False),
+    ("8.6.1", "int8", QDQ, ("EXPLICIT_BATCH",), ("INT8",), False),
+    ("8.6.1", "fp16", FLOAT, ("EXPLICIT_BATCH",), ("FP16",), False),
+    ("10.0.1", "int8", QDQ, ("STRONGLY_TYPED",), (), True),
+    ("10.3.0", "int8", QDQ, ("STRONGLY_TYPED",), (), True),
+    ("10.3.0", "fp16", FLOAT, (), ("FP16",), False),
+    ("10.3.0", "best", QDQ, (), ("FP16", "INT8"), False),
+    ("10.7.0", "int8", QDQ, ("STRONGLY_TYPED",), (), True),
+    ("10.13.0", "fp32", FLOAT, (), (), False),
+    ("10.13.0", "int8", QDQ, ("STRONGLY_TYPED",), (), True),
+    ("11.0.0", "int8", QDQ, (), (), True),
+    ("11.0.0", "fp32", FLOAT, (), (), True),
+    ("11.0.0", "fp16", FP16_ONNX, (), (), True),
+]
+
+
+@pytest.mark.parametrize(("version", "precision", "facts", "network", "builder", "strong"), CASES)
+def test_flags_per_version(version: str, precision: str, facts: OnnxFacts, network: tuple[str, ...],
+                           builder: tuple[str, ...], strong: bool) -> None:
+    plan = plan_build(version, BuildConfig(precision=precision), facts)
+    assert plan.network_flags == network
+    assert plan.builder_flags == builder
+    assert plan.strongly_typed is strong
+    assert plan.use_calibrator is False
+    version_info = TrtVersion.parse(version)
+    assert ("FP16" in plan.builder_flags or "INT8" in plan.builder_flags) <= version_info.has_precision_flags
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "8.6.1", "10.0.1", "10.3.0", "10.7.0", "10.13.0"])
+def test_implicit_int8_uses_calibrator_and_weak_typing(version: str) -> None:
+    plan = plan_build(version, BuildConfig(precision="int8", int8_mode="implicit"), FLOAT)
+    assert plan.use_calibrator and "INT8" in plan.builder_flags
+    assert "STRONGLY_TYPED" not in plan.network_flags  # calibrators need a weakly typed network
+
+
+@pytest.mark.parametrize(("version", "dla"), [("8.5.2", True), ("8.6.1", True), ("10.0.1", True), ("10.3.0", True),
+                                              ("10.7.0", True), ("10.13.0", False), ("11.0.0", False)])
+def test_dla_availability(version: str, dla: bool) -> None:
+    assert TrtVersion.parse(version).has_dla is dla
+    config = BuildConfig(precision="fp16", dla_core=0)
+    if dla:
+        plan = plan_build(version, config, FLOAT)
+        assert plan.use_dla and "GPU_FALLBACK" in plan.builder_flags
+        no_fallback = plan_build(version, BuildConfig(precision="fp16", dla_core=0, gpu_fallback=False), FLOAT)
+        assert "GPU_FALLBACK" not in no_fallback.builder_flags
+    else:
+        with pytest.raises(ConfigError, match="DLA"):
+            plan_build(version, config, FLOAT)
+
+
+@pytest.mark.parametrize(("version", "implicit"), [("8.5.2", True), ("10.0.1", True), ("10.13.0", True),
+                                                   ("11.0.0", False)])
+def test_implicit_allowed(version: str, implicit: bool) -> None:
+    assert TrtVersion.parse(version).has_calibrator is implicit
+
+
+def test_version_compatible_flag() -> None:
+    plan = plan_build("10.3.0", BuildConfig(precision="fp16", version_compatible=True), FLOAT)
+    assert "VERSION_COMPATIBLE" in plan.builder_flags
+    with pytest.raises(ConfigError, match="8.6"):
+        plan_build("8.5.2", BuildConfig(version_compatible=True), FLOAT)
+
+
+def test_explicit_int8_needs_qdq_onnx() -> None:
+    with pytest.raises(ConfigError, match="edgeseg calibrate"):
+        plan_build("10.3.0", BuildConfig(precision="int8"), FLOAT)
+
+
+def test_implicit_int8_refuses_qdq_onnx() -> None:
+    with pytest.raises(ConfigError, match="already has Q/DQ"):
+        plan_build("8.5.2", BuildConfig(precision="int8", int8_mode="implicit"), QDQ)
+
+
+def test_tensorrt11_fp16_needs_fp16_onnx_no_silent_downgrade() -> None:
+    with pytest.raises(ConfigError, match="float16"):
+        plan_build("11.0.0", BuildConfig(precision="fp16"), FLOAT)
+    with pytest.raises(ConfigError, match="float16"):
+        plan_build("11.0.0", BuildConfig(precision="fp32"), FP16_ONNX)
+
+
+def test_plan_to_dict_records_decisions() -> None:
+    data = plan_build("10.3.0", BuildConfig(precision="int8"), QDQ).to_dict()
+    assert data == {"tensorrt": "10.3.0", "network_flags": ["STRONGLY_TYPED"], "builder_flags": [],
+                    "strongly_typed": True, "calibrator": False, "dla": False, "precision": "int8"}

@@ -1,0 +1,182 @@
+"""GPU checks (marker ``gpu``: skipped without CUDA + pycuda): buffers, kernels vs numpy, the GPU loop.
+
+Self-contained: they need torch (CUDA build) only for the torch-backend loop tests.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from edgeseg.runtime.kernels import numpy_argmax, numpy_overlay
+from edgeseg.spec import InputSpec, preprocess
+
+pytestmark = pytest.mark.gpu
+SIZES = [(32, 64), (48, 80), (31, 17), (240, 320), (721, 1279)]
+
+
+@pytest.fixture(scope="module")
+def ctx():  # type: ignore[no-untyped-def]
+    from edgeseg.runtime.cuda import CudaContext
+
+    return CudaContext.get()
+
+
+@pytest.mark.parametrize("kind", ["mapped", "device"])
+def test_buffers_round_trip(ctx, kind: str) -> None:  # type: ignore[no-untyped-def]
+    from edgeseg.runtime import cuda
+
+    if kind == "mapped" and not ctx.info.can_map_host_memory:
+        pytest.skip("this GPU cannot map host memory")
+    with ctx.active():
+        stream = cuda.new_stream()
+        src = cuda.allocate((3, 5, 7), np.float32, kind, ctx.info)
+        dst = cuda.allocate((3, 5, 7), np.float32, kind, ctx.info)
+        src.host[...] = np.arange(105, dtype=np.float32).reshape(3, 5, 7)
+        src.to_device(stream)
+        cuda.driver().memcpy_dtod_async(dst.device_ptr, src.device_ptr, src.nbytes, stream)
+        dst.to_host(stream)
+        stream.synchronize()
+        np.testing.assert_array_equal(dst.host, src.host)
+        iface = dst.__cuda_array_interface__
+        assert iface["shape"] == (3, 5, 7) and iface["typestr"] == "<f4" and iface["data"][0] == dst.device_ptr
+
+
+def _run_preprocess(ctx, frame: np.ndarray, spec: InputSpec, order: str, dtype: type) -> np.ndarray:  # type: ignore[no-untyped-def]
+    from edgeseg.runtime import cuda
+    from edgeseg.runtime.kernels import GpuKernels
+
+    with ctx.active():
+        stream = cuda.new_stream()
+        kernels = GpuKernels(spec, order)
+        src = cuda.allocate(frame.shape, np.uint8, "device", ctx.info)
+        out = cuda.allocate(spec.shape, dtype, "device", ctx.info)
+        np.copyto(src.host, frame)
+        src.to_device(stream)
+        kernels.preprocess(src.device_ptr, frame.shape[0], frame.shape[1], frame.shape[1] * 3, out.device_ptr,
+                           dtype, stream)
+        out.to_host(stream)
+        stream.synchronize()
+        return np.array(out.host, dtype=np.float32)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_preprocess_kernel_matches_spec_preprocess(ctx, size: tuple[int, int], order: str, dtype: type) -> None:  # type: ignore[no-untyped-def]
+    spec = InputSpec(64, 96)
+    frame = np.random.default_rng(size[0]).integers(0, 256, (*size, 3), dtype=np.uint8)
+    got = _run_preprocess(ctx, frame, spec, order, dtype)
+    expected = preprocess(frame, spec, order)
+    tolerance = 1e-3 if dtype is np.float32 else 2e-2  # fp16 keeps ~3 significant digits of values up to ~2.6
+    assert np.abs(got - expected).max() <= tolerance
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("shape", [(1, 19, 64, 96), (1, 2, 31, 17), (1, 256, 8, 8)])
+def test_argmax_kernel_matches_numpy(ctx, dtype: type, shape: tuple[int, ...]) -> None:  # type: ignore[no-untyped-def]
+    from edgeseg.runtime import cuda
+    from edgeseg.runtime.kernels import GpuKernels
+
+    logits = np.random.default_rng(3).standard_normal(shape).astype(dtype)
+    with ctx.active():
+        stream = cuda.new_stream()
+        kernels = GpuKernels(InputSpec(32, 32))
+        src = cuda.allocate(shape, dtype, "device", ctx.info)
+        mask = cuda.allocate(shape[2:], np.uint8, "device", ctx.info)
+        np.copyto(src.host, logits)
+        src.to_device(stream)
+        kernels.argmax(src.device_ptr, dtype, shape[1], shape[2], shape[3], mask.device_ptr, stream)
+        mask.to_host(stream)
+        stream.synchronize()
+        np.testing.assert_array_equal(mask.host, numpy_argmax(logits))
+
+
+@pytest.mark.parametrize("size", [(48, 80), (31, 17)])
+def test_overlay_kernel_matches_numpy(ctx, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    from edgeseg.runtime import cuda
+    from edgeseg.runtime.kernels import GpuKernels, default_palette
+
+    rng = np.random.default_rng(4)
+    frame = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    mask = rng.integers(0, 6, (16, 24), dtype=np.uint8)
+    palette = default_palette(5)
+    with ctx.active():
+        stream = cuda.new_stream()
+        kernels = GpuKernels(InputSpec(32, 32))
+        bufs = [cuda.allocate(a.shape, np.uint8, "device", ctx.info) for a in (frame, mask, palette, frame)]
+        for buf, array in zip(bufs[:3], (frame, mask, palette), strict=True):
+            np.copyto(buf.host, array)
+            buf.to_device(stream)
+        kernels.overlay(bufs[0].device_ptr, size[0], size[1], bufs[1].device_ptr, 16, 24, bufs[2].device_ptr, 5,
+                        0.4, bufs[3].device_ptr, stream)
+        bufs[3].to_host(stream)
+        stream.synchronize()
+        expected = numpy_overlay(frame, mask, palette, 0.4)
+        assert np.abs(bufs[3].host.astype(int) - expected.astype(int)).max() <= 1
+
+
+def _tiny_model():  # type: ignore[no-untyped-def]
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA here")
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(6, 5, 1)).eval()
+
+
+def _torch_gpu_segmenter(model, spec: InputSpec, order: str = "RGB"):  # type: ignore[no-untyped-def]
+    from edgeseg.runtime.gpu_loop import GpuLoop
+    from edgeseg.runtime.segmenter import Segmenter
+    from edgeseg.runtime.torch_backend import TorchBackend
+
+    backend = TorchBackend(model, spec.shape, device="cuda")
+    return Segmenter(backend, spec, frame_order=order, gpu_loop=GpuLoop(backend, spec, frame_order=order,
+                                                                         cuda_graph=False))
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_torch_gpu_loop_matches_cpu_pytorch(order: str) -> None:
+    import copy
+
+    import torch
+
+    model = _tiny_model()
+    spec = InputSpec(64, 96)
+    cpu_model = copy.deepcopy(model)
+    seg = _torch_gpu_segmenter(model, spec, order)
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 256, (*s, 3), dtype=np.uint8) for s in SIZES[:4]]
+    for frame in frames:
+        seg.submit(frame)
+        mask = seg.result().copy()
+        with torch.inference_mode():
+            logits = cpu_model(torch.from_numpy(preprocess(frame, spec, order)))[0].numpy()
+        top2 = np.sort(logits, axis=0)[-2:]
+        decided = (top2[1] - top2[0]) > 1e-3  # GPU vs CPU float differences may flip near-ties only
+        np.testing.assert_array_equal(mask[decided], np.argmax(logits, axis=0)[decided])
+    seg.close()
+
+
+def test_ten_thousand_frames_without_memory_growth() -> None:
+    import torch
+
+    seg = _torch_gpu_segmenter(_tiny_model(), InputSpec(32, 64))
+    frame = np.random.default_rng(6).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    for _ in range(20):
+        seg(frame)
+    torch.cuda.synchronize()
+    gpu_before = torch.cuda.memory_allocated()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for i in range(10_000):
+        seg.submit(frame)
+        if i % 2:
+            seg.result()
+            seg.result()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert growth < 256 * 1024, growth
+    assert torch.cuda.memory_allocated() <= gpu_before + (1 << 20)

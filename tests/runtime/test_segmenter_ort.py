@@ -1,0 +1,91 @@
+"""The Segmenter on the real ONNX Runtime backend, on a tiny model exported here with torch."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeseg.spec import InputSpec, Manifest, preprocess
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("edgeseg.runtime.onnxruntime") is None,
+                                reason="edgeseg.runtime.onnxruntime (OnnxRuntimeBackend) is not in this tree yet")
+
+SPEC = InputSpec(32, 64)
+
+
+def tiny_model() -> object:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(6, 5, 1)).eval()
+
+
+@pytest.fixture(scope="module")
+def build_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    torch = pytest.importorskip("torch")
+    folder = tmp_path_factory.mktemp("engines") / "tiny"
+    folder.mkdir()
+    model = tiny_model()
+    torch.onnx.export(model, torch.zeros(SPEC.shape), str(folder / "model.onnx"), input_names=["images"],
+                      output_names=["logits"], opset_version=17, dynamo=False)
+    manifest = Manifest(model="tiny", num_classes=5, input_spec=SPEC, artifacts={"onnx": "model.onnx"})
+    (folder / "manifest.json").write_text(json.dumps(manifest.to_dict()))
+    return folder, model
+
+
+def torch_mask(model: object, frame: np.ndarray, order: str) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(preprocess(frame, SPEC, order)))[0].numpy()  # type: ignore[operator]
+    top2 = np.sort(logits, axis=0)[-2:]
+    return np.argmax(logits, axis=0).astype(np.uint8), top2[1] - top2[0]
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_masks_equal_torch_cpu_argmax(build_folder: tuple[Path, object], order: str) -> None:
+    from edgeseg.runtime import Segmenter
+
+    folder, model = build_folder
+    seg = Segmenter.from_artifacts(folder, backend="onnxruntime", frame_order=order, threads=1)
+    assert seg.name == "onnxruntime"
+    rng = np.random.default_rng(1)
+    for size in [(48, 80), (32, 64), (31, 17)]:
+        frame = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        mask = seg(frame)
+        expected, margin = torch_mask(model, frame, order)
+        decided = margin > 1e-5  # exact float ties may break either way between runtimes
+        assert decided.mean() > 0.99
+        np.testing.assert_array_equal(mask[decided], expected[decided])
+    seg.close()
+
+
+def test_auto_picks_onnxruntime_without_tensorrt(build_folder: tuple[Path, object]) -> None:
+    from edgeseg.runtime import Segmenter, tensorrt_available
+
+    if tensorrt_available():
+        pytest.skip("TensorRT is available here")
+    seg = Segmenter.from_artifacts(build_folder[0], threads=1)
+    assert seg.name == "onnxruntime"
+
+
+def test_no_allocation_growth_over_200_frames(build_folder: tuple[Path, object]) -> None:
+    from edgeseg.runtime import Segmenter
+
+    seg = Segmenter.from_artifacts(build_folder[0], backend="onnxruntime", threads=1)
+    frame = np.random.default_rng(2).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    for _ in range(10):
+        seg(frame)  # warm-up
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for _ in range(200):
+        seg(frame)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert growth < 64 * 1024, f"{growth} bytes retained over 200 frames"
