@@ -1,0 +1,189 @@
+"""Finding and opening the artifacts of a build folder (layer 4; no torch).
+
+Shared by ``validate``, ``bench`` and ``report``: which file plays which role in a
+build folder (from manifest.json, or the standard names when there is none), which
+backend runs a candidate file (by suffix), the input spec a candidate was exported
+with, and a description of the machine for benchmark and report records.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactError, DependencyError, require
+from .spec import InputSpec, Manifest
+
+MANIFEST_FILE = "manifest.json"
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+# role -> standard file name(s) in engines/<name>/ when manifest.json is absent
+STANDARD_NAMES: dict[str, tuple[str, ...]] = {
+    "onnx": ("model.onnx",),
+    "onnx_int8_trt": ("model.int8.onnx",),
+    "onnx_int8_cpu": ("model.int8.ort.onnx", "model.int8.cpu.onnx", "model.int8.qoperator.onnx"),
+    "engine": ("model.engine",),
+    "reference": ("reference.npz",),
+    "calibration_cache": ("calibration.cache",),
+    "ranges": ("ranges.json",),
+}
+
+LIBRARIES = ("numpy", "onnx", "onnxruntime", "torch", "tensorrt", "pycuda", "pillow", "matplotlib")
+
+
+def load_manifest(folder: str | os.PathLike[str]) -> Manifest | None:
+    """The folder's manifest.json, or None when there is none (a corrupt one is an error)."""
+    path = Path(folder) / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    from .io import read_json
+
+    return Manifest.from_dict(read_json(path, what="build manifest"), source=str(path))
+
+
+def discover_artifacts(folder: str | os.PathLike[str], manifest: Manifest | None = None) -> dict[str, Path]:
+    """role -> existing file of a build folder: the manifest's roles first, then standard names."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ArtifactError(
+            f"build folder {root} does not exist" if not root.exists() else f"{root} is not a folder",
+            expected="a build folder such as engines/NAME (manifest.json, model.onnx, ...)",
+            found=str(root),
+            fix="run edgeseg build first, or pass the ONNX files with --onnx",
+        )
+    manifest = manifest if manifest is not None else load_manifest(root)
+    found: dict[str, Path] = {}
+    if manifest is not None:
+        for role, name in manifest.artifacts.items():
+            if (root / name).is_file():
+                found[role] = root / name
+    for role, names in STANDARD_NAMES.items():
+        if role in found:
+            continue
+        for name in names:
+            if (root / name).is_file():
+                found[role] = root / name
+                break
+    if "onnx_int8_cpu" not in found:  # another CPU INT8 layout: model.int8.<anything>.onnx
+        extra = sorted(p for p in root.glob("model.int8.*.onnx") if p.name != "model.int8.onnx")
+        if extra:
+            found["onnx_int8_cpu"] = extra[0]
+    return found
+
+
+def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """metadata_props of an ONNX file (onnx if installed, else onnxruntime's model meta)."""
+    source = Path(path)
+    if not source.is_file():
+        raise ArtifactError("ONNX model not found", expected=str(source), found="no such file")
+    try:
+        import onnx
+    except ImportError:
+        onnx = None
+    try:
+        if onnx is not None:
+            model = onnx.load(str(source), load_external_data=False)
+            return {prop.key: prop.value for prop in model.metadata_props}
+        ort = require("onnxruntime", purpose="reading ONNX metadata")
+        session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+        return dict(session.get_modelmeta().custom_metadata_map)
+    except DependencyError:
+        raise
+    except Exception as exc:  # protobuf / onnxruntime raise many types for a bad file
+        raise ArtifactError(f"{source} is not a readable ONNX model", found=f"{type(exc).__name__}: {exc}",
+                            fix="export it again: edgeseg export ...") from None
+
+
+def spec_from_metadata(metadata: dict[str, str], *, source: str) -> InputSpec | None:
+    text = metadata.get("input_spec")
+    if not text:
+        return None
+    try:
+        return InputSpec.from_dict(json.loads(text))
+    except (json.JSONDecodeError, TypeError, AttributeError) as exc:
+        raise ArtifactError(f"{source} has an unreadable input_spec", found=str(exc),
+                            fix="export the model again: edgeseg export ...") from None
+
+
+def candidate_input_spec(path: str | os.PathLike[str]) -> tuple[InputSpec | None, str]:
+    """The input spec a candidate was built with, and where it came from ("" if unknown)."""
+    candidate = Path(path)
+    if candidate.suffix.lower() == ".onnx":
+        spec = spec_from_metadata(onnx_metadata(candidate), source=str(candidate))
+        if spec is not None:
+            return spec, f"{candidate.name} metadata"
+    manifest = load_manifest(candidate.parent)
+    if manifest is not None:
+        return manifest.input_spec, f"{candidate.parent / MANIFEST_FILE}"
+    return None, ""
+
+
+def open_backend(path: str | os.PathLike[str], *, threads: int | None = None) -> Any:
+    """A Backend for a candidate file: ONNX -> ONNX Runtime, .engine -> TensorRT."""
+    candidate = Path(path)
+    if not candidate.is_file():
+        raise ArtifactError("candidate model not found", expected=str(candidate), found="no such file",
+                            fix="pass an existing model.onnx, model.int8*.onnx or model.engine")
+    suffix = candidate.suffix.lower()
+    if suffix == ".onnx":
+        require("onnxruntime", purpose="running ONNX models")
+        from .runtime.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(candidate, threads=threads)
+    if suffix in ENGINE_SUFFIXES:
+        require("tensorrt", extra="trt", purpose="running TensorRT engines")
+        from .runtime.trt import TensorRTSession
+
+        return TensorRTSession(candidate, manifest=load_manifest(candidate.parent))
+    raise ArtifactError(
+        f"cannot tell which backend runs {candidate.name}",
+        expected="an ONNX model (.onnx) or a TensorRT engine (" + ", ".join(ENGINE_SUFFIXES) + ")",
+        found=suffix or "no suffix",
+    )
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions, read from package metadata (nothing is imported)."""
+    versions: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def machine_info() -> dict[str, Any]:
+    from . import __version__
+
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "machine": platform.machine(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "edgeseg": __version__,
+        "libraries": library_versions(),
+    }

@@ -1,0 +1,285 @@
+"""Latency of every backend and precision of a build, side by side (layer 4; torch lazily).
+
+All runners get the same inputs and the same thread count, and are timed interleaved
+(iteration i of every runner before iteration i+1 of any), so slow drifts of a shared
+machine (other processes, thermal throttling) hit every runner alike and the ratios
+between them stay meaningful even where absolute numbers are noisy.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifacts import (
+    candidate_input_spec,
+    discover_artifacts,
+    load_manifest,
+    machine_info,
+    open_backend,
+    usable_cores,
+)
+from .errors import DependencyError, EdgesegError, UsageError
+
+BENCH_FILE = "bench.json"
+PLOT_FILE = "bench_latency.png"
+BASELINES = ("pytorch-fp32", "ort-fp32")  # ratios in the table are relative to these
+INPUT_SAMPLES = 4
+
+
+@dataclass
+class Runner:
+    """One thing to time: ``infer(x)`` on a 1x3xHxW float32 input."""
+
+    name: str  # e.g. "ort-int8"
+    backend: str  # torch | onnxruntime | tensorrt
+    precision: str  # fp32 | fp16 | int8
+    infer: Callable[[np.ndarray], Any]
+    close: Callable[[], None] = lambda: None
+    source: str = ""  # the file (or model) it runs
+    note: str = ""
+    input_shape: tuple[int, ...] | None = None
+
+
+@dataclass
+class RunnerStats:
+    name: str
+    backend: str
+    precision: str
+    source: str
+    note: str
+    samples_ms: list[float]
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    throughput_fps: float
+
+    @classmethod
+    def from_samples(cls, runner: Runner, samples_ms: Sequence[float]) -> RunnerStats:
+        values = np.asarray(samples_ms, dtype=np.float64)
+        p50, p90, p99 = (float(v) for v in np.percentile(values, [50, 90, 99]))
+        mean = float(values.mean())
+        return cls(runner.name, runner.backend, runner.precision, runner.source, runner.note,
+                   [float(v) for v in values], p50, p90, p99, mean, float(values.std()), float(values.min()),
+                   float(values.max()), 1000.0 / mean if mean > 0 else float("inf"))
+
+
+@dataclass
+class BenchResult:
+    runners: list[RunnerStats]
+    iterations: int
+    warmup: int
+    input_shape: list[int]
+    order: str = "interleaved"
+    threads: int | None = None
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    machine: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+
+    def ratios(self) -> dict[str, dict[str, float | None]]:
+        """p50 of each runner divided by each baseline's p50 (< 1 = faster than the baseline)."""
+        p50 = {r.name: r.p50_ms for r in self.runners}
+        return {r.name: {f"vs_{b}": (r.p50_ms / p50[b] if b in p50 and p50[b] > 0 else None) for b in BASELINES}
+                for r in self.runners}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ratios"] = self.ratios()
+        return data
+
+    def table(self) -> list[str]:
+        header = f"{'runner':<16} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'fps':>8}" + \
+            "".join(f" {'x ' + b:>15}" for b in BASELINES)
+        lines = [header, "-" * len(header)]
+        ratios = self.ratios()
+        for r in self.runners:
+            cells = "".join(f" {_ratio_text(ratios[r.name][f'vs_{b}']):>15}" for b in BASELINES)
+            lines.append(f"{r.name:<16} {r.p50_ms:>9.2f} {r.p90_ms:>9.2f} {r.p99_ms:>9.2f} {r.mean_ms:>9.2f} "
+                         f"{r.throughput_fps:>8.1f}{cells}")
+        for skip in self.skipped:
+            lines.append(f"{skip['name']:<16} skipped: {skip['reason']}")
+        return lines
+
+
+def _ratio_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def benchmark(runners: Sequence[Runner], inputs: Sequence[np.ndarray] | np.ndarray, iterations: int = 50,
+              warmup: int = 10, *, progress: Callable[..., Iterable[Any]] | None = None) -> BenchResult:
+    """Time every runner on the same inputs, interleaved; ``inputs`` are 1x3xHxW float32 arrays."""
+    if iterations < 1 or warmup < 0:
+        raise UsageError("--iterations must be >= 1 and --warmup >= 0", found=f"{iterations}, {warmup}")
+    if not runners:
+        raise UsageError("nothing to benchmark", fix="pass --artifacts engines/NAME or --onnx FILE")
+    batch = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
+    if not batch:
+        raise UsageError("no inputs to benchmark with")
+    for runner in runners:
+        for i in range(warmup):
+            runner.infer(batch[i % len(batch)])
+    samples: dict[str, list[float]] = {r.name: [] for r in runners}
+    steps = progress(range(iterations), label="benchmarking", length=iterations) if progress else range(iterations)
+    for i in steps:
+        x = batch[i % len(batch)]
+        for runner in runners:
+            start = time.perf_counter()
+            runner.infer(x)
+            samples[runner.name].append((time.perf_counter() - start) * 1000.0)
+    return BenchResult([RunnerStats.from_samples(r, samples[r.name]) for r in runners], iterations, warmup,
+                       list(batch[0].shape))
+
+
+# -- building runners from a build folder or ONNX files ------------------------------------------
+@dataclass
+class BenchPlan:
+    runners: list[Runner]
+    skipped: list[dict[str, str]]
+    inputs: list[np.ndarray]
+    threads: int
+    out_dir: Path
+
+
+def _ort_runner(path: Path, name: str, precision: str, threads: int) -> Runner:
+    backend = open_backend(path, threads=threads)
+    return Runner(name, "onnxruntime", precision, backend.infer, backend.close, str(path),
+                  input_shape=tuple(backend.input_shape))
+
+
+def _precision_of(path: Path) -> str:
+    return "int8" if "int8" in path.name.lower() else ("fp16" if "fp16" in path.name.lower() else "fp32")
+
+
+def plan_bench(*, artifacts: str | os.PathLike[str] | None = None, onnx_files: Sequence[str | os.PathLike[str]] = (),
+               model: str | None = None, weights: str | os.PathLike[str] | None = None, threads: int | None = None,
+               out_dir: str | os.PathLike[str] | None = None) -> BenchPlan:
+    """Open every runner that can run here; list the others with the reason they were skipped."""
+    if artifacts is None and not onnx_files:
+        raise UsageError("nothing to benchmark", expected="--artifacts engines/NAME or --onnx FILE [--onnx FILE2]")
+    if threads is not None and threads < 1:
+        raise UsageError("--threads must be at least 1", found=str(threads))
+    threads = threads or usable_cores()
+    runners: list[Runner] = []
+    skipped: list[dict[str, str]] = []
+    spec = None
+    found: dict[str, Path] = {}
+    manifest = None
+    if artifacts is not None:
+        manifest = load_manifest(artifacts)
+        found = discover_artifacts(artifacts, manifest)
+        spec = manifest.input_spec if manifest else None
+        for role, name, precision in (("onnx", "ort-fp32", "fp32"), ("onnx_int8_cpu", "ort-int8", "int8")):
+            if role in found:
+                runners.append(_ort_runner(found[role], name, precision, threads))
+            else:
+                skipped.append({"name": name, "reason": f"no {role} artifact in {artifacts}"})
+        if "engine" in found:
+            try:
+                session = open_backend(found["engine"])
+                runners.append(Runner(f"tensorrt-{manifest.precision if manifest else 'engine'}", "tensorrt",
+                                      manifest.precision if manifest else "unknown", session.infer, session.close,
+                                      str(found["engine"]), input_shape=tuple(session.input_shape)))
+            except EdgesegError as exc:
+                skipped.append({"name": "tensorrt", "reason": exc.problem})
+        else:
+            skipped.append({"name": "tensorrt", "reason": f"no model.engine in {artifacts}"})
+    names = {r.name for r in runners}
+    for file in onnx_files:
+        path = Path(file)
+        precision = _precision_of(path)
+        name = f"ort-{precision}" if f"ort-{precision}" not in names else f"ort:{path.name}"
+        runners.append(_ort_runner(path, name, precision, threads))
+        names.add(name)
+        if spec is None:
+            spec = candidate_input_spec(path)[0]
+    torch_runner, reason = _torch_runner(model, weights, threads, manifest)
+    if torch_runner is not None:
+        runners.insert(0, torch_runner)
+    else:
+        skipped.insert(0, {"name": "pytorch-fp32", "reason": reason})
+    inputs = _inputs(spec, runners)
+    default_out = Path(artifacts) if artifacts is not None else Path(onnx_files[0]).parent
+    return BenchPlan(runners, skipped, inputs, threads, Path(out_dir) if out_dir is not None else default_out)
+
+
+def _torch_runner(model: str | None, weights: str | os.PathLike[str] | None, threads: int,
+                  manifest: Any) -> tuple[Runner | None, str]:
+    if model is None and weights is None:
+        return None, "pass --model NAME --weights F to include PyTorch eager"
+    try:
+        import torch
+    except ImportError as exc:
+        return None, f"torch cannot be imported ({exc})"
+    torch.set_num_threads(threads)
+    num_classes = manifest.num_classes if manifest is not None else None
+    note = ""
+    if weights is not None:
+        from .validate import TorchReference, _load_torch_model
+
+        module = _load_torch_model(TorchReference(Path(weights), model, num_classes), num_classes)[0]
+    else:
+        from .models import create_model
+
+        module = create_model(str(model), num_classes=num_classes or 19).eval()
+        note = "random weights (latency only)"
+
+    def infer(x: np.ndarray) -> Any:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x))
+
+    return Runner("pytorch-fp32", "torch", "fp32", infer, source=str(weights or model), note=note), ""
+
+
+def _inputs(spec: Any, runners: Sequence[Runner]) -> list[np.ndarray]:
+    """Realistic inputs: preprocessed synthetic frames when the spec is known, else seeded noise."""
+    if spec is not None:
+        from .reference import preprocess_frames, synthetic_frames
+
+        frames = synthetic_frames(INPUT_SAMPLES, spec.height, spec.width, seed=0)
+        return [x[None] for x in preprocess_frames(frames, spec)]
+    shape = next((r.input_shape for r in runners if r.input_shape), None)
+    if shape is None:
+        raise UsageError("cannot tell the input size to benchmark with",
+                         fix="benchmark an exported model (its ONNX metadata holds the input spec)")
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(shape).astype(np.float32) for _ in range(INPUT_SAMPLES)]
+
+
+def run_bench(plan: BenchPlan, *, iterations: int = 50, warmup: int = 10, plot: bool = True,
+              progress: Callable[..., Iterable[Any]] | None = None) -> tuple[BenchResult, list[Path]]:
+    """Time the plan's runners, write bench.json (and the latency plot) into ``plan.out_dir``."""
+    from datetime import datetime, timezone
+
+    from .io import atomic_write_json
+
+    try:
+        result = benchmark(plan.runners, plan.inputs, iterations, warmup, progress=progress)
+    finally:
+        for runner in plan.runners:
+            runner.close()
+    result.threads = plan.threads
+    result.skipped = list(plan.skipped)
+    result.machine = machine_info()
+    result.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    written = [atomic_write_json(plan.out_dir / BENCH_FILE, result.to_dict())]
+    if plot:
+        try:
+            from .plots import latency_plot
+
+            written.append(latency_plot(plan.out_dir / PLOT_FILE, {r.name: r.samples_ms for r in result.runners},
+                                        title=f"Latency per frame, {result.threads} threads, "
+                                              f"input {'x'.join(map(str, result.input_shape))}"))
+        except DependencyError as exc:
+            raise DependencyError(exc.problem + f" (bench.json was written to {written[0]})", found=exc.found,
+                                  fix=f"{exc.fix}, or pass --no-plot") from None
+    return result, written

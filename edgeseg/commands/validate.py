@@ -1,0 +1,101 @@
+"""``edgeseg validate``: a candidate (ONNX / INT8 / engine) against PyTorch, with accuracy gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import progress, summary_table
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:6.2f}"
+
+
+def print_validation(result: Any) -> None:
+    """The numbers of a ValidationResult as plain-text tables on stdout."""
+    parity, truth = result.parity, result.ground_truth
+    click.secho(f"\n{Path(result.candidate).name} vs {result.reference_kind} ({result.reference})", bold=True)
+    click.echo(f"  images                    {parity['images']}")
+    click.echo(f"  argmax agreement          {parity['agreement'] * 100:.3f} %")
+    click.echo(f"  max / mean abs logit err  {parity['max_abs_error']:.4g} / {parity['mean_abs_error']:.4g}")
+    click.echo(f"  cosine similarity         {parity['cosine_similarity']:.6f}")
+    click.echo(f"  mIoU vs PyTorch argmax    {parity['miou_vs_reference'] * 100:.2f} %")
+    if parity["nonfinite_logits"]:
+        click.secho(f"  non-finite logits         {parity['nonfinite_logits']}", fg="red")
+    if truth:
+        click.echo(f"  ground truth ({truth['images']} images): mIoU PyTorch {_pct(truth['miou_reference'])} %, "
+                   f"candidate {_pct(truth['miou_candidate'])} %, drop "
+                   + ("-" if truth["miou_drop_points"] is None else f"{truth['miou_drop_points']:.2f} points"))
+    against = "ground truth" if result.per_class and result.per_class[0]["against"] == "ground_truth" \
+        else "PyTorch argmax"
+    click.echo(f"\n  per class (IoU %, against {against})")
+    click.echo(f"  {'class':<20} {'PyTorch':>8} {'cand.':>8} {'delta':>8} {'share %':>8}")
+    for row in result.per_class:
+        delta = "-" if row["delta_points"] is None else f"{row['delta_points']:+.2f}"
+        click.echo(f"  {row['class'][:20]:<20} {_pct(row['iou_reference']):>8} {_pct(row['iou_candidate']):>8} "
+                   f"{delta:>8} {row['pixel_share'] * 100:8.2f}")
+    for note in result.notes:
+        click.echo(f"  note: {note}")
+    for skipped in result.gates["skipped"]:
+        click.echo(f"  gate not applied: {skipped}")
+
+
+@click.command("validate")
+@click.option("--candidate", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="model.onnx, a model.int8*.onnx or model.engine to check.")
+@click.option("--reference", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="reference.npz saved by edgeseg export (PyTorch logits; no torch needed).")
+@click.option("--model", "model_name", default=None, help="Run this PyTorch model as the reference (with --weights).")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Weights or edgeseg checkpoint of the PyTorch reference.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder with images/ (+ masks/<stem>.png for ground truth).")
+@click.option("--max-images", type=click.IntRange(min=1), default=None, help="Use at most N images/samples.")
+@click.option("--min-agreement", type=float, default=0.99, show_default=True,
+              help="Gate: minimum fraction of pixels whose argmax matches PyTorch.")
+@click.option("--max-miou-drop", type=float, default=0.5, show_default=True,
+              help="Gate: maximum mIoU drop against ground truth, in points.")
+@click.option("--worst", "worst_k", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Overlay PNGs of the N images with the lowest agreement.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where validation.json and overlays go (default: the candidate's folder).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime.")
+def validate_cmd(candidate: Path, reference: Path | None, model_name: str | None, weights: Path | None,
+                 data_dir: Path | None, max_images: int | None, min_agreement: float, max_miou_drop: float,
+                 worst_k: int, out: Path | None, threads: int | None) -> None:
+    """Compare a candidate with the PyTorch model it came from: logits, argmax agreement, per-class IoU.
+
+    \b
+    Without torch (e.g. on the robot):  --reference engines/NAME/reference.npz
+    With the PyTorch model:             --weights model.pt [--model NAME] --data DIR
+    Exits 1 when a gate (--min-agreement, --max-miou-drop) is missed.
+    """
+    from ..errors import UsageError
+    from ..validate import TorchReference, ValidationConfig, gate_error, validate_candidate
+
+    if reference is not None and weights is not None:
+        raise UsageError("--reference and --weights are two different references", found="both given",
+                         fix="pass one: --reference DIR/reference.npz, or --weights F [--model NAME]")
+    if reference is None and weights is None:
+        raise UsageError("no reference to compare with", found="neither --reference nor --weights",
+                         fix="pass --reference DIR/reference.npz, or --weights F [--model NAME] --data DIR")
+    if model_name is not None and weights is None:
+        raise UsageError("--model needs --weights", expected="the trained weights the candidate was exported from",
+                         fix="pass --weights F, or use --reference DIR/reference.npz")
+    source: Any = reference if reference is not None else TorchReference(weights, model_name)  # type: ignore[arg-type]
+    config = ValidationConfig(max_images=max_images, min_agreement=min_agreement, max_miou_drop=max_miou_drop,
+                              worst_k=worst_k, threads=threads)
+    result = validate_candidate(candidate, source, data_dir=data_dir, config=config, out_dir=out,
+                                progress=progress, raise_on_failure=False)
+    print_validation(result)
+    verdict = "validation passed" if result.passed else "validation FAILED"
+    rows = [("candidate", str(candidate)), ("verdict", verdict)] + [("wrote", f) for f in result.files[:3]]
+    if len(result.files) > 3:
+        rows.append(("wrote", f"... {len(result.files) - 3} more overlay(s)"))
+    next_commands = [f"edgeseg bench --artifacts {candidate.parent}"] if result.passed else []
+    summary_table(verdict, rows, next_commands)
+    if not result.passed:
+        raise gate_error(result)

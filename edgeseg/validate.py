@@ -1,0 +1,393 @@
+"""Validate a candidate (ONNX, Q/DQ INT8, CPU INT8 or TensorRT engine) against PyTorch (layer 4).
+
+The candidate and the reference see the SAME preprocessed inputs (``spec.preprocess``
+with the one input spec they must agree on). The reference is either ``reference.npz``
+(PyTorch logits saved at export: no torch needed, works on the robot) or the PyTorch
+model itself (torch imported only then). With ``data_dir`` holding masks, both are also
+scored against ground truth. Gates turn a miss into an ``AccuracyError`` (exit 1) after
+``validation.json`` and the disagreement overlays are written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .artifacts import candidate_input_spec, load_manifest, onnx_metadata, open_backend
+from .errors import AccuracyError, ArtifactError, InputError, UsageError
+from .images import list_images, load_image, load_mask
+from .parity import ParityTally, resize_nearest
+from .spec import InputSpec, preprocess
+
+T = TypeVar("T")
+Progress = Callable[..., Iterable[Any]]  # progress(items, label=..., length=...)
+VALIDATION_FILE = "validation.json"
+OVERLAY_DIR = "validation_overlays"
+SYNTHETIC_SAMPLES = 8  # frames for a PyTorch reference when no --data is given
+ACCURACY_FIX = ("re-calibrate: `edgeseg calibrate --method percentile`, more calibration images "
+                "(`--calib-images 500`), or keep the first/last layers in FP16; for an FP32 candidate, "
+                "check it was exported from these weights")
+
+
+@dataclass
+class TorchReference:
+    """Run the PyTorch model as the reference: an edgeseg checkpoint or plain weights + a model name."""
+
+    weights: Path
+    model: str | None = None
+    num_classes: int | None = None
+
+
+@dataclass
+class ValidationConfig:
+    max_images: int | None = None
+    min_agreement: float = 0.99
+    max_miou_drop: float = 0.5  # mIoU points against ground truth
+    worst_k: int = 4
+    threads: int | None = None
+
+    def check(self) -> None:
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise UsageError("--min-agreement must be a fraction", expected="0 to 1, e.g. 0.99",
+                             found=str(self.min_agreement))
+        if self.max_miou_drop < 0:
+            raise UsageError("--max-miou-drop is in mIoU points and cannot be negative", expected=">= 0, e.g. 0.5",
+                             found=str(self.max_miou_drop))
+        if self.max_images is not None and self.max_images < 1:
+            raise UsageError("--max-images must be at least 1", found=str(self.max_images))
+        if self.worst_k < 0:
+            raise UsageError("the number of overlays cannot be negative", found=str(self.worst_k))
+
+
+@dataclass
+class ValidationResult:
+    candidate: str
+    reference: str
+    reference_kind: str  # "reference.npz" or "pytorch"
+    input_spec: dict[str, Any]
+    num_classes: int
+    classes: list[str]
+    parity: dict[str, Any]  # max/mean abs error, cosine, agreement, miou_vs_reference
+    ground_truth: dict[str, Any] | None
+    per_class: list[dict[str, Any]]
+    per_image: list[dict[str, Any]]
+    gates: dict[str, Any]
+    config: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.gates["passed"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def validate_candidate(
+    candidate_path: str | os.PathLike[str],
+    reference: str | os.PathLike[str] | TorchReference,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    config: ValidationConfig | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+    write: bool = True,
+    raise_on_failure: bool = True,
+) -> ValidationResult:
+    """Compare ``candidate_path`` with the reference; write validation.json + overlays into
+    ``out_dir`` (default: the candidate's folder); raise AccuracyError if a gate is missed."""
+    config = config or ValidationConfig()
+    config.check()
+    candidate = Path(candidate_path)
+    show = progress or _no_progress
+    backend = open_backend(candidate, threads=config.threads)
+    try:
+        cand_spec, cand_source = candidate_input_spec(candidate)
+        classes = _candidate_classes(candidate)
+        notes: list[str] = []
+        if isinstance(reference, TorchReference):
+            ref_label, kind = str(reference.weights), "pytorch"
+            model, ckpt_spec, ckpt_classes, num_classes = _load_torch_model(reference, _output_classes(backend))
+            if ckpt_spec is not None and cand_spec is not None:
+                # fully convolutional: a model trained at one size may be exported at another;
+                # what must agree is the normalisation and channel order
+                ckpt_spec = replace(ckpt_spec, height=cand_spec.height, width=cand_spec.width,
+                                    input_name=cand_spec.input_name, output_name=cand_spec.output_name)
+            spec = agree_on_spec([(cand_spec, cand_source), (ckpt_spec, f"checkpoint {reference.weights}")])
+            classes = classes or ckpt_classes
+            tally = ParityTally(num_classes, keep_worst=config.worst_k)
+            _check_input_shape(backend, spec, candidate)
+            samples = _data_samples(data_dir, config.max_images) if data_dir else _synthetic_samples(spec, notes)
+            run_reference = _torch_runner(model)
+            for name, frame, truth in show(samples.items, label="validating", length=samples.count):
+                x = preprocess(frame, spec, "RGB")
+                truth_small = resize_nearest(truth, spec.height, spec.width) if truth is not None else None
+                tally.add(name, run_reference(x), backend.infer(x), frame, truth_small)
+        else:
+            from .reference import load_reference
+
+            ref_label, kind = str(reference), "reference.npz"
+            ref = load_reference(reference)
+            spec = agree_on_spec([(cand_spec, cand_source), (ref.input_spec, f"{Path(reference).name} meta")])
+            _check_input_shape(backend, spec, candidate)
+            _check_reference_inputs(ref, spec, Path(reference))
+            tally = ParityTally(ref.num_classes, keep_worst=config.worst_k)
+            count = min(ref.num_samples, config.max_images or ref.num_samples)
+            for i in show(range(count), label="validating", length=count):
+                tally.add(f"sample_{i:03d}", ref.logits[i:i + 1], backend.infer(ref.inputs[i:i + 1]), ref.frames[i])
+            if data_dir is not None:
+                samples = _data_samples(data_dir, config.max_images)
+                if samples.with_truth:
+                    notes.append("ground truth: candidate only (no PyTorch reference on these images; "
+                                 "pass --model/--weights to run it)")
+                    for _name, frame, truth in show(samples.items, label="ground truth", length=samples.count):
+                        x = preprocess(frame, spec, "RGB")
+                        pred = _argmax(backend.infer(x))
+                        tally.add_truth(resize_nearest(truth, spec.height, spec.width), pred, None)
+                else:
+                    notes.append(f"{data_dir} has no masks: no ground-truth scores")
+    finally:
+        backend.close()
+
+    classes = _class_names(classes, tally.num_classes, data_dir)
+    result = ValidationResult(
+        candidate=str(candidate), reference=ref_label, reference_kind=kind, input_spec=spec.to_dict(),
+        num_classes=tally.num_classes, classes=classes, parity=tally.summary(),
+        ground_truth=tally.truth_summary(), per_class=tally.per_class(classes), per_image=tally.per_image,
+        gates=check_gates(tally.summary(), tally.truth_summary(), config), config=asdict(config), notes=notes,
+    )
+    if write:
+        out = Path(out_dir) if out_dir is not None else candidate.parent
+        result.files = [str(p) for p in write_overlays(out, tally, tally.num_classes)]
+        from .io import atomic_write_json
+
+        result.files.insert(0, str(atomic_write_json(out / VALIDATION_FILE, result.to_dict())))
+    if raise_on_failure and not result.passed:
+        raise gate_error(result)
+    return result
+
+
+# -- gates ---------------------------------------------------------------------------------
+def check_gates(parity: dict[str, Any], truth: dict[str, Any] | None, config: ValidationConfig) -> dict[str, Any]:
+    failures, skipped = [], []
+    if parity["nonfinite_logits"]:
+        failures.append(f"the candidate produced {parity['nonfinite_logits']} non-finite logits (NaN/Inf)")
+    if parity["agreement"] < config.min_agreement:
+        failures.append(f"argmax agreement {parity['agreement']:.4f} < --min-agreement {config.min_agreement}")
+    drop = truth.get("miou_drop_points") if truth else None
+    if drop is None or truth is None:
+        skipped.append("--max-miou-drop: no ground truth scored by both models")
+    elif drop > config.max_miou_drop:
+        failures.append(f"mIoU drop {drop:.2f} points (reference {truth['miou_reference'] * 100:.2f}, "
+                        f"candidate {truth['miou_candidate'] * 100:.2f}) > --max-miou-drop {config.max_miou_drop}")
+    return {"min_agreement": config.min_agreement, "max_miou_drop": config.max_miou_drop,
+            "passed": not failures, "failures": failures, "skipped": skipped}
+
+
+def gate_error(result: ValidationResult) -> AccuracyError:
+    parity = result.parity
+    return AccuracyError(
+        f"{Path(result.candidate).name} failed the accuracy gates against {result.reference_kind}",
+        expected=f"argmax agreement >= {result.gates['min_agreement']}, "
+                 f"mIoU drop <= {result.gates['max_miou_drop']} points",
+        found="; ".join(result.gates["failures"]) + f" (max abs logit error {parity['max_abs_error']:.4g}, "
+              f"cosine {parity['cosine_similarity']:.6f})",
+        fix=ACCURACY_FIX + (f"; see {result.files[0]} and the overlays" if result.files else ""),
+    )
+
+
+# -- spec and shapes --------------------------------------------------------------------------
+def agree_on_spec(sources: list[tuple[InputSpec | None, str]]) -> InputSpec:
+    """The one input spec all known sources agree on; ArtifactError naming the difference."""
+    known = [(spec, where) for spec, where in sources if spec is not None]
+    if not known:
+        raise ArtifactError("no input spec found for the candidate or the reference",
+                            expected="input_spec in the ONNX metadata, manifest.json or the reference",
+                            fix="export the model with edgeseg export (it records the input spec)")
+    first, first_where = known[0]
+    for spec, where in known[1:]:
+        differ = _spec_differences(first, spec)
+        if differ:
+            raise ArtifactError(
+                "the candidate and the reference were made with different input specs",
+                expected=f"{first_where}: " + ", ".join(f"{k}={a}" for k, a, _ in differ),
+                found=f"{where}: " + ", ".join(f"{k}={b}" for k, _, b in differ),
+                fix="validate against the reference exported with this model (same size, mean/std, channel order)",
+            )
+    return first
+
+
+def _spec_differences(a: InputSpec, b: InputSpec) -> list[tuple[str, Any, Any]]:
+    out = []
+    for key, va in a.to_dict().items():
+        vb = b.to_dict()[key]
+        same = np.allclose(va, vb, rtol=0, atol=1e-6) if key in ("mean", "std") else va == vb
+        if not same:
+            out.append((key, va, vb))
+    return out
+
+
+def _check_input_shape(backend: Any, spec: InputSpec, candidate: Path) -> None:
+    shape = tuple(getattr(backend, "input_shape", ()) or ())
+    if len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[1:]) and shape[1:] != spec.shape[1:]:
+        raise ArtifactError(f"{candidate.name} takes inputs of another shape than its input spec",
+                            expected=str(spec.shape), found=str(shape),
+                            fix="rebuild the candidate from the exported model.onnx")
+
+
+def _check_reference_inputs(ref: Any, spec: InputSpec, path: Path) -> None:
+    """The saved inputs must be ``preprocess(frames)`` under this spec (else the spec is wrong)."""
+    if ref.frames.shape[1:3] != (spec.height, spec.width):
+        raise ArtifactError(f"{path.name} was saved at another size", expected=f"{spec.height}x{spec.width}",
+                            found="x".join(map(str, ref.frames.shape[1:3])))
+    again = preprocess(ref.frames[0], spec, "RGB")
+    gap = float(np.abs(again - ref.inputs[:1]).max())
+    if gap > 1e-3:
+        raise ArtifactError(f"{path.name}'s inputs are not the preprocessing of its frames under the input spec",
+                            found=f"max difference {gap:.4g}", fix="re-export the model: edgeseg export ...")
+
+
+def _output_classes(backend: Any) -> int | None:
+    shape = tuple(getattr(backend, "output_shape", ()) or ())
+    return shape[1] if len(shape) == 4 and isinstance(shape[1], int) and shape[1] > 0 else None
+
+
+# -- samples ---------------------------------------------------------------------------------
+@dataclass
+class _Samples:
+    items: Iterator[tuple[str, np.ndarray, np.ndarray | None]] | list[Any]
+    count: int
+    with_truth: bool
+
+
+def _data_samples(data_dir: str | os.PathLike[str], max_images: int | None) -> _Samples:
+    """Images of DIR/images (or DIR/val/images) with masks DIR/.../masks/<stem>.png when present."""
+    root = Path(data_dir)
+    image_dir = next((d for d in (root / "images", root / "val" / "images") if d.is_dir()), root)
+    mask_dir = image_dir.parent / "masks" if image_dir != root else None
+    images = list_images(image_dir)
+    if not images:
+        raise InputError(f"no images in {image_dir}", expected="DIR/images/*.png|jpg (+ DIR/masks/<stem>.png)")
+    images = images[: max_images or len(images)]
+    masks = [mask_dir / f"{p.stem}.png" if mask_dir else None for p in images]
+    present = [m is not None and m.is_file() for m in masks]
+    if any(present) and not all(present):
+        missing = [images[i].name for i, ok in enumerate(present) if not ok]
+        raise InputError(f"{len(missing)} of {len(images)} images in {image_dir} have no mask",
+                         expected=f"a mask {mask_dir}/<stem>.png for every image",
+                         found=", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""),
+                         fix="add the masks, or remove those images")
+
+    def load() -> Iterator[tuple[str, np.ndarray, np.ndarray | None]]:
+        for path, mask_path, has in zip(images, masks, present, strict=True):
+            frame = load_image(path)
+            truth = load_mask(mask_path) if has and mask_path is not None else None
+            if truth is not None and truth.shape != frame.shape[:2]:
+                raise InputError(f"mask {mask_path} does not match its image", expected=str(frame.shape[:2]),
+                                 found=str(truth.shape))
+            yield path.stem, frame, truth
+
+    return _Samples(load(), len(images), all(present))
+
+
+def _synthetic_samples(spec: InputSpec, notes: list[str]) -> _Samples:
+    from .reference import synthetic_frames
+
+    frames = synthetic_frames(SYNTHETIC_SAMPLES, spec.height, spec.width, seed=0)
+    notes.append(f"no --data: {SYNTHETIC_SAMPLES} synthetic frames (seed 0) were used")
+    return _Samples([(f"synthetic_{i:03d}", f, None) for i, f in enumerate(frames)], len(frames), False)
+
+
+# -- the PyTorch reference (torch imported only here) --------------------------------------------
+def _load_torch_model(ref: TorchReference,
+                      candidate_classes: int | None) -> tuple[Any, InputSpec | None, list[str], int]:
+    from .errors import EdgesegError, require
+
+    require("torch", purpose="running the PyTorch reference (or pass --reference DIR/reference.npz)")
+    from .models import create_model
+    from .models.weights import load_checkpoint, load_weights
+
+    try:
+        checkpoint = load_checkpoint(ref.weights)
+    except EdgesegError:
+        checkpoint = None  # plain state dicts are read by load_weights below
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or not isinstance(checkpoint["model"], str):
+        checkpoint = {}
+    name = checkpoint.get("model") or ref.model
+    if ref.model and checkpoint.get("model") and ref.model != checkpoint["model"]:
+        raise UsageError("--model disagrees with the checkpoint", expected=f"--model {checkpoint['model']}",
+                         found=f"--model {ref.model}", fix="drop --model: the checkpoint names its model")
+    if not name:
+        raise UsageError("the weights do not name their model", fix="pass --model NAME with --weights")
+    num_classes = int(checkpoint.get("num_classes") or ref.num_classes or candidate_classes or 19)
+    model = create_model(name, num_classes=num_classes, **dict(checkpoint.get("model_options") or {}))
+    load_weights(model, ref.weights)
+    model.eval()
+    spec = InputSpec.from_dict(checkpoint["input_spec"]) if checkpoint.get("input_spec") else None
+    return model, spec, [str(c) for c in checkpoint.get("classes") or []], num_classes
+
+
+def _torch_runner(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x)).float().numpy()
+
+    return run
+
+
+# -- names, overlays ------------------------------------------------------------------------------
+def _candidate_classes(candidate: Path) -> list[str]:
+    try:
+        if candidate.suffix.lower() == ".onnx":
+            value = json.loads(onnx_metadata(candidate).get("classes", "[]"))
+            if isinstance(value, list) and value:
+                return [str(c) for c in value]
+        manifest = load_manifest(candidate.parent)
+        return list(manifest.classes) if manifest else []
+    except (ValueError, ArtifactError):
+        return []  # names are cosmetic; the spec checks above catch broken artifacts
+
+
+def _class_names(names: list[str], count: int, data_dir: str | os.PathLike[str] | None) -> list[str]:
+    if not names and data_dir is not None and (Path(data_dir) / "classes.json").is_file():
+        try:
+            entries = json.loads((Path(data_dir) / "classes.json").read_text()).get("classes", [])
+            names = [str(e["name"]) if isinstance(e, dict) else str(e) for e in entries]
+        except (ValueError, KeyError, AttributeError, OSError):
+            names = []
+    return [names[i] if i < len(names) else f"class_{i}" for i in range(count)]
+
+
+def _argmax(logits: np.ndarray) -> np.ndarray:
+    return np.asarray(logits)[0].argmax(axis=0).astype(np.uint8)
+
+
+def write_overlays(out_dir: Path, tally: ParityTally, num_classes: int) -> list[Path]:
+    """PNG per kept image (lowest agreement first); stale overlays of an earlier run are removed."""
+    from .images import save_png
+    from .plots import disagreement_overlay
+
+    folder = Path(out_dir) / OVERLAY_DIR
+    if folder.is_dir():
+        for old in folder.glob("worst_*.png"):
+            old.unlink()
+    written = []
+    for rank, item in enumerate(tally.worst(), start=1):
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.name)[:60]
+        image = disagreement_overlay(item.frame, item.reference, item.candidate, num_classes)
+        written.append(save_png(folder / f"worst_{rank:02d}_{safe}.png", image))
+    return written
+
+
+def _no_progress(items: Iterable[T], **_: Any) -> Iterable[T]:
+    return items

@@ -1,0 +1,285 @@
+"""edgeseg.validate / edgeseg.parity: metrics with known answers, gates, overlays, both reference kinds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeseg.errors import AccuracyError, ArtifactError, InputError
+from edgeseg.images import load_image, save_png
+from edgeseg.parity import ParityTally, resize_nearest
+from edgeseg.reference import Reference, preprocess_frames, save_reference, synthetic_frames
+from edgeseg.spec import InputSpec
+from edgeseg.validate import OVERLAY_DIR, TorchReference, ValidationConfig, agree_on_spec, validate_candidate
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = InputSpec(32, 64)
+TINY = "_validate_tiny_test_model"
+pytestmark = pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript")
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.conv = torch.nn.Conv2d(3, num_classes, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def export_tiny(folder: Path, *, num_classes: int = 3, spec: InputSpec = SPEC, seed: int = 0,
+                metadata: bool = True) -> tuple[TinyNet, Path]:
+    torch.manual_seed(seed)
+    model = TinyNet(num_classes).eval()
+    path = folder / "model.onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model, torch.zeros(spec.shape), str(path), input_names=["images"], output_names=["logits"],
+                      opset_version=17, dynamo=False)
+    if metadata:
+        proto = onnx.load(str(path))
+        for key, value in {"input_spec": json.dumps(spec.to_dict()), "model": TINY,
+                           "num_classes": str(num_classes),
+                           "classes": json.dumps([f"c{i}" for i in range(num_classes)])}.items():
+            prop = proto.metadata_props.add()
+            prop.key, prop.value = key, value
+        onnx.save(proto, str(path))
+    return model, path
+
+
+def save_tiny_reference(folder: Path, model: TinyNet, *, spec: InputSpec = SPEC, count: int = 3,
+                        logits_shift=None, meta_spec: InputSpec | None = None) -> Path:
+    frames = synthetic_frames(count, spec.height, spec.width, seed=1)
+    inputs = preprocess_frames(frames, spec)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(inputs)).numpy()
+    if logits_shift is not None:
+        logits = logits_shift(logits)
+    meta = {"model": TINY, "num_classes": model.num_classes, "input_spec": (meta_spec or spec).to_dict()}
+    return save_reference(folder / "reference.npz", Reference(frames, inputs, logits.astype(np.float32), meta))
+
+
+# -- ParityTally: answers known in advance --------------------------------------------------------------
+def one_hot_logits(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    logits = np.zeros((1, num_classes, *labels.shape), dtype=np.float32)
+    for c in range(num_classes):
+        logits[0, c][labels == c] = 5.0
+    return logits
+
+
+def test_identical_logits_agree_fully() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(1, 4, 16, 24)).astype(np.float32)
+    tally = ParityTally(4)
+    tally.add("a", logits, logits.copy())
+    summary = tally.summary()
+    assert summary["agreement"] == 1.0
+    assert summary["max_abs_error"] == 0.0 and summary["mean_abs_error"] == 0.0
+    assert summary["cosine_similarity"] == pytest.approx(1.0, abs=1e-12)
+    assert summary["miou_vs_reference"] == 1.0
+
+
+def test_flipped_pixels_give_that_agreement_and_per_class_rows() -> None:
+    labels = np.zeros((10, 10), dtype=np.uint8)
+    labels[:, 5:] = 1  # 50 pixels of class 0, 50 of class 1
+    flipped = labels.copy()
+    flipped[0, :7] = 1 - flipped[0, :7]  # 7 pixels change: 5 of class 0 -> 1, 2 of class 1 -> 0
+    tally = ParityTally(2)
+    record = tally.add("img", one_hot_logits(labels, 2), one_hot_logits(flipped, 2))
+    assert record["agreement"] == pytest.approx(93 / 100)
+    assert tally.summary()["agreement"] == pytest.approx(0.93)
+    assert record["max_abs_error"] == pytest.approx(5.0)
+    rows = tally.per_class(["road", "car"])
+    # class 0: tp 45, reference 50, candidate 47 -> IoU 45 / 52; class 1: tp 48, ref 50, cand 53 -> 48 / 55
+    assert rows[0]["class"] == "road" and rows[0]["iou_candidate"] == pytest.approx(45 / 52)
+    assert rows[1]["iou_candidate"] == pytest.approx(48 / 55)
+    assert rows[0]["pixel_share"] == pytest.approx(0.5) and rows[0]["against"] == "reference"
+    assert rows[0]["iou_reference"] is None and rows[0]["delta_points"] is None
+
+
+def test_ground_truth_drop_and_per_class_delta() -> None:
+    truth = np.zeros((4, 5), dtype=np.uint8)
+    truth[:, 3:] = 1  # 12 pixels class 0, 8 pixels class 1
+    truth[0, 0] = 255  # ignored
+    candidate = truth.copy()
+    candidate[candidate == 255] = 0
+    candidate[3, :2] = 1  # two class-0 pixels predicted as class 1
+    reference = np.where(truth == 255, 0, truth).astype(np.uint8)
+    tally = ParityTally(2)
+    tally.add("x", one_hot_logits(reference, 2), one_hot_logits(candidate, 2), truth=truth)
+    gt = tally.truth_summary()
+    # reference perfect -> mIoU 1; candidate: class 0 IoU 9/11, class 1 IoU 8/10
+    expected_candidate = (9 / 11 + 8 / 10) / 2
+    assert gt["miou_reference"] == pytest.approx(1.0)
+    assert gt["miou_candidate"] == pytest.approx(expected_candidate)
+    assert gt["miou_drop_points"] == pytest.approx((1 - expected_candidate) * 100)
+    rows = tally.per_class(["a", "b"])
+    assert rows[0]["against"] == "ground_truth"
+    assert rows[0]["delta_points"] == pytest.approx((9 / 11 - 1) * 100)
+    assert rows[0]["pixel_share"] == pytest.approx(11 / 19) and rows[1]["pixel_share"] == pytest.approx(8 / 19)
+
+
+def test_nan_logits_are_counted_and_worst_images_kept_lowest_first() -> None:
+    labels = np.zeros((4, 4), dtype=np.uint8)
+    tally = ParityTally(2, keep_worst=2)
+    frame = np.zeros((4, 4, 3), dtype=np.uint8)
+    for name, flips in (("good", 0), ("bad", 8), ("mid", 3)):
+        cand = labels.copy()
+        cand.reshape(-1)[:flips] = 1
+        tally.add(name, one_hot_logits(labels, 2), one_hot_logits(cand, 2), frame)
+    assert [w.name for w in tally.worst()] == ["bad", "mid"]
+    nan = one_hot_logits(labels, 2)
+    nan[0, 0, 0, 0] = np.nan
+    tally.add("nan", one_hot_logits(labels, 2), nan)
+    assert tally.summary()["nonfinite_logits"] == 1
+
+
+def test_resize_nearest_keeps_labels() -> None:
+    mask = np.array([[0, 1], [2, 255]], dtype=np.uint8)
+    big = resize_nearest(mask, 4, 6)
+    assert big.shape == (4, 6) and set(np.unique(big)) == {0, 1, 2, 255}
+    assert (big[:2, :3] == 0).all() and (big[2:, 3:] == 255).all()
+
+
+def test_specs_must_agree() -> None:
+    other = InputSpec(32, 64, mean=(0.5, 0.5, 0.5))
+    assert agree_on_spec([(SPEC, "a"), (None, "b"), (SPEC, "c")]) == SPEC
+    with pytest.raises(ArtifactError, match="different input specs") as info:
+        agree_on_spec([(SPEC, "model.onnx metadata"), (other, "reference meta")])
+    assert "mean" in str(info.value)
+    with pytest.raises(ArtifactError, match="no input spec"):
+        agree_on_spec([(None, "a")])
+
+
+# -- validate_candidate end to end on a real ONNX ---------------------------------------------------------
+def test_validate_against_reference_npz_writes_json_and_overlays(tmp_path: Path) -> None:
+    model, onnx_path = export_tiny(tmp_path / "build")
+    ref = save_tiny_reference(tmp_path / "build", model)
+    result = validate_candidate(onnx_path, ref, config=ValidationConfig(worst_k=2))
+    assert result.passed and result.parity["agreement"] == 1.0
+    assert result.parity["max_abs_error"] < 1e-4 and result.parity["cosine_similarity"] > 0.999999
+    assert result.classes == ["c0", "c1", "c2"] and result.ground_truth is None
+    saved = json.loads((tmp_path / "build" / "validation.json").read_text())
+    assert saved["parity"]["images"] == 3 and len(saved["per_image"]) == 3
+    overlays = sorted((tmp_path / "build" / OVERLAY_DIR).glob("worst_*.png"))
+    assert len(overlays) == 2
+    picture = load_image(overlays[0])
+    assert picture.shape == (SPEC.height, 3 * SPEC.width + 8, 3)
+
+
+def test_gate_failure_raises_after_writing(tmp_path: Path) -> None:
+    model, onnx_path = export_tiny(tmp_path / "b")
+
+    def scramble(logits: np.ndarray) -> np.ndarray:
+        out = logits.copy()
+        out[:, :, :16] = out[:, ::-1, :16]  # reverse the class order in the top half: argmax changes there
+        return out
+
+    ref = save_tiny_reference(tmp_path / "b", model, logits_shift=scramble)
+    with pytest.raises(AccuracyError, match="failed the accuracy gates") as info:
+        validate_candidate(onnx_path, ref, out_dir=tmp_path / "out")
+    assert "--min-agreement 0.99" in str(info.value) and "percentile" in str(info.value)
+    saved = json.loads((tmp_path / "out" / "validation.json").read_text())
+    assert saved["gates"]["passed"] is False and saved["parity"]["agreement"] < 0.99
+    overlay = load_image(sorted((tmp_path / "out" / OVERLAY_DIR).glob("*.png"))[0])
+    magenta = np.all(overlay[:, : SPEC.width] == (255, 0, 255), axis=-1)
+    assert magenta.any()  # disagreements are highlighted
+    # the same candidate passes a gate it meets
+    result = validate_candidate(onnx_path, ref, out_dir=tmp_path / "out",
+                                config=ValidationConfig(min_agreement=0.0))
+    assert result.passed
+
+
+def test_reference_with_other_spec_is_refused(tmp_path: Path) -> None:
+    model, onnx_path = export_tiny(tmp_path)
+    ref = save_tiny_reference(tmp_path, model, meta_spec=InputSpec(32, 64, channel_order="BGR"))
+    with pytest.raises(ArtifactError, match="different input specs"):
+        validate_candidate(onnx_path, ref, write=False)
+
+
+def make_data(folder: Path, count: int = 2, *, masks: bool = True, size: tuple[int, int] = (40, 70)) -> Path:
+    rng = np.random.default_rng(3)
+    frames = synthetic_frames(count, *size, seed=5)
+    for i, frame in enumerate(frames):
+        save_png(folder / "images" / f"img{i}.png", frame)
+        if masks:
+            mask = rng.integers(0, 3, size=size).astype(np.uint8)
+            mask[0, :5] = 255
+            save_png(folder / "masks" / f"img{i}.png", mask)
+    return folder
+
+
+@pytest.fixture
+def tiny_registered(monkeypatch: pytest.MonkeyPatch):
+    from edgeseg.models import registry
+
+    info = registry.ModelInfo(TINY, "test", "none", lambda num_classes=3: TinyNet(num_classes))
+    monkeypatch.setitem(registry._REGISTRY, TINY, info)
+    return info
+
+
+def test_pytorch_reference_on_data_with_ground_truth(tmp_path: Path, tiny_registered) -> None:
+    model, onnx_path = export_tiny(tmp_path / "build")
+    weights = tmp_path / "tiny.pt"
+    torch.save(model.state_dict(), weights)
+    data = make_data(tmp_path / "data")
+    result = validate_candidate(onnx_path, TorchReference(weights, TINY), data_dir=data, write=False)
+    assert result.reference_kind == "pytorch" and result.parity["images"] == 2
+    assert result.parity["agreement"] == 1.0
+    gt = result.ground_truth
+    assert gt["images"] == 2 and gt["miou_reference"] == pytest.approx(gt["miou_candidate"])
+    assert abs(gt["miou_drop_points"]) < 1e-9
+    assert result.per_class[0]["against"] == "ground_truth" and result.per_class[0]["iou_reference"] is not None
+    assert "--max-miou-drop" not in " ".join(result.gates["skipped"])
+
+
+def test_reference_npz_with_data_scores_candidate_only(tmp_path: Path) -> None:
+    model, onnx_path = export_tiny(tmp_path / "build")
+    ref = save_tiny_reference(tmp_path / "build", model)
+    result = validate_candidate(onnx_path, ref, data_dir=make_data(tmp_path / "data"), write=False)
+    assert result.ground_truth["miou_reference"] is None and result.ground_truth["miou_candidate"] > 0
+    assert any("no PyTorch reference on these images" in n for n in result.notes)
+    assert any("--max-miou-drop" in s for s in result.gates["skipped"])
+
+
+def test_missing_masks_are_named(tmp_path: Path) -> None:
+    model, onnx_path = export_tiny(tmp_path / "build")
+    ref = save_tiny_reference(tmp_path / "build", model)
+    data = make_data(tmp_path / "data", count=3)
+    (data / "masks" / "img1.png").unlink()
+    with pytest.raises(InputError, match="1 of 3 images") as info:
+        validate_candidate(onnx_path, ref, data_dir=data, write=False)
+    assert "img1.png" in str(info.value)
+
+
+def test_validate_with_reference_npz_needs_no_torch(tmp_path: Path) -> None:
+    model, onnx_path = export_tiny(tmp_path / "build")
+    ref = save_tiny_reference(tmp_path / "build", model)
+    code = textwrap.dedent(
+        f"""
+        import sys, importlib.abc
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] == "torch":
+                    raise ImportError(name + " is blocked")
+        sys.meta_path.insert(0, Block())
+        sys.path.insert(0, {str(ROOT)!r})
+        from edgeseg.validate import validate_candidate
+        result = validate_candidate({str(onnx_path)!r}, {str(ref)!r})
+        assert result.passed and result.parity["agreement"] == 1.0, result.parity
+        assert "torch" not in sys.modules
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
+    assert (tmp_path / "build" / "validation.json").is_file()
