@@ -1,0 +1,79 @@
+"""``edgeseg build``: the one-command pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._common import SIZE, summary_table
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.command("build")
+@click.option("--model", "model_name", default=None, help="Registered model name (default: the demo model).")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Checkpoint or state dict (default: the shipped demo checkpoint).")
+@click.option("--onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Start from an exported model.onnx (or a Q/DQ model.int8.onnx): no torch needed.")
+@click.option("--input-size", type=SIZE, default=None, help="HxW, multiples of 32 (default: the checkpoint's).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "best"]), default=None,
+              help="Engine precision (default int8).")
+@click.option("--int8", "int8_flag", is_flag=True, help="Same as --precision int8.")
+@click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Calibration image folder (default: ./calib, else synthetic scenes).")
+@click.option("--calib-images", type=int, default=100, show_default=True, help="Images used for calibration.")
+@click.option("--calib-method", type=click.Choice(["entropy", "minmax", "percentile"]), default="entropy",
+              show_default=True)
+@click.option("--val", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Labelled folder (images/ + masks/) for mIoU against ground truth.")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Build folder (default engines/<model>-<precision>).")
+@click.option("--min-agreement", type=float, default=0.99, show_default=True, help="Gate: argmax agreement.")
+@click.option("--max-miou-drop", type=float, default=0.5, show_default=True, help="Gate: mIoU drop in points.")
+@click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime / PyTorch.")
+@click.option("--force", is_flag=True, help="Redo every step even when its inputs are unchanged.")
+def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, input_size: tuple[int, int] | None,
+              precision: str | None, int8_flag: bool, calib: Path | None, calib_images: int, calib_method: str,
+              val: Path | None, backend: str, out: Path | None, min_agreement: float, max_miou_drop: float,
+              threads: int | None, force: bool) -> None:
+    """Export, calibrate, build and validate an INT8 engine in one command.
+
+    With no options it builds the shipped demo model with the calibration images in ./calib
+    (TensorRT where installed, else the ONNX Runtime INT8 model) and checks it against PyTorch.
+    """
+    from ..build import BuildOptions, gate_failure, run_build
+    from ..errors import UsageError
+
+    if int8_flag and precision not in (None, "int8"):
+        raise UsageError("--int8 conflicts with --precision " + str(precision), fix="pass only one of them")
+    options = BuildOptions(model=model_name, weights=weights, onnx=onnx, input_size=input_size,
+                           precision=precision or "int8", calib=calib, calib_images=calib_images,
+                           calib_method=calib_method, val=val, backend=backend, out=out,
+                           min_agreement=min_agreement, max_miou_drop=max_miou_drop, force=force, threads=threads)
+    result = run_build(options, log=_err)
+    m, acc = result.manifest, result.manifest.accuracy
+    runners = (result.manifest.latency or {}).get("runners", {})
+    rows = [("model", f"{m.model} ({m.num_classes} classes) {m.input_spec.height}x{m.input_spec.width}"),
+            ("precision / backend", f"{m.precision} / {result.backend}"),
+            ("candidate", str(result.candidate))]
+    if acc:
+        rows.append(("agreement vs PyTorch", f"{acc.get('agreement', float('nan')):.4f}"))
+        rows.append(("mIoU vs PyTorch preds", f"{acc.get('miou_vs_reference', float('nan')):.4f}"))
+        for key in ("gt_miou_reference", "gt_miou_candidate", "gt_miou_drop_points"):
+            if key in acc:
+                rows.append((key.replace("gt_", "ground truth ").replace("_", " "), f"{acc[key]:.4f}"))
+    for name, stats in runners.items():
+        rows.append((f"latency {name}", f"p50 {stats.get('p50_ms', 0):.1f} ms  p99 {stats.get('p99_ms', 0):.1f} ms"))
+    rows.append(("steps", ", ".join(f"{k}{' (cached)' if v else ''}" for k, v in result.steps.items())))
+    rows.append(("written", ", ".join(sorted(p.name for p in result.out.iterdir() if p.is_file()))))
+    summary_table(f"build {'passed' if result.passed else 'FAILED'}: {result.out}", rows,
+                  [f"edgeseg run --artifacts {result.out} --source IMAGES_OR_VIDEO --save OUT_DIR",
+                   f"edgeseg bench --artifacts {result.out}"])
+    failure = gate_failure(result)
+    if failure is not None:
+        raise failure
