@@ -150,6 +150,10 @@ def _export(options: BuildOptions, out: Path, log: Callable[[str], None]) -> dic
         spec = InputSpec(*size)
     if options.input_size is not None and options.input_size != spec.size:
         spec = InputSpec(**{**spec.to_dict(), "height": options.input_size[0], "width": options.input_size[1]})
+    if options.weights is None:
+        import torch
+
+        torch.manual_seed(0)  # random weights, but the same ones on every run: builds stay reproducible
     model = create_model(name, num_classes=count, **model_options)
     if options.weights is None:
         log("warning: no --weights: random weights, accuracy numbers are meaningless")
