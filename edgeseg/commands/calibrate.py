@@ -1,0 +1,87 @@
+"""``edgeseg calibrate``: ranges, Q/DQ ONNX for TensorRT, CPU INT8 ONNX and TensorRT's cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._common import summary_table
+
+METHODS = ("entropy", "minmax", "percentile")
+
+
+@click.command("calibrate")
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(path_type=Path),
+              help="model.onnx written by edgeseg export.")
+@click.option("--calib", "calib_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder of calibration images (jpg/png/bmp, searched recursively).")
+@click.option("--method", type=click.Choice(METHODS), default="entropy", show_default=True,
+              help="How activation ranges are chosen (onnxruntime calibrators).")
+@click.option("--calib-images", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Number of images sampled (seeded) from the folder.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Images per calibration batch (must match the model's static batch).")
+@click.option("--percentile", type=click.FloatRange(min=0, max=100, min_open=True), default=99.99,
+              show_default=True, help="Percentile for --method percentile.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image sampling.")
+@click.option("--trt-version", default="10.3.0", show_default=True,
+              help="TensorRT version written into calibration.cache's header (8.5 - 10.x).")
+@click.option("--keep-fp", "keep_fp", multiple=True, metavar="NODE",
+              help="Keep this node in float in model.int8.onnx (repeatable; aliases: first_conv, classifier).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Output folder [default: the ONNX file's folder].")
+def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: int, batch_size: int,
+                  percentile: float, seed: int, trt_version: str, keep_fp: tuple[str, ...],
+                  out_dir: Path | None) -> None:
+    """Calibrate an exported model on images and write its INT8 artifacts.
+
+    \b
+    Writes next to the ONNX (or into --out), atomically:
+      ranges.json          activation ranges (+ method, images, hashes)
+      model.int8.onnx      Q/DQ ONNX for TensorRT explicit INT8 (lint-checked)
+      model.int8.ort.onnx  INT8 ONNX for ONNX Runtime on the CPU
+      calibration.cache    TensorRT's native cache (implicit INT8, TensorRT <= 10)
+    """
+    from ..quant.pipeline import CalibrateConfig, calibrate_model
+
+    config = CalibrateConfig(method=method, calib_images=calib_images, batch_size=batch_size,
+                             percentile=percentile, seed=seed, trt_version=trt_version, keep_fp_layers=keep_fp)
+    config.check()  # bad options fail before any work
+    bar = None
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=total, label="calibrating", file=click.get_text_stream("stderr"),
+                                    show_pos=True, show_eta=True)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        result = calibrate_model(onnx_path, calib_dir, config, out_dir=out_dir, on_progress=on_progress)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+    images = result.images
+    rows = [
+        ("ranges", str(result.ranges_path)),
+        ("TensorRT Q/DQ", str(result.trt_int8_path)),
+        ("ONNX Runtime INT8", str(result.ort_int8_path)),
+        ("TensorRT cache", f"{result.trt_cache_path} (TRT {trt_version})"),
+        ("method", method + (f" ({percentile})" if method == "percentile" else "")),
+        ("images", f"{len(images.used)} used of {images.requested} requested, {len(images.skipped)} skipped"),
+        ("tensors", str(result.num_tensors)),
+        ("time", ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())),
+    ]
+    for name, why in images.skipped:
+        rows.append(("skipped", f"{name}: {why}"))
+    if images.ignored:
+        shown = ", ".join(images.ignored[:5]) + (" ..." if len(images.ignored) > 5 else "")
+        rows.append(("ignored", f"{len(images.ignored)} non-image file(s): {shown}"))
+    reference = onnx_path.parent / "reference.npz"  # written by edgeseg export beside model.onnx
+    summary_table("calibrated", rows, [
+        f"edgeseg validate --candidate {result.ort_int8_path} --reference {reference}",
+        f"edgeseg build --onnx {result.trt_int8_path} --precision int8",
+    ])

@@ -1,0 +1,152 @@
+"""One call from ``model.onnx`` + calibration images to every INT8 artifact (layer 2).
+
+``calibrate_model(onnx_path, calib_dir, config)`` writes, next to the ONNX (or into
+``out_dir``), all atomically:
+
+  ranges.json          per-tensor activation ranges + provenance (ranges.py)
+  model.int8.onnx      Q/DQ for TensorRT explicit quantization, lint-checked (qdq_trt.py)
+  model.int8.ort.onnx  INT8 for ONNX Runtime's CPU provider, same ranges (qdq_ort.py)
+  calibration.cache    TensorRT's native cache for the implicit path (trt_cache.py)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ArtifactError, ConfigError
+from ..io import atomic_write_bytes, sha256_file
+from ..spec import InputSpec
+from .calib_data import CalibrationFeed, CalibrationImages
+from .lint import check_qdq
+from .onnx_model import input_dims, input_spec_of, load_onnx
+from .qdq_ort import ORT_INT8_NAME, OrtInt8Options, quantize_for_onnxruntime
+from .qdq_trt import quantize_for_tensorrt
+from .ranges import Ranges, check_method, compute_ranges, derived_tensors, save_ranges
+from .trt_cache import DEFAULT_TRT_VERSION, trt_version_number, write_trt_cache
+
+RANGES_NAME = "ranges.json"
+TRT_INT8_NAME = "model.int8.onnx"
+TRT_CACHE_NAME = "calibration.cache"
+
+
+@dataclass
+class CalibrateConfig:
+    method: str = "entropy"
+    calib_images: int = 100
+    batch_size: int = 1
+    percentile: float = 99.99
+    seed: int = 0
+    trt_version: str = DEFAULT_TRT_VERSION
+    keep_fp_layers: tuple[str, ...] = ()  # node names, or the aliases first_conv / classifier
+    frame_order: str = "RGB"  # channel order of the calibration image files as loaded (always RGB)
+    input_spec: InputSpec | None = None  # None: the spec in the ONNX metadata
+    ort: OrtInt8Options = field(default_factory=OrtInt8Options)
+
+    def check(self) -> None:
+        check_method(self.method, self.percentile)
+        trt_version_number(self.trt_version)
+        self.ort.check()
+        if self.calib_images < 1 or self.batch_size < 1:
+            raise ConfigError("calibration needs at least one image and a batch size of at least 1",
+                              found=f"images={self.calib_images} batch size={self.batch_size}")
+
+
+@dataclass
+class CalibrationResult:
+    out_dir: Path
+    ranges_path: Path
+    trt_int8_path: Path
+    ort_int8_path: Path
+    trt_cache_path: Path
+    images: CalibrationImages
+    num_tensors: int
+    seconds: dict[str, float]
+
+    @property
+    def artifacts(self) -> dict[str, Path]:
+        return {"ranges": self.ranges_path, "int8_onnx": self.trt_int8_path,
+                "int8_ort_onnx": self.ort_int8_path, "calibration_cache": self.trt_cache_path}
+
+
+def _check_batch(model, spec: InputSpec, batch_size: int) -> None:  # type: ignore[no-untyped-def]
+    dims = input_dims(model, spec.input_name)
+    if len(dims) != 4:
+        raise ConfigError("the model input is not 4-D (N x 3 x H x W)", found=str(dims))
+    batch, height, width = dims[0], dims[2], dims[3]
+    if isinstance(height, int) and isinstance(width, int) and (height, width) != spec.size:
+        raise ConfigError(
+            "the input spec's size does not match the ONNX input",
+            expected=f"{height}x{width} (the ONNX input)", found=f"{spec.height}x{spec.width}",
+        )
+    if isinstance(batch, int) and batch != batch_size:
+        raise ConfigError(
+            "the calibration batch size does not match the model's static batch",
+            expected=f"--batch-size {batch}", found=f"--batch-size {batch_size}",
+            fix=f"use --batch-size {batch}, or export with another --batch",
+        )
+
+
+def calibrate_model(
+    onnx_path: str | os.PathLike[str],
+    calib_dir: str | os.PathLike[str],
+    config: CalibrateConfig | None = None,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> CalibrationResult:
+    """Calibrate ``onnx_path`` on ``calib_dir`` and write every INT8 artifact.
+
+    ``on_progress(done, total)`` is called with batch counts (once with done=0 first).
+    """
+    config = config or CalibrateConfig()
+    config.check()
+    source = Path(onnx_path)
+    target = Path(out_dir) if out_dir is not None else source.parent
+    model = load_onnx(source)
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for n in model.graph.node):
+        raise ArtifactError(
+            f"{source.name} is already quantized",
+            expected="the float model.onnx written by edgeseg export",
+            found="QuantizeLinear/DequantizeLinear nodes",
+            fix=f"pass --onnx {source.parent / 'model.onnx'}",
+        )
+    spec = config.input_spec or input_spec_of(model, source=str(source))
+    _check_batch(model, spec, config.batch_size)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    feed = CalibrationFeed(calib_dir, spec, count=config.calib_images, batch_size=config.batch_size,
+                           seed=config.seed, frame_order=config.frame_order)
+    total = feed.num_batches
+    if on_progress is not None:
+        on_progress(0, total)
+    tensors = compute_ranges(source, feed, method=config.method, percentile=config.percentile,
+                             on_batch=(lambda done: on_progress(done, total)) if on_progress else None)
+    ranges = Ranges(
+        method=config.method, tensors=tensors, num_images=len(feed.images.used),
+        calibration_sha256=feed.images.sha256(), onnx_sha256=sha256_file(source),
+        percentile=config.percentile if config.method == "percentile" else None,
+        images=feed.images.names, skipped=[[name, why] for name, why in feed.images.skipped],
+        derived={k: v for k, v in sorted(derived_tensors(model).items()) if k in tensors},
+    )
+    seconds["calibration"] = round(time.perf_counter() - clock, 2)
+    clock = time.perf_counter()
+
+    quantized = quantize_for_tensorrt(model, ranges, keep_fp_layers=config.keep_fp_layers)
+    check_qdq(quantized, source=TRT_INT8_NAME)  # never write a model TensorRT would mis-build
+    ranges_path = save_ranges(ranges, target / RANGES_NAME)
+    trt_path = atomic_write_bytes(target / TRT_INT8_NAME, quantized.SerializeToString())
+    seconds["qdq_tensorrt"] = round(time.perf_counter() - clock, 2)
+    clock = time.perf_counter()
+
+    ort_path = quantize_for_onnxruntime(source, ranges, target / ORT_INT8_NAME, config.ort)
+    seconds["qdq_onnxruntime"] = round(time.perf_counter() - clock, 2)
+
+    order = [i.name for i in model.graph.input] + [o for n in model.graph.node for o in n.output]
+    cache_path = write_trt_cache(target / TRT_CACHE_NAME, {k: v.amax for k, v in tensors.items()},
+                                 order=order, trt_version=config.trt_version)
+    return CalibrationResult(target, ranges_path, trt_path, ort_path, cache_path, feed.images, len(tensors), seconds)

@@ -1,0 +1,101 @@
+"""``model.int8.ort.onnx``: the INT8 model for ONNX Runtime's CPU provider (layer 2).
+
+TensorRT's Q/DQ layout (model.int8.onnx: Q/DQ on inputs only) is what TensorRT wants,
+but ONNX Runtime's CPU provider only runs int8 kernels where a node is wrapped in
+DQ -> op -> Q, so it would run that model in float with extra (de)quantization. This
+model is made by onnxruntime's own static quantizer from the SAME ranges (no second
+calibration pass), in the layout measured fastest here (benchmarks/int8.py):
+QDQ, uint8 activations (asymmetric, from the calibrated min/max), int8 weights,
+per-channel weights, full range (VNNI/AMX CPUs; ``reduce_range`` is for older x86).
+As in model.int8.onnx, a Concat's inputs and output share one range (their union).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, require
+from ..io import atomic_write_bytes
+from .qdq_trt import concat_shared_ranges
+from .ranges import Ranges
+
+ORT_INT8_NAME = "model.int8.ort.onnx"
+FORMATS = ("qdq", "qoperator")
+ACTIVATION_TYPES = ("uint8", "int8")
+
+
+@dataclass(frozen=True)
+class OrtInt8Options:
+    quant_format: str = "qdq"
+    activation_type: str = "uint8"
+    per_channel: bool = True
+    reduce_range: bool = False
+    op_types: tuple[str, ...] | None = None  # None: onnxruntime's defaults for the format
+
+    def check(self) -> None:
+        if self.quant_format not in FORMATS:
+            raise ConfigError("unknown ONNX Runtime quantization format", expected=" | ".join(FORMATS),
+                              found=repr(self.quant_format))
+        if self.activation_type not in ACTIVATION_TYPES:
+            raise ConfigError("unknown activation type", expected=" | ".join(ACTIVATION_TYPES),
+                              found=repr(self.activation_type))
+
+
+@contextlib.contextmanager
+def _quiet_logging() -> Iterator[None]:
+    """onnxruntime's quantizer logs advice ('consider pre-processing') at WARNING on the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_for_onnxruntime(
+    onnx_path: str | os.PathLike[str],
+    ranges: Ranges,
+    out_path: str | os.PathLike[str],
+    options: OrtInt8Options = OrtInt8Options(),
+) -> Path:
+    """Quantize ``onnx_path`` for ONNX Runtime CPU with ``ranges``; writes ``out_path`` atomically."""
+    options.check()
+    quantization = require("onnxruntime.quantization", purpose="ONNX Runtime INT8 models")
+    calibrate = require("onnxruntime.quantization.calibrate", purpose="ONNX Runtime INT8 models")
+    onnx = require("onnx", purpose="ONNX Runtime INT8 models")
+    shared = concat_shared_ranges(onnx.load(str(onnx_path), load_external_data=False), ranges)
+    tensors = calibrate.TensorsData(calibrate.CalibrationMethod.MinMax, {
+        name: calibrate.TensorData(lowest=np.array(r.min, np.float32), highest=np.array(r.max, np.float32))
+        for name, r in shared.items()
+    })
+    qtype = quantization.QuantType
+    activation = qtype.QUInt8 if options.activation_type == "uint8" else qtype.QInt8
+    quant_format = quantization.QuantFormat.QDQ if options.quant_format == "qdq" else quantization.QuantFormat.QOperator
+    with tempfile.TemporaryDirectory(prefix="edgeseg-ortq-") as tmp, _quiet_logging():
+        cache = Path(tmp) / "ranges.json"
+        calibrate.save_tensors_data(tensors, cache)
+        output = Path(tmp) / "model.onnx"
+        quantization.quantize_static(
+            str(onnx_path),
+            str(output),
+            None,  # no data reader: the ranges come from the cache, no second calibration
+            quant_format=quant_format,
+            op_types_to_quantize=list(options.op_types) if options.op_types else None,
+            per_channel=options.per_channel,
+            reduce_range=options.reduce_range,
+            activation_type=activation,
+            weight_type=qtype.QInt8,
+            calibrate_method=calibrate.CalibrationMethod.MinMax,
+            calibration_cache_path=str(cache),
+            extra_options={"ActivationSymmetric": options.activation_type == "int8", "WeightSymmetric": True},
+        )
+        return atomic_write_bytes(out_path, output.read_bytes())

@@ -1,0 +1,312 @@
+"""``model.int8.onnx``: explicit-quantization (Q/DQ) ONNX for TensorRT (layer 2).
+
+Written directly with onnx.helper from the calibrated ranges, following TensorRT's
+placement rules (TENSORRT.md, DESIGN.md):
+
+- symmetric int8, zero point 0 everywhere;
+- weights of Conv / ConvTranspose / Gemm / MatMul(constant B): int8 initializer ->
+  DequantizeLinear, one scale per output channel (Conv axis 0, ConvTranspose axis 1,
+  Gemm axis 0 with transB else 1, MatMul last axis);
+- activations per tensor, scale = amax / 127, Q/DQ on the data inputs of those ops and
+  on the residual input(s) of Adds; never on outputs (TensorRT fuses BN/ReLU/Add);
+- nothing directly around Resize (TensorRT has no INT8 Resize): a Resize output is
+  never quantized and a DequantizeLinear never feeds a Resize;
+- a Concat's inputs and output share one scale (the group's largest amax) so that
+  TensorRT can fold the DQ->Q pairs it creates when moving Q/DQ across the Concat.
+
+Once a tensor is quantized, every consumer reads the DequantizeLinear output (except
+Resize, graph outputs and kept-float nodes), so TensorRT sees one int8 tensor rather than
+an int8 and a float copy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ArtifactError, ConfigError, require
+from .onnx_model import MIN_QDQ_OPSET, opset_of, set_metadata
+from .ranges import Ranges, TensorRange
+
+WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+QDQ_METADATA_KEY = "edgeseg_quantization"
+FIRST_CONV, CLASSIFIER = "first_conv", "classifier"  # aliases accepted in keep_fp_layers
+MIN_AMAX = 1e-8  # a tensor that was constant 0 during calibration still needs a valid scale
+
+
+def activation_scale(amax: float) -> np.float32:
+    """TensorRT's per-tensor scale: amax / 127 in float32."""
+    return np.float32(max(float(amax), MIN_AMAX)) / np.float32(127.0)
+
+
+def weight_axis(node, rank: int) -> int:  # type: ignore[no-untyped-def]
+    """The output-channel axis of a weight tensor of ``rank`` dims for its consumer op."""
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "ConvTranspose":
+        return 1  # weight is C_in x C_out/group x kH x kW
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return rank - 1  # MatMul: K x N, N = output features
+
+
+@dataclass
+class _Graph:
+    """Indexes over an ONNX graph used while inserting Q/DQ."""
+
+    producers: dict[str, Any]
+    positions: dict[str, int]  # tensor -> index of the node that produces it
+    consumers: dict[str, list[Any]]
+    initializers: dict[str, Any]
+    constants: set[str]
+    outputs: set[str]
+
+    @classmethod
+    def of(cls, graph) -> _Graph:  # type: ignore[no-untyped-def]
+        producers: dict[str, Any] = {}
+        positions: dict[str, int] = {}
+        consumers: dict[str, list[Any]] = {}
+        constants = set()
+        for position, node in enumerate(graph.node):
+            for name in node.output:
+                producers[name] = node
+                positions[name] = position
+            if node.op_type == "Constant":
+                constants.update(node.output)
+            for name in node.input:
+                if name:
+                    consumers.setdefault(name, []).append(node)
+        initializers = {init.name: init for init in graph.initializer}
+        outputs = {o.name for o in graph.output}
+        return cls(producers, positions, consumers, initializers, constants | set(initializers), outputs)
+
+    def producer_op(self, tensor: str) -> str | None:
+        node = self.producers.get(tensor)
+        return node.op_type if node is not None else None  # type: ignore[attr-defined]
+
+
+def resolve_keep_fp_layers(model, names: Iterable[str]) -> list[str]:  # type: ignore[no-untyped-def]
+    """Node names to keep in float; ``first_conv`` / ``classifier`` are resolved by graph position."""
+    graph = model.graph
+    convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    known = {n.name for n in graph.node}
+    resolved = []
+    for name in names:
+        if name == FIRST_CONV and convs:
+            resolved.append(convs[0].name)
+        elif name == CLASSIFIER and convs:
+            resolved.append(convs[-1].name)
+        elif name in known:
+            resolved.append(name)
+        else:
+            conv_names = [n.name for n in convs]
+            shown = ", ".join(conv_names[:3] + ["..."] + conv_names[-2:]) if len(conv_names) > 5 else ", ".join(
+                conv_names)
+            raise ConfigError(
+                f"keep_fp_layers names a node that is not in the model: {name!r}",
+                expected=f"a node name ({shown}) or the aliases {FIRST_CONV!r}, {CLASSIFIER!r}",
+                found=repr(name),
+            )
+    return sorted(set(resolved))
+
+
+def _quantizable_weight(node, index: _Graph) -> str | None:  # type: ignore[no-untyped-def]
+    if node.op_type not in WEIGHT_OPS or len(node.input) < 2:
+        return None
+    weight = node.input[1]
+    init = index.initializers.get(weight)
+    if init is None or init.data_type != 1:  # float32 initializers only (MatMul with a constant B)
+        return None
+    return weight
+
+
+def _activation_inputs(node, index: _Graph) -> list[str]:  # type: ignore[no-untyped-def]
+    """Data inputs of ``node`` that should be quantized under TensorRT's placement rules."""
+    if node.op_type in WEIGHT_OPS:
+        if node.op_type in ("Gemm", "MatMul") and _quantizable_weight(node, index) is None:
+            return []  # activation x activation (attention): TensorRT keeps it in float
+        data = node.input[0]
+        if data in index.constants or index.producer_op(data) == "Resize":
+            return []
+        return [data]
+    if node.op_type == "Add":
+        live = [t for t in node.input if t and t not in index.constants]
+        if len(live) < 2:  # a bias add, not a residual
+            return []
+        fused_by_trt = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+        residual = [t for t in live if index.producer_op(t) not in fused_by_trt]
+        if not residual:  # two conv outputs: TensorRT fuses one, the other is the residual
+            residual = live[1:]
+        return [t for t in residual if index.producer_op(t) != "Resize"]
+    return []
+
+
+def _concat_groups(graph, index: _Graph, ranges: Ranges) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Union-find over float Concat inputs/outputs: tensor -> group representative."""
+    parent: dict[str, str] = {}
+
+    def find(name: str) -> str:
+        parent.setdefault(name, name)
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for node in graph.node:
+        if node.op_type != "Concat":
+            continue
+        members = [t for t in (*node.input, *node.output) if t in ranges.tensors]
+        for member in members[1:]:
+            parent[find(member)] = find(members[0])
+    return {name: find(name) for name in parent}
+
+
+def concat_shared_ranges(model, ranges: Ranges) -> dict[str, TensorRange]:  # type: ignore[no-untyped-def]
+    """Ranges where every Concat input/output group spans the union of its members' ranges.
+
+    Entropy thresholds of a Concat output follow its most common values; when one input
+    has a much wider range than the others (a resized ASPP branch beside a low-level
+    projection) the output's threshold would clip that input away. The union keeps it.
+    """
+    groups = _concat_groups(model.graph, _Graph.of(model.graph), ranges)
+    low: dict[str, float] = {}
+    high: dict[str, float] = {}
+    for tensor, root in groups.items():
+        low[root] = min(low.get(root, 0.0), ranges.tensors[tensor].min)
+        high[root] = max(high.get(root, 0.0), ranges.tensors[tensor].max)
+    shared = dict(ranges.tensors)
+    for tensor, root in groups.items():
+        shared[tensor] = TensorRange(low[root], high[root], max(abs(low[root]), abs(high[root])))
+    return shared
+
+
+def _weight_dequantize(weight, axis: int, onnx) -> tuple[list[object], list[object]]:  # type: ignore[no-untyped-def]
+    numpy_helper = onnx.numpy_helper
+    values = numpy_helper.to_array(weight).astype(np.float32)
+    moved = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
+    amax = np.abs(moved).max(axis=1)
+    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    shape = [1] * values.ndim
+    shape[axis] = -1
+    quantized = np.clip(np.round(values / scale.reshape(shape)), -127, 127).astype(np.int8)
+    name = weight.name
+    inits = [
+        numpy_helper.from_array(quantized, f"{name}_quantized"),
+        numpy_helper.from_array(scale, f"{name}_scale"),
+        numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_zero_point"),
+    ]
+    node = onnx.helper.make_node(
+        "DequantizeLinear", [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"], [f"{name}_dequantized"],
+        name=f"{name}_DequantizeLinear", axis=axis,
+    )
+    return inits, [node]
+
+
+def quantize_for_tensorrt(
+    model,  # onnx.ModelProto (float, as exported)
+    ranges: Ranges,
+    *,
+    keep_fp_layers: Sequence[str] = (),
+):  # -> onnx.ModelProto
+    """Insert Q/DQ nodes for TensorRT explicit quantization; returns a new model."""
+    onnx = require("onnx", purpose="writing Q/DQ models")
+    if opset_of(model) < MIN_QDQ_OPSET:
+        raise ArtifactError(
+            "the ONNX model's opset is too old for per-channel Q/DQ",
+            expected=f"opset >= {MIN_QDQ_OPSET}",
+            found=f"opset {opset_of(model)}",
+            fix="re-export with edgeseg export (opset 17)",
+        )
+    model = onnx.ModelProto.FromString(model.SerializeToString())  # never modify the caller's model
+    graph = model.graph
+    index = _Graph.of(graph)
+    keep = set(resolve_keep_fp_layers(model, keep_fp_layers))
+
+    # 1. which activations get Q/DQ, and which weights
+    activations: list[str] = []
+    weights: dict[str, int] = {}
+    for node in graph.node:
+        if node.name in keep:
+            continue
+        for tensor in _activation_inputs(node, index):
+            if tensor not in activations:
+                activations.append(tensor)
+        weight = _quantizable_weight(node, index)
+        if weight is not None and node.input[0] in activations:
+            axis = weight_axis(node, len(index.initializers[weight].dims))
+            if weights.setdefault(weight, axis) != axis:
+                raise ArtifactError(f"weight {weight} is shared by ops that need different quantization axes")
+    missing = [t for t in activations if t not in ranges.tensors]
+    if missing:
+        raise ArtifactError(
+            "the ranges do not cover every tensor that needs a scale",
+            found=f"{len(missing)} missing, e.g. {', '.join(missing[:3])}",
+            fix="the ranges come from another model: recalibrate with edgeseg calibrate",
+        )
+
+    # 2. one scale per tensor; Concat groups share the largest amax of the group
+    groups = _concat_groups(graph, index, ranges)
+    group_amax: dict[str, float] = {}
+    for tensor, root in groups.items():
+        group_amax[root] = max(group_amax.get(root, 0.0), ranges.amax(tensor))
+
+    def scale_of(tensor: str) -> np.float32:
+        root = groups.get(tensor)
+        return activation_scale(group_amax[root] if root is not None else ranges.amax(tensor))
+
+    # 3. rewrite: Q/DQ right after each producer (graph inputs: first), consumers rewired
+    new_inits: list[object] = []
+    prologue: list[object] = []
+    qdq_after: dict[int, list[object]] = {}
+    dequantized: dict[str, str] = {}
+    for tensor in activations:
+        scale_name, zero_name = f"{tensor}_scale", f"{tensor}_zero_point"
+        new_inits += [onnx.numpy_helper.from_array(np.array(scale_of(tensor), np.float32), scale_name),
+                      onnx.numpy_helper.from_array(np.array(0, np.int8), zero_name)]
+        nodes = [
+            onnx.helper.make_node("QuantizeLinear", [tensor, scale_name, zero_name], [f"{tensor}_quantized"],
+                                  name=f"{tensor}_QuantizeLinear"),
+            onnx.helper.make_node("DequantizeLinear", [f"{tensor}_quantized", scale_name, zero_name],
+                                  [f"{tensor}_dequantized"], name=f"{tensor}_DequantizeLinear"),
+        ]
+        position = index.positions.get(tensor)
+        if position is None:
+            prologue += nodes
+        else:
+            qdq_after.setdefault(position, []).extend(nodes)
+        dequantized[tensor] = f"{tensor}_dequantized"
+    for weight, axis in weights.items():
+        inits, nodes = _weight_dequantize(index.initializers[weight], axis, onnx)
+        new_inits += inits
+        prologue += nodes
+        dequantized[weight] = f"{weight}_dequantized"
+
+    rewired = []
+    for position, original in enumerate(graph.node):
+        node = onnx.NodeProto()
+        node.CopyFrom(original)  # the originals are cleared from the graph below
+        if node.name not in keep and node.op_type != "Resize":
+            for i, name in enumerate(node.input):
+                if name in dequantized and (name not in weights or node.op_type in WEIGHT_OPS):
+                    node.input[i] = dequantized[name]
+        rewired.append(node)
+        rewired.extend(qdq_after.get(position, []))
+    del graph.node[:]
+    graph.node.extend(prologue + rewired)
+    used = {name for node in graph.node for name in node.input}
+    kept_inits = []
+    for init in graph.initializer:
+        if init.name in used:
+            kept_inits.append(onnx.TensorProto())
+            kept_inits[-1].CopyFrom(init)
+    del graph.initializer[:]
+    graph.initializer.extend(kept_inits + new_inits)  # type: ignore[arg-type]
+    set_metadata(model, {QDQ_METADATA_KEY: json.dumps({
+        "format": "qdq-tensorrt", "method": ranges.method, "keep_fp_layers": sorted(keep),
+        "activations": len(activations), "weights": len(weights)}, sort_keys=True)})
+    return model

@@ -1,0 +1,89 @@
+"""``edgeseg calibrate`` end to end on a tiny model: artifacts, summary, user errors without traceback."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "quant"))
+from tiny_onnx import build_tiny_net, write_images  # noqa: E402
+
+from edgeseg.cli import main  # noqa: E402
+from edgeseg.quant.lint import lint_qdq  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_net(tmp_path_factory.mktemp("cli") / "engines" / "tiny" / "model.onnx", height=32, width=64)
+
+
+def test_calibrate_writes_artifacts_and_a_summary(model: Path, tmp_path: Path) -> None:
+    images = tmp_path / "calib"
+    write_images(images, 5)
+    (images / "broken.png").write_text("nope")
+    (images / "notes.txt").write_text("x")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["calibrate", "--onnx", str(model), "--calib", str(images), "--calib-images",
+                                       "4", "--method", "percentile", "--percentile", "99.9", "--trt-version",
+                                       "8.6.1", "--keep-fp", "classifier", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for name in ("ranges.json", "model.int8.onnx", "model.int8.ort.onnx", "calibration.cache"):
+        assert (out / name).is_file() and name in result.output
+    assert (out / "calibration.cache").read_text().startswith("TRT-8601-EntropyCalibration2\n")
+    quantized = onnx.load(str(out / "model.int8.onnx"))
+    assert lint_qdq(quantized) == []
+    assert next(n for n in quantized.graph.node if n.name == "/classifier/Conv").input[1] == "classifier.weight"
+    assert "broken.png" in result.output and "notes.txt" in result.output
+    assert "4 used of 4 requested, 1 skipped" in result.output
+    assert "edgeseg validate --candidate" in result.output and str(model.parent / "reference.npz") in result.output
+    assert not list(Path.cwd().glob("ranges.json"))
+
+
+def test_default_output_is_next_to_the_onnx(model: Path, tmp_path: Path) -> None:
+    write_images(tmp_path / "calib", 2)
+    result = CliRunner().invoke(main, ["calibrate", "--onnx", str(model), "--calib", str(tmp_path / "calib"),
+                                       "--method", "minmax"])
+    assert result.exit_code == 0, result.output
+    assert (model.parent / "model.int8.onnx").is_file() and (model.parent / "calibration.cache").is_file()
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing-onnx", "ONNX model not found"),
+    ("missing-folder", "does not exist"),
+    ("empty-folder", "too few images"),
+    ("bad-trt-version", "TensorRT"),
+    ("bad-batch", "static batch"),
+    ("bad-keep", "not in the model"),
+])
+def test_user_errors_exit_1_without_traceback(model: Path, tmp_path: Path, case: str, expected: str) -> None:
+    write_images(tmp_path / "calib", 2)
+    (tmp_path / "empty").mkdir()
+    args = {"--onnx": str(model), "--calib": str(tmp_path / "calib")}
+    extra: list[str] = []
+    if case == "missing-onnx":
+        args["--onnx"] = str(tmp_path / "nope.onnx")
+    elif case == "missing-folder":
+        args["--calib"] = str(tmp_path / "nope")
+    elif case == "empty-folder":
+        args["--calib"] = str(tmp_path / "empty")
+    elif case == "bad-trt-version":
+        extra = ["--trt-version", "11.1.0"]
+    elif case == "bad-batch":
+        extra = ["--batch-size", "2", "--calib-images", "2"]
+    elif case == "bad-keep":
+        extra = ["--keep-fp", "/nope/Conv"]
+    argv = ["calibrate", *[x for kv in args.items() for x in kv], *extra, "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 1, result.output
+    assert expected in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o" / "model.int8.onnx").exists()
+
+
+def test_usage_errors_exit_2(model: Path, tmp_path: Path) -> None:
+    for argv in (["--method", "kl"], ["--calib-images", "0"], ["--percentile", "0"]):
+        result = CliRunner().invoke(main, ["calibrate", "--onnx", str(model), "--calib", str(tmp_path), *argv])
+        assert result.exit_code == 2, (argv, result.output)
