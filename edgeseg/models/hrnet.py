@@ -299,7 +299,12 @@ class HRNetV2Decoder(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """Kaiming (fan_out) convs, BN = identity, zero conv biases (as timm's HRNet)."""
+    """Kaiming (fan_out) convs, BN = identity, zero conv biases (as timm's HRNet).
+
+    The last BN of every residual block starts at zero (each block starts as the identity):
+    with plain identity BNs the fused sums compound and an untrained model's logits reach
+    1e4-1e5, which breaks absolute-tolerance checks and INT8 calibration of random models.
+    """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -308,6 +313,11 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+    for m in module.modules():
+        if isinstance(m, Bottleneck):
+            nn.init.zeros_(m.bn3.weight)
+        elif isinstance(m, BasicBlock):
+            nn.init.zeros_(m.bn2.weight)
 
 
 def _config(name: str) -> HRNetConfig:
