@@ -54,7 +54,7 @@ def test_fix_stub_text_repairs_both_errors() -> None:
 def test_mypy_engine_and_runtime_against_tensorrt_stubs(tmp_path: Path) -> None:
     stubs = find_stub_dirs()
     if set(stubs) != set(STUB_PACKAGES):
-        pytest.skip("tensorrt-stubs is not installed (pip install 'edgeseg[dev]')")
+        pytest.skip("tensorrt-stubs is not installed (pip install --no-deps tensorrt-stubs==10.13.0.35.1)")
     if shutil.which("mypy") is None and subprocess.run([sys.executable, "-m", "mypy", "--version"],
                                                        capture_output=True).returncode != 0:
         pytest.skip("mypy is not installed (pip install 'edgeseg[dev]')")
