@@ -16,7 +16,7 @@ from typing import Any
 
 from . import __version__
 from .errors import AccuracyError, ConfigError, UsageError
-from .io import atomic_write_json, read_json, sha256_file, sha256_files
+from .io import atomic_write_json, read_json, remove_stale_temp_files, sha256_file, sha256_files
 from .spec import InputSpec, Manifest
 from .steps import StepRunner
 
@@ -170,6 +170,8 @@ def run_build(options: BuildOptions, *, log: Callable[[str], None] = print,
     options = resolve_options(options)
     out = Path(options.out or "engines/model")
     out.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_temp_files(out):  # one build per folder at a time
+        log(f"removed {stale.name}, left by an interrupted build")
     backend = choose_backend(options.backend)
     if backend == "onnxruntime" and options.precision in ("fp16", "best"):
         raise ConfigError(f"--precision {options.precision} needs TensorRT; ONNX Runtime on the CPU runs fp32 or int8",

@@ -50,6 +50,19 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
         raise
 
 
+def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete temp files a killed process left in ``folder`` (a SIGKILL skips all cleanup).
+
+    Only call this where no other process writes into the folder at the same time.
+    """
+    removed = []
+    for stale in Path(folder).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+            removed.append(stale)
+    return removed
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)

@@ -6,7 +6,15 @@ from pathlib import Path
 import pytest
 
 from edgeseg.errors import ArtifactError
-from edgeseg.io import atomic_open, atomic_write_bytes, atomic_write_json, read_json, sha256_file, sha256_files
+from edgeseg.io import (
+    atomic_open,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+    remove_stale_temp_files,
+    sha256_file,
+    sha256_files,
+)
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -70,3 +78,10 @@ def test_hashes_depend_on_content_and_names(tmp_path: Path) -> None:
     assert sha256_files([a, b]) == sha256_files([b, a])
     b.write_bytes(b"2")
     assert sha256_files([a]) != sha256_files([a, b])
+
+
+def test_stale_temp_files_are_removed(tmp_path: Path) -> None:
+    (tmp_path / ".model.onnx.abc.tmp").write_bytes(b"half")
+    (tmp_path / "model.onnx").write_bytes(b"whole")
+    assert [p.name for p in remove_stale_temp_files(tmp_path)] == [".model.onnx.abc.tmp"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
