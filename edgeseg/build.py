@@ -22,7 +22,7 @@ from .steps import StepRunner
 
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 ASSETS = Path(__file__).resolve().parent / "assets"
-DEMO_INFO = ASSETS / "demo.json"
+DEMO_INFO = ASSETS / "demo_model.json"
 SYNTH_CALIB_SEED, SYNTH_VAL_SEED = 2, 1
 
 
@@ -63,12 +63,15 @@ class BuildOptions:
 
 
 def demo_defaults() -> dict[str, Any]:
-    """The shipped demo model: {"checkpoint": Path, "model": ..., "input_size": [h, w], ...}."""
+    """The shipped demo model (assets/demo_model.json): model, weights file, input size, val mIoU..."""
     if not DEMO_INFO.is_file():
         raise ConfigError("the demo model is not installed with this edgeseg",
                           expected=str(DEMO_INFO), fix="pass --model NAME --weights FILE")
     info = read_json(DEMO_INFO, what="demo model description")
-    info["checkpoint"] = ASSETS / info["checkpoint"]
+    info["checkpoint"] = ASSETS / info["weights"]
+    if not info["checkpoint"].is_file():
+        raise ConfigError("the demo model's weights are missing", expected=str(info["checkpoint"]),
+                          fix="reinstall edgeseg, or pass --model NAME --weights FILE")
     return info
 
 
