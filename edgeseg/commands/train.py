@@ -1,0 +1,145 @@
+"""``edgeseg train`` and ``edgeseg eval``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ._common import SIZE, summary_table
+
+DIR = click.Path(file_okay=False, path_type=Path)
+FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+class _StepDisplay:
+    """A one-line live status on a terminal; a log line every ``every`` steps otherwise (nohup logs)."""
+
+    def __init__(self, every: int = 20) -> None:
+        self.tty = sys.stderr.isatty()
+        self.every = every
+
+    def __call__(self, info: dict) -> None:
+        epoch, step, steps = int(info["epoch"]), int(info["step"]), int(info["steps"])
+        line = (
+            f"epoch {epoch + 1} step {step + 1}/{steps}  loss {info['loss']:.4f}  "
+            f"{info['images_per_s']:.1f} img/s  lr {info['lr']:.2e}"
+        )
+        if self.tty:
+            click.echo("\r" + line.ljust(80), nl=False, err=True)
+            if step + 1 == steps:
+                click.echo("", err=True)
+        elif (step + 1) % self.every == 0 or step + 1 == steps:
+            click.echo(line, err=True)
+
+
+@click.command("train")
+@click.option("--model", required=True, help="Registered model name (see `edgeseg models`).")
+@click.option(
+    "--data",
+    type=DIR,
+    required=True,
+    help="Folder dataset (images/, masks/, classes.json; splits as train/ + val/ sub-folders or train.txt/val.txt).",
+)
+@click.option("--input-size", type=SIZE, required=True, help="Model input size HxW (multiples of 32).")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--out", type=DIR, required=True, help="Run folder for best.pt, last.pt, history.json.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--lr", type=float, default=None, help="Peak learning rate [default: 2e-3 adamw, 0.02 sgd].")
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Data loader processes.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [default: all cores].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", type=FILE, default=None, help="Continue from a last.pt of the same run.")
+@click.option("--val-data", type=DIR, default=None, help="Validation folder [default: DATA/val or DATA/val.txt].")
+@click.option("--skip-bad", is_flag=True, help="Leave out unreadable files and images without masks (listed).")
+@click.option("--device", default=None, help="torch device [default: cuda when available, else cpu].")
+def train_cmd(
+    model: str,
+    data: Path,
+    input_size: tuple[int, int],
+    epochs: int,
+    out: Path,
+    batch_size: int,
+    lr: float | None,
+    optimizer: str,
+    weight_decay: float,
+    workers: int,
+    threads: int | None,
+    seed: int,
+    resume: Path | None,
+    val_data: Path | None,
+    skip_bad: bool,
+    device: str | None,
+) -> None:
+    """Train a segmentation model; writes OUT/best.pt and OUT/last.pt after every epoch."""
+    from ..train import TrainConfig, train
+
+    config = TrainConfig(
+        model=model,
+        data=data,
+        out=out,
+        input_size=input_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        weight_decay=weight_decay,
+        workers=workers,
+        threads=threads,
+        seed=seed,
+        resume=resume,
+        val_data=val_data,
+        skip_bad=skip_bad,
+        device=device,
+    )
+    result = train(config, log=lambda line: click.echo(line, err=True), on_step=_StepDisplay())
+    h, w = input_size
+    summary_table(
+        f"trained {model}: best val mIoU {result.best_miou:.4f} (epoch {result.best_epoch + 1}) "
+        f"in {result.seconds / 60:.1f} min",
+        [("best", str(result.best_path)), ("last", str(result.last_path)), ("history", str(out / "history.json"))],
+        [
+            f"edgeseg eval --model {model} --weights {result.best_path} --data {val_data or data}",
+            f"edgeseg export --model {model} --weights {result.best_path} --input-size {h}x{w}",
+        ],
+    )
+
+
+@click.command("eval")
+@click.option("--model", default=None, help="Model name (checked against the checkpoint) [default: the checkpoint's].")
+@click.option("--weights", type=FILE, required=True, help="Checkpoint (best.pt / last.pt / a shipped asset).")
+@click.option("--data", type=DIR, required=True, help="Folder dataset to score (its val split if it has one).")
+@click.option("--input-size", type=SIZE, default=None, help="Evaluate at this size [default: the checkpoint's].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--skip-bad", is_flag=True, help="Leave out unreadable files and images without masks (listed).")
+def eval_cmd(
+    model: str | None,
+    weights: Path,
+    data: Path,
+    input_size: tuple[int, int] | None,
+    batch_size: int,
+    workers: int,
+    skip_bad: bool,
+) -> None:
+    """Score a checkpoint: mIoU, pixel accuracy and IoU per class (masks resized to the model size, nearest)."""
+    from ..train import evaluate_folder
+
+    result, spec = evaluate_folder(
+        weights,
+        data,
+        model=model,
+        input_size=input_size,
+        batch_size=batch_size,
+        workers=workers,
+        skip_bad=skip_bad,
+        log=lambda line: click.echo(line, err=True),
+    )
+    summary_table(
+        f"{result.images} images at {spec.height}x{spec.width}: mIoU {result.miou:.4f}, "
+        f"pixel accuracy {result.pixel_accuracy:.4f}",
+        result.rows(),
+    )

@@ -1,0 +1,51 @@
+"""torch ``Dataset`` wrappers over a ``FolderDataset`` (layer 3).
+
+Training samples are augmented with a generator seeded by (seed, epoch, index), so
+an epoch is reproducible whatever the number of loader workers, and a resumed run
+sees the same augmentations as an uninterrupted one. Inputs are normalised with
+``edgeseg.spec.preprocess`` (the one reference preprocessing) after augmentation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..spec import InputSpec, preprocess
+from .augment import AugmentConfig, augment, resize_mask
+from .folder import FolderDataset
+
+
+class SegmentationDataset(Dataset):
+    def __init__(
+        self,
+        folder: FolderDataset,
+        spec: InputSpec,
+        *,
+        train: bool,
+        seed: int = 0,
+        augment_config: AugmentConfig = AugmentConfig(),
+    ) -> None:
+        self.folder = folder
+        self.spec = spec
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        self.augment_config = augment_config
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.folder.load(index)
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            image, mask = augment(image, mask, self.spec.size, rng, self.augment_config)
+        else:
+            mask = resize_mask(mask, self.spec.height, self.spec.width)  # evaluation at model resolution
+        tensor = torch.from_numpy(preprocess(np.ascontiguousarray(image), self.spec)[0])
+        return tensor, torch.from_numpy(mask.astype(np.int64))

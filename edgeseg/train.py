@@ -1,0 +1,386 @@
+"""Training and evaluation of segmentation models on folder datasets (layer 3, torch).
+
+Recipe: pixel-wise cross-entropy (ignore 255), AdamW (default) or SGD with momentum,
+poly learning-rate decay (power 0.9) after a short linear warm-up, augmentation from
+``edgeseg.data.augment``, mixed precision on CUDA only. After every epoch the model is
+scored on the validation split (mIoU and per-class IoU from ``edgeseg.metrics``, masks
+resized to the model size with nearest neighbour) and ``last.pt`` / ``best.pt`` are
+written atomically in the edgeseg checkpoint format. ``resume`` continues from a
+``last.pt``: weights, optimizer, epoch counter and best score.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .data.folder import FolderDataset, open_folder_dataset
+from .data.torch_dataset import SegmentationDataset
+from .errors import ConfigError, InputError, ModelError
+from .io import atomic_write_json
+from .metrics import IGNORE_INDEX, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
+from .spec import InputSpec
+
+OPTIMIZERS = ("adamw", "sgd")
+DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.02}
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    data: Path
+    out: Path
+    input_size: tuple[int, int]
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float | None = None  # None: DEFAULT_LR[optimizer]
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    workers: int = 2
+    seed: int = 0
+    resume: Path | None = None
+    val_data: Path | None = None  # None: DATA/val (sub-folder or val.txt)
+    model_options: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None  # torch CPU threads; None: all cores
+    warmup_steps: int = 50
+    max_steps_per_epoch: int | None = None  # for quick tests
+    skip_bad: bool = False
+    device: str | None = None  # None: cuda when available
+
+
+@dataclass
+class EvalResult:
+    miou: float
+    pixel_accuracy: float
+    per_class_iou: list[float]  # NaN where a class is absent from target and prediction
+    classes: list[str]
+    images: int
+
+    def rows(self) -> list[tuple[str, str]]:
+        return [
+            (name, "absent" if math.isnan(iou) else f"{iou:.4f}")
+            for name, iou in zip(self.classes, self.per_class_iou, strict=True)
+        ]
+
+
+@dataclass
+class TrainResult:
+    best_miou: float
+    best_epoch: int
+    last_epoch: int
+    history: list[dict[str, Any]]
+    best_path: Path
+    last_path: Path
+    seconds: float
+
+
+# ---------------------------------------------------------------- checkpoints
+def write_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    *,
+    name: str,
+    classes: list[str],
+    spec: InputSpec,
+    model_options: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """The edgeseg checkpoint format of ``edgeseg.models.weights``, written atomically."""
+    from .models.weights import save_checkpoint
+
+    return save_checkpoint(
+        path, model, model_name=name, classes=classes, input_spec=spec, model_options=model_options, **(extra or {})
+    )
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    from .models.weights import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def model_from_checkpoint(path: str | os.PathLike[str], *, name: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """(model in eval mode with the checkpoint's weights, checkpoint dict); float16 weights load as float32."""
+    from .models import create_model
+    from .models.weights import load_weights
+
+    data = read_checkpoint(path)
+    if name is not None and name != data["model"]:
+        raise ModelError(
+            "the weights belong to another model",
+            expected=name,
+            found=data["model"],
+            fix=f"pass --model {data['model']}",
+        )
+    model = create_model(data["model"], num_classes=int(data["num_classes"]), **data.get("model_options", {}))
+    load_weights(model, path)  # copies into the float32 parameters, casting stored float16
+    return model.float().eval(), data
+
+
+# ---------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    num_classes: int,
+    classes: list[str],
+    device: torch.device,
+    on_batch: Callable[[int], None] | None = None,
+) -> EvalResult:
+    model.eval()
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    images = 0
+    for inputs, targets in loader:
+        logits = model(inputs.to(device))
+        pred = logits.argmax(1).cpu().numpy()
+        confusion += confusion_matrix(pred, targets.numpy(), num_classes)
+        images += len(inputs)
+        if on_batch:
+            on_batch(len(inputs))
+    return EvalResult(
+        mean_iou(confusion), pixel_accuracy(confusion), iou_per_class(confusion).tolist(), list(classes), images
+    )
+
+
+# ---------------------------------------------------------------- training
+def _device(config: TrainConfig) -> torch.device:
+    if config.device:
+        return torch.device(config.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _check(config: TrainConfig) -> None:
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError("unknown optimizer", expected=" or ".join(OPTIMIZERS), found=repr(config.optimizer))
+    for name in ("epochs", "batch_size"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1", found=str(getattr(config, name)))
+    if config.workers < 0:
+        raise ConfigError("--workers must be 0 or more", found=str(config.workers))
+    if config.lr is not None and not config.lr > 0:
+        raise ConfigError("--lr must be positive", found=str(config.lr))
+
+
+def open_splits(config: TrainConfig) -> tuple[FolderDataset, FolderDataset]:
+    """The training and validation folders of ``config``."""
+    root = Path(config.data)
+    has_split = (root / "train" / "images").is_dir() or (root / "train.txt").is_file()
+    train = open_folder_dataset(root, "train" if has_split else None, skip_bad=config.skip_bad)
+    if config.val_data is not None:
+        val = open_folder_dataset(config.val_data, None, num_classes=train.num_classes, skip_bad=config.skip_bad)
+    elif (root / "val" / "images").is_dir() or (root / "val.txt").is_file():
+        val = open_folder_dataset(root, "val", num_classes=train.num_classes, skip_bad=config.skip_bad)
+    else:
+        raise InputError(
+            f"no validation data for {root}",
+            expected=f"{root}/val/ or {root}/val.txt, or --val-data DIR",
+            fix="generate one: edgeseg data synth --out VAL_DIR --seed 1, then pass --val-data VAL_DIR",
+        )
+    return train, val
+
+
+def poly_lr(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * max(0.0, 1 - (step - warmup) / max(1, total - warmup)) ** 0.9
+
+
+def train(
+    config: TrainConfig, log: Callable[[str], None] = print, on_step: Callable[[dict[str, float]], None] | None = None
+) -> TrainResult:
+    """Train ``config.model`` on ``config.data``; see the module docstring."""
+    from .models import create_model
+
+    _check(config)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed % (1 << 32))
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    device = _device(config)
+    train_set, val_set = open_splits(config)
+    for folder, what in ((train_set, "training"), (val_set, "validation")):
+        for path, why in folder.skipped:
+            log(f"skipped {what} file {path}: {why}")
+    spec = InputSpec(*config.input_size)
+    classes = train_set.classes
+    model = create_model(config.model, num_classes=len(classes), **config.model_options).to(device)
+    lr = config.lr or DEFAULT_LR[config.optimizer]
+    if config.optimizer == "adamw":
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+            model.parameters(), lr=lr, weight_decay=config.weight_decay
+        )
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=config.weight_decay)
+
+    out = Path(config.out)
+    history: list[dict[str, Any]] = []
+    start_epoch, best_miou, best_epoch = 0, -1.0, -1
+    if config.resume is not None:
+        saved = read_checkpoint(config.resume)
+        if saved["model"] != config.model or saved["classes"] != classes:
+            raise ConfigError(
+                "--resume checkpoint was trained for another model or class list",
+                expected=f"{config.model} with {classes}",
+                found=f"{saved['model']} with {saved['classes']}",
+            )
+        saved_size = InputSpec.from_dict(saved["input_spec"]).size
+        if saved_size != spec.size:
+            raise ConfigError(
+                "--resume checkpoint was trained at another input size",
+                expected=f"{saved_size[0]}x{saved_size[1]}",
+                found=f"--input-size {spec.height}x{spec.width}",
+                fix=f"pass --input-size {saved_size[0]}x{saved_size[1]}, or start a new run without --resume",
+            )
+        model.load_state_dict(saved["state_dict"])
+        if "optimizer" in saved:
+            optimizer.load_state_dict(saved["optimizer"])
+        start_epoch = int(saved.get("epoch", -1)) + 1
+        best_miou = float(saved.get("best_miou", -1.0))
+        best_epoch = int(saved.get("best_epoch", -1))
+        history = list(saved.get("history", []))
+        log(f"resumed from {config.resume}: epoch {start_epoch} of {config.epochs}")
+
+    train_data = SegmentationDataset(train_set, spec, train=True, seed=config.seed)
+    val_data = SegmentationDataset(val_set, spec, train=False)
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(
+        train_data,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=len(train_data) > config.batch_size,
+        num_workers=config.workers,
+        generator=generator,
+        persistent_workers=False,
+        pin_memory=device.type == "cuda",
+    )
+    val_loader = DataLoader(val_data, batch_size=config.batch_size, num_workers=config.workers)
+    steps_per_epoch = (
+        len(loader) if config.max_steps_per_epoch is None else min(len(loader), config.max_steps_per_epoch)
+    )
+    total_steps = steps_per_epoch * config.epochs
+    warmup = min(config.warmup_steps, max(1, total_steps // 10))
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    began = time.perf_counter()
+    options = {"model_options": config.model_options}
+
+    for epoch in range(start_epoch, config.epochs):
+        train_data.set_epoch(epoch)
+        generator.manual_seed(config.seed * 1000 + epoch)  # shuffle order depends on (seed, epoch) only
+        model.train()
+        seen, loss_sum, epoch_start = 0, 0.0, time.perf_counter()
+        for step, (inputs, targets) in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            global_step = epoch * steps_per_epoch + step
+            for group in optimizer.param_groups:
+                group["lr"] = poly_lr(global_step, total_steps, lr, warmup)
+            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            with torch.autocast(device.type, enabled=use_amp):
+                loss = F.cross_entropy(model(inputs), targets, ignore_index=IGNORE_INDEX)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            seen += len(inputs)
+            loss_sum += loss.item() * len(inputs)
+            if on_step:
+                on_step(
+                    {
+                        "epoch": epoch,
+                        "step": step,
+                        "steps": steps_per_epoch,
+                        "loss": loss.item(),
+                        "images_per_s": seen / max(time.perf_counter() - epoch_start, 1e-9),
+                        "lr": optimizer.param_groups[0]["lr"],
+                    }
+                )
+        train_seconds = time.perf_counter() - epoch_start
+        result = evaluate(model, val_loader, len(classes), classes, device)
+        record = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "val_miou": result.miou,
+            "val_pixel_accuracy": result.pixel_accuracy,
+            "per_class_iou": result.per_class_iou,
+            "images_per_s": seen / max(train_seconds, 1e-9),
+            "epoch_seconds": time.perf_counter() - epoch_start,
+        }
+        history.append(record)
+        if result.miou > best_miou:
+            best_miou, best_epoch = result.miou, epoch
+            write_checkpoint(
+                best_path,
+                model,
+                name=config.model,
+                classes=classes,
+                spec=spec,
+                **options,
+                extra={"epoch": epoch, "metrics": {"val_miou": result.miou, "per_class_iou": result.per_class_iou}},
+            )
+        write_checkpoint(
+            last_path,
+            model,
+            name=config.model,
+            classes=classes,
+            spec=spec,
+            **options,
+            extra={
+                "epoch": epoch,
+                "metrics": {"val_miou": result.miou},
+                "optimizer": optimizer.state_dict(),
+                "best_miou": best_miou,
+                "best_epoch": best_epoch,
+                "history": history,
+            },
+        )
+        atomic_write_json(out / "history.json", {"config": _config_dict(config), "history": history})
+        log(
+            f"epoch {epoch + 1}/{config.epochs}  loss {record['train_loss']:.4f}  val mIoU {result.miou:.4f}  "
+            f"best {best_miou:.4f} (epoch {best_epoch + 1})  {record['images_per_s']:.1f} img/s  "
+            f"{record['epoch_seconds']:.0f} s"
+        )
+    return TrainResult(
+        best_miou, best_epoch, config.epochs - 1, history, best_path, last_path, time.perf_counter() - began
+    )
+
+
+def _config_dict(config: TrainConfig) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+
+
+def evaluate_folder(
+    weights: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    input_size: tuple[int, int] | None = None,
+    batch_size: int = 8,
+    workers: int = 0,
+    skip_bad: bool = False,
+    device: str | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[EvalResult, InputSpec]:
+    """Score checkpoint ``weights`` on a folder dataset (its ``val`` split when it has one)."""
+    net, saved = model_from_checkpoint(weights, name=model)
+    spec = InputSpec.from_dict(saved["input_spec"])
+    if input_size is not None:
+        spec = InputSpec(**{**spec.to_dict(), "height": input_size[0], "width": input_size[1]})
+    root = Path(data)
+    split = "val" if (root / "val" / "images").is_dir() or (root / "val.txt").is_file() else None
+    folder = open_folder_dataset(root, split, num_classes=int(saved["num_classes"]), skip_bad=skip_bad)
+    for path, why in folder.skipped:
+        log(f"skipped {path}: {why}")
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    loader = DataLoader(SegmentationDataset(folder, spec, train=False), batch_size=batch_size, num_workers=workers)
+    return evaluate(net.to(target), loader, folder.num_classes, list(saved["classes"]), target), spec
