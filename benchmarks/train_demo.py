@@ -60,7 +60,7 @@ DEMO_COMMANDS = [
     "--resume runs/demo/last.pt  # stopped (Ctrl-C) after 'epoch 10/16' was logged",
     "python -m edgeseg train --model shufflenetv2_x0_5_mdspp --data data/synth/train --val-data data/synth/val "
     "--input-size 192x384 --epochs 22 --batch-size 8 --workers 0 --threads 2 --seed 0 --out runs/demo "
-    "--resume runs/demo/last.pt  # ended after 'epoch 13/22' (the process was stopped; best.pt = epoch 13)",
+    "--resume runs/demo/last.pt  # stopped after 'epoch 13/22' was logged; the same command again ran to 22/22",
     "python benchmarks/train_demo.py --package-demo runs/demo --skip-families --synth-images 0",
 ]
 
