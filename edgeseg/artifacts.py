@@ -40,9 +40,9 @@ def load_manifest(folder: str | os.PathLike[str]) -> Manifest | None:
     path = Path(folder) / MANIFEST_FILE
     if not path.is_file():
         return None
-    from .io import read_json
+    from .engine.manifest import load_manifest as load_existing_manifest
 
-    return Manifest.from_dict(read_json(path, what="build manifest"), source=str(path))
+    return load_existing_manifest(path)
 
 
 def discover_artifacts(folder: str | os.PathLike[str], manifest: Manifest | None = None) -> dict[str, Path]:

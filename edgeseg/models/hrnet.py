@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
-from .base import SegmentationModel
+from .base import SegmentationModel, init_conv_bn
 from .ocr import OCRDecoder, OCRSegmentationModel
 from .registry import register_model
 
@@ -305,14 +305,7 @@ def init_weights(module: nn.Module) -> None:
     with plain identity BNs the fused sums compound and an untrained model's logits reach
     1e4-1e5, which breaks absolute-tolerance checks and INT8 calibration of random models.
     """
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    init_conv_bn(module)
     for m in module.modules():
         if isinstance(m, Bottleneck):
             nn.init.zeros_(m.bn3.weight)

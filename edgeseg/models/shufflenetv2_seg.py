@@ -18,7 +18,7 @@ from collections.abc import Callable
 from torch import nn
 
 from ..errors import ModelError
-from .base import SegmentationModel
+from .base import SegmentationModel, init_conv_bn
 from .deeplabv3plus import DeepLabV3PlusDecoder
 from .registry import register_model
 from .shufflenetv2 import WIDTH_CHANNELS, ShuffleNetV2Backbone
@@ -26,18 +26,6 @@ from .speed import SPEEDDecoder
 
 DECODERS = ("deeplabv3plus", "dspp", "mdspp")
 DEFAULT_INPUT_SIZE = (512, 1024)
-
-
-def init_weights(model: nn.Module) -> None:
-    """Kaiming-normal convs (fan_out, ReLU), zero biases; BatchNorm weight 1, bias 0."""
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
 
 def model_name(width: str, decoder: str) -> str:
@@ -54,7 +42,7 @@ def build_deeplabv3plus(width: str, num_classes: int, *, output_stride: int = 16
     head = nn.Conv2d(decoder.out_channels, num_classes, 1)
     model = SegmentationModel(backbone, decoder, head, num_classes=num_classes,
                               name=model_name(width, "deeplabv3plus"))
-    init_weights(model)
+    init_conv_bn(model)
     return model
 
 
@@ -70,7 +58,7 @@ def build_speed(width: str, pyramid: str, num_classes: int, *, output_stride: in
     decoder = SPEEDDecoder(backbone.out_channels, backbone.strides, pyramid=pyramid)
     head = nn.Conv2d(decoder.out_channels, num_classes, 1)
     model = SegmentationModel(backbone, decoder, head, num_classes=num_classes, name=model_name(width, pyramid))
-    init_weights(model)
+    init_conv_bn(model)
     return model
 
 
