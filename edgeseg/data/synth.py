@@ -33,7 +33,7 @@ from .synth_objects import (  # noqa: F401  (CLASSES and the ids are part of thi
     value_noise,
 )
 
-SYNTH_VERSION = 1  # bump when the renderer's output changes
+SYNTH_VERSION = 2  # bump when the renderer's output changes (2: poles at least 3 px wide)
 
 
 def classes_json() -> dict:

@@ -16,6 +16,7 @@ CLASSES: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("pole", (153, 153, 153)),
 )
 FLOOR, WALL, SKY, OBSTACLE, PERSON, POLE = range(len(CLASSES))
+MIN_POLE_HALF_WIDTH_PX = 1.5
 
 
 # ---------------------------------------------------------------- noise and textures
@@ -300,7 +301,10 @@ def _draw_pole(rng, cam: _Camera, canvas: _Canvas, x: float, z: float) -> None:
     colour = _random_colour(rng, str(rng.choice(["grey", "dark", "vivid", "light"])))
     c0, r0 = cam.project(x, 0, z)
     _, r1 = cam.project(x, top, z)
-    half = max(cam.focal * radius / z, 0.9 * cam.width / 1024)  # at least ~2 px wide at 1024
+    # At least 3 px wide at the rendered size: a thinner pole is a label the pixels (after blur and
+    # noise) barely show, and a model whose logits live at 1/4 resolution cannot resolve it -- noise
+    # in the score rather than difficulty.
+    half = max(cam.focal * radius / z, MIN_POLE_HALF_WIDTH_PX)
     lean = rng.uniform(-0.02, 0.02) * (r0 - r1)
     region = _polygon_mask(
         np.array([[c0 - half + lean, r1], [c0 + half + lean, r1], [c0 + half, r0], [c0 - half, r0]], np.float32),

@@ -77,3 +77,18 @@ def test_bad_options(tmp_path, changes):
     values = {"out": tmp_path, "num": 1, "height": 64, "width": 64, **changes}
     with pytest.raises(ConfigError):
         write_synthetic_dataset(SynthConfig(**values))
+
+
+@pytest.mark.parametrize("height, width", [(192, 384), (512, 1024)])
+def test_far_poles_stay_at_least_three_pixels_wide(height, width):
+    # A pole 25 m away is sub-pixel by perspective alone; the renderer widens it so its label is visible.
+    from edgeseg.data.synth_objects import POLE, _Camera, _Canvas, _draw_pole
+
+    camera = _Camera(height, width, focal=0.45 * width, cx=width / 2, horizon=0.4 * height, cam_h=1.0)
+    for seed in range(10):
+        canvas = _Canvas(np.zeros((height, width, 3), np.float32), np.zeros((height, width), np.uint8))
+        _draw_pole(np.random.default_rng(seed), camera, canvas, 0.0, 25.0)
+        rows = np.flatnonzero((canvas.labels == POLE).any(axis=1))
+        assert rows.size, "the pole was not drawn"
+        foot = canvas.labels[rows.max()]  # the shaft's lowest row (signs hang near the top)
+        assert (foot == POLE).sum() >= 3
