@@ -23,7 +23,8 @@ from .steps import StepRunner
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_INFO = ASSETS / "demo_model.json"
-SYNTH_CALIB_SEED, SYNTH_VAL_SEED = 2, 1
+# Synthetic seeds: 0 trains the demo model, 1 picks its best epoch, 2 calibrates; 3 is never seen by either.
+SYNTH_CALIB_SEED, SYNTH_VAL_SEED = 2, 3
 
 
 @dataclass
