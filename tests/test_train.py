@@ -79,9 +79,9 @@ def _config(data: Path, out: Path, **changes) -> TrainConfig:
 
 def test_training_lowers_the_loss_and_writes_checkpoints(tiny_model, data, tmp_path):
     losses = []
-    result = train(_config(data, tmp_path, epochs=4), log=lambda _: None, on_step=lambda s: losses.append(s["loss"]))
-    assert len(losses) == 4 * 3  # 12 images / batch 4
-    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+    result = train(_config(data, tmp_path, epochs=8), log=lambda _: None, on_step=lambda s: losses.append(s["loss"]))
+    assert len(losses) == 8 * 3  # 12 images / batch 4
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])  # measured: 0.73 (synth v2 scenes)
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert 0.0 <= result.best_miou <= 1.0 and result.best_path.is_file() and result.last_path.is_file()
     saved = read_checkpoint(result.best_path)
