@@ -25,6 +25,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_INFO = ASSETS / "demo_model.json"
 # Synthetic seeds: 0 trains the demo model, 1 picks its best epoch, 2 calibrates; 3 is never seen by either.
 SYNTH_CALIB_SEED, SYNTH_VAL_SEED = 2, 3
+DEFAULT_CALIB_METHOD = "entropy"
 
 
 @dataclass
@@ -36,7 +37,7 @@ class BuildOptions:
     precision: str = "int8"
     calib: Path | None = None
     calib_images: int = 100
-    calib_method: str = "entropy"
+    calib_method: str | None = None  # None: DEFAULT_CALIB_METHOD, or the method the demo model records
     val: Path | None = None
     backend: str = "auto"  # auto | tensorrt | onnxruntime
     out: Path | None = None
@@ -76,12 +77,25 @@ def demo_defaults() -> dict[str, Any]:
     return info
 
 
-def resolve_options(options: BuildOptions) -> BuildOptions:
+def resolve_options(options: BuildOptions, log: Callable[[str], None] = print) -> BuildOptions:
     """Fill defaults (demo model, output folder) and reject conflicts before any work starts."""
     options.check()
     if options.onnx is None and options.model is None and options.weights is None:
         demo = demo_defaults()
         options.weights, options.model, options.demo = Path(demo["checkpoint"]), demo["model"], True
+        recorded = demo.get("calibration_method")
+        if options.calib_method is None and recorded:
+            # The demo model records the method it passes the accuracy gates with (see demo_model.json);
+            # an explicit --calib-method still wins.
+            options.calib_method = recorded
+            log(f"demo model: --calib-method {recorded}, as recorded in {DEMO_INFO.name}: "
+                f"{demo.get('calibration_note', 'the method it passes the accuracy gates with')}")
+    if options.calib_method is None:
+        options.calib_method = DEFAULT_CALIB_METHOD
+    from .quant.ranges import METHODS
+
+    if options.calib_method not in METHODS:
+        raise UsageError("unknown calibration method", expected=" | ".join(METHODS), found=options.calib_method)
     if options.out is None:
         if options.onnx is not None:
             options.out = Path(options.onnx).resolve().parent
@@ -171,7 +185,7 @@ def _export(options: BuildOptions, out: Path, log: Callable[[str], None]) -> dic
 
 def run_build(options: BuildOptions, *, log: Callable[[str], None] = print,
               progress: Callable[..., Any] | None = None) -> BuildResult:
-    options = resolve_options(options)
+    options = resolve_options(options, log)
     out = Path(options.out or "engines/model")
     out.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_temp_files(out):  # one build per folder at a time

@@ -26,8 +26,9 @@ def _err(message: str) -> None:
 @click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Calibration image folder (default: ./calib, else synthetic scenes).")
 @click.option("--calib-images", type=int, default=100, show_default=True, help="Images used for calibration.")
-@click.option("--calib-method", type=click.Choice(["entropy", "minmax", "percentile"]), default="entropy",
-              show_default=True)
+@click.option("--calib-method", type=click.Choice(["entropy", "minmax", "percentile"]), default=None,
+              help="Activation range method [default: entropy; the demo model uses the method its "
+                   "demo_model.json records].")
 @click.option("--val", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Labelled folder (images/ + masks/) for mIoU against ground truth.")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True)
@@ -38,7 +39,7 @@ def _err(message: str) -> None:
 @click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime / PyTorch.")
 @click.option("--force", is_flag=True, help="Redo every step even when its inputs are unchanged.")
 def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, input_size: tuple[int, int] | None,
-              precision: str | None, int8_flag: bool, calib: Path | None, calib_images: int, calib_method: str,
+              precision: str | None, int8_flag: bool, calib: Path | None, calib_images: int, calib_method: str | None,
               val: Path | None, backend: str, out: Path | None, min_agreement: float, max_miou_drop: float,
               threads: int | None, force: bool) -> None:
     """Export, calibrate, build and validate an INT8 engine in one command.
