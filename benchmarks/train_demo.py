@@ -187,7 +187,7 @@ def score_demo(asset_json: Path, work: Path) -> dict:
     scene = tuple(info.get("scene_size", info["input_size"]))
     scores = {}
     for split, seed in (("val", info["val_seed"]), ("test", TEST_SEED)):
-        folder = _synth(work / f"demo_{split}", info["val_images"], (scene[0], scene[1]), seed)
+        folder = _synth(work / f"demo_{split}", info["val_images"], scene, seed)
         began = time.perf_counter()
         result, spec = evaluate_folder(asset_json.parent / info["weights"], folder)
         scores[split] = {

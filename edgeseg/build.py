@@ -60,6 +60,10 @@ class BuildOptions:
                                  f"{self.input_size[1]}")
         if self.calib_images < 1:
             raise UsageError("--calib-images must be at least 1", found=str(self.calib_images))
+        from .quant.ranges import METHODS
+
+        if self.calib_method is not None and self.calib_method not in METHODS:
+            raise UsageError("unknown calibration method", expected=" | ".join(METHODS), found=self.calib_method)
         if self.backend not in ("auto", "tensorrt", "onnxruntime"):
             raise UsageError("unknown backend", expected="auto | tensorrt | onnxruntime", found=self.backend)
 
@@ -92,10 +96,6 @@ def resolve_options(options: BuildOptions, log: Callable[[str], None] = print) -
                 f"{demo.get('calibration_note', 'the method it passes the accuracy gates with')}")
     if options.calib_method is None:
         options.calib_method = DEFAULT_CALIB_METHOD
-    from .quant.ranges import METHODS
-
-    if options.calib_method not in METHODS:
-        raise UsageError("unknown calibration method", expected=" | ".join(METHODS), found=options.calib_method)
     if options.out is None:
         if options.onnx is not None:
             options.out = Path(options.onnx).resolve().parent

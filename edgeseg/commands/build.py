@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ._common import SIZE, summary_table
+from .calibrate import METHODS
 
 
 def _err(message: str) -> None:
@@ -26,7 +27,7 @@ def _err(message: str) -> None:
 @click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Calibration image folder (default: ./calib, else synthetic scenes).")
 @click.option("--calib-images", type=int, default=100, show_default=True, help="Images used for calibration.")
-@click.option("--calib-method", type=click.Choice(["entropy", "minmax", "percentile"]), default=None,
+@click.option("--calib-method", type=click.Choice(METHODS), default=None,
               help="Activation range method [default: entropy; the demo model uses the method its "
                    "demo_model.json records].")
 @click.option("--val", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
