@@ -8,6 +8,7 @@ with, and a description of the machine for benchmark and report records.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -16,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactError, DependencyError, require
-from .spec import InputSpec, Manifest
+from .manifest import MANIFEST_FILE, Manifest, find_manifest
+from .spec import InputSpec
 
-MANIFEST_FILE = "manifest.json"
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 # role -> standard file name(s) in engines/<name>/ when manifest.json is absent
@@ -36,13 +37,8 @@ LIBRARIES = ("numpy", "onnx", "onnxruntime", "torch", "tensorrt", "pycuda", "pil
 
 
 def load_manifest(folder: str | os.PathLike[str]) -> Manifest | None:
-    """The folder's manifest.json, or None when there is none (a corrupt one is an error)."""
-    path = Path(folder) / MANIFEST_FILE
-    if not path.is_file():
-        return None
-    from .engine.manifest import load_manifest as load_existing_manifest
-
-    return load_existing_manifest(path)
+    """The folder's manifest.json, or None when there is none (a corrupt or edited one is an error)."""
+    return find_manifest(folder)
 
 
 def discover_artifacts(folder: str | os.PathLike[str], manifest: Manifest | None = None) -> dict[str, Path]:
@@ -80,10 +76,9 @@ def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     source = Path(path)
     if not source.is_file():
         raise ArtifactError("ONNX model not found", expected=str(source), found="no such file")
-    try:
+    onnx: Any = None
+    with contextlib.suppress(ImportError):  # the robot install has no onnx: onnxruntime reads the metadata
         import onnx
-    except ImportError:
-        onnx = None
     try:
         if onnx is not None:
             model = onnx.load(str(source), load_external_data=False)

@@ -1,26 +1,30 @@
 """``edgeseg build``: export -> calibrate -> build -> validate -> latency -> report (layer 4).
 
 Each step is skipped when its inputs (hashed) are unchanged (``steps.StepRunner``);
-``force`` redoes all. Every artifact is written atomically by the module that makes it,
-and manifest.json is written after the files it names, so an interrupted build never
-leaves a folder a robot would load as complete. torch is imported only to export.
+``force`` redoes all. A build folder is a promise to the robot, so:
+- one build per folder at a time (``lock.folder_lock``);
+- the old manifest.json is removed before any step runs, and the new one is written last,
+  atomically, from this run's results only: an interrupted build leaves no manifest, and
+  ``Segmenter``/``run`` refuse a folder without one;
+- the manifest records the gate verdict on the one candidate this run validated, against
+  ``reference.npz`` — the same file and the same computation ``edgeseg validate`` uses on
+  the robot, so the robot's verdict is the build's.
+torch is imported only to export.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import AccuracyError, ConfigError, UsageError
-from .io import atomic_write_json, read_json, remove_stale_temp_files, sha256_file, sha256_files
-from .spec import InputSpec, Manifest
-from .steps import StepRunner
+from .errors import AccuracyError, ArtifactError, ConfigError, UsageError
+from .io import read_json
+from .manifest import MANIFEST_FILE, Manifest
 
 PRECISIONS = ("fp32", "fp16", "int8", "best")
+BACKENDS = ("auto", "tensorrt", "onnxruntime")
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_INFO = ASSETS / "demo_model.json"
 # Synthetic seeds: 0 trains the demo model, 1 picks its best epoch, 2 calibrates; 3 is never seen by either.
@@ -39,6 +43,7 @@ class BuildOptions:
     calib_images: int = 100
     calib_method: str | None = None  # None: DEFAULT_CALIB_METHOD, or the method the demo model records
     val: Path | None = None
+    val_images: int | None = None  # frames kept in reference.npz (None: reference.default_sample_count)
     backend: str = "auto"  # auto | tensorrt | onnxruntime
     out: Path | None = None
     min_agreement: float = 0.99
@@ -49,6 +54,7 @@ class BuildOptions:
     demo: bool = False  # filled in by resolve_options
 
     def check(self) -> None:
+        """Every option problem, before any work (exit 2)."""
         if self.precision not in PRECISIONS:
             raise UsageError("unknown precision", expected=" | ".join(PRECISIONS), found=self.precision)
         if self.onnx is not None and (self.model or self.weights):
@@ -58,14 +64,24 @@ class BuildOptions:
             raise UsageError("--input-size cannot change an existing ONNX (its shapes are static)",
                              fix=f"re-export at that size: edgeseg export ... --input-size {self.input_size[0]}x"
                                  f"{self.input_size[1]}")
-        if self.calib_images < 1:
-            raise UsageError("--calib-images must be at least 1", found=str(self.calib_images))
+        for option, value in (("--calib-images", self.calib_images), ("--val-images", self.val_images),
+                              ("--threads", self.threads), ("bench iterations", self.bench_iterations)):
+            if value is not None and value < 1:
+                raise UsageError(f"{option} must be at least 1", found=str(value))
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise UsageError("--min-agreement is a fraction", expected="0 to 1, e.g. 0.99",
+                             found=str(self.min_agreement))
+        if self.max_miou_drop < 0:
+            raise UsageError("--max-miou-drop is in mIoU points", expected=">= 0, e.g. 0.5",
+                             found=str(self.max_miou_drop))
         from .quant.ranges import METHODS
 
         if self.calib_method is not None and self.calib_method not in METHODS:
             raise UsageError("unknown calibration method", expected=" | ".join(METHODS), found=self.calib_method)
-        if self.backend not in ("auto", "tensorrt", "onnxruntime"):
-            raise UsageError("unknown backend", expected="auto | tensorrt | onnxruntime", found=self.backend)
+        if self.backend not in BACKENDS:
+            raise UsageError("unknown backend", expected=" | ".join(BACKENDS), found=self.backend)
+        if self.onnx is not None and not Path(self.onnx).is_file():
+            raise UsageError(f"--onnx {self.onnx} does not exist", fix="pass the model.onnx written by edgeseg export")
 
 
 def demo_defaults() -> dict[str, Any]:
@@ -116,17 +132,6 @@ def choose_backend(requested: str) -> str:
     return requested
 
 
-def synthetic_set(folder: Path, num: int, size: tuple[int, int], seed: int, log: Callable[[str], None]) -> Path:
-    """Render a deterministic synthetic image set once (reused when complete)."""
-    from .data.generate import SynthConfig, write_synthetic_dataset
-
-    images = folder / "images"
-    if not (images.is_dir() and len(list(images.iterdir())) >= num):
-        log(f"rendering {num} synthetic images (seed {seed}) into {folder}")
-        write_synthetic_dataset(SynthConfig(out=folder, num=num, height=size[0], width=size[1], seed=seed))
-    return folder
-
-
 @dataclass
 class BuildResult:
     out: Path
@@ -140,289 +145,96 @@ class BuildResult:
     notices: list[str] = field(default_factory=list)
 
     @property
+    def status(self) -> str:
+        """passed | failed | not_run: the verdict the manifest records."""
+        return self.manifest.validation_status
+
+    @property
     def passed(self) -> bool:
-        return bool(self.validation is None or self.validation.get("gates", {}).get("passed", False))
-
-
-def _export(options: BuildOptions, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    from .export import ExportConfig, export_onnx
-    from .models import create_model, load_weights
-    from .models.weights import checkpoint_from, is_checkpoint, read_weights_file
-
-    checkpoint: dict[str, Any] | None = None
-    if options.weights is not None:
-        content = read_weights_file(options.weights)
-        checkpoint = checkpoint_from(content, source=str(options.weights)) if is_checkpoint(content) else None
-    if checkpoint is not None:
-        if options.model and options.model != checkpoint["model"]:
-            raise UsageError("--model contradicts the checkpoint", found=f"{options.model} vs {checkpoint['model']}")
-        name, count = checkpoint["model"], int(checkpoint["num_classes"])
-        classes = [str(c) for c in checkpoint.get("classes") or []]
-        spec = InputSpec.from_dict(checkpoint["input_spec"])
-        model_options = dict(checkpoint.get("model_options") or {})
-    else:
-        if options.model is None:
-            raise UsageError("--model is required with plain weights or without weights")
-        name, count, classes, model_options = options.model, 19, [], {}
-        size = options.input_size or (512, 1024)
-        spec = InputSpec(*size)
-    if options.input_size is not None and options.input_size != spec.size:
-        spec = InputSpec(**{**spec.to_dict(), "height": options.input_size[0], "width": options.input_size[1]})
-    if options.weights is None:
-        import torch
-
-        torch.manual_seed(0)  # random weights, but the same ones on every run: builds stay reproducible
-    model = create_model(name, num_classes=count, **model_options)
-    if options.weights is None:
-        log("warning: no --weights: random weights, accuracy numbers are meaningless")
-    else:
-        load_weights(model, options.weights)
-    config = ExportConfig(model=name, num_classes=count, input_spec=spec, classes=classes)
-    result = export_onnx(model, config, out, log=log)
-    return {"model": name, "num_classes": count, "classes": classes, "input_spec": spec.to_dict(),
-            "export": result.to_dict()}
+        return self.status == "passed"
 
 
 def run_build(options: BuildOptions, *, log: Callable[[str], None] = print,
               progress: Callable[..., Any] | None = None) -> BuildResult:
+    """Run every step into ``options.out``; ``progress(label) -> (on_progress(done, total), close)`` shows
+    long steps (the CLI passes ``commands._common.progress_callback``)."""
+    from .io import prepare_out_dir, remove_if_empty
+    from .lock import LOCK_FILE, folder_lock
+
     options = resolve_options(options, log)
-    out = Path(options.out or "engines/model")
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in remove_stale_temp_files(out):  # one build per folder at a time
-        log(f"removed {stale.name}, left by an interrupted build")
     backend = choose_backend(options.backend)
     if backend == "onnxruntime" and options.precision in ("fp16", "best"):
         raise ConfigError(f"--precision {options.precision} needs TensorRT; ONNX Runtime on the CPU runs fp32 or int8",
                           fix="use --precision int8 (or fp32) here, and fp16/best when building on the Jetson")
-    notices: list[str] = []
-    if backend == "onnxruntime":
-        notices.append("TensorRT is not installed here: building the ONNX Runtime INT8 model instead. On the "
-                       "Jetson run: edgeseg build --onnx " + str(out / "model.int8.onnx") + " --backend tensorrt")
-        log("notice: " + notices[-1])
+    out, created = prepare_out_dir(Path(options.out or "engines/model"))
+    try:
+        with folder_lock(out):
+            return _run_locked(options, out, backend, log, progress)
+    except BaseException:
+        if created and [p.name for p in out.iterdir()] in ([], [LOCK_FILE]):
+            (out / LOCK_FILE).unlink(missing_ok=True)
+            remove_if_empty(out)  # an early failure leaves no empty --out behind
+        raise
+
+
+def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[str], None],
+                progress: Callable[..., Any] | None) -> BuildResult:
+    from . import build_steps as steps
+    from .io import remove_stale_temp_files
+    from .steps import StepRunner
+
+    for stale in remove_stale_temp_files(out):
+        log(f"removed {stale.name}, left by an interrupted build")
+    if (out / MANIFEST_FILE).is_file():  # the old promise is void until this run has validated
+        (out / MANIFEST_FILE).unlink()
+    notices = [steps.backend_notice(backend, options.precision, out)]
+    log("notice: " + notices[-1])
     runner = StepRunner(out, force=options.force, log=log)
-    steps: dict[str, bool] = {}
+    done: dict[str, bool] = {}
 
-    # 1. export (or take the given ONNX)
-    if options.onnx is None:
-        weights_hash = sha256_file(options.weights) if options.weights else "random"
-        key = {"weights": weights_hash, "model": options.model, "size": options.input_size, "version": __version__}
-        outcome = runner.run("export", key, [out / "model.onnx", out / "reference.npz"],
-                             lambda: _export(options, out, log))
-        steps["export"], export_info = outcome.skipped, outcome.result
-        fp32_onnx = out / "model.onnx"
-    else:
-        fp32_onnx, export_info = Path(options.onnx), None
-        if not fp32_onnx.is_file():
-            raise UsageError(f"--onnx {fp32_onnx} does not exist", fix="pass the model.onnx written by edgeseg export")
-
-    from .artifacts import candidate_input_spec, onnx_metadata
-
-    spec, _ = candidate_input_spec(fp32_onnx)
-    if spec is None:
-        raise ConfigError(f"{fp32_onnx} has no edgeseg input spec in its metadata",
-                          fix="export it with edgeseg export (the spec fixes the preprocessing)")
-    meta = onnx_metadata(fp32_onnx)
-    is_qdq = _has_qdq(fp32_onnx)
-
-    # 2. calibrate + quantize
-    calibration: dict[str, Any] | None = None
+    fp32_onnx, export_info = steps.export_or_take(runner, options, out, done, log)
+    spec, meta, is_qdq = steps.onnx_facts(fp32_onnx)
+    calibration = None
     if options.precision in ("int8", "best") and not is_qdq:
-        calib_dir = options.calib or _default_calib(out, spec, log)
-        from .images import list_images
-        from .quant.pipeline import CalibrateConfig, calibrate_model
-
-        calib_files = list_images(calib_dir)
-        key = {"onnx": sha256_file(fp32_onnx), "calib": sha256_files(calib_files), "method": options.calib_method,
-               "n": options.calib_images, "version": __version__}
-        names = ["ranges.json", "model.int8.onnx", "model.int8.ort.onnx", "calibration.cache"]
-
-        def calibrate() -> dict[str, Any]:
-            config = CalibrateConfig(method=options.calib_method, calib_images=options.calib_images)
-            result = calibrate_model(fp32_onnx, calib_dir, config, out_dir=out, on_progress=progress)
-            return {"method": options.calib_method, "folder": str(calib_dir), "images": len(result.images.used),
-                    "skipped": [list(s) for s in result.images.skipped], "tensors": result.num_tensors,
-                    "seconds": result.seconds}
-
-        outcome = runner.run("calibrate", key, [out / n for n in names], calibrate)
-        steps["calibrate"], calibration = outcome.skipped, outcome.result
-
-    # 3. the engine (TensorRT) or the ONNX Runtime candidate
-    artifacts = {role: path.name for role, path in _present(out).items()}
+        calib_dir = options.calib or steps.default_calib(out, spec, log)
+        calibration = steps.calibrate(runner, fp32_onnx, calib_dir, options, out, done, progress)
+    engine_info: dict[str, Any] = {}
     if backend == "tensorrt":
         source = fp32_onnx if is_qdq or options.precision not in ("int8", "best") else out / "model.int8.onnx"
-        candidate = _build_trt(runner, source, spec, options, out, steps)
-        artifacts["engine"] = candidate.name
+        candidate, engine_info = steps.build_trt(runner, source, spec, options, out, done)
     else:
         candidate = out / ("model.int8.ort.onnx" if options.precision == "int8" and not is_qdq else fp32_onnx.name)
-        if options.precision == "int8" and is_qdq:
+        if is_qdq:
             candidate = fp32_onnx  # a Q/DQ ONNX runs in ONNX Runtime as it is
-    manifest = _manifest(meta, spec, options, backend, out, artifacts, calibration)
-    atomic_write_json(out / "manifest.json", manifest.to_dict())
-
-    # 4. validate against PyTorch, 5. latency
-    validation = _validate(runner, candidate, options, out, spec, steps, log, progress)
-    bench = _bench(runner, candidate, options, out, steps)
-    manifest.accuracy = _accuracy_summary(validation)
-    manifest.latency = _latency_summary(bench)
-    atomic_write_json(out / "manifest.json", manifest.to_dict())
-
+    validation, why = steps.validate(runner, candidate, options, out, done, log, progress)
+    bench = steps.bench(runner, candidate, options, out, done)
+    manifest = steps.assemble_manifest(meta, spec, options, backend, out, candidate, calibration, engine_info,
+                                       validation, why, bench)
+    from .manifest import write_manifest
     from .report import write_report
 
     written = write_report(out, manifest=manifest, validation=validation, bench=bench, calibration=calibration,
                            export=(export_info or {}).get("export"))
-    result = BuildResult(out, manifest, backend, candidate, validation, bench, steps, written, notices)
-    return result
+    written.append(write_manifest(out, manifest))  # last: the folder's promise, from this run's results only
+    return BuildResult(out, manifest, backend, candidate, validation, bench, done, written, notices)
 
 
-def _has_qdq(path: Path) -> bool:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return any(node.op_type == "QuantizeLinear" for node in model.graph.node)
-
-
-def _default_calib(out: Path, spec: InputSpec, log: Callable[[str], None]) -> Path:
-    shipped = Path("calib")
-    from .images import list_images
-
-    if shipped.is_dir() and list_images(shipped):
-        log(f"calibration images: {shipped}/ ({len(list_images(shipped))} images)")
-        return shipped
-    log("no --calib and no ./calib folder: using synthetic calibration scenes (pass --calib DIR with real frames)")
-    return synthetic_set(out / "calib_synth", 64, spec.size, SYNTH_CALIB_SEED, log) / "images"
-
-
-def _present(out: Path) -> dict[str, Path]:
-    from .artifacts import discover_artifacts
-
-    return {role: path for role, path in discover_artifacts(out).items() if role != "engine"}
-
-
-def _build_trt(runner: StepRunner, source: Path, spec: InputSpec, options: BuildOptions, out: Path,
-               steps: dict[str, bool]) -> Path:
-    from .engine.config import BuildConfig
-    from .engine.manifest import write_engine
-    from .engine.trt_builder import build_engine
-
-    precision = "int8" if options.precision == "int8" else options.precision
-    config = BuildConfig(precision=precision, timing_cache=out / "timing.cache")
-
-    def build() -> dict[str, Any]:
-        engine_bytes, manifest = build_engine(source, config, input_spec=spec)
-        write_engine(out, engine_bytes, manifest)
-        return {"source": source.name, "precision": precision}
-
-    key = {"onnx": sha256_file(source), "precision": precision, "version": __version__}
-    outcome = runner.run("engine", key, [out / "model.engine"], build)
-    steps["engine"] = outcome.skipped
-    return out / "model.engine"
-
-
-def _manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptions, backend: str, out: Path,
-              artifacts: dict[str, str], calibration: dict[str, Any] | None) -> Manifest:
-    existing = out / "manifest.json"
-    base: dict[str, Any] = {}
-    if existing.is_file():  # keep what the engine step recorded (TensorRT version, GPU, I/O)
-        try:
-            base = Manifest.from_dict(read_json(existing)).to_dict()
-        except Exception:
-            base = {}
-    classes = json.loads(meta.get("classes", "[]") or "[]")
-    hashes = {role: sha256_file(out / name) for role, name in artifacts.items() if (out / name).is_file()}
-    if options.weights is not None:
-        hashes["weights"] = sha256_file(options.weights)
-    merged_artifacts = {**base.get("artifacts", {}), **artifacts}
-    base.update(model=meta.get("model", "unknown"), num_classes=int(meta.get("num_classes", len(classes) or 1)),
-                input_spec=spec.to_dict(), classes=classes, precision=options.precision, backend=backend,
-                artifacts=merged_artifacts, hashes={**base.get("hashes", {}), **hashes},
-                calibration=calibration or {}, edgeseg_version=__version__)
-    base.setdefault("format", 1)
-    return Manifest.from_dict(base)
-
-
-def _validate(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, spec: InputSpec,
-              steps: dict[str, bool], log: Callable[[str], None], progress: Callable[..., Any] | None
-              ) -> dict[str, Any] | None:
-    from .validate import TorchReference, ValidationConfig, validate_candidate
-
-    val_dir = options.val
-    if val_dir is None and options.demo:
-        val_dir = synthetic_set(out / "val_synth", 32, spec.size, SYNTH_VAL_SEED, log)
-    use_torch = options.weights is not None and _torch_available()
-    reference: Any = TorchReference(Path(options.weights)) if use_torch and options.weights else out / "reference.npz"
-    if not use_torch and not Path(reference).is_file():
-        log("no PyTorch weights and no reference.npz: accuracy against PyTorch cannot be checked")
+def build_failure(result: BuildResult) -> AccuracyError | ArtifactError | None:
+    """The error the CLI exits with when the folder is not a validated build (None when it is)."""
+    if result.passed:
         return None
-    config = ValidationConfig(min_agreement=options.min_agreement, max_miou_drop=options.max_miou_drop,
-                              threads=options.threads)
-    key = {"candidate": sha256_file(candidate), "reference": str(reference),
-           "weights": sha256_file(options.weights) if options.weights else None,
-           "val": sha256_files(sorted(Path(val_dir).rglob("*.*"))) if val_dir else None,
-           "gates": [options.min_agreement, options.max_miou_drop], "version": __version__}
-
-    def validate() -> dict[str, Any]:
-        result = validate_candidate(candidate, reference, data_dir=val_dir, config=config, out_dir=out,
-                                    raise_on_failure=False)
-        return result.to_dict()
-
-    outcome = runner.run("validate", key, [out / "validation.json"], validate)
-    steps["validate"] = outcome.skipped
-    return outcome.result
+    if result.status == "failed":
+        gates = (result.validation or {}).get("gates", {})
+        return AccuracyError("the engine does not segment like the PyTorch model (an accuracy gate failed)",
+                             found="; ".join(gates.get("failures", [])) or "see validation.json",
+                             fix="try --calib-method percentile, more --calib-images, or --precision fp32/fp16; "
+                                 f"details in {result.out / 'report.md'}")
+    return ArtifactError("the build could not be validated against PyTorch",
+                         found=str(result.manifest.validation.get("why", "no reference")),
+                         fix="build from --weights (edgeseg build --weights F ...), or keep reference.npz "
+                             "(written by edgeseg export) beside the --onnx file")
 
 
-def _torch_available() -> bool:
-    import importlib.util
+gate_failure = build_failure  # the name earlier callers used
 
-    return importlib.util.find_spec("torch") is not None
-
-
-def _bench(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, steps: dict[str, bool]
-           ) -> dict[str, Any] | None:
-    from .bench import plan_bench, run_bench
-
-    key = {"candidate": sha256_file(candidate), "iterations": options.bench_iterations, "threads": options.threads,
-           "weights": sha256_file(options.weights) if options.weights else None}
-
-    def bench() -> dict[str, Any]:
-        standard = candidate.name in ("model.onnx", "model.int8.ort.onnx", "model.engine")
-        plan = plan_bench(artifacts=out, onnx_files=[] if standard else [candidate], model=None,
-                          weights=options.weights, threads=options.threads)
-        result, _ = run_bench(plan, iterations=options.bench_iterations, warmup=3)
-        data = result.to_dict()
-        data.setdefault("ratios", result.ratios())
-        return data
-
-    outcome = runner.run("bench", key, [out / "bench.json"], bench)
-    steps["bench"] = outcome.skipped
-    return outcome.result
-
-
-def _accuracy_summary(validation: dict[str, Any] | None) -> dict[str, Any]:
-    if not validation:
-        return {}
-    parity, truth = validation.get("parity", {}), validation.get("ground_truth") or {}
-    keys = ("agreement", "max_abs_error", "mean_abs_error", "cosine_similarity", "miou_vs_reference")
-    summary = {k: parity[k] for k in keys if k in parity}
-    summary.update({f"gt_{k}": v for k, v in truth.items() if isinstance(v, (int, float))})
-    summary["gates_passed"] = validation.get("gates", {}).get("passed")
-    return summary
-
-
-def _latency_summary(bench: dict[str, Any] | None) -> dict[str, Any]:
-    if not bench:
-        return {}
-    return {"runners": {r.get("name"): {k: r.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")}
-                        for r in bench.get("runners", [])}, "threads": bench.get("threads")}
-
-
-def gate_failure(result: BuildResult) -> AccuracyError | None:
-    if result.passed or result.validation is None:
-        return None
-    gates = result.validation.get("gates", {})
-    return AccuracyError("the engine does not segment like the PyTorch model (an accuracy gate failed)",
-                         found="; ".join(gates.get("failures", [])) or "see validation.json",
-                         fix="try --calib-method percentile, more --calib-images, or --precision fp32/fp16; "
-                             f"details in {result.out / 'report.md'}")
-
-
-__all__ = ["BuildOptions", "BuildResult", "run_build", "resolve_options", "gate_failure"]
+__all__ = ["BuildOptions", "BuildResult", "run_build", "resolve_options", "build_failure", "gate_failure"]

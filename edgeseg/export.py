@@ -34,6 +34,7 @@ from .reference import (
     REFERENCE_FILE,
     Reference,
     frames_from_images,
+    masks_from_files,
     preprocess_frames,
     save_reference,
     synthetic_frames,
@@ -41,6 +42,7 @@ from .reference import (
 from .spec import InputSpec
 
 ONNX_FILE = "model.onnx"
+FORWARD_CHUNK = 4
 OPSET_RANGE = (13, 20)  # >= 13: per-channel Q/DQ; <= 20: what the TorchScript exporter emits
 
 
@@ -52,10 +54,12 @@ class ExportConfig:
     batch: int = 1
     opset: int = 17
     simplify: bool = True
-    num_reference_samples: int = 4
+    num_reference_samples: int = 8  # synthetic frames when no sample_images are given
     seed: int = 0
     classes: list[str] = field(default_factory=list)
     sample_images: list[Path] = field(default_factory=list)  # reference frames from these instead
+    sample_masks: list[Path] = field(default_factory=list)  # their ground truth (same order), or empty
+    samples_source: str = ""  # where the sample images come from, recorded in reference.npz
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch <= 64:
@@ -67,6 +71,9 @@ class ExportConfig:
             raise ConfigError("at least one reference sample is needed", found=str(self.num_reference_samples))
         if not 1 <= self.num_classes <= 255:
             raise ConfigError("num_classes must be from 1 to 255", found=str(self.num_classes))
+        if self.sample_masks and len(self.sample_masks) != len(self.sample_images):
+            raise ConfigError("every reference image needs its mask", expected=f"{len(self.sample_images)} masks",
+                              found=f"{len(self.sample_masks)} masks")
         if self.classes and len(self.classes) != self.num_classes:
             raise ConfigError("class names do not match num_classes", expected=f"{self.num_classes} names",
                               found=f"{len(self.classes)} names")
@@ -122,12 +129,15 @@ class _AdaptivePoolRecorder(TorchFunctionMode):
 
 def _torch_forward(model: nn.Module, inputs: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """PyTorch logits for N inputs, plus the adaptive pools (k > 1) the forward used."""
+    chunks = []
     with _AdaptivePoolRecorder() as recorder, torch.inference_mode():
-        logits = model(torch.from_numpy(inputs))
-    if not isinstance(logits, torch.Tensor):
-        raise ModelError("the model must return one logits tensor in eval mode",
-                         found=type(logits).__name__, fix="return only the main output when not training")
-    return logits.float().numpy(), sorted(set(recorder.found))
+        for start in range(0, len(inputs), FORWARD_CHUNK):  # bounded activation memory for many samples
+            logits = model(torch.from_numpy(inputs[start:start + FORWARD_CHUNK]))
+            if not isinstance(logits, torch.Tensor):
+                raise ModelError("the model must return one logits tensor in eval mode",
+                                 found=type(logits).__name__, fix="return only the main output when not training")
+            chunks.append(logits.float().numpy())
+    return np.concatenate(chunks, axis=0), sorted(set(recorder.found))
 
 
 @contextlib.contextmanager
@@ -251,6 +261,8 @@ def export_onnx(model: nn.Module, config: ExportConfig, out_dir: str | os.PathLi
     say(f"reference: {config.num_reference_samples if not config.sample_images else len(config.sample_images)}"
         f" samples at {config.input_spec.height}x{config.input_spec.width}")
     frames = _reference_frames(config)
+    masks = (masks_from_files(config.sample_masks, *config.input_spec.size, config.num_classes)
+             if config.sample_masks else None)
     inputs = preprocess_frames(frames, config.input_spec)
     torch_logits, adaptive = _torch_forward(model, inputs)
     if adaptive:
@@ -300,8 +312,10 @@ def export_onnx(model: nn.Module, config: ExportConfig, out_dir: str | os.PathLi
     onnx_path = atomic_write_bytes(out / ONNX_FILE, model_bytes)
     meta = {"model": config.model, "num_classes": config.num_classes, "classes": config.class_names,
             "input_spec": config.input_spec.to_dict(), "onnx_sha256": onnx_sha256, "edgeseg_version": __version__,
-            "frames": "images" if config.sample_images else f"synthetic(seed={config.seed})"}
-    reference_path = save_reference(out / REFERENCE_FILE, Reference(frames, inputs, torch_logits, meta))
+            "frames": (config.samples_source or "images") if config.sample_images else f"synthetic(seed={config.seed})",
+            "ground_truth": masks is not None}
+    reference = Reference.from_logits(frames, torch_logits, meta, masks)
+    reference_path = save_reference(out / REFERENCE_FILE, reference)
     lap("write")
     say(f"wrote {onnx_path} and {reference_path}")
     return ExportResult(onnx_path, reference_path, onnx_sha256, parity, config.simplify,
@@ -318,3 +332,47 @@ def export_summary_rows(result: ExportResult) -> Sequence[tuple[str, str]]:
         ("argmax", f"{100 * parity.argmax_agreement:.4f}% agree ({parity.num_ties} ties excluded)"),
         ("time", ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())),
     ]
+
+
+def check_export_memory(height: int, width: int, *, batch: int = 1, num_samples: int = 4, num_classes: int = 19,
+                        meminfo: str | os.PathLike[str] = "/proc/meminfo") -> int | None:
+    """Refuse (ConfigError) an export whose estimated peak memory exceeds MemAvailable, before allocating.
+
+    Returns the estimate in bytes, or None where ``meminfo`` has no MemAvailable (not Linux: no check).
+    Peak RSS of ``edgeseg export`` measured with /usr/bin/time -v (torch 2.13 CPU, 19 classes):
+
+        hrnet_w18_small_v2_ocr  512x1024: 0.85 GB (1 sample), 1.36 GB (4)   1024x2048: 2.08 GB, 4.43 GB
+        shufflenetv2_x0_5_dspp  512x1024: 0.65 GB,            1.13 GB       1024x2048: 1.38 GB, 3.35 GB
+
+    that is ~450 MB of libraries, ~400 B/pixel of activations for the hungriest model (HRNet-OCR; ShuffleNet
+    ~160) and ~400 B/pixel per reference sample (~20 B per class: PyTorch and ONNX Runtime logits, their
+    comparison). The factors below are ~1.3-1.5x that, so only exports that surely do not fit are refused.
+    """
+    base, activation_per_pixel, sample_per_pixel_per_class = 512 << 20, 600, 24
+    per_pixel = activation_per_pixel * batch + sample_per_pixel_per_class * num_classes * num_samples
+    estimate = base + height * width * per_pixel
+    available = None
+    try:
+        with open(meminfo) as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024  # the value is in kB
+    except (OSError, ValueError, IndexError):
+        return None
+    if available is None:
+        return None
+    if estimate <= available:
+        return estimate
+    gib = 1 << 30
+    scale = ((available - base) / (estimate - base)) ** 0.5 if available > base else 0.0
+    smaller = (int(height * scale) // 32 * 32, int(width * scale) // 32 * 32)
+    fix = (f"pass a smaller --input-size, e.g. --input-size {smaller[0]}x{smaller[1]}" if min(smaller) >= 32
+           else "free memory (close other programs) or export on a machine with more memory")
+    raise ConfigError(
+        f"exporting at {height}x{width} needs about {estimate / gib:.1f} GiB of memory; "
+        f"{available / gib:.1f} GiB is available",
+        expected=f"at most {available / gib:.1f} GiB (MemAvailable in {meminfo})",
+        found=f"~{estimate / gib:.1f} GiB for {num_samples} reference sample(s) of {num_classes} classes "
+              f"at {height}x{width}, batch {batch}",
+        fix=fix + (" (or fewer reference samples: --num-samples 1)" if num_samples > 1 else ""),
+    )

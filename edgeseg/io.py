@@ -125,3 +125,34 @@ def sha256_files(paths: list[Path]) -> str:
         digest.update(path.name.encode())
         digest.update(sha256_file(path).encode())
     return digest.hexdigest()
+
+
+def prepare_out_dir(path: str | os.PathLike[str], *, option: str = "--out") -> tuple[Path, bool]:
+    """Create ``path`` if needed and prove it is writable, before any work is done.
+
+    Returns the folder and whether this call created it (so an early failure can remove it again).
+    """
+    folder = Path(path)
+    created = not folder.exists()
+    if folder.exists() and not folder.is_dir():
+        raise ArtifactError(f"{option} {folder} is a file, not a folder", fix=f"pass a folder to {option}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        if created:
+            remove_if_empty(folder)
+        raise ArtifactError(f"cannot write into {option} {folder}",
+                            found=f"{type(exc).__name__}: {exc.strerror or exc}",
+                            fix=f"choose a writable folder with {option}") from None
+    return folder, created
+
+
+def remove_if_empty(path: str | os.PathLike[str]) -> bool:
+    """Remove ``path`` if it is an empty folder (an early failure leaves no empty --out behind)."""
+    with contextlib.suppress(OSError):
+        Path(path).rmdir()
+        return True
+    return False

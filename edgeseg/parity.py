@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ArtifactError
+from .errors import ArtifactError, InputError
 from .metrics import IGNORE_INDEX, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 
 
@@ -71,18 +71,42 @@ class ParityTally:
         """Compare one image's 1xCxHxW logits; ``truth`` is an HxW label map at model size."""
         reference = np.asarray(reference, dtype=np.float32)
         candidate = np.asarray(candidate, dtype=np.float32)
-        if reference.shape != candidate.shape:
-            raise ArtifactError(
-                "the candidate's output does not match the reference's",
-                expected=f"logits of shape {reference.shape} (classes and size of the reference)",
-                found=f"{candidate.shape}",
-                fix="validate a candidate exported from the same model, class count and input size",
-            )
+        _check_output_shape(reference.shape, candidate.shape)
         finite = np.isfinite(candidate)
+        cand = np.where(finite, candidate, 0.0)
+        cand_pred = np.where(finite, candidate, -np.inf)[0].argmax(axis=0).astype(np.uint8)
+        ref_pred = reference[0].argmax(axis=0).astype(np.uint8)
         bad = int(candidate.size - np.count_nonzero(finite))
+        return self._count(name, reference, cand, bad, ref_pred, cand_pred, frame, truth)
+
+    def add_compact(self, name: str, labels: np.ndarray, top2: np.ndarray, candidate: np.ndarray,
+                    frame: np.ndarray | None = None, truth: np.ndarray | None = None) -> dict[str, Any]:
+        """Compare against a compact reference (``reference.npz``): the reference argmax ``labels`` (HxW)
+        and its two largest logits ``top2`` (2xHxW). Logit errors are measured on those two values:
+        the candidate's logit for the reference's class and its largest logit among the other classes."""
+        candidate = np.asarray(candidate, dtype=np.float32)
+        _check_output_shape((1, self.num_classes, *labels.shape), candidate.shape)
+        finite = np.isfinite(candidate)
+        cand = np.where(finite, candidate, 0.0)[0]
+        cand_pred = np.where(finite, candidate, -np.inf)[0].argmax(axis=0).astype(np.uint8)
+        index = labels.astype(np.intp)[None]
+        at_label = np.take_along_axis(cand, index, axis=0)[0]
+        rows = 1 if self.num_classes == 1 else 2  # one class has no runner-up
+        values = [at_label]
+        if rows == 2:
+            others = cand.copy()
+            np.put_along_axis(others, index, -np.inf, axis=0)
+            values.append(others.max(axis=0))
+        cand_values = np.stack(values)[None]
+        ref_values = np.asarray(top2, dtype=np.float32)[:rows][None]
+        bad = int(candidate.size - np.count_nonzero(finite))
+        return self._count(name, ref_values, cand_values, bad, labels.astype(np.uint8), cand_pred, frame, truth)
+
+    def _count(self, name: str, reference: np.ndarray, cand: np.ndarray, bad: int, ref_pred: np.ndarray,
+               cand_pred: np.ndarray, frame: np.ndarray | None, truth: np.ndarray | None) -> dict[str, Any]:
         self.nonfinite += bad
-        cand = np.where(finite, candidate, 0.0).astype(np.float64)
         ref: np.ndarray = reference.astype(np.float64)
+        cand = cand.astype(np.float64)
         error = np.abs(cand - ref)
         image_max = float(error.max()) if error.size else 0.0
         self.max_abs_error = max(self.max_abs_error, image_max)
@@ -91,8 +115,6 @@ class ParityTally:
         dot, ref_sq, cand_sq = float((ref * cand).sum()), float((ref * ref).sum()), float((cand * cand).sum())
         self.dot, self.reference_sq, self.candidate_sq = self.dot + dot, self.reference_sq + ref_sq, \
             self.candidate_sq + cand_sq
-        ref_pred = reference[0].argmax(axis=0).astype(np.uint8)
-        cand_pred = np.where(finite, candidate, -np.inf)[0].argmax(axis=0).astype(np.uint8)
         agree = int(np.count_nonzero(ref_pred == cand_pred))
         self.agreeing_pixels += agree
         self.pixels += ref_pred.size
@@ -122,6 +144,12 @@ class ParityTally:
 
     def add_truth(self, truth: np.ndarray, candidate_pred: np.ndarray, reference_pred: np.ndarray | None) -> None:
         """Count one image against ground truth (reference_pred None: no reference on it)."""
+        outside = np.unique(truth[(truth != IGNORE_INDEX) & (truth >= self.num_classes)])
+        if outside.size:  # silently dropping them would score a different task
+            raise InputError(f"ground truth holds labels outside the model's {self.num_classes} classes",
+                             expected=f"labels 0..{self.num_classes - 1}, or {IGNORE_INDEX} for ignore",
+                             found="labels " + ", ".join(str(v) for v in outside[:8]),
+                             fix="map the masks to the model's train ids, or use the data the model was trained on")
         shape = (self.num_classes, self.num_classes)
         if self.truth_candidate is None:
             self.truth_candidate = np.zeros(shape, dtype=np.int64)
@@ -199,6 +227,16 @@ class ParityTally:
                 "pixel_share": float(shares[index]),
             })
         return rows
+
+
+def _check_output_shape(expected: tuple[int, ...], found: tuple[int, ...]) -> None:
+    if tuple(expected) != tuple(found):
+        raise ArtifactError(
+            "the candidate's output does not match the reference's",
+            expected=f"logits of shape {tuple(expected)} (classes and size of the reference)",
+            found=f"{tuple(found)}",
+            fix="validate a candidate exported from the same model, class count and input size",
+        )
 
 
 def _cosine(dot: float, a_sq: float, b_sq: float) -> float:

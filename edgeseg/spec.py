@@ -12,7 +12,7 @@ scaled to [0, 1], normalised with mean/std and laid out as 1x3xHxW float32.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -53,22 +53,29 @@ def check_size(height: int, width: int, *, what: str = "input size") -> None:
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX,]\s*(\d+)\s*$")
 
 
-def parse_size(text: str, *, check: bool = True) -> tuple[int, int]:
-    """Parse ``HxW`` (e.g. ``512x1024``) into (height, width); a UsageError otherwise."""
+MAX_SIDE = 8192  # larger sides are typos (32768x32768 would need ~24 GB to export), not camera frames
+
+
+def parse_size(text: str, *, check: bool = True, option: str = "--input-size") -> tuple[int, int]:
+    """Parse ``HxW`` (e.g. ``512x1024``) into (height, width); a UsageError naming ``option`` otherwise."""
     match = _SIZE_RE.match(str(text))
     if not match:
         raise UsageError(
-            f"cannot read the size {text!r}",
+            f"cannot read the size {text!r} given to {option}",
             expected="HEIGHTxWIDTH, e.g. 512x1024",
             found=repr(text),
-            fix="pass --input-size 512x1024",
+            fix=f"pass {option} 512x1024",
         )
     height, width = int(match.group(1)), int(match.group(2))
+    if max(height, width) > MAX_SIDE:
+        raise UsageError(f"{option} {height}x{width} is too large", expected=f"each side at most {MAX_SIDE}",
+                         found=f"{height}x{width}", fix=f"pass {option} 512x1024 (or the camera's resolution)")
     if check:
         try:
             check_size(height, width)
         except ConfigError as exc:
-            raise UsageError(exc.problem, expected=exc.expected, found=exc.found, fix=exc.fix) from None
+            fix = exc.fix.replace("use ", f"use {option} with ", 1) if exc.fix else None
+            raise UsageError(f"{option}: {exc.problem}", expected=exc.expected, found=exc.found, fix=fix) from None
     return height, width
 
 
@@ -176,63 +183,10 @@ def preprocess(frame: np.ndarray, spec: InputSpec, frame_order: str = "RGB") -> 
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
-MANIFEST_FORMAT = 1
+def __getattr__(name: str) -> Any:
+    # The manifest moved to edgeseg.manifest (its one owner); old imports keep working.
+    if name in ("Manifest", "MANIFEST_FORMAT"):
+        from . import manifest
 
-
-@dataclass
-class Manifest:
-    """``manifest.json``: what a build folder holds and what it was built from/for."""
-
-    model: str
-    num_classes: int
-    input_spec: InputSpec
-    classes: list[str] = field(default_factory=list)
-    precision: str = "fp32"
-    backend: str = "onnxruntime"
-    artifacts: dict[str, str] = field(default_factory=dict)  # role -> file name
-    hashes: dict[str, str] = field(default_factory=dict)  # role -> sha256
-    tensorrt_version: str | None = None
-    gpu_name: str | None = None
-    compute_capability: str | None = None
-    io_tensors: list[dict[str, Any]] = field(default_factory=list)
-    calibration: dict[str, Any] = field(default_factory=dict)
-    accuracy: dict[str, Any] = field(default_factory=dict)
-    latency: dict[str, Any] = field(default_factory=dict)
-    build: dict[str, Any] = field(default_factory=dict)  # TensorRT build flags (version/hardware compatible...)
-    edgeseg_version: str = ""
-    format: int = MANIFEST_FORMAT
-
-    def __post_init__(self) -> None:
-        if not self.edgeseg_version:
-            from . import __version__
-
-            self.edgeseg_version = __version__
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["input_spec"] = self.input_spec.to_dict()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Any, *, source: str = "manifest") -> Manifest:
-        if not isinstance(data, dict):
-            raise ArtifactError(f"{source} is not a JSON object", found=type(data).__name__)
-        fmt = data.get("format")
-        if fmt != MANIFEST_FORMAT:
-            raise ArtifactError(
-                f"{source} has format {fmt!r}, this edgeseg reads format {MANIFEST_FORMAT}",
-                found=f"written by edgeseg {data.get('edgeseg_version', 'unknown')}",
-                fix="rebuild the folder with this version: edgeseg build --force ...",
-            )
-        missing = [k for k in ("model", "num_classes", "input_spec") if k not in data]
-        if missing:
-            raise ArtifactError(f"{source} lacks required fields", found=", ".join(missing))
-        values = dict(data)
-        values["input_spec"] = InputSpec.from_dict(values["input_spec"])
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        for key in unknown:  # newer optional fields are ignored, not fatal
-            values.pop(key)
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise ArtifactError(f"{source} is malformed", found=str(exc)) from None
+        return getattr(manifest, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

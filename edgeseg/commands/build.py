@@ -6,12 +6,11 @@ from pathlib import Path
 
 import click
 
-from ._common import SIZE, summary_table
+from ._common import POSITIVE, SIZE, echo_step, progress_callback, quote, summary_table
 from .calibrate import METHODS
 
-
-def _err(message: str) -> None:
-    click.echo(message, err=True)
+TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
+          "not_run": "build NOT VALIDATED (no reference to check against)"}
 
 
 @click.command("build")
@@ -26,38 +25,41 @@ def _err(message: str) -> None:
 @click.option("--int8", "int8_flag", is_flag=True, help="Same as --precision int8.")
 @click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Calibration image folder (default: ./calib, else synthetic scenes).")
-@click.option("--calib-images", type=int, default=100, show_default=True, help="Images used for calibration.")
+@click.option("--calib-images", type=POSITIVE, default=100, show_default=True, help="Images used for calibration.")
 @click.option("--calib-method", type=click.Choice(METHODS), default=None,
               help="Activation range method [default: entropy; the demo model uses the method its "
                    "demo_model.json records].")
 @click.option("--val", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Labelled folder (images/ + masks/) for mIoU against ground truth.")
+              help="Labelled folder (images/ + masks/): reference frames and mIoU against ground truth "
+                   "[default: the demo's held-out scenes, else calibration frames without ground truth].")
+@click.option("--val-images", type=POSITIVE, default=None,
+              help="Frames kept in reference.npz [default: up to 32, fewer at large input sizes].")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Build folder (default engines/<model>-<precision>).")
 @click.option("--min-agreement", type=float, default=0.99, show_default=True, help="Gate: argmax agreement.")
 @click.option("--max-miou-drop", type=float, default=0.5, show_default=True, help="Gate: mIoU drop in points.")
-@click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime / PyTorch.")
+@click.option("--threads", type=POSITIVE, default=None, help="CPU threads for ONNX Runtime / PyTorch.")
 @click.option("--force", is_flag=True, help="Redo every step even when its inputs are unchanged.")
 def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, input_size: tuple[int, int] | None,
               precision: str | None, int8_flag: bool, calib: Path | None, calib_images: int, calib_method: str | None,
-              val: Path | None, backend: str, out: Path | None, min_agreement: float, max_miou_drop: float,
-              threads: int | None, force: bool) -> None:
+              val: Path | None, val_images: int | None, backend: str, out: Path | None, min_agreement: float,
+              max_miou_drop: float, threads: int | None, force: bool) -> None:
     """Export, calibrate, build and validate an INT8 engine in one command.
 
     With no options it builds the shipped demo model with the calibration images in ./calib
     (TensorRT where installed, else the ONNX Runtime INT8 model) and checks it against PyTorch.
     """
-    from ..build import BuildOptions, gate_failure, run_build
+    from ..build import BuildOptions, build_failure, run_build
     from ..errors import UsageError
 
     if int8_flag and precision not in (None, "int8"):
         raise UsageError("--int8 conflicts with --precision " + str(precision), fix="pass only one of them")
     options = BuildOptions(model=model_name, weights=weights, onnx=onnx, input_size=input_size,
                            precision=precision or "int8", calib=calib, calib_images=calib_images,
-                           calib_method=calib_method, val=val, backend=backend, out=out,
+                           calib_method=calib_method, val=val, val_images=val_images, backend=backend, out=out,
                            min_agreement=min_agreement, max_miou_drop=max_miou_drop, force=force, threads=threads)
-    result = run_build(options, log=_err)
+    result = run_build(options, log=echo_step, progress=progress_callback)
     m, acc = result.manifest, result.manifest.accuracy
     runners = (result.manifest.latency or {}).get("runners", {})
     rows = [("model", f"{m.model} ({m.num_classes} classes) {m.input_spec.height}x{m.input_spec.width}"),
@@ -72,10 +74,29 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
     for name, stats in runners.items():
         rows.append((f"latency {name}", f"p50 {stats.get('p50_ms', 0):.1f} ms  p99 {stats.get('p99_ms', 0):.1f} ms"))
     rows.append(("steps", ", ".join(f"{k}{' (cached)' if v else ''}" for k, v in result.steps.items())))
-    rows.append(("written", ", ".join(sorted(p.name for p in result.out.iterdir() if p.is_file()))))
-    summary_table(f"build {'passed' if result.passed else 'FAILED'}: {result.out}", rows,
-                  [f"edgeseg run --artifacts {result.out} --source IMAGES_OR_VIDEO --save OUT_DIR",
-                   f"edgeseg bench --artifacts {result.out}"])
-    failure = gate_failure(result)
+    verdict = result.manifest.validation
+    if not result.passed:
+        rows.append(("verdict", "; ".join(verdict.get("failures") or [str(verdict.get("why", ""))])))
+    rows.append(("written", ", ".join(sorted(p.name for p in result.out.iterdir()
+                                             if p.is_file() and not p.name.startswith(".")))))
+    folder = quote(result.out)
+    if result.passed:
+        next_commands = [f"edgeseg run --artifacts {folder} --source {quote(_example_source(options, result.out))} "
+                         f"--save {quote(result.out / 'overlays')}", f"edgeseg bench --artifacts {folder}"]
+    else:  # the robot refuses this folder (unless --allow-unvalidated): say what fixes it, not how to run it
+        next_commands = [f"less {quote(result.out / 'report.md')}"]
+    summary_table(f"{TITLES[result.status]}: {result.out}", rows, next_commands)
+    failure = build_failure(result)
     if failure is not None:
         raise failure
+
+
+def _example_source(options: object, out: Path) -> str:
+    """A folder of frames that exists, so the "next:" run command runs as printed."""
+    val = getattr(options, "val", None)
+    candidates = [Path(val) / "images" if val else None, getattr(options, "calib", None), Path("calib"),
+                  out / "calib_synth" / "images"]
+    for folder in candidates:
+        if folder is not None and Path(folder).is_dir():
+            return str(folder)
+    return "IMAGES_OR_VIDEO"

@@ -7,7 +7,9 @@ from typing import Any
 
 import click
 
-from ._common import progress, summary_table
+from ._common import progress, quote, summary_table
+
+DEFAULT_GATES = (0.99, 0.5)
 
 
 def _pct(value: float | None) -> str:
@@ -54,17 +56,19 @@ def print_validation(result: Any) -> None:
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder with images/ (+ masks/<stem>.png for ground truth).")
 @click.option("--max-images", type=click.IntRange(min=1), default=None, help="Use at most N images/samples.")
-@click.option("--min-agreement", type=float, default=0.99, show_default=True,
-              help="Gate: minimum fraction of pixels whose argmax matches PyTorch.")
-@click.option("--max-miou-drop", type=float, default=0.5, show_default=True,
-              help="Gate: maximum mIoU drop against ground truth, in points.")
+@click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Gate: minimum fraction of pixels whose argmax matches PyTorch [default: the build's gate from "
+                   "manifest.json beside the candidate, else 0.99].")
+@click.option("--max-miou-drop", type=click.FloatRange(min=0.0), default=None,
+              help="Gate: maximum mIoU drop against ground truth, in points [default: the build's, else 0.5].")
 @click.option("--worst", "worst_k", type=click.IntRange(min=0), default=4, show_default=True,
               help="Overlay PNGs of the N images with the lowest agreement.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where validation.json and overlays go (default: the candidate's folder).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime.")
 def validate_cmd(candidate: Path, reference: Path | None, model_name: str | None, weights: Path | None,
-                 data_dir: Path | None, max_images: int | None, min_agreement: float, max_miou_drop: float,
+                 data_dir: Path | None, max_images: int | None, min_agreement: float | None,
+                 max_miou_drop: float | None,
                  worst_k: int, out: Path | None, threads: int | None) -> None:
     """Compare a candidate with the PyTorch model it came from: logits, argmax agreement, per-class IoU.
 
@@ -85,6 +89,7 @@ def validate_cmd(candidate: Path, reference: Path | None, model_name: str | None
     if model_name is not None and weights is None:
         raise UsageError("--model needs --weights", expected="the trained weights the candidate was exported from",
                          fix="pass --weights F, or use --reference DIR/reference.npz")
+    min_agreement, max_miou_drop = _gates(candidate, min_agreement, max_miou_drop)
     source: Any = reference if reference is not None else TorchReference(weights, model_name)  # type: ignore[arg-type]
     config = ValidationConfig(max_images=max_images, min_agreement=min_agreement, max_miou_drop=max_miou_drop,
                               worst_k=worst_k, threads=threads)
@@ -95,7 +100,28 @@ def validate_cmd(candidate: Path, reference: Path | None, model_name: str | None
     rows = [("candidate", str(candidate)), ("verdict", verdict)] + [("wrote", f) for f in result.files[:3]]
     if len(result.files) > 3:
         rows.append(("wrote", f"... {len(result.files) - 3} more overlay(s)"))
-    next_commands = [f"edgeseg bench --artifacts {candidate.parent}"] if result.passed else []
+    is_build = (candidate.parent / "manifest.json").is_file()
+    next_commands = [f"edgeseg bench --artifacts {quote(candidate.parent)}"] if result.passed and is_build else []
     summary_table(verdict, rows, next_commands)
     if not result.passed:
         raise gate_error(result)
+
+
+def _gates(candidate: Path, min_agreement: float | None, max_miou_drop: float | None) -> tuple[float, float]:
+    """Gates not given on the command line come from the build that made the candidate, so the robot's verdict
+    on a build folder is the build's verdict; elsewhere the defaults."""
+    from ..manifest import find_manifest
+
+    recorded: dict[str, Any] = {}
+    if min_agreement is None or max_miou_drop is None:
+        manifest = find_manifest(candidate.parent) if candidate.parent.is_dir() else None
+        recorded = manifest.validation if manifest is not None else {}
+    if recorded.get("min_agreement") is not None and min_agreement is None:
+        click.echo(f"gates from {candidate.parent / 'manifest.json'}", err=True)
+    if min_agreement is None:
+        agreement = recorded.get("min_agreement")
+        min_agreement = float(agreement) if agreement is not None else DEFAULT_GATES[0]
+    if max_miou_drop is None:
+        drop = recorded.get("max_miou_drop")
+        max_miou_drop = float(drop) if drop is not None else DEFAULT_GATES[1]
+    return min_agreement, max_miou_drop

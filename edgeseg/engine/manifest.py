@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArtifactError
-from ..io import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from ..io import atomic_write_bytes, atomic_write_json, sha256_file
+from ..manifest import Manifest, read_manifest, write_manifest
 from ..runtime.compat import check_engine_compatibility, check_io_tensors
-from ..spec import InputSpec, Manifest
+from ..spec import InputSpec
 
 __all__ = ["check_engine_compatibility", "check_io_tensors", "engine_manifest", "load_manifest", "write_engine"]
 
@@ -82,7 +83,7 @@ def write_engine(
     previous = folder / MANIFEST_FILE
     if previous.is_file():
         try:
-            old = Manifest.from_dict(read_json(previous, what="manifest"), source=str(previous))
+            old = read_manifest(previous, verify=False)
         except ArtifactError:
             old = None  # an unreadable old manifest is replaced, not merged
         if old is not None:
@@ -92,12 +93,9 @@ def write_engine(
             manifest.accuracy = manifest.accuracy or old.accuracy
             manifest.latency = manifest.latency or old.latency
             manifest.classes = manifest.classes or old.classes
-    atomic_write_json(previous, manifest.to_dict())
+    write_manifest(folder, manifest)
     return engine_path
 
 
 def load_manifest(folder_or_file: str | os.PathLike[str]) -> Manifest:
-    path = Path(folder_or_file)
-    if path.is_dir():
-        path = path / MANIFEST_FILE
-    return Manifest.from_dict(read_json(path, what="manifest"), source=str(path))
+    return read_manifest(folder_or_file)

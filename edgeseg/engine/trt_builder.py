@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import ArtifactError, ConfigError, require
 from ..io import atomic_write_bytes, sha256_file
-from ..spec import InputSpec, Manifest
+from ..manifest import Manifest
+from ..spec import InputSpec
 from .config import BuildConfig
 from .inspect import inspect_engine
 from .manifest import engine_manifest

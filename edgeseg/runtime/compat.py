@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from ..errors import ArtifactError
-from ..spec import Manifest
+from ..manifest import Manifest
 
 _VERSION_RE = re.compile(r"^\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?")
 

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError, UsageError
-from ..io import read_json
-from ..spec import CHANNEL_ORDERS, InputSpec, Manifest, check_frame, preprocess
+from ..manifest import Manifest, check_validated, read_manifest, verified_artifact
+from ..spec import CHANNEL_ORDERS, InputSpec, check_frame, preprocess
 from .backend import Backend
 from .kernels import nearest_index, numpy_argmax
 
@@ -66,19 +66,65 @@ def choose_backend(requested: str, manifest: Manifest, folder: Path) -> str:
     return "onnxruntime"
 
 
-def artifact_path(manifest: Manifest, folder: Path, roles: tuple[str, ...]) -> Path:
-    """The first role the manifest names whose file exists."""
+# files each backend can run, best first; ONNX Runtime also runs a Q/DQ model as it is
+BACKEND_ROLES = {"tensorrt": ("engine",), "onnxruntime": ("onnx_int8_cpu", "onnx_int8_trt", "onnx")}
+
+
+def artifact_role(manifest: Manifest, backend: str, folder: Path) -> str:
+    """The file ``backend`` runs: the one the build validated when the backend can run it, else the best the
+    manifest names (the validation check then says why it is not trusted). Never silently another precision:
+    a named file that is missing is an error, not a fallback."""
+    roles = BACKEND_ROLES[backend]
+    validated = manifest.validated_role
+    if validated in roles:
+        return str(validated)
     for role in roles:
-        name = manifest.artifacts.get(role)
-        if name and (folder / name).is_file():
-            return folder / name
-    raise ArtifactError(f"{folder} has no {' or '.join(roles)} artifact",
-                        expected=f"manifest.json artifacts naming one of: {', '.join(roles)}",
+        if role in manifest.artifacts:
+            return role
+    raise ArtifactError(f"{folder} has no file the {backend} backend can run",
+                        expected=f"{MANIFEST_NAME} artifacts naming one of: {', '.join(roles)}",
                         found=", ".join(f"{k}={v}" for k, v in manifest.artifacts.items()) or "no artifacts",
-                        fix="build the folder: edgeseg build ...")
+                        fix="build the folder for this backend: edgeseg build ... --backend " + backend)
+
+
+MANIFEST_NAME = "manifest.json"
+
+
+def _check_weights_hash(manifest: Manifest, weights: Path) -> None:
+    from ..io import sha256_file
+
+    recorded = manifest.hashes.get("weights")
+    if not weights.is_file():
+        raise UsageError(f"--weights {weights} does not exist", fix="pass the checkpoint the folder was built from")
+    if recorded and sha256_file(weights) != recorded:
+        raise ArtifactError(f"{weights} is not the checkpoint this folder was built from (SHA-256 differs)",
+                            expected=str(recorded)[:16] + "...", found=sha256_file(weights)[:16] + "...",
+                            fix="pass the --weights file given to edgeseg build")
+
+
+def _check_backend_shapes(backend: Any, manifest: Manifest, path: Path) -> None:
+    """The file's input and output shapes must be the manifest's (an edited size or class count fails here)."""
+    expected_in = tuple(manifest.input_spec.shape)
+    found_in = tuple(getattr(backend, "input_shape", expected_in))
+    found_out = tuple(getattr(backend, "output_shape", ()) or ())
+    problems = []
+    if found_in != expected_in:
+        problems.append(f"input {found_in} vs manifest {expected_in}")
+    if len(found_out) == 4 and found_out[1] != manifest.num_classes:
+        problems.append(f"{found_out[1]} output classes vs manifest num_classes {manifest.num_classes}")
+    if problems:
+        backend.close()
+        raise ArtifactError(f"{path.name} does not match its manifest", found="; ".join(problems),
+                            fix="rebuild the folder: edgeseg build ... --force")
 
 
 class Segmenter:
+    model_file: str = ""  # the file it runs (from_artifacts)
+    precision: str = ""
+    warning: str | None = None  # why the file is not trusted, when allow_unvalidated let it run
+    validation_status: str = ""
+    num_classes: int = 0
+
     def __init__(self, backend: Any, spec: InputSpec, *, frame_order: str = "RGB", output_size: str = "model",
                  gpu_loop: Any = None) -> None:
         if frame_order not in CHANNEL_ORDERS:
@@ -108,48 +154,68 @@ class Segmenter:
     @classmethod
     def from_artifacts(cls, folder: str | os.PathLike[str], backend: str = "auto", *, frame_order: str = "RGB",
                        output_size: str = "model", threads: int | None = None, buffers: str = "auto",
-                       cuda_graph: bool = True, model: Any = None, device: str | None = None) -> Segmenter:
-        """A Segmenter on the build folder ``engines/NAME`` (its manifest.json picks files and sizes)."""
+                       cuda_graph: bool = True, model: Any = None, weights: str | os.PathLike[str] | None = None,
+                       device: str | None = None, allow_unvalidated: bool = False) -> Segmenter:
+        """A Segmenter on the build folder ``engines/NAME``.
+
+        Its manifest.json (checksum verified) picks the file and sizes; the file's SHA-256 must match the
+        manifest, and the build's accuracy gates must have passed for that file unless ``allow_unvalidated``
+        (then ``self.warning`` says why it is not trusted). ``backend="torch"`` runs the PyTorch reference:
+        pass ``model`` (an nn.Module) or ``weights`` (the checkpoint the folder was built from).
+        """
         root = Path(folder)
-        manifest = Manifest.from_dict(read_json(root / "manifest.json", what="manifest"), source=str(root))
+        manifest = read_manifest(root)
         spec = manifest.input_spec
         chosen = choose_backend(backend, manifest, root)
-        gpu_loop = None
-        if chosen == "tensorrt":
-            from .gpu_loop import GpuLoop
-            from .trt import TensorRTSession
-
-            session = TensorRTSession(artifact_path(manifest, root, ("engine",)), manifest=manifest,
-                                      buffers=buffers)
-            instance: Any = session
-            gpu_loop = GpuLoop(session, spec, frame_order=frame_order, buffers=buffers, cuda_graph=cuda_graph)
-        elif chosen == "onnxruntime":
-            path = artifact_path(manifest, root, ("onnx_int8_cpu", "onnx"))
-            from .onnxruntime import OnnxRuntimeBackend
-
-            instance = OnnxRuntimeBackend(path, threads=threads)
+        gpu_loop, warning = None, None
+        if chosen == "torch":
+            instance, gpu_loop, source = cls._torch(manifest, model, weights, device, spec, frame_order, buffers)
+            precision = "fp32 (PyTorch reference)"
         else:
-            instance, gpu_loop = cls._torch(manifest, root, model, device, spec, frame_order, buffers)
-        return cls(instance, spec, frame_order=frame_order, output_size=output_size, gpu_loop=gpu_loop)
+            role = artifact_role(manifest, chosen, root)
+            path = verified_artifact(root, manifest, role)
+            warning = check_validated(manifest, role, allow_unvalidated=allow_unvalidated, folder=root)
+            source, precision = str(path), manifest.precision_of(role)
+            if chosen == "tensorrt":
+                from .gpu_loop import GpuLoop
+                from .trt import TensorRTSession
+
+                instance = TensorRTSession(path, manifest=manifest, buffers=buffers)
+                gpu_loop = GpuLoop(instance, spec, frame_order=frame_order, buffers=buffers, cuda_graph=cuda_graph)
+            else:
+                from .onnxruntime import OnnxRuntimeBackend
+
+                instance = OnnxRuntimeBackend(path, threads=threads)
+            _check_backend_shapes(instance, manifest, path)
+        segmenter = cls(instance, spec, frame_order=frame_order, output_size=output_size, gpu_loop=gpu_loop)
+        segmenter.model_file, segmenter.precision, segmenter.warning = source, precision, warning
+        segmenter.validation_status = manifest.validation_status if chosen != "torch" else "reference"
+        segmenter.num_classes = manifest.num_classes
+        return segmenter
 
     @staticmethod
-    def _torch(manifest: Manifest, root: Path, model: Any, device: str | None, spec: InputSpec,
-               frame_order: str, buffers: str) -> tuple[Any, Any]:
+    def _torch(manifest: Manifest, model: Any, weights: str | os.PathLike[str] | None, device: str | None,
+               spec: InputSpec, frame_order: str, buffers: str) -> tuple[Any, Any, str]:
         from .torch_backend import TorchBackend
 
         torch = importlib.import_module("torch")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if model is not None:
-            backend = TorchBackend(model, spec.shape, device=device)
-        else:
-            weights = artifact_path(manifest, root, ("weights", "checkpoint"))
+            backend, source = TorchBackend(model, spec.shape, device=device), type(model).__name__
+        elif weights is not None:
+            _check_weights_hash(manifest, Path(weights))
             backend = TorchBackend.from_checkpoint(weights, manifest.model, manifest.num_classes, spec.shape,
                                                    device=device)
+            source = str(weights)
+        else:
+            raise UsageError("the torch backend needs the model's weights (build folders hold no PyTorch files)",
+                             fix="pass --weights CHECKPOINT (the file the folder was built from), or use "
+                                 "--backend onnxruntime")
         if not device.startswith("cuda"):
-            return backend, None
+            return backend, None, source
         from .gpu_loop import GpuLoop
 
-        return backend, GpuLoop(backend, spec, frame_order=frame_order, buffers=buffers, cuda_graph=False)
+        return backend, GpuLoop(backend, spec, frame_order=frame_order, buffers=buffers, cuda_graph=False), source
 
     # -- synchronous API ------------------------------------------------------------------
     def __call__(self, frame: np.ndarray) -> np.ndarray:

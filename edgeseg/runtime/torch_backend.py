@@ -38,8 +38,12 @@ class TorchBackend:
     def from_checkpoint(cls, path: str | os.PathLike[str], model_name: str, num_classes: int,
                         input_shape: tuple[int, ...], *, device: str = "cpu", **options: Any) -> TorchBackend:
         models = require("edgeseg.models", purpose="loading the checkpoint")  # layer 3: only here, lazily
-        model = models.create_model(model_name, num_classes=num_classes, **options)
         weights = require("edgeseg.models.weights", purpose="loading the checkpoint")
+        content = weights.read_weights_file(path)
+        if weights.is_checkpoint(content):  # the checkpoint's model options (e.g. a width) build the same model
+            recorded = dict(weights.checkpoint_from(content, source=str(path)).get("model_options") or {})
+            options = {**recorded, **options}
+        model = models.create_model(model_name, num_classes=num_classes, **options)
         weights.load_weights(model, path)
         return cls(model, input_shape, device=device)
 

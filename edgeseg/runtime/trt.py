@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ArtifactError, InputError, require
 from ..io import read_json, sha256_file
-from ..spec import Manifest
+from ..manifest import Manifest
 from .compat import check_engine_compatibility, check_io_tensors
 
 if TYPE_CHECKING:  # the stubs type-check every TensorRT call below (tests/test_typecheck.py)

@@ -65,7 +65,21 @@ def test_gate_failure_exits_1_without_traceback(built: tuple[Path, object], tiny
     if result.exit_code == 0:  # random weights happened to agree perfectly: nothing to check
         pytest.skip("INT8 matched PyTorch on every pixel")
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "accuracy gate failed" in result.output
+    assert "accuracy gate failed" in result.output and "build FAILED" in result.output
+    assert "edgeseg run" not in result.output  # the summary never suggests running a failed build
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["validation"]["status"] == "failed" and not manifest["accuracy"]["gates_passed"]
+    run = ["run", "--artifacts", str(out), "--source", str(tiny_data / "images"), "--max-frames", "1"]
+    refused = CliRunner().invoke(main, run)
+    assert refused.exit_code == 1 and "refusing to run an unvalidated model" in refused.output
+    assert "--allow-unvalidated" in refused.output and "Traceback" not in refused.output
+    allowed = CliRunner().invoke(main, [*run, "--allow-unvalidated"])
+    assert allowed.exit_code == 0 and "failed the build's accuracy gates" in allowed.output, allowed.output
+    # the same folder rebuilt with gates it meets is trusted again (every step cached but validation)
+    again = CliRunner().invoke(main, ["build", "--model", MODEL, "--input-size", "128x128", "--calib",
+                                      str(tiny_data / "images"), "--calib-images", "4", "--val", str(tiny_data),
+                                      "--min-agreement", "0", "--max-miou-drop", "100", "--out", str(out)])
+    assert again.exit_code == 0 and "build passed" in again.output, again.output
 
 
 def test_run_writes_overlays(built: tuple[Path, object], tiny_data: Path, tmp_path: Path) -> None:
@@ -98,10 +112,153 @@ def test_build_from_existing_qdq_onnx_needs_no_calibration(built: tuple[Path, ob
     target.mkdir()
     for name in ("model.int8.onnx", "reference.npz"):  # what a workstation hands to the Jetson
         (target / name).write_bytes((out / name).read_bytes())
-    result = CliRunner().invoke(main, ["build", "--onnx", str(target / "model.int8.onnx"), "--min-agreement", "0"])
+    result = CliRunner().invoke(main, ["build", "--onnx", str(target / "model.int8.onnx"), "--min-agreement", "0",
+                                       "--max-miou-drop", "100"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((target / "manifest.json").read_text())
     assert manifest["artifacts"]["onnx_int8_trt"] == "model.int8.onnx"
     validation = json.loads((target / "validation.json").read_text())
     assert validation["reference_kind"] == "reference.npz" and validation["parity"]["agreement"] > 0.5
     assert np.isfinite(json.loads((target / "bench.json").read_text())["runners"][0]["p50_ms"])
+
+
+def test_robot_check_gives_the_build_verdict(built: tuple[Path, object]) -> None:
+    """`edgeseg validate` on the build's candidate and reference.npz: the same numbers and verdict as the build."""
+    out, _ = built
+    manifest = json.loads((out / "manifest.json").read_text())
+    result = CliRunner().invoke(main, ["validate", "--candidate", str(out / "model.int8.ort.onnx"), "--reference",
+                                       str(out / "reference.npz"), "--out", str(out / "robot")])
+    assert result.exit_code == 0, result.output
+    robot = json.loads((out / "robot" / "validation.json").read_text())
+    assert robot["parity"]["agreement"] == manifest["accuracy"]["agreement"]
+    assert robot["gates"]["passed"] is (manifest["validation"]["status"] == "passed")
+    assert robot["ground_truth"]["miou_candidate"] == manifest["accuracy"]["gt_miou_candidate"]
+    assert "gates from" in result.output  # the build's gates, not the defaults
+
+
+def test_reference_holds_validation_frames_with_ground_truth(built: tuple[Path, object]) -> None:
+    from edgeseg.reference import load_reference
+
+    out, _ = built
+    reference = load_reference(out / "reference.npz")
+    assert reference.num_samples == 6 and reference.has_masks and not reference.synthetic
+    assert reference.meta["frames"].startswith("validation set") and reference.meta["ground_truth"] is True
+
+
+def test_second_build_into_a_locked_folder_is_refused(built: tuple[Path, object]) -> None:
+    import subprocess
+    import sys
+    import time
+
+    out, _ = built
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from edgeseg.lock import folder_lock\n"
+                               f"with folder_lock({str(out)!r}):\n    print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        result = CliRunner().invoke(main, ["build", "--onnx", str(out / "model.onnx"), "--precision", "fp32"])
+        assert result.exit_code == 1 and f"pid {holder.pid}" in result.output, result.output
+        assert "another edgeseg build is writing" in result.output and time.monotonic() - started < 10
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_interrupted_rebuild_leaves_no_manifest(built: tuple[Path, object], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during validation: the old manifest (with the old run's verdict) must not survive."""
+    import shutil
+
+    from edgeseg import build_steps
+
+    folder = tmp_path / "copy"
+    shutil.copytree(built[0], folder)
+    assert (folder / "manifest.json").is_file()
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_steps, "validate", interrupted)
+    result = CliRunner().invoke(main, ["build", "--onnx", str(folder / "model.onnx"), "--precision", "fp32"])
+    assert result.exit_code != 0
+    assert not (folder / "manifest.json").exists()
+    refused = CliRunner().invoke(main, ["run", "--artifacts", str(folder), "--source", str(folder)])
+    assert refused.exit_code == 1 and "not a finished build folder" in refused.output
+
+
+def test_onnx_elsewhere_takes_the_reference_beside_it(built: tuple[Path, object], tmp_path: Path) -> None:
+    out, _ = built
+    other = tmp_path / "jetson"
+    result = CliRunner().invoke(main, ["build", "--onnx", str(out / "model.int8.onnx"), "--out", str(other),
+                                       "--min-agreement", "0", "--max-miou-drop", "100"])
+    assert result.exit_code == 0 and "build passed" in result.output, result.output
+    assert (other / "reference.npz").read_bytes() == (out / "reference.npz").read_bytes()
+    manifest = json.loads((other / "manifest.json").read_text())
+    assert manifest["validation"]["status"] == "passed" and manifest["artifacts"]["onnx_int8_trt"]
+
+
+def test_onnx_without_reference_is_not_validated(built: tuple[Path, object], tmp_path: Path) -> None:
+    out, _ = built
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "model.onnx").write_bytes((out / "model.onnx").read_bytes())
+    result = CliRunner().invoke(main, ["build", "--onnx", str(lone / "model.onnx"), "--precision", "fp32"])
+    assert result.exit_code == 1 and "build NOT VALIDATED" in result.output, result.output
+    assert "Traceback" not in result.output and "edgeseg run" not in result.output
+    manifest = json.loads((lone / "manifest.json").read_text())
+    assert manifest["validation"]["status"] == "not_run" and "reference.npz" in manifest["validation"]["why"]
+    refused = CliRunner().invoke(main, ["run", "--artifacts", str(lone), "--source", str(lone)])
+    assert refused.exit_code == 1 and "was not validated against PyTorch" in refused.output
+
+
+def test_fp32_build_notice_does_not_mention_int8(built: tuple[Path, object], tmp_path: Path) -> None:
+    out, _ = built
+    result = CliRunner().invoke(main, ["build", "--onnx", str(out / "model.onnx"), "--precision", "fp32",
+                                       "--out", str(tmp_path / "fp32"), "--max-miou-drop", "100"])
+    assert result.exit_code == 0, result.output
+    assert "INT8" not in result.output.split("build passed")[0]
+    assert "the FP32 ONNX model runs with ONNX Runtime" in result.output
+
+
+def test_val_images_without_masks_is_an_error(tiny_data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    unlabelled = tmp_path / "val"
+    shutil.copytree(tiny_data / "images", unlabelled / "images")
+    result = CliRunner().invoke(main, ["build", "--model", MODEL, "--input-size", "64x64", "--val", str(unlabelled),
+                                       "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1 and "have no mask" in result.output and "leave --val out" in result.output
+    assert not (tmp_path / "b").exists()  # an early failure leaves no empty --out
+
+
+def test_val_labels_outside_the_classes_are_an_error(tiny_data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from edgeseg.images import load_mask, save_png
+
+    val = tmp_path / "val"
+    shutil.copytree(tiny_data, val)
+    first = sorted((val / "masks").glob("*.png"))[0]
+    mask = load_mask(first)
+    mask[0, 0] = 17  # 6 classes in classes.json
+    save_png(first, mask)
+    result = CliRunner().invoke(main, ["build", "--model", MODEL, "--input-size", "64x64", "--val", str(val),
+                                       "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1 and "outside the model's 6 classes" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args", [["--threads", "0"], ["--val-images", "0"], ["--min-agreement", "2"]])
+def test_bad_numbers_exit_2_before_any_work(args: list[str], tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["build", "--model", MODEL, *args, "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_unwritable_out_fails_before_any_work(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(main, ["build", "--model", MODEL, "--out", str(blocker / "b")])
+    assert result.exit_code == 1 and "cannot write into --out" in result.output, result.output
+    assert "Traceback" not in result.output and "[export]" not in result.output

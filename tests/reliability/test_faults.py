@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -67,14 +66,19 @@ def test_killed_build_resumes_to_identical_artifacts(tmp_path: Path, calib_image
 
 
 def tiny_folder(root: Path) -> Path:
+    from edgeseg.io import sha256_file
+    from edgeseg.manifest import write_manifest
+
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
     root.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(model, torch.zeros(SPEC.shape), str(root / "model.onnx"), input_names=["images"],
                       output_names=["logits"], opset_version=17, dynamo=False)
-    manifest = Manifest(model="tiny", num_classes=4, input_spec=SPEC, artifacts={"onnx": "model.onnx"})
-    (root / "manifest.json").write_text(json.dumps(manifest.to_dict()))
+    manifest = Manifest(model="tiny", num_classes=4, input_spec=SPEC, artifacts={"onnx": "model.onnx"},
+                        hashes={"onnx": sha256_file(root / "model.onnx")},
+                        validation={"status": "passed", "candidate": "onnx"})
+    write_manifest(root, manifest)
     return root
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import tracemalloc
 from pathlib import Path
 
@@ -153,10 +152,13 @@ def test_auto_backend_without_tensorrt_is_onnxruntime(tmp_path: Path) -> None:
         choose_backend("openvino", manifest, tmp_path)
 
 
-def test_from_artifacts_without_a_model_file(tmp_path: Path) -> None:
+def test_from_artifacts_without_a_model_file(tmp_path: Path, write_build_manifest) -> None:
     manifest = Manifest(model="tiny", num_classes=5, input_spec=SPEC, artifacts={"onnx": "model.onnx"})
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest.to_dict()))
-    with pytest.raises(ArtifactError, match="no onnx_int8_cpu or onnx artifact"):
+    write_build_manifest(tmp_path, manifest, validated="onnx")
+    with pytest.raises(ArtifactError, match="has no onnx file"):
+        Segmenter.from_artifacts(tmp_path, backend="onnxruntime")
+    write_build_manifest(tmp_path, Manifest(model="tiny", num_classes=5, input_spec=SPEC, artifacts={}))
+    with pytest.raises(ArtifactError, match="no file the onnxruntime backend can run"):
         Segmenter.from_artifacts(tmp_path, backend="onnxruntime")
 
 
@@ -173,12 +175,14 @@ def test_numpy_argmax_first_maximum_and_buffers() -> None:
         numpy_argmax(np.zeros((2, 3, 2, 2), np.float32))
 
 
-def test_torch_backend_host_path_through_from_artifacts(tmp_path: Path) -> None:
+def test_torch_backend_host_path_through_from_artifacts(tmp_path: Path, write_build_manifest) -> None:
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 4, 1).eval()
     manifest = Manifest(model="tiny", num_classes=4, input_spec=SPEC)
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest.to_dict()))
+    write_build_manifest(tmp_path, manifest)
+    with pytest.raises(UsageError, match="needs the model's weights"):
+        Segmenter.from_artifacts(tmp_path, backend="torch", device="cpu")
     seg = Segmenter.from_artifacts(tmp_path, backend="torch", model=model, device="cpu")
     assert seg.name == "torch" and seg.backend.output_shape == (1, 4, 32, 64)
     f = frame()

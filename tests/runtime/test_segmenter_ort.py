@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import tracemalloc
 from pathlib import Path
 
@@ -27,14 +26,19 @@ def tiny_model() -> object:
 
 @pytest.fixture(scope="module")
 def build_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    from edgeseg.io import sha256_file
+    from edgeseg.manifest import write_manifest
+
     torch = pytest.importorskip("torch")
     folder = tmp_path_factory.mktemp("engines") / "tiny"
     folder.mkdir()
     model = tiny_model()
     torch.onnx.export(model, torch.zeros(SPEC.shape), str(folder / "model.onnx"), input_names=["images"],
                       output_names=["logits"], opset_version=17, dynamo=False)
-    manifest = Manifest(model="tiny", num_classes=5, input_spec=SPEC, artifacts={"onnx": "model.onnx"})
-    (folder / "manifest.json").write_text(json.dumps(manifest.to_dict()))
+    manifest = Manifest(model="tiny", num_classes=5, input_spec=SPEC, artifacts={"onnx": "model.onnx"},
+                        hashes={"onnx": sha256_file(folder / "model.onnx")},
+                        validation={"status": "passed", "candidate": "onnx"})
+    write_manifest(folder, manifest)  # module-scoped: the function fixture write_build_manifest cannot be used
     return folder, model
 
 

@@ -1,0 +1,407 @@
+"""The steps of ``edgeseg build`` (layer 4): each takes the last artifact and returns the next.
+
+Kept apart from ``build.py`` (options and order) so each step reads on its own. Every
+step runs through ``StepRunner`` and records whether it was skipped in ``done``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .build import SYNTH_CALIB_SEED, SYNTH_VAL_SEED, BuildOptions
+from .errors import ArtifactError, ConfigError, InputError, UsageError
+from .io import sha256_file, sha256_files
+from .manifest import Manifest
+from .reference import REFERENCE_FILE
+from .spec import InputSpec
+from .steps import StepRunner
+
+Log = Callable[[str], None]
+# progress(label) -> (on_progress(done, total), close): the CLI's commands._common.progress_callback
+Progress = Callable[[str], tuple[Callable[[int, int], None], Callable[[], None]]]
+
+
+def _counted(progress: Progress) -> Callable[..., Any]:
+    """``progress`` as the ``progress(items, label=, length=)`` wrapper that validate_candidate takes."""
+
+    def wrap(items: Any, *, label: str, length: int | None = None) -> Any:
+        on_progress, close = progress(label)
+        total = length if length is not None else len(items)
+        try:
+            for count, item in enumerate(items, 1):
+                yield item
+                on_progress(count, total)
+        finally:
+            close()
+
+    return wrap
+
+
+def backend_notice(backend: str, precision: str, out: Path) -> str:
+    if backend == "tensorrt":
+        return f"building a TensorRT {precision} engine"
+    if precision == "int8":
+        return ("TensorRT is not installed here: building the ONNX Runtime INT8 model instead. On the Jetson run: "
+                f"edgeseg build --onnx {_quote(out / 'model.int8.onnx')} --backend tensorrt")
+    return ("TensorRT is not installed here: the FP32 ONNX model runs with ONNX Runtime. On the Jetson run: "
+            f"edgeseg build --onnx {_quote(out / 'model.onnx')} --precision {precision} --backend tensorrt")
+
+
+def _quote(path: Path | str) -> str:
+    from shlex import quote
+
+    return quote(str(path))
+
+
+# -- 1. export ---------------------------------------------------------------------------------
+def model_info(options: BuildOptions) -> dict[str, Any]:
+    """Model name, classes and input spec from the checkpoint (or the options for plain/random weights)."""
+    from .models.weights import checkpoint_from, is_checkpoint, read_weights_file
+
+    checkpoint: dict[str, Any] | None = None
+    if options.weights is not None:
+        content = read_weights_file(options.weights)
+        checkpoint = checkpoint_from(content, source=str(options.weights)) if is_checkpoint(content) else None
+    if checkpoint is not None:
+        if options.model and options.model != checkpoint["model"]:
+            raise UsageError("--model contradicts the checkpoint", found=f"{options.model} vs {checkpoint['model']}",
+                             fix=f"drop --model (the checkpoint names {checkpoint['model']})")
+        spec = InputSpec.from_dict(checkpoint["input_spec"])
+        info = {"model": checkpoint["model"], "num_classes": int(checkpoint["num_classes"]),
+                "classes": [str(c) for c in checkpoint.get("classes") or []],
+                "model_options": dict(checkpoint.get("model_options") or {})}
+    else:
+        if options.model is None:
+            raise UsageError("--model is required with plain weights or without weights",
+                             fix="pass --model NAME (edgeseg models lists them)")
+        spec = InputSpec(*(options.input_size or (512, 1024)))
+        classes = _val_classes(options.val)  # random weights: as many classes as the data to check against
+        info = {"model": options.model, "num_classes": len(classes) or 19, "classes": classes, "model_options": {}}
+    if options.input_size is not None and options.input_size != spec.size:
+        spec = InputSpec(**{**spec.to_dict(), "height": options.input_size[0], "width": options.input_size[1]})
+    info["spec"] = spec
+    return info
+
+
+def _val_classes(val_dir: Path | None) -> list[str]:
+    from .data.folder import read_classes
+
+    if val_dir is None or not (Path(val_dir) / "classes.json").is_file():
+        return []
+    return list(read_classes(Path(val_dir) / "classes.json")[0])
+
+
+def reference_samples(options: BuildOptions, spec: InputSpec, num_classes: int, out: Path,
+                      log: Log) -> tuple[list[Path], list[Path], str]:
+    """(images, masks, where from) for reference.npz: the validation set, else the calibration images."""
+    from .reference import default_sample_count
+
+    val_dir = options.val
+    if val_dir is None and options.demo:
+        val_dir = synthetic_set(out / "val_synth", 32, spec.size, SYNTH_VAL_SEED, log)
+    if val_dir is not None:
+        images, masks = _labelled(val_dir, num_classes)
+        source = f"validation set {val_dir}"
+    else:
+        from .images import list_images
+
+        calib_dir = options.calib or default_calib(out, spec, log)
+        images, masks, source = list_images(calib_dir), [], f"calibration images {calib_dir}"
+        if not images:
+            raise InputError(f"no images in {calib_dir}", expected="*.jpg / *.png files",
+                             fix="pass --calib DIR with frames from the robot's camera")
+    count = options.val_images or default_sample_count(*spec.size, available=len(images))
+    picked = _evenly(len(images), count)
+    source += f" ({len(picked)} of {len(images)} images)"
+    return [images[i] for i in picked], [masks[i] for i in picked] if masks else [], source
+
+
+def _labelled(val_dir: Path, num_classes: int) -> tuple[list[Path], list[Path]]:
+    from .data.folder import open_folder_dataset
+
+    try:
+        dataset = open_folder_dataset(val_dir, verify=False, num_classes=num_classes,
+                                      classes_hint="pass the --weights trained on these classes")
+    except (InputError, ConfigError) as exc:
+        fix = exc.fix
+        if "have no mask" in exc.problem or "not a dataset folder" in exc.problem:
+            fix = ("--val needs labelled images (DIR/images + DIR/masks); to validate without ground truth "
+                   "leave --val out (calibration frames are used)")
+        raise type(exc)(f"--val {val_dir}: {exc.problem}", expected=exc.expected, found=exc.found, fix=fix) from None
+    return [s.image for s in dataset.samples], [s.mask for s in dataset.samples]
+
+
+def _evenly(total: int, count: int) -> list[int]:
+    """``count`` indices spread over ``total`` items (all when count >= total)."""
+    if count >= total:
+        return list(range(total))
+    return sorted({round(i * (total - 1) / max(count - 1, 1)) for i in range(count)})
+
+
+def export_or_take(runner: StepRunner, options: BuildOptions, out: Path, done: dict[str, bool],
+                   log: Log) -> tuple[Path, dict[str, Any] | None]:
+    """model.onnx + reference.npz in ``out`` (exported, or the given --onnx with its reference)."""
+    if options.onnx is not None:
+        _take_reference(Path(options.onnx), out, log)
+        return _copy_in(Path(options.onnx), out, log), None
+    info = model_info(options)
+    spec = info["spec"]
+    images, masks, source = reference_samples(options, spec, info["num_classes"], out, log)
+    key = {"weights": sha256_file(options.weights) if options.weights else "random", "model": options.model,
+           "size": spec.size, "samples": sha256_files(images + masks), "version": __version__}
+    outcome = runner.run("export", key, [out / "model.onnx", out / REFERENCE_FILE],
+                         lambda: _export(options, info, images, masks, source, out, log))
+    done["export"] = outcome.skipped
+    return out / "model.onnx", outcome.result
+
+
+def _take_reference(onnx: Path, out: Path, log: Log) -> None:
+    beside = onnx.resolve().parent / REFERENCE_FILE
+    if beside.is_file() and _copy_in(beside, out, log) != beside:
+        log(f"reference: {beside} (PyTorch's verdict on its frames) copied into {out}")
+
+
+def _copy_in(path: Path, out: Path, log: Log) -> Path:
+    """``path`` inside the build folder (copied atomically when it lives elsewhere): the robot gets one folder."""
+    target = out / path.name
+    if path.resolve() == target.resolve():
+        return path
+    from .io import atomic_open
+
+    with open(path, "rb") as source, atomic_open(target, "wb") as handle:
+        shutil.copyfileobj(source, handle)
+    if path.suffix == ".onnx":
+        log(f"{path} copied into {out}")
+    return target
+
+
+def _export(options: BuildOptions, info: dict[str, Any], images: list[Path], masks: list[Path], source: str,
+            out: Path, log: Log) -> dict[str, Any]:
+    from .export import ExportConfig, export_onnx
+    from .models import create_model, load_weights
+
+    if options.weights is None:
+        import torch
+
+        torch.manual_seed(0)  # random weights, but the same ones on every run: builds stay reproducible
+    model = create_model(info["model"], num_classes=info["num_classes"], **info["model_options"])
+    if options.weights is None:
+        log("warning: no --weights: random weights, accuracy numbers are meaningless")
+    else:
+        load_weights(model, options.weights)
+    config = ExportConfig(model=info["model"], num_classes=info["num_classes"], input_spec=info["spec"],
+                          classes=info["classes"], sample_images=images, sample_masks=masks, samples_source=source)
+    result = export_onnx(model, config, out, log=log)
+    return {"model": info["model"], "num_classes": info["num_classes"], "classes": info["classes"],
+            "input_spec": info["spec"].to_dict(), "export": result.to_dict()}
+
+
+def onnx_facts(path: Path) -> tuple[InputSpec, dict[str, str], bool]:
+    """(input spec, edgeseg metadata, has Q/DQ) of an ONNX model."""
+    import onnx
+
+    from .artifacts import candidate_input_spec, onnx_metadata
+
+    spec, _ = candidate_input_spec(path)
+    if spec is None:
+        raise ConfigError(f"{path} has no edgeseg input spec in its metadata",
+                          fix="export it with edgeseg export (the spec fixes the preprocessing)")
+    model = onnx.load(str(path), load_external_data=False)
+    is_qdq = any(node.op_type == "QuantizeLinear" for node in model.graph.node)
+    return spec, onnx_metadata(path), is_qdq
+
+
+# -- 2. calibrate --------------------------------------------------------------------------------
+def synthetic_set(folder: Path, num: int, size: tuple[int, int], seed: int, log: Log) -> Path:
+    """Render a deterministic synthetic image set once (reused when complete)."""
+    from .data.generate import SynthConfig, write_synthetic_dataset
+
+    images = folder / "images"
+    if not (images.is_dir() and len(list(images.iterdir())) >= num):
+        log(f"rendering {num} synthetic images (seed {seed}) into {folder}")
+        write_synthetic_dataset(SynthConfig(out=folder, num=num, height=size[0], width=size[1], seed=seed))
+    return folder
+
+
+def default_calib(out: Path, spec: InputSpec, log: Log) -> Path:
+    from .images import list_images
+
+    shipped = Path("calib")
+    if shipped.is_dir() and list_images(shipped):
+        log(f"calibration images: {shipped}/ ({len(list_images(shipped))} images)")
+        return shipped
+    log("no --calib and no ./calib folder: using synthetic calibration scenes (pass --calib DIR with real frames)")
+    return synthetic_set(out / "calib_synth", 64, spec.size, SYNTH_CALIB_SEED, log) / "images"
+
+
+def calibrate(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: BuildOptions, out: Path,
+              done: dict[str, bool], progress: Progress | None) -> dict[str, Any]:
+    from .images import list_images
+    from .quant.pipeline import CalibrateConfig, calibrate_model
+
+    key = {"onnx": sha256_file(fp32_onnx), "calib": sha256_files(list_images(calib_dir)),
+           "method": options.calib_method, "n": options.calib_images, "version": __version__}
+    names = ["ranges.json", "model.int8.onnx", "model.int8.ort.onnx", "calibration.cache"]
+
+    def run() -> dict[str, Any]:
+        config = CalibrateConfig(method=str(options.calib_method), calib_images=options.calib_images)
+        on_progress, close = progress("calibrating") if progress else (None, None)
+        try:
+            result = calibrate_model(fp32_onnx, calib_dir, config, out_dir=out, on_progress=on_progress)
+        finally:
+            if close is not None:
+                close()
+        return {"method": options.calib_method, "folder": str(calib_dir), "images": len(result.images.used),
+                "skipped": [list(s) for s in result.images.skipped], "tensors": result.num_tensors,
+                "seconds": result.seconds}
+
+    outcome = runner.run("calibrate", key, [out / n for n in names], run)
+    done["calibrate"] = outcome.skipped
+    return dict(outcome.result or {})
+
+
+# -- 3. engine -------------------------------------------------------------------------------------
+ENGINE_FIELDS = ("tensorrt_version", "gpu_name", "compute_capability", "io_tensors", "build")
+
+
+def build_trt(runner: StepRunner, source: Path, spec: InputSpec, options: BuildOptions, out: Path,
+              done: dict[str, bool]) -> tuple[Path, dict[str, Any]]:
+    """model.engine, and what the manifest records of it (TensorRT version, GPU, I/O tensors, flags)."""
+    from .engine.config import BuildConfig
+    from .engine.trt_builder import build_engine
+    from .io import atomic_write_bytes
+
+    precision = options.precision
+    config = BuildConfig(precision=precision, timing_cache=out / "timing.cache")
+
+    def build() -> dict[str, Any]:
+        engine_bytes, engine_manifest = build_engine(source, config, input_spec=spec)
+        atomic_write_bytes(out / "model.engine", bytes(engine_bytes))
+        recorded = engine_manifest.to_dict()
+        return {"source": source.name, "precision": precision, "engine": {k: recorded[k] for k in ENGINE_FIELDS}}
+
+    key = {"onnx": sha256_file(source), "precision": precision, "version": __version__}
+    outcome = runner.run("engine", key, [out / "model.engine"], build)
+    done["engine"] = outcome.skipped
+    return out / "model.engine", dict((outcome.result or {}).get("engine", {}))
+
+
+# -- 4. validate, 5. latency -------------------------------------------------------------------------
+def validate(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, done: dict[str, bool],
+             log: Log, progress: Progress | None) -> tuple[dict[str, Any] | None, str]:
+    """The candidate against reference.npz (the robot's check); (None, why) when there is no reference."""
+    from .validate import ValidationConfig, validate_candidate
+
+    reference = out / REFERENCE_FILE
+    if not reference.is_file():
+        why = (f"no {REFERENCE_FILE} beside {options.onnx} (edgeseg export writes it)" if options.onnx
+               else f"no {REFERENCE_FILE}")
+        log(f"warning: not validated: {why}")
+        return None, why
+    val_dir = options.val if options.onnx is not None else None  # else ground truth travels in reference.npz
+    if val_dir is not None:
+        _labelled(val_dir, _reference_classes(reference))
+    config = ValidationConfig(min_agreement=options.min_agreement, max_miou_drop=options.max_miou_drop,
+                              threads=options.threads, max_images=None)
+    key = {"candidate": sha256_file(candidate), "reference": sha256_file(reference),
+           "val": sha256_files(sorted(Path(val_dir).rglob("*.*"))) if val_dir else None,
+           "gates": [options.min_agreement, options.max_miou_drop], "version": __version__}
+
+    def run() -> dict[str, Any]:
+        result = validate_candidate(candidate, reference, data_dir=val_dir, config=config, out_dir=out,
+                                    raise_on_failure=False, progress=_counted(progress) if progress else None)
+        return result.to_dict()
+
+    outcome = runner.run("validate", key, [out / "validation.json"], run)
+    done["validate"] = outcome.skipped
+    return outcome.result, ""
+
+
+def _reference_classes(reference: Path) -> int:
+    from .reference import load_reference
+
+    return load_reference(reference).num_classes
+
+
+def bench(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, done: dict[str, bool]
+          ) -> dict[str, Any] | None:
+    from .bench import plan_bench, run_bench
+
+    key = {"candidate": sha256_file(candidate), "iterations": options.bench_iterations, "threads": options.threads,
+           "weights": sha256_file(options.weights) if options.weights else None}
+
+    def run() -> dict[str, Any]:
+        standard = candidate.name in ("model.onnx", "model.int8.ort.onnx", "model.engine")
+        plan = plan_bench(artifacts=out, onnx_files=[] if standard else [candidate], model=None,
+                          weights=options.weights, threads=options.threads)
+        result, _ = run_bench(plan, iterations=options.bench_iterations, warmup=3)
+        data = result.to_dict()
+        data.setdefault("ratios", result.ratios())
+        return data
+
+    outcome = runner.run("bench", key, [out / "bench.json"], run)
+    done["bench"] = outcome.skipped
+    return outcome.result
+
+
+# -- 6. the manifest -----------------------------------------------------------------------------------
+def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptions, backend: str, out: Path,
+                      candidate: Path, calibration: dict[str, Any] | None, engine: dict[str, Any],
+                      validation: dict[str, Any] | None, why: str, bench: dict[str, Any] | None) -> Manifest:
+    """The manifest of this run: its files with their hashes, its verdict, its measurements."""
+    from .artifacts import discover_artifacts
+
+    classes = json.loads(meta.get("classes", "[]") or "[]")
+    present = {role: path for role, path in discover_artifacts(out).items()}
+    if candidate.resolve().parent != out.resolve():  # --onnx elsewhere: the robot needs it in the folder
+        raise ArtifactError("the candidate is outside the build folder", found=str(candidate),
+                            fix=f"build with --out {candidate.parent}")
+    artifacts = {role: path.name for role, path in present.items()}
+    hashes = {role: sha256_file(path) for role, path in present.items()}
+    if options.weights is not None:
+        hashes["weights"] = sha256_file(options.weights)
+    role = next((r for r, name in artifacts.items() if name == candidate.name), None)
+    manifest = Manifest(
+        model=meta.get("model", "unknown"), num_classes=int(meta.get("num_classes", len(classes) or 1)),
+        input_spec=spec, classes=classes, precision=options.precision, backend=backend, artifacts=artifacts,
+        hashes=hashes, calibration=calibration or {}, validation=_verdict(validation, why, role, candidate),
+        accuracy=_accuracy_summary(validation), latency=_latency_summary(bench))
+    for key, value in engine.items():
+        if key in ENGINE_FIELDS:
+            setattr(manifest, key, value)
+    return manifest
+
+
+def _verdict(validation: dict[str, Any] | None, why: str, role: str | None, candidate: Path) -> dict[str, Any]:
+    base = {"candidate": role, "candidate_file": candidate.name,
+            "candidate_sha256": sha256_file(candidate) if candidate.is_file() else None}
+    if validation is None:
+        return {**base, "status": "not_run", "why": why or "not validated"}
+    gates = validation.get("gates", {})
+    return {**base, "status": "passed" if gates.get("passed") else "failed", "reference": REFERENCE_FILE,
+            "reference_kind": validation.get("reference_kind"), "failures": list(gates.get("failures", [])),
+            "skipped": list(gates.get("skipped", [])), "min_agreement": gates.get("min_agreement"),
+            "max_miou_drop": gates.get("max_miou_drop")}
+
+
+def _accuracy_summary(validation: dict[str, Any] | None) -> dict[str, Any]:
+    if not validation:
+        return {}
+    parity, truth = validation.get("parity", {}), validation.get("ground_truth") or {}
+    keys = ("agreement", "max_abs_error", "mean_abs_error", "cosine_similarity", "miou_vs_reference", "images")
+    summary = {k: parity[k] for k in keys if k in parity}
+    summary.update({f"gt_{k}": v for k, v in truth.items() if isinstance(v, (int, float))})
+    summary["gates_passed"] = bool(validation.get("gates", {}).get("passed"))
+    return summary
+
+
+def _latency_summary(bench: dict[str, Any] | None) -> dict[str, Any]:
+    if not bench:
+        return {}
+    return {"runners": {r.get("name"): {k: r.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")}
+                        for r in bench.get("runners", [])}, "threads": bench.get("threads")}

@@ -1,0 +1,238 @@
+"""``manifest.json``: what a build folder holds, and what it promises (layer 0: stdlib + numpy).
+
+The one owner of the manifest: schema (``Manifest``), writing (``write_manifest``, always
+the last file a build writes, atomically, with a checksum), reading (``read_manifest``:
+checksum and field types checked, an error naming the fix when there is none), and the
+checks a robot runs before loading a model file (``verified_artifact``: the file's
+SHA-256 against the recorded one; ``check_validated``: the build's gate verdict).
+
+A manifest states this build's verdict on one candidate file in ``validation``:
+``status`` is ``passed``, ``failed`` or ``not_run``, with the candidate's role and
+SHA-256 and the gate results. Any other file of the folder has no verdict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactError
+from .spec import InputSpec
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT = 2  # 2: validation verdict and checksum
+VALIDATION_STATUSES = ("passed", "failed", "not_run")
+# role -> precision of the file that plays it (the engine's comes from the manifest)
+ROLE_PRECISION = {"onnx": "fp32", "onnx_int8_cpu": "int8", "onnx_int8_trt": "int8 (Q/DQ)"}
+ALLOW_FLAG = "--allow-unvalidated"
+
+
+@dataclass
+class Manifest:
+    """What a build folder holds and what it was built from/for."""
+
+    model: str
+    num_classes: int
+    input_spec: InputSpec
+    classes: list[str] = field(default_factory=list)
+    precision: str = "fp32"
+    backend: str = "onnxruntime"
+    artifacts: dict[str, str] = field(default_factory=dict)  # role -> file name
+    hashes: dict[str, str] = field(default_factory=dict)  # role -> sha256
+    tensorrt_version: str | None = None
+    gpu_name: str | None = None
+    compute_capability: str | None = None
+    io_tensors: list[dict[str, Any]] = field(default_factory=list)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    accuracy: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+    build: dict[str, Any] = field(default_factory=dict)  # TensorRT build flags (version/hardware compatible...)
+    validation: dict[str, Any] = field(default_factory=dict)  # status, candidate role + sha256, gates
+    edgeseg_version: str = ""
+    format: int = MANIFEST_FORMAT
+
+    def __post_init__(self) -> None:
+        if not self.edgeseg_version:
+            from . import __version__
+
+            self.edgeseg_version = __version__
+
+    @property
+    def validation_status(self) -> str:
+        return str(self.validation.get("status", "not_run"))
+
+    @property
+    def validated_role(self) -> str | None:
+        role = self.validation.get("candidate")
+        return str(role) if role else None
+
+    def precision_of(self, role: str) -> str:
+        return self.precision if role == "engine" else ROLE_PRECISION.get(role, "unknown")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["input_spec"] = self.input_spec.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "manifest") -> Manifest:
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{source} is not a JSON object", found=type(data).__name__)
+        fmt = data.get("format")
+        if fmt != MANIFEST_FORMAT:
+            raise ArtifactError(
+                f"{source} has format {fmt!r}, this edgeseg reads format {MANIFEST_FORMAT}",
+                found=f"written by edgeseg {data.get('edgeseg_version', 'unknown')}",
+                fix="rebuild the folder with this version: edgeseg build --force ...",
+            )
+        missing = [k for k in ("model", "num_classes", "input_spec") if k not in data]
+        if missing:
+            raise ArtifactError(f"{source} lacks required fields", found=", ".join(missing),
+                                fix="rebuild the folder: edgeseg build --force ...")
+        _check_types(data, source)
+        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}  # newer optional fields: ignored
+        if not isinstance(values["input_spec"], dict):
+            raise ArtifactError(f"{source}: input_spec is not an object", found=repr(values["input_spec"])[:80])
+        values["input_spec"] = InputSpec.from_dict(values["input_spec"])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ArtifactError(f"{source} is malformed", found=str(exc)) from None
+
+
+# field -> (accepted types, what to say) for the fields code relies on
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "model": ((str,), "a model name"),
+    "num_classes": ((int,), "a whole number of classes"),
+    "classes": ((list,), "a list of class names"),
+    "precision": ((str,), "fp32 | fp16 | int8 | best"),
+    "backend": ((str,), "tensorrt | onnxruntime"),
+    "artifacts": ((dict,), "an object: role -> file name"),
+    "hashes": ((dict,), "an object: role -> sha256"),
+    "validation": ((dict,), "an object with the gate verdict"),
+}
+
+
+def _check_types(data: dict[str, Any], source: str) -> None:
+    for key, (types, what) in _FIELD_TYPES.items():
+        value = data.get(key)
+        if key not in data or value is None and key not in ("model", "num_classes"):
+            continue
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise ArtifactError(f"{source}: field {key!r} is not {what}", expected=what, found=repr(value)[:80],
+                                fix="rebuild the folder: edgeseg build --force ... (do not edit manifest.json)")
+    if data["num_classes"] < 1:
+        raise ArtifactError(f"{source}: num_classes must be at least 1", found=str(data["num_classes"]))
+    for key in ("artifacts", "hashes"):
+        if any(not isinstance(v, str) for v in data.get(key, {}).values()):
+            raise ArtifactError(f"{source}: {key} must map roles to strings", found=repr(data[key])[:120])
+
+
+def manifest_checksum(data: dict[str, Any]) -> str:
+    """SHA-256 of the manifest's canonical JSON without its checksum field."""
+    body = {k: v for k, v in data.items() if k != "checksum"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str, allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_manifest(folder: str | os.PathLike[str], manifest: Manifest) -> Path:
+    """Write ``folder/manifest.json`` atomically, with its checksum."""
+    from .io import atomic_write_json
+
+    data = json.loads(json.dumps(manifest.to_dict(), default=str))  # the exact JSON the checksum covers
+    data["checksum"] = manifest_checksum(data)
+    return atomic_write_json(Path(folder) / MANIFEST_FILE, data)
+
+
+def read_manifest(folder_or_file: str | os.PathLike[str], *, verify: bool = True) -> Manifest:
+    """The manifest of a build folder (or the file itself); ArtifactError when absent, edited or malformed."""
+    from .io import read_json
+
+    path = Path(folder_or_file)
+    if path.is_dir() or not path.name.endswith(".json"):
+        path = path / MANIFEST_FILE
+    if not path.is_file():
+        raise missing_manifest_error(path.parent)
+    data = read_json(path, what="manifest")
+    if verify and isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT:
+        recorded = data.get("checksum")
+        if recorded != manifest_checksum(data):
+            raise ArtifactError(f"{path} was changed after the build (its checksum does not match)",
+                                expected=f"checksum {str(recorded)[:16]}...", found="edited content",
+                                fix="rebuild the folder (edgeseg build ... --force), or restore the file as built")
+    return Manifest.from_dict(data, source=str(path))
+
+
+def find_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> Manifest | None:
+    """The folder's manifest, or None when it has none (a corrupt or edited one is an error)."""
+    if not (Path(folder) / MANIFEST_FILE).is_file():
+        return None
+    return read_manifest(folder, verify=verify)
+
+
+def missing_manifest_error(folder: Path) -> ArtifactError:
+    from shlex import quote
+
+    if (folder / "model.onnx").is_file():
+        fix = ("this folder holds an export, not a build: build and validate it with "
+               + "edgeseg build --onnx " + quote(str(folder / "model.onnx")))
+        found = "model.onnx" + (" and reference.npz" if (folder / "reference.npz").is_file() else "") + ", no manifest"
+    else:
+        fix, found = "build the folder first: edgeseg build ... --out " + quote(str(folder)), "no manifest.json"
+    return ArtifactError(f"{folder} is not a finished build folder", expected=f"{folder / MANIFEST_FILE}",
+                         found=found, fix=fix)
+
+
+def verified_artifact(folder: str | os.PathLike[str], manifest: Manifest, role: str) -> Path:
+    """The file playing ``role``, after checking its SHA-256 against the manifest."""
+    from .io import sha256_file
+
+    root = Path(folder)
+    name = manifest.artifacts.get(role)
+    if not name or not (root / name).is_file():
+        raise ArtifactError(f"{root} has no {role} file", expected=f"{name or role} named in {MANIFEST_FILE}",
+                            found="missing", fix="rebuild the folder: edgeseg build ...")
+    recorded = manifest.hashes.get(role)
+    if recorded is None:
+        raise ArtifactError(f"{MANIFEST_FILE} records no checksum for {name}", expected=f"hashes.{role}",
+                            found="none", fix="rebuild the folder with this version: edgeseg build --force ...")
+    actual = sha256_file(root / name)
+    if actual != recorded:
+        raise ArtifactError(f"{root / name} is not the file the build checked (its SHA-256 differs)",
+                            expected=recorded[:16] + "...", found=actual[:16] + "...",
+                            fix="copy the whole build folder again, or rebuild it: edgeseg build ...")
+    return root / name
+
+
+def validation_problem(manifest: Manifest, role: str) -> str | None:
+    """Why the file playing ``role`` cannot be trusted, or None when the build validated it and it passed."""
+    status = manifest.validation_status
+    validated = manifest.validated_role
+    name = manifest.artifacts.get(role, role)
+    if status == "passed" and validated == role:
+        return None
+    if status == "failed" and validated == role:
+        failures = "; ".join(manifest.validation.get("failures", [])) or "see validation.json"
+        return f"{name} failed the build's accuracy gates ({failures})"
+    if status == "passed":
+        other = manifest.artifacts.get(validated or "", validated)
+        return f"the build validated {other}, not {name}"
+    why = manifest.validation.get("why") or "the build stopped before validation"
+    return f"{name} was not validated against PyTorch ({why})"
+
+
+def check_validated(manifest: Manifest, role: str, *, allow_unvalidated: bool, folder: str | os.PathLike[str]
+                    ) -> str | None:
+    """Refuse a file without a passing verdict unless allowed; returns the warning to show when allowed."""
+    problem = validation_problem(manifest, role)
+    if problem is None:
+        return None
+    if allow_unvalidated:
+        return f"warning: {problem}; running it anyway ({ALLOW_FLAG})"
+    raise ArtifactError(f"{folder}: refusing to run an unvalidated model", found=problem,
+                        fix=f"rebuild until the gates pass (edgeseg build ...), or pass {ALLOW_FLAG} "
+                            "(Segmenter.from_artifacts(..., allow_unvalidated=True)) to run it anyway")
