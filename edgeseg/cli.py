@@ -7,13 +7,15 @@ modules import click at top level and everything heavy inside the command body.
 
 from __future__ import annotations
 
+import errno
 import importlib
-import sys
+import os
+import shlex
 
 import click
 
 from . import __version__
-from .errors import EdgesegError
+from .errors import INSTALL_COMMANDS, ArtifactError, DependencyError, EdgesegError, install_command
 
 # name -> (module under edgeseg.commands, attribute)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -43,10 +45,45 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except (ModuleNotFoundError, OSError) as exc:
+                # The safety net: a missing optional package or an unwritable/full disk is the user's to
+                # fix, wherever it surfaced; anything else keeps its traceback (a bug).
+                error = _user_error(exc)
+                if error is None:
+                    raise
+                raise error from exc
         except EdgesegError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             ctx.exit(exc.exit_code)
+
+
+DESKTOP_MODULES = ("torch", "torchvision", "onnx", "onnxsim")
+DISK_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC}
+
+
+def _user_error(exc: BaseException) -> EdgesegError | None:
+    """The user error behind a missing module or a disk/permission failure; None for anything else."""
+    if isinstance(exc, ModuleNotFoundError):
+        top = (exc.name or "").split(".")[0]
+        if top not in INSTALL_COMMANDS:
+            return None
+        problem = f"this command needs the desktop install ({top} is not installed)" if top in DESKTOP_MODULES \
+            else f"this command needs {top}, which is not installed"
+        return DependencyError(problem,
+                               expected=f"the Python package {top!r}", found=f"{type(exc).__name__}: {exc}",
+                               fix=install_command(top))
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:
+        path = str(exc.filename) if exc.filename is not None else "a file"
+        if exc.errno == errno.ENOSPC:
+            where = shlex.quote(os.path.dirname(path) or ".") if exc.filename is not None else "."
+            return ArtifactError(f"no space left on the disk while writing {path}", found=str(exc),
+                                 fix=f"free disk space (see: df -h {where}), or choose another folder with --out")
+        problem = f"{path} is on a read-only file system" if exc.errno == errno.EROFS else \
+            f"no permission to write or read {path}"
+        return ArtifactError(problem, found=str(exc), fix="choose a writable folder with --out")
+    return None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -65,4 +102,4 @@ def run() -> None:  # console-script entry point
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run())
+    run()

@@ -73,6 +73,28 @@ class InternalError(Exception):
     """A bug in edgeseg: should never happen, keeps its traceback."""
 
 
+DESKTOP_INSTALL = "pip install torch==2.13.0 && pip install 'edgeseg[desktop]'"  # torch first: no CUDA build
+# Top-level import name -> the command that installs it (import names are not always pip names: PIL, cv2).
+INSTALL_COMMANDS = {
+    "torch": DESKTOP_INSTALL,
+    "torchvision": DESKTOP_INSTALL,
+    "onnx": DESKTOP_INSTALL,
+    "onnxsim": DESKTOP_INSTALL,
+    "onnxruntime": "pip install 'edgeseg[robot]'",
+    "cv2": "pip install 'edgeseg[video]'",
+    "matplotlib": "pip install 'edgeseg[report]'",
+    "PIL": "pip install pillow",
+}
+
+
+def install_command(module: str, *, extra: str | None = None) -> str:
+    """The pip command that provides ``module`` (its top-level name decides; ``extra`` for unlisted ones)."""
+    top = module.split(".")[0]
+    if top in INSTALL_COMMANDS:
+        return INSTALL_COMMANDS[top]
+    return f"pip install 'edgeseg[{extra}]'" if extra else f"pip install {top}"
+
+
 def require(module: str, *, extra: str | None = None, purpose: str = ""):
     """Import an optional dependency or raise a DependencyError saying how to get it."""
     import importlib
@@ -80,10 +102,11 @@ def require(module: str, *, extra: str | None = None, purpose: str = ""):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        top = module.split(".")[0]
-        install = f"pip install 'edgeseg[{extra}]'" if extra else f"pip install {top}"
+        # The module that is really missing: importing edgeseg.models fails on torch, not on edgeseg.
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) and exc.name else module
+        top = missing.split(".")[0]
         raise DependencyError(
             f"{top} is needed{' for ' + purpose if purpose else ''} but cannot be imported",
-            found=f"ImportError: {exc}",
-            fix=install,
+            found=f"{type(exc).__name__}: {exc}",
+            fix=install_command(missing, extra=extra),
         ) from exc

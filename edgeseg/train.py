@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -103,10 +104,15 @@ def write_checkpoint(
     )
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+# What to pass instead of a file that is not an edgeseg checkpoint (eval and --resume have no --num-classes).
+EVAL_FIX = "pass a checkpoint written by edgeseg train: edgeseg eval --weights RUN/best.pt --data DIR"
+RESUME_FIX = "pass the last.pt of the run to continue (RUN/last.pt), or start a new run without --resume"
+
+
+def read_checkpoint(path: str | os.PathLike[str], *, fix: str | None = None) -> dict[str, Any]:
     from .models.weights import load_checkpoint
 
-    return load_checkpoint(path)
+    return load_checkpoint(path, fix=fix)
 
 
 def model_from_checkpoint(path: str | os.PathLike[str], *, name: str | None = None) -> tuple[torch.nn.Module, dict]:
@@ -114,7 +120,7 @@ def model_from_checkpoint(path: str | os.PathLike[str], *, name: str | None = No
     from .models import create_model
     from .models.weights import load_weights
 
-    data = read_checkpoint(path)
+    data = read_checkpoint(path, fix=EVAL_FIX)
     if name is not None and name != data["model"]:
         raise ModelError(
             "the weights belong to another model",
@@ -176,15 +182,22 @@ def open_splits(config: TrainConfig) -> tuple[FolderDataset, FolderDataset]:
     root = Path(config.data)
     has_split = (root / "train" / "images").is_dir() or (root / "train.txt").is_file()
     train = open_folder_dataset(root, "train" if has_split else None, skip_bad=config.skip_bad)
+    hint = f"use validation data with the {train.num_classes} classes of the training data"
     if config.val_data is not None:
-        val = open_folder_dataset(config.val_data, None, num_classes=train.num_classes, skip_bad=config.skip_bad)
+        val = open_folder_dataset(config.val_data, None, num_classes=train.num_classes, skip_bad=config.skip_bad,
+                                  classes_hint=hint)
     elif (root / "val" / "images").is_dir() or (root / "val.txt").is_file():
-        val = open_folder_dataset(root, "val", num_classes=train.num_classes, skip_bad=config.skip_bad)
+        val = open_folder_dataset(root, "val", num_classes=train.num_classes, skip_bad=config.skip_bad,
+                                  classes_hint=hint)
     else:
+        base = root.resolve()
+        val_dir = shlex.quote(str(base.parent / f"{base.name}-val"))
+        height, width = config.input_size
         raise InputError(
             f"no validation data for {root}",
             expected=f"{root}/val/ or {root}/val.txt, or --val-data DIR",
-            fix="generate one: edgeseg data synth --out VAL_DIR --seed 1, then pass --val-data VAL_DIR",
+            fix=f"generate one: edgeseg data synth --out {val_dir} --num 200 --size {height}x{width} --seed 1, "
+                f"then add --val-data {val_dir}",
         )
     return train, val
 
@@ -202,6 +215,8 @@ def train(
     from .models import create_model
 
     _check(config)
+    # A wrong --resume file fails before the dataset is verified (minutes on a large set).
+    saved = read_checkpoint(config.resume, fix=RESUME_FIX) if config.resume is not None else None
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % (1 << 32))
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
@@ -224,8 +239,7 @@ def train(
     out = Path(config.out)
     history: list[dict[str, Any]] = []
     start_epoch, best_miou, best_epoch = 0, -1.0, -1
-    if config.resume is not None:
-        saved = read_checkpoint(config.resume)
+    if saved is not None:
         if saved["model"] != config.model or saved["classes"] != classes:
             raise ConfigError(
                 "--resume checkpoint was trained for another model or class list",
@@ -378,7 +392,9 @@ def evaluate_folder(
         spec = InputSpec(**{**spec.to_dict(), "height": input_size[0], "width": input_size[1]})
     root = Path(data)
     split = "val" if (root / "val" / "images").is_dir() or (root / "val.txt").is_file() else None
-    folder = open_folder_dataset(root, split, num_classes=int(saved["num_classes"]), skip_bad=skip_bad)
+    folder = open_folder_dataset(root, split, num_classes=int(saved["num_classes"]), skip_bad=skip_bad,
+                                 classes_hint=f"pass --weights of a model trained on these classes "
+                                              f"(this one has {saved['num_classes']})")
     for path, why in folder.skipped:
         log(f"skipped {path}: {why}")
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -1,13 +1,17 @@
-"""Shared CLI pieces: option types, progress bars, the closing summary table."""
+"""Shared CLI pieces: option types, progress, quoting, the closing summary table."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import IO, Any, TypeVar
 
 import click
 
 T = TypeVar("T")
+PIPED_INTERVAL_S = 10.0  # when stderr is not a terminal: one progress line at most this often
 
 
 class SizeType(click.ParamType):
@@ -21,20 +25,95 @@ class SizeType(click.ParamType):
         from ..errors import UsageError
         from ..spec import parse_size
 
+        option = param.opts[0] if param is not None and param.opts else "--input-size"
         try:
-            return parse_size(value)
+            return parse_size(value, option=option)
         except UsageError as exc:
             self.fail(exc.format(), param, ctx)
 
 
 SIZE = SizeType()
+POSITIVE = click.IntRange(min=1)  # counts and thread numbers: 0 is rejected up front (exit 2)
+
+
+class Progress:
+    """Progress on stderr: a bar in a terminal; when piped, a plain line every PIPED_INTERVAL_S and at the end
+    (a redirected log shows that a long step is alive, and is not filled with carriage returns)."""
+
+    def __init__(self, label: str, total: int | None, stream: IO[str] | None = None) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self.stream = stream or sys.stderr
+        self.started = self.last_line = time.monotonic()
+        self.bar: Any = None
+        if _is_terminal(self.stream):
+            bar: Any = click.progressbar  # typed overloads want an iterable or a length; we feed counts
+            self.bar = bar(length=total, label=label, file=self.stream, show_pos=True, show_eta=True)
+            self.bar.__enter__()
+
+    def update(self, done: int) -> None:
+        step, self.done = done - self.done, done
+        if self.bar is not None:
+            self.bar.update(step)
+        elif time.monotonic() - self.last_line >= PIPED_INTERVAL_S:
+            self._line()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+        else:
+            self._line()
+
+    def _line(self) -> None:
+        self.last_line = time.monotonic()
+        of = f"/{self.total}" if self.total is not None else ""
+        click.echo(f"{self.label}: {self.done}{of} ({self.last_line - self.started:.0f} s)", file=self.stream)
+        self.stream.flush()
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def progress(items: Iterable[T], *, label: str, length: int | None = None) -> Iterator[T]:
-    """A progress bar on stderr (hidden when stderr is not a terminal, except a final line)."""
-    with click.progressbar(items, length=length, label=label, file=click.get_text_stream("stderr"),
-                           show_pos=True, show_eta=True) as bar:
-        yield from bar
+    """Wrap ``items`` with ``Progress`` (``length`` defaults to ``len(items)`` where it has one)."""
+    total = length if length is not None else (len(items) if hasattr(items, "__len__") else None)  # type: ignore[arg-type]
+    shown = Progress(label, total)
+    try:
+        for count, item in enumerate(items, 1):
+            yield item
+            shown.update(count)
+    finally:
+        shown.close()
+
+
+def progress_callback(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """``(on_progress(done, total), close)`` for library functions that report counts."""
+    holder: list[Progress] = []
+
+    def on_progress(done: int, total: int) -> None:
+        if not holder:
+            holder.append(Progress(label, total))
+        holder[0].update(done)
+
+    def close() -> None:
+        if holder:
+            holder[0].close()
+
+    return on_progress, close
+
+
+def echo_step(message: str) -> None:
+    """A log line on stderr, flushed at once (step lines must not sit in a buffer when redirected)."""
+    click.echo(message, err=True)
+    sys.stderr.flush()
+
+
+def quote(value: object) -> str:
+    """A path or value as the shell needs it in a "next:" command (spaces, quotes...)."""
+    return shlex.quote(str(value))
 
 
 def summary_table(title: str, rows: Sequence[tuple[str, str]], next_commands: Sequence[str] = ()) -> None:

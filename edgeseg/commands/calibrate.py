@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import summary_table
+from ._common import POSITIVE, progress_callback, quote, summary_table
 
 METHODS = ("entropy", "minmax", "percentile")
 
@@ -18,9 +18,9 @@ METHODS = ("entropy", "minmax", "percentile")
               help="Folder of calibration images (jpg/png/bmp, searched recursively).")
 @click.option("--method", type=click.Choice(METHODS), default="entropy", show_default=True,
               help="How activation ranges are chosen (onnxruntime calibrators).")
-@click.option("--calib-images", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--calib-images", type=POSITIVE, default=100, show_default=True,
               help="Number of images sampled (seeded) from the folder.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--batch-size", type=POSITIVE, default=1, show_default=True,
               help="Images per calibration batch (must match the model's static batch).")
 @click.option("--percentile", type=click.FloatRange(min=0, max=100, min_open=True), default=99.99,
               show_default=True, help="Percentile for --method percentile.")
@@ -43,26 +43,26 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: i
       model.int8.ort.onnx  INT8 ONNX for ONNX Runtime on the CPU
       calibration.cache    TensorRT's native cache (implicit INT8, TensorRT <= 10)
     """
+    from ..io import prepare_out_dir, remove_if_empty
     from ..quant.pipeline import CalibrateConfig, calibrate_model
 
     config = CalibrateConfig(method=method, calib_images=calib_images, batch_size=batch_size,
                              percentile=percentile, seed=seed, trt_version=trt_version, keep_fp_layers=keep_fp)
     config.check()  # bad options fail before any work
-    bar = None
-
-    def on_progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = click.progressbar(length=total, label="calibrating", file=click.get_text_stream("stderr"),
-                                    show_pos=True, show_eta=True)
-            bar.__enter__()
-        bar.update(done - bar.pos)
-
+    created = False
+    if out_dir is not None:
+        out_dir, created = prepare_out_dir(out_dir)
+    elif onnx_path.parent.is_dir():  # the default: beside the ONNX, which must then be writable
+        prepare_out_dir(onnx_path.parent)
+    on_progress, close = progress_callback("calibrating")  # a bar in a terminal, periodic lines when piped
     try:
         result = calibrate_model(onnx_path, calib_dir, config, out_dir=out_dir, on_progress=on_progress)
+    except BaseException:
+        if created and out_dir is not None:  # an early failure leaves no empty --out behind
+            remove_if_empty(out_dir)
+        raise
     finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+        close()
 
     images = result.images
     rows = [
@@ -82,6 +82,6 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: i
         rows.append(("ignored", f"{len(images.ignored)} non-image file(s): {shown}"))
     reference = onnx_path.parent / "reference.npz"  # written by edgeseg export beside model.onnx
     summary_table("calibrated", rows, [
-        f"edgeseg validate --candidate {result.ort_int8_path} --reference {reference}",
-        f"edgeseg build --onnx {result.trt_int8_path} --precision int8",
+        f"edgeseg validate --candidate {quote(result.ort_int8_path)} --reference {quote(reference)}",
+        f"edgeseg build --onnx {quote(result.trt_int8_path)} --precision int8",
     ])

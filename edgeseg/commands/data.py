@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import SIZE, summary_table
+from ._common import POSITIVE, SIZE, quote, summary_table
 
 
 @click.group("data")
@@ -22,12 +22,12 @@ def data_group() -> None:
     required=True,
     help="Folder to write images/, masks/, classes.json into.",
 )
-@click.option("--num", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of scenes.")
+@click.option("--num", type=POSITIVE, default=1000, show_default=True, help="Number of scenes.")
 @click.option("--size", type=SIZE, default="512x1024", show_default=True, help="Scene size HxW.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed -> same bytes.")
 @click.option(
     "--workers",
-    type=click.IntRange(min=1),
+    type=POSITIVE,
     default=1,
     show_default=True,
     help="Processes; the output does not depend on it.",
@@ -47,8 +47,10 @@ def synth_cmd(
     import time
 
     from ..data.generate import SynthConfig, write_synthetic_dataset
+    from ..io import prepare_out_dir, remove_if_empty
     from ._common import progress
 
+    out, created = prepare_out_dir(out)
     config = SynthConfig(
         out=out,
         num=num,
@@ -65,15 +67,30 @@ def synth_cmd(
     def advance(_stem: str) -> None:
         next(bar, None)
 
-    write_synthetic_dataset(config, on_item=advance)
+    try:
+        write_synthetic_dataset(config, on_item=advance)
+    except BaseException:
+        if created:  # a failure before the first file leaves no empty --out behind
+            remove_if_empty(out)
+        raise
     for _ in bar:  # let the bar finish cleanly
         pass
     seconds = time.perf_counter() - began
     summary_table(
         f"{num} synthetic scenes in {seconds:.1f} s ({num / seconds:.1f} images/s)",
         [("images", str(out / "images")), ("masks", str(out / "masks")), ("classes", str(out / "classes.json"))],
-        [
-            f"edgeseg train --model shufflenetv2_x0_5_mdspp --data {out} --val-data VAL_DIR "
-            f"--input-size {size[0]}x{size[1]} --out runs/demo"
-        ],
+        _next_commands(out, num, size, seed),
     )
+
+
+def _next_commands(out: Path, num: int, size: tuple[int, int], seed: int) -> list[str]:
+    """Runnable as printed: a validation set from another seed (unless it exists), then training on both."""
+    train, val = out, out.parent / ("val" if out.name == "train" else f"{out.name or 'synth'}-val")
+    if out.name == "val" and (out.parent / "train").is_dir():  # this was the validation set of .../train
+        train, val = out.parent / "train", out
+    hw = f"{size[0]}x{size[1]}"
+    commands = [] if val.exists() else [
+        f"edgeseg data synth --out {quote(val)} --num {max(1, num // 10)} --size {hw} --seed {seed + 1}"]
+    commands.append(f"edgeseg train --model shufflenetv2_x0_5_mdspp --data {quote(train)} --val-data {quote(val)} "
+                    f"--input-size {hw} --out runs/demo")
+    return commands

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ._common import SIZE, summary_table
+from ._common import SIZE, quote, summary_table
 
 
 def _err(message: str) -> None:
@@ -71,16 +71,18 @@ def resolve_export_options(*, model: str | None, num_classes: int | None, input_
 @click.option("--no-simplify", is_flag=True, help="Keep the graph as traced; it must then have no dynamic-shape ops.")
 @click.option("--reference-images", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Take the reference samples from this image folder instead of synthetic frames.")
-@click.option("--num-samples", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Reference samples saved for later validation.")
+@click.option("--num-samples", type=click.IntRange(1, 64), default=16, show_default=True,
+              help="Frames kept in reference.npz for later validation (uint8 frames + PyTorch argmax and top-2 "
+                   "logits: about 1 MB per frame at 512x1024).")
 def export_cmd(model_name: str | None, weights: Path | None, num_classes: int | None,
                input_size: tuple[int, int] | None, batch: int, opset: int, out: Path, no_simplify: bool,
                reference_images: Path | None, num_samples: int) -> None:
     """Export a model to ONNX, check the graph for TensorRT and check parity with PyTorch."""
     from ..errors import InputError
-    from ..export import ExportConfig, export_onnx, export_summary_rows
+    from ..export import ExportConfig, check_export_memory, export_onnx, export_summary_rows
     from ..images import list_images
-    from ..models import create_model, load_weights
+    from ..io import prepare_out_dir, remove_if_empty
+    from ..models import create_model, load_weights, model_info
     from ..models.weights import checkpoint_from, is_checkpoint, read_weights_file
 
     checkpoint = None
@@ -89,24 +91,33 @@ def export_cmd(model_name: str | None, weights: Path | None, num_classes: int | 
         checkpoint = checkpoint_from(content, source=str(weights)) if is_checkpoint(content) else None
     name, count, classes, spec, options = resolve_export_options(
         model=model_name, num_classes=num_classes, input_size=input_size, checkpoint=checkpoint)
-
-    model = create_model(name, num_classes=count, **options)
-    if weights is None:
-        _err("warning: no --weights given: random weights, accuracy numbers are meaningless")
-    else:
-        report = load_weights(model, weights)
-        _err(f"weights: {report.num_tensors} tensors from {report.path} ({report.kind})")
-
     samples = list_images(reference_images)[:num_samples] if reference_images else []
     if reference_images and not samples:
         raise InputError(f"no images in {reference_images}", expected="a folder of .jpg/.png/.bmp images",
                          fix="point --reference-images at a folder with images, or drop it for synthetic frames")
-    config = ExportConfig(model=name, num_classes=count, input_spec=spec, batch=batch, opset=opset,
-                          simplify=not no_simplify, num_reference_samples=num_samples, classes=classes,
-                          sample_images=samples)
-    result = export_onnx(model, config, out, log=_err)
+    model_info(name)  # an unknown --model fails before the output folder is made
+    # Before the model is built: a size that cannot fit fails now, not when the kernel kills the process.
+    check_export_memory(spec.height, spec.width, batch=batch, num_samples=len(samples) or num_samples,
+                        num_classes=count)
+    out, created = prepare_out_dir(out)
+
+    try:
+        model = create_model(name, num_classes=count, **options)
+        if weights is None:
+            _err("warning: no --weights given: random weights, accuracy numbers are meaningless")
+        else:
+            report = load_weights(model, weights)
+            _err(f"weights: {report.num_tensors} tensors from {report.path} ({report.kind})")
+        config = ExportConfig(model=name, num_classes=count, input_spec=spec, batch=batch, opset=opset,
+                              simplify=not no_simplify, num_reference_samples=num_samples, classes=classes,
+                              sample_images=samples)
+        result = export_onnx(model, config, out, log=_err)
+    except BaseException:
+        if created:  # a failed export leaves no empty --out behind
+            remove_if_empty(out)
+        raise
     for notice in result.notices:
         _err(f"note: {notice}")
     summary_table(f"export passed: {name} {spec.height}x{spec.width}, {count} classes",
                   export_summary_rows(result),
-                  [f"edgeseg calibrate --onnx {result.onnx_path} --calib calib/"])
+                  [f"edgeseg calibrate --onnx {quote(result.onnx_path)} --calib calib/"])

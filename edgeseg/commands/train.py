@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ._common import SIZE, summary_table
+from ._common import POSITIVE, SIZE, quote, summary_table
 
 DIR = click.Path(file_okay=False, path_type=Path)
 FILE = click.Path(dir_okay=False, path_type=Path)
@@ -43,14 +43,16 @@ class _StepDisplay:
     help="Folder dataset (images/, masks/, classes.json; splits as train/ + val/ sub-folders or train.txt/val.txt).",
 )
 @click.option("--input-size", type=SIZE, required=True, help="Model input size HxW (multiples of 32).")
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--epochs", type=POSITIVE, default=30, show_default=True)
 @click.option("--out", type=DIR, required=True, help="Run folder for best.pt, last.pt, history.json.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--lr", type=float, default=None, help="Peak learning rate [default: 2e-3 adamw, 0.02 sgd].")
+@click.option("--batch-size", type=POSITIVE, default=8, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak learning rate [default: 2e-3 adamw, 0.02 sgd].")
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Data loader processes.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [default: all cores].")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Data loader processes (0: load in the main process).")
+@click.option("--threads", type=POSITIVE, default=None, help="torch CPU threads [default: all cores].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", type=FILE, default=None, help="Continue from a last.pt of the same run.")
 @click.option("--val-data", type=DIR, default=None, help="Validation folder [default: DATA/val or DATA/val.txt].")
@@ -75,8 +77,12 @@ def train_cmd(
     device: str | None,
 ) -> None:
     """Train a segmentation model; writes OUT/best.pt and OUT/last.pt after every epoch."""
+    from ..io import prepare_out_dir, remove_if_empty
+    from ..models import model_info
     from ..train import TrainConfig, train
 
+    model_info(model)  # an unknown name fails now, not after the dataset check
+    out, created = prepare_out_dir(out)
     config = TrainConfig(
         model=model,
         data=data,
@@ -95,15 +101,22 @@ def train_cmd(
         skip_bad=skip_bad,
         device=device,
     )
-    result = train(config, log=lambda line: click.echo(line, err=True), on_step=_StepDisplay())
+    try:
+        result = train(config, log=lambda line: click.echo(line, err=True), on_step=_StepDisplay())
+    except BaseException:
+        if created:  # an early failure (bad data) leaves no empty run folder behind
+            remove_if_empty(out)
+        raise
     h, w = input_size
+    best = quote(result.best_path)
     summary_table(
         f"trained {model}: best val mIoU {result.best_miou:.4f} (epoch {result.best_epoch + 1}) "
         f"in {result.seconds / 60:.1f} min",
         [("best", str(result.best_path)), ("last", str(result.last_path)), ("history", str(out / "history.json"))],
         [
-            f"edgeseg eval --model {model} --weights {result.best_path} --data {val_data or data}",
-            f"edgeseg export --model {model} --weights {result.best_path} --input-size {h}x{w}",
+            f"edgeseg eval --model {model} --weights {best} --data {quote(val_data or data)}",
+            f"edgeseg export --model {model} --weights {best} --input-size {h}x{w} "
+            f"--out {quote(Path('engines') / (out.resolve().name or model))}",
         ],
     )
 
@@ -113,8 +126,9 @@ def train_cmd(
 @click.option("--weights", type=FILE, required=True, help="Checkpoint (best.pt / last.pt / a shipped asset).")
 @click.option("--data", type=DIR, required=True, help="Folder dataset to score (its val split if it has one).")
 @click.option("--input-size", type=SIZE, default=None, help="Evaluate at this size [default: the checkpoint's].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=8, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Data loader processes (0: load in the main process).")
 @click.option("--skip-bad", is_flag=True, help="Leave out unreadable files and images without masks (listed).")
 def eval_cmd(
     model: str | None,

@@ -135,8 +135,13 @@ def open_folder_dataset(
     skip_bad: bool = False,
     verify: bool = True,
     on_item: Callable[[int, int], None] | None = None,
+    classes_hint: str = "",
 ) -> FolderDataset:
-    """Index (and by default verify) a folder dataset; see the module docstring."""
+    """Index (and by default verify) a folder dataset; see the module docstring.
+
+    ``classes_hint`` ends the fix of a class-count error with what the caller's user can pass instead
+    (e.g. other --weights), since the count given as ``num_classes`` comes from an option of theirs.
+    """
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"dataset folder {root} does not exist", expected="DIR/images + DIR/masks", found=str(root))
@@ -181,12 +186,13 @@ def open_folder_dataset(
                 "the number of classes disagrees with classes.json",
                 expected=f"{len(classes)} (from {classes_dir / 'classes.json'})",
                 found=str(num_classes),
+                fix=_classes_fix("fix classes.json", classes_hint),
             )
     elif num_classes is not None:
         classes = [f"class_{k}" for k in range(num_classes)]
 
     if verify:
-        samples, bad, max_label = _verify(samples, len(classes) or None, on_item)
+        samples, bad, max_label = _verify(samples, len(classes) or None, on_item, classes_hint)
         if bad and not skip_bad:
             raise InputError(
                 f"{len(bad)} files cannot be read",
@@ -206,8 +212,12 @@ def open_folder_dataset(
     return FolderDataset(root, samples, classes, colors, skipped)
 
 
+def _classes_fix(first: str, hint: str) -> str:
+    return f"{first}, or {hint}" if hint else first
+
+
 def _verify(
-    samples: list[Sample], num_classes: int | None, on_item: Callable[[int, int], None] | None
+    samples: list[Sample], num_classes: int | None, on_item: Callable[[int, int], None] | None, classes_hint: str = ""
 ) -> tuple[list[Sample], list[tuple[Path, str]], int]:
     good, bad = [], []
     mismatched, out_of_range = [], []
@@ -248,6 +258,6 @@ def _verify(
         raise InputError(
             f"{len(out_of_range)} masks have labels outside 0..{(num_classes or 0) - 1} (255 = ignore)",
             found=_names(out_of_range),
-            fix="fix the masks, or the class list in classes.json / --num-classes",
+            fix=_classes_fix("fix the masks, or the class list in classes.json", classes_hint),
         )
     return good, bad, max_label

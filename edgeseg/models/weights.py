@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shlex
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,7 +70,12 @@ def _read(path: str | os.PathLike[str]) -> tuple[Path, Any]:
                 fix="re-save it as a state dict: torch.save(model.state_dict(), path) in a trusted session",
             ) from None
         raise _corrupt(target, exc, detail) from None
-    except (RuntimeError, EOFError, ValueError, OSError, UnicodeDecodeError, AttributeError) as exc:
+    except PermissionError:
+        raise ModelError(f"cannot read the weights file {target}: permission denied",
+                         fix=f"chmod u+r {shlex.quote(str(target))}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # foreign bytes make torch.load raise anything (KeyError, IndexError, struct.error...)
         raise _corrupt(target, exc) from None
 
 
@@ -85,10 +91,18 @@ def _unpickler_detail(exc: BaseException) -> str:
 
 def _corrupt(target: Path, exc: BaseException, detail: str | None = None) -> ModelError:
     first_line = detail or (str(exc).strip().splitlines() or [""])[0][:300]
-    return ModelError(f"{target} is truncated or not a PyTorch weights file",
-                      expected="a file written by torch.save (plain pickle files are not read)",
-                      found=f"{type(exc).__name__}: {first_line}",
-                      fix="download or copy the file again; check that training finished writing it")
+    try:
+        with open(target, "rb") as handle:
+            head = handle.read(16)
+        start = f"; the file starts with {head!r} ({target.stat().st_size} bytes)"
+    except OSError:
+        start = ""
+    return ModelError(f"{target} is not a PyTorch checkpoint (truncated, or not written by torch.save)",
+                      expected="a file written by torch.save: a zip archive (starts with b'PK') or a pickle of "
+                               "tensors (plain pickle files with objects are not read)",
+                      found=f"{type(exc).__name__}: {first_line}{start}",
+                      fix="pass the best.pt / last.pt that `edgeseg train --out RUN` wrote, or a state dict "
+                          "saved with torch.save; if this file was copied, copy it again")
 
 
 def _is_tensor_dict(obj: Any) -> bool:
@@ -248,19 +262,23 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, model_nam
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read an edgeseg checkpoint (safely); a ModelError if the file is something else."""
+def load_checkpoint(path: str | os.PathLike[str], *, fix: str | None = None) -> dict[str, Any]:
+    """Read an edgeseg checkpoint (safely); a ModelError if the file is something else.
+
+    ``fix`` replaces the generic advice when the file is not an edgeseg checkpoint (a command knows its options).
+    """
     target, obj = _read(path)
-    return checkpoint_from(obj, source=str(target))
+    return checkpoint_from(obj, source=str(target), fix=fix)
 
 
-def checkpoint_from(obj: Any, *, source: str = "weights") -> dict[str, Any]:
+def checkpoint_from(obj: Any, *, source: str = "weights", fix: str | None = None) -> dict[str, Any]:
     """``obj`` (an unpickled weights file) as a validated edgeseg checkpoint dict."""
     if not is_checkpoint(obj):
         found = f"format {obj.get('format')!r}" if isinstance(obj, Mapping) and "format" in obj else \
             "a bare state dict or another program's checkpoint"
         raise ModelError(f"{source} is not an edgeseg checkpoint", expected=f"format {CHECKPOINT_FORMAT!r}",
-                         found=found, fix="pass --model and --num-classes explicitly; load it with load_weights()")
+                         found=found,
+                         fix=fix or "pass --model and --num-classes explicitly; load it with load_weights()")
     missing = [k for k in ("model", "num_classes", "classes", "input_spec", "state_dict") if k not in obj]
     if missing:
         raise ModelError(f"{source} is an incomplete edgeseg checkpoint", found="missing " + ", ".join(missing))

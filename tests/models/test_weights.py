@@ -132,7 +132,7 @@ def test_corrupt_files_are_user_errors(tmp_path: Path, damage: str) -> None:
     torch.save(tiny().state_dict(), path)
     data = path.read_bytes()
     path.write_bytes({"truncate": data[: len(data) // 2], "empty": b"", "text": b"not weights\n"}[damage])
-    with pytest.raises(ModelError, match="truncated or not a PyTorch weights file"):
+    with pytest.raises(ModelError, match="not a PyTorch checkpoint"):
         load_weights(tiny(), path)
 
 
@@ -166,7 +166,7 @@ def test_pickle_with_code_is_refused_without_running_it(tmp_path: Path, writer: 
         path.write_bytes(pickle.dumps(content))
     else:
         torch.save(content, path)
-    with pytest.raises(ModelError, match="Python objects other than tensors|truncated or not a PyTorch"):
+    with pytest.raises(ModelError, match="Python objects other than tensors|not a PyTorch checkpoint"):
         load_weights(tiny(), path)
     with pytest.raises(ModelError):
         load_checkpoint(path)
