@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,12 @@ from .errors import DependencyError, EdgesegError, UsageError
 BENCH_FILE = "bench.json"
 PLOT_FILE = "bench_latency.png"
 BASELINES = ("pytorch-fp32", "ort-fp32")  # ratios in the table are relative to these
+BASELINE_LABELS = {"pytorch-fp32": "PyTorch eager", "ort-fp32": "ORT FP32"}
 INPUT_SAMPLES = 4
+BUSY_LOAD_PER_CORE = 0.5  # load average above this x usable cores: other work competed for the CPU
+MAX_SPREAD = 1.5  # p90 / p50 above this: a runner's samples scatter too much to quote
+LEGEND = ("latency per frame in ms (p50/p90/p99: median/90th/99th percentile); latency ratio = this runner's "
+          "p50 / the baseline's p50 (below 1: faster than the baseline)")
 
 
 @dataclass
@@ -45,6 +50,7 @@ class Runner:
     source: str = ""  # the file (or model) it runs
     note: str = ""
     input_shape: tuple[int, ...] | None = None
+    flush_denormal: bool | None = None  # PyTorch eager: whether denormal floats were flushed while timed
 
 
 @dataclass
@@ -63,6 +69,7 @@ class RunnerStats:
     min_ms: float
     max_ms: float
     throughput_fps: float
+    flush_denormal: bool | None = None
 
     @classmethod
     def from_samples(cls, runner: Runner, samples_ms: Sequence[float]) -> RunnerStats:
@@ -71,7 +78,7 @@ class RunnerStats:
         mean = float(values.mean())
         return cls(runner.name, runner.backend, runner.precision, runner.source, runner.note,
                    [float(v) for v in values], p50, p90, p99, mean, float(values.std()), float(values.min()),
-                   float(values.max()), 1000.0 / mean if mean > 0 else float("inf"))
+                   float(values.max()), 1000.0 / mean if mean > 0 else float("inf"), runner.flush_denormal)
 
 
 @dataclass
@@ -85,6 +92,7 @@ class BenchResult:
     skipped: list[dict[str, str]] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
     created: str = ""
+    load_average: dict[str, Any] = field(default_factory=dict)  # 1-minute load at start/end of the timing
 
     def ratios(self) -> dict[str, dict[str, float | None]]:
         """p50 of each runner divided by each baseline's p50 (< 1 = faster than the baseline)."""
@@ -95,24 +103,97 @@ class BenchResult:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["ratios"] = self.ratios()
+        data["noisy"] = bool(noise_reasons(data))
+        data["notes"] = latency_notes(data)
         return data
 
+    def notes(self) -> list[str]:
+        return latency_notes(self.to_dict())
+
     def table(self) -> list[str]:
-        header = f"{'runner':<16} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'fps':>8}" + \
-            "".join(f" {'x ' + b:>15}" for b in BASELINES)
+        ratio_heads = [f"latency ratio vs {BASELINE_LABELS[b]}" for b in BASELINES]
+        header = f"{'runner':<16} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'frames/s':>9}" + \
+            "".join(f"  {h:>30}" for h in ratio_heads)
         lines = [header, "-" * len(header)]
         ratios = self.ratios()
         for r in self.runners:
-            cells = "".join(f" {_ratio_text(ratios[r.name][f'vs_{b}']):>15}" for b in BASELINES)
+            cells = "".join(f"  {_ratio_text(ratios[r.name][f'vs_{b}']):>30}" for b in BASELINES)
             lines.append(f"{r.name:<16} {r.p50_ms:>9.2f} {r.p90_ms:>9.2f} {r.p99_ms:>9.2f} {r.mean_ms:>9.2f} "
-                         f"{r.throughput_fps:>8.1f}{cells}")
+                         f"{r.throughput_fps:>9.1f}{cells}")
         for skip in self.skipped:
             lines.append(f"{skip['name']:<16} skipped: {skip['reason']}")
-        return lines
+        return lines + ["", LEGEND]
 
 
 def _ratio_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
+
+
+# -- what the numbers mean: noise, INT8 that does not pay off, denormals ----------------------------
+def load_average() -> float | None:
+    """The 1-minute load average, or None where the system has none (Windows)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
+
+
+def noise_reasons(data: Mapping[str, Any]) -> list[str]:
+    """Why the figures of a bench.json dict are noisy (empty: they look clean)."""
+    reasons = []
+    load = data.get("load_average") or {}
+    busy = load.get("busy_above")
+    for when in ("start", "end"):
+        value = load.get(when)
+        if value is not None and busy is not None and value > busy:
+            reasons.append(f"load average {value:.2f} at the {when} of the run (above {busy:.2f} = "
+                           f"{BUSY_LOAD_PER_CORE} x {load.get('usable_cores')} usable cores)")
+    for r in data.get("runners", []):
+        spread = r["p90_ms"] / r["p50_ms"] if r.get("p50_ms") else None
+        if spread is not None and spread > MAX_SPREAD:
+            reasons.append(f"{r['name']} p90/p50 = {spread:.2f} (above {MAX_SPREAD})")
+    return reasons
+
+
+def _slower_int8(runners: Sequence[Mapping[str, Any]]) -> list[str]:
+    fp32 = {r["backend"]: r for r in runners if r.get("precision") == "fp32"}
+    notes = []
+    for r in runners:
+        base = fp32.get(r.get("backend")) if r.get("precision") == "int8" else None
+        if base is not None and r["p50_ms"] > base["p50_ms"]:
+            notes.append(f"{r['name']} is SLOWER than {base['name']} on this machine (p50 {r['p50_ms']:.2f} ms vs "
+                         f"{base['p50_ms']:.2f} ms, {r['p50_ms'] / base['p50_ms']:.2f}x): INT8 does not pay off "
+                         f"here; the FP32 model of the same backend is the faster choice.")
+    return notes
+
+
+def _denormal_notes(runners: Sequence[Mapping[str, Any]]) -> list[str]:
+    notes = []
+    for r in runners:
+        if r.get("flush_denormal") is True:
+            notes.append(f"{r['name']} was timed with denormal floats flushed to zero (torch.set_flush_denormal"
+                         f"(True)): untrained or random weights produce denormals that make PyTorch eager 5-30x "
+                         f"slower, which would flatter every other backend.")
+        elif r.get("flush_denormal") is False:
+            notes.append(f"{r['name']}: this CPU cannot flush denormal floats, so with untrained or random weights "
+                         f"PyTorch eager may be 5-30x slower than it would be with trained ones.")
+    return notes
+
+
+def latency_notes(data: Mapping[str, Any]) -> list[str]:
+    """Plain-words notes on a bench.json dict, for the CLI summary and the report."""
+    runners = data.get("runners", [])
+    notes = _slower_int8(runners) + _denormal_notes(runners)
+    reasons = noise_reasons(data)
+    if reasons:
+        notes.insert(0, "These figures are NOISY: " + "; ".join(reasons) + ". Re-run on an idle machine; the "
+                        "ratios (runners interleaved) hold up better than the absolute milliseconds.")
+    return notes
+
+
+def _load_record(start: float | None, end: float | None) -> dict[str, Any]:
+    cores = usable_cores()
+    return {"start": start, "end": end, "usable_cores": cores, "busy_above": BUSY_LOAD_PER_CORE * cores}
 
 
 def benchmark(runners: Sequence[Runner], inputs: Sequence[np.ndarray] | np.ndarray, iterations: int = 50,
@@ -128,6 +209,7 @@ def benchmark(runners: Sequence[Runner], inputs: Sequence[np.ndarray] | np.ndarr
     for runner in runners:
         for i in range(warmup):
             runner.infer(batch[i % len(batch)])
+    load_start = load_average()
     samples: dict[str, list[float]] = {r.name: [] for r in runners}
     steps = progress(range(iterations), label="benchmarking", length=iterations) if progress else range(iterations)
     for i in steps:
@@ -137,7 +219,7 @@ def benchmark(runners: Sequence[Runner], inputs: Sequence[np.ndarray] | np.ndarr
             runner.infer(x)
             samples[runner.name].append((time.perf_counter() - start) * 1000.0)
     return BenchResult([RunnerStats.from_samples(r, samples[r.name]) for r in runners], iterations, warmup,
-                       list(batch[0].shape))
+                       list(batch[0].shape), load_average=_load_record(load_start, load_average()))
 
 
 # -- building runners from a build folder or ONNX files ------------------------------------------
@@ -233,11 +315,27 @@ def _torch_runner(model: str | None, weights: str | os.PathLike[str] | None, thr
         module = create_model(str(model), num_classes=num_classes or 19).eval()
         note = "random weights (latency only)"
 
-    def infer(x: np.ndarray) -> Any:
-        with torch.inference_mode():
-            return module(torch.from_numpy(x))
+    previous = flush_denormal_enabled(torch)
+    flushes = bool(torch.set_flush_denormal(True))  # False: this CPU cannot flush
+    torch.set_flush_denormal(previous)
 
-    return Runner("pytorch-fp32", "torch", "fp32", infer, source=str(weights or model), note=note), ""
+    def infer(x: np.ndarray) -> Any:
+        # denormals only while PyTorch runs: the other backends are timed as they would run anyway
+        torch.set_flush_denormal(True)
+        try:
+            with torch.inference_mode():
+                return module(torch.from_numpy(x))
+        finally:
+            torch.set_flush_denormal(previous)
+
+    return Runner("pytorch-fp32", "torch", "fp32", infer, source=str(weights or model), note=note,
+                  flush_denormal=flushes), ""
+
+
+def flush_denormal_enabled(torch: Any) -> bool:
+    """Whether this thread flushes denormal floats: torch has no getter, but a flushed denormal x 1 is 0."""
+    tiny = torch.tensor([1e-40], dtype=torch.float32)
+    return bool((tiny * 1.0).item() == 0.0)
 
 
 def _inputs(spec: Any, runners: Sequence[Runner]) -> list[np.ndarray]:

@@ -14,33 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import require
+from .palette import DISAGREEMENT_COLOUR, class_palette, hex_colour
 from .spec import resize_bilinear
 
-# Cityscapes colours for the first 19 classes: the usual look of a street-scene mask.
-_CITYSCAPES = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
-    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
-    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-)
-DISAGREEMENT_COLOUR = (255, 0, 255)
-
-
-def palette(num_classes: int) -> np.ndarray:
-    """``num_classes x 3`` uint8 colours: Cityscapes first, then bit-spread distinct colours."""
-    colours = [tuple(c) for c in _CITYSCAPES[:num_classes]]
-    index = len(colours)
-    while len(colours) < num_classes:
-        # spread the bits of the class index over the high bits of R, G and B
-        r = g = b = 0
-        value = index + 1
-        for shift in range(8):
-            r |= ((value >> 0) & 1) << (7 - shift)
-            g |= ((value >> 1) & 1) << (7 - shift)
-            b |= ((value >> 2) & 1) << (7 - shift)
-            value >>= 3
-        colours.append((r, g, b))
-        index += 1
-    return np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
+# The palette lives in edgeseg.palette (numpy only) so the robot runtime shares it; re-exported here.
+palette = class_palette
 
 
 def colourize(mask: np.ndarray, colours: np.ndarray) -> np.ndarray:
@@ -52,16 +30,17 @@ def colourize(mask: np.ndarray, colours: np.ndarray) -> np.ndarray:
 
 
 def disagreement_overlay(frame: np.ndarray, reference: np.ndarray, candidate: np.ndarray,
-                         num_classes: int, *, dim: float = 0.35, gap: int = 4) -> np.ndarray:
-    """Three panels side by side: the dimmed frame with disagreeing pixels highlighted,
-    the reference mask and the candidate mask (both coloured with the same palette)."""
+                         num_classes: int, *, dim: float = 0.35, gap: int = 4,
+                         colours: np.ndarray | None = None) -> np.ndarray:
+    """Three panels side by side: the dimmed frame with disagreeing pixels in DISAGREEMENT_COLOUR,
+    the reference mask and the candidate mask (both coloured with ``colours``, default the class palette)."""
     height, width = reference.shape
     if frame.shape[:2] != (height, width):
         frame = np.clip(np.round(resize_bilinear(frame, height, width)), 0, 255).astype(np.uint8)
     differ = reference != candidate
     left = (frame.astype(np.float32) * dim).astype(np.uint8)
     left[differ] = DISAGREEMENT_COLOUR
-    colours = palette(num_classes)
+    colours = class_palette(num_classes) if colours is None else colours
     spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
     return np.concatenate([left, spacer, colourize(reference, colours), spacer, colourize(candidate, colours)],
                           axis=1)
@@ -127,5 +106,28 @@ def iou_bar_chart(path: str | os.PathLike[str], class_names: Sequence[str],
     ax.set_title(title)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def legend_plot(path: str | os.PathLike[str], class_names: Sequence[str], colours: np.ndarray, *,
+                title: str = "Class colours") -> Path:
+    """One swatch per class with its name and hex colour, plus the disagreement colour."""
+    plt = _pyplot()
+    entries = [(name, tuple(int(c) for c in colour)) for name, colour in zip(class_names, colours, strict=True)]
+    entries.append(("disagreement (validation overlays)", DISAGREEMENT_COLOUR))
+    columns = 1 if len(entries) <= 20 else 2 if len(entries) <= 60 else 4
+    rows = -(-len(entries) // columns)
+    fig, ax = plt.subplots(figsize=(3.6 * columns, 0.6 + 0.28 * rows))
+    for index, (name, colour) in enumerate(entries):
+        x, y = index // rows, rows - 1 - index % rows
+        ax.add_patch(plt.Rectangle((x, y + 0.1), 0.18, 0.8, facecolor=np.asarray(colour) / 255.0,
+                                   edgecolor="black", linewidth=0.5))
+        ax.text(x + 0.23, y + 0.5, f"{index if index < len(class_names) else '-'}  {name}  {hex_colour(colour)}",
+                va="center", fontsize=8)
+    ax.set_xlim(0, columns)
+    ax.set_ylim(0, rows)
+    ax.axis("off")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .errors import DependencyError
 from .io import atomic_write_json, atomic_write_text, sha256_file
@@ -23,6 +26,7 @@ REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 IOU_PLOT = "report_iou.png"
 LATENCY_PLOT = "report_latency.png"
+LEGEND_PLOT = "report_legend.png"
 NO_PLOTS = "matplotlib is not installed: the report has no plots (pip install 'edgeseg[report]')"
 
 
@@ -53,11 +57,27 @@ def _artifact_rows(build_dir: Path, manifest: Manifest) -> list[dict[str, Any]]:
 def _latency_summary(bench: dict[str, Any] | None) -> dict[str, Any] | None:
     if not bench:
         return None
-    keep = ("name", "backend", "precision", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_fps", "note")
+    from .bench import latency_notes, noise_reasons
+
+    keep = ("name", "backend", "precision", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_fps", "note",
+            "flush_denormal")
     return {"runners": [{k: r.get(k) for k in keep} for r in bench.get("runners", [])],
             "ratios": bench.get("ratios", {}), "skipped": bench.get("skipped", []),
             "iterations": bench.get("iterations"), "warmup": bench.get("warmup"), "threads": bench.get("threads"),
-            "order": bench.get("order"), "input_shape": bench.get("input_shape")}
+            "order": bench.get("order"), "input_shape": bench.get("input_shape"),
+            "load_average": bench.get("load_average") or None,
+            # recomputed: a bench.json written before these notes existed gets them too
+            "noisy": bool(noise_reasons(bench)), "notes": latency_notes(bench)}
+
+
+def _legend(manifest: Manifest, class_colours: Sequence[Sequence[int]] | None) -> list[dict[str, Any]]:
+    """index, class name and hex colour of every class, as overlays and ``edgeseg run`` draw them."""
+    from .palette import class_palette, hex_colour
+
+    names = list(manifest.classes) or [f"class_{i}" for i in range(manifest.num_classes)]
+    colours = class_palette(manifest.num_classes, class_colours)
+    return [{"index": i, "class": name, "colour": hex_colour(colour)}
+            for i, (name, colour) in enumerate(zip(names, colours, strict=True))]
 
 
 def _accuracy_summary(validation: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -68,15 +88,16 @@ def _accuracy_summary(validation: dict[str, Any] | None) -> dict[str, Any] | Non
 
 
 def _draw(build_dir: Path, accuracy: dict[str, Any] | None, bench: dict[str, Any] | None,
-          notes: list[str]) -> dict[str, str]:
+          legend: list[dict[str, Any]], notes: list[str]) -> dict[str, str]:
     """PNG plots -> {kind: file name}; none (and a note) without matplotlib."""
-    wanted = bool(accuracy and accuracy.get("per_class")) or bool(bench and bench.get("runners"))
-    if not wanted:
-        return {}
     try:
-        from .plots import iou_bar_chart, latency_plot
+        from .plots import iou_bar_chart, latency_plot, legend_plot
 
         plots: dict[str, str] = {}
+        if legend:
+            colours = np.array([[int(e["colour"][i:i + 2], 16) for i in (1, 3, 5)] for e in legend], np.uint8)
+            legend_plot(build_dir / LEGEND_PLOT, [e["class"] for e in legend], colours)
+            plots["legend"] = LEGEND_PLOT
         if accuracy and accuracy.get("per_class"):
             rows = accuracy["per_class"]
             against = rows[0].get("against", "reference")
@@ -97,8 +118,13 @@ def _draw(build_dir: Path, accuracy: dict[str, Any] | None, bench: dict[str, Any
 
 def write_report(build_dir: str | os.PathLike[str], *, manifest: Manifest | dict[str, Any],
                  validation: Any = None, bench: Any = None, calibration: Any = None,
-                 export: Any = None) -> list[Path]:
-    """Write report.md, report.json and the plots into ``build_dir``; return the paths written."""
+                 export: Any = None, class_colours: Sequence[Sequence[int]] | None = None) -> list[Path]:
+    """Write report.md, report.json and the plots into ``build_dir``; return the paths written.
+
+    ``class_colours``: the data set's classes.json colours, when it has them (they win over the palette).
+    """
+    from .palette import DISAGREEMENT_COLOUR, DISAGREEMENT_NAME, hex_colour
+
     root = Path(build_dir)
     if isinstance(manifest, dict):
         manifest = Manifest.from_dict(manifest)
@@ -107,7 +133,8 @@ def write_report(build_dir: str | os.PathLike[str], *, manifest: Manifest | dict
         bench_d["ratios"] = bench.ratios()
     accuracy = _accuracy_summary(validation_d)
     notes: list[str] = []
-    plots = _draw(root, accuracy, bench_d, notes)
+    legend = _legend(manifest, class_colours)
+    plots = _draw(root, accuracy, bench_d, legend, notes)
     # overlays inside the build folder are linked (relative); others are only named
     overlays = [_relative(p, root) for p in (validation_d or {}).get("files", []) if str(p).endswith(".png")]
     machine = (bench_d or {}).get("machine")
@@ -130,11 +157,14 @@ def write_report(build_dir: str | os.PathLike[str], *, manifest: Manifest | dict
         "calibration": _as_dict(calibration) or dict(manifest.calibration) or None,
         "export": _as_dict(export),
         "accuracy": accuracy or (dict(manifest.accuracy) or None),
+        "validation": dict(manifest.validation),
         "latency": _latency_summary(bench_d) or (dict(manifest.latency) or None),
         "machine": machine,
         "overlays": [p for p in overlays if not Path(p).is_absolute()],
         "overlays_elsewhere": [p for p in overlays if Path(p).is_absolute()],
         "plots": plots,
+        "legend": legend,
+        "disagreement_colour": {"name": DISAGREEMENT_NAME, "colour": hex_colour(DISAGREEMENT_COLOUR)},
         "notes": notes,
     }
     written = [root / name for name in plots.values()]

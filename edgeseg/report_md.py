@@ -42,6 +42,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     spec = report["input_spec"]
     out = [f"# edgeseg report: {report['model']}", "",
            f"Generated {report['generated']} by edgeseg {report['edgeseg_version']}.", ""]
+    out += _verdict(report)
     out += ["## Model", ""]
     gpu = report.get("gpu") or {}
     out += _table(["", ""], [
@@ -65,6 +66,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("export"):
         out += ["## Export", ""] + _table(["", ""], _key_values(report["export"]))
     out += _accuracy(report)
+    out += _legend(report)
     out += _latency(report)
     machine = report.get("machine") or {}
     out += ["## Machine", ""]
@@ -124,8 +126,9 @@ def _accuracy(report: dict[str, Any]) -> list[str]:
     for note in acc.get("notes") or []:
         out += [f"- {note}"]
     if report.get("overlays"):
-        out += ["", "Images with the lowest agreement (dimmed frame with disagreeing pixels in magenta | "
-                    "PyTorch | candidate):", ""]
+        colour = report.get("disagreement_colour") or {"name": "cyan", "colour": "#00ffff"}
+        out += ["", f"Images with the lowest agreement (dimmed frame with disagreeing pixels in {colour['name']} "
+                    f"{colour['colour']} | PyTorch | candidate; class colours below):", ""]
         out += [f"![{path}]({path})" for path in report["overlays"]]
     if report.get("overlays_elsewhere"):
         out += ["", "Disagreement overlays (outside this folder): "
@@ -141,15 +144,59 @@ def _latency(report: dict[str, Any]) -> list[str]:
     out += [f"{lat.get('iterations')} iterations after {lat.get('warmup')} warm-up, {lat.get('threads')} threads, "
             f"{lat.get('order')}, input {'x'.join(str(d) for d in lat.get('input_shape') or [])}.", ""]
     ratios = lat.get("ratios") or {}
-    out += _table(["runner", "p50 ms", "p90 ms", "p99 ms", "mean ms", "fps", "x PyTorch FP32", "x ORT FP32"],
+    out += ["Latency per frame in ms (p50/p90/p99: median/90th/99th percentile). The latency ratio is this "
+            "runner's p50 divided by the baseline's p50: below 1 is faster than the baseline.", ""]
+    out += _table(["runner", "p50 ms", "p90 ms", "p99 ms", "mean ms", "frames/s", "latency ratio vs PyTorch eager",
+                   "latency ratio vs ORT FP32"],
                   [[r["name"], f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['mean_ms']:.2f}",
                     f"{r['throughput_fps']:.1f}", _ratio(ratios, r["name"], "vs_pytorch-fp32"),
                     _ratio(ratios, r["name"], "vs_ort-fp32")] for r in lat["runners"]])
     for skip in lat.get("skipped") or []:
         out += [f"- {skip['name']} skipped: {skip['reason']}"]
+    load = lat.get("load_average") or {}
+    if load.get("start") is not None:
+        out += [f"- load average {load['start']:.2f} at the start, {_fmt(load.get('end'), 3)} at the end "
+                f"({load.get('usable_cores')} usable cores)"]
+    for note in lat.get("notes") or []:
+        out += [f"- **{note}**" if "NOISY" in note or "SLOWER" in note else f"- {note}"]  # warnings stand out
     if "latency" in report.get("plots", {}):
         out += ["", f"![Latency per backend]({report['plots']['latency']})"]
     return out + [""]
+
+
+def _verdict(report: dict[str, Any]) -> list[str]:
+    """The build's promise first: what the robot will (or will not) load, and why."""
+    verdict = report.get("validation") or {}
+    status = verdict.get("status")
+    if status is None:
+        return []
+    candidate = verdict.get("candidate_file") or verdict.get("candidate") or "-"
+    if status == "passed":
+        line = f"**Build passed**: `{candidate}` segments like the PyTorch model within the gates below."
+    elif status == "failed":
+        line = (f"**Build FAILED its accuracy gates** on `{candidate}`: "
+                + "; ".join(verdict.get("failures") or []) + ". `edgeseg run` and `Segmenter` refuse this folder "
+                "unless given `--allow-unvalidated`.")
+    else:
+        line = (f"**Build NOT VALIDATED**: {verdict.get('why', 'no reference')}. `edgeseg run` and `Segmenter` "
+                "refuse this folder unless given `--allow-unvalidated`.")
+    return [line, ""]
+
+
+def _legend(report: dict[str, Any]) -> list[str]:
+    legend = report.get("legend") or []
+    if not legend:
+        return []
+    out = ["## Class colours", "", "The same colours in validation overlays, `edgeseg run` overlays and "
+           "classes.json.", ""]
+    colour = report.get("disagreement_colour")
+    rows = [[e["index"], e["class"], e["colour"]] for e in legend]
+    if colour:
+        rows.append(["-", "disagreement (validation overlays)", colour["colour"]])
+    out += _table(["index", "class", "colour"], rows)
+    if "legend" in report.get("plots", {}):
+        out += [f"![Class colours]({report['plots']['legend']})", ""]
+    return out
 
 
 def _ratio(ratios: dict[str, Any], name: str, key: str) -> str:

@@ -13,9 +13,10 @@ import pytest
 from edgeseg.bench import BenchResult, Runner, RunnerStats
 from edgeseg.images import load_image, save_png
 from edgeseg.io import sha256_file
+from edgeseg.manifest import Manifest
 from edgeseg.parity import ParityTally
-from edgeseg.report import IOU_PLOT, LATENCY_PLOT, NO_PLOTS, REPORT_JSON, REPORT_MD, write_report
-from edgeseg.spec import InputSpec, Manifest
+from edgeseg.report import IOU_PLOT, LATENCY_PLOT, LEGEND_PLOT, NO_PLOTS, REPORT_JSON, REPORT_MD, write_report
+from edgeseg.spec import InputSpec
 from edgeseg.validate import ValidationConfig, ValidationResult, check_gates
 
 LINK = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
@@ -72,7 +73,7 @@ def test_report_with_plots_links_existing_files(tmp_path: Path) -> None:
     manifest = make_build(tmp_path)
     written = write_report(tmp_path, manifest=manifest, validation=make_validation(tmp_path), bench=make_bench(),
                            calibration={"method": "entropy", "images": 100}, export={"opset": 17})
-    assert {p.name for p in written} == {REPORT_MD, REPORT_JSON, IOU_PLOT, LATENCY_PLOT}
+    assert {p.name for p in written} == {REPORT_MD, REPORT_JSON, IOU_PLOT, LATENCY_PLOT, LEGEND_PLOT}
     markdown = (tmp_path / REPORT_MD).read_text()
     found = links(markdown)
     assert IOU_PLOT in found and LATENCY_PLOT in found and "validation_overlays/worst_01_s0.png" in found
@@ -90,6 +91,22 @@ def test_report_with_plots_links_existing_files(tmp_path: Path) -> None:
     assert rows["engine"]["exists"] is False
     assert report["accuracy"]["parity"]["agreement"] == pytest.approx(61 / 64)
     assert report["notes"] == []
+    assert [e["colour"] for e in report["legend"]][:2] == ["#804080", "#f423e8"]  # the class palette
+    assert "## Class colours" in markdown and LEGEND_PLOT in found and "disagreement" in markdown
+
+
+def test_report_says_when_int8_is_slower_and_figures_are_noisy(tmp_path: Path) -> None:
+    manifest = make_build(tmp_path)
+    stats = [RunnerStats.from_samples(Runner(name, "onnxruntime", precision, lambda x: x), samples)
+             for name, precision, samples in (("ort-fp32", "fp32", [5.0, 5.1, 5.2, 5.3]),
+                                              ("ort-int8", "int8", [6.0, 6.1, 15.0, 16.0]))]
+    bench = BenchResult(stats, iterations=4, warmup=1, input_shape=[1, 3, 64, 128], threads=2,
+                        machine={"cpu": "test cpu", "cores": 2, "usable_cores": 2},
+                        load_average={"start": 3.5, "end": 3.0, "usable_cores": 2, "busy_above": 1.0})
+    write_report(tmp_path, manifest=manifest, bench=bench)
+    markdown = (tmp_path / REPORT_MD).read_text()
+    assert "ort-int8 is SLOWER than ort-fp32" in markdown and "These figures are NOISY" in markdown
+    assert "load average 3.50 at the start" in markdown and "latency ratio vs ORT FP32" in markdown
 
 
 def test_report_is_deterministic_apart_from_the_timestamp(tmp_path: Path) -> None:
@@ -128,5 +145,5 @@ def test_report_of_a_bare_manifest(tmp_path: Path) -> None:
     manifest = make_build(tmp_path)
     write_report(tmp_path, manifest=manifest.to_dict())
     markdown = (tmp_path / REPORT_MD).read_text()
-    assert "Not validated" in markdown and "Not measured" in markdown and links(markdown) == []
+    assert "Not validated" in markdown and "Not measured" in markdown and links(markdown) == [LEGEND_PLOT]
     assert json.loads((tmp_path / REPORT_JSON).read_text())["machine"]["cores"] >= 1

@@ -37,8 +37,15 @@ def bench_cmd(artifacts: Path | None, onnx_files: tuple[Path, ...], model_name: 
     click.echo("")
     for line in result.table():
         click.echo(line)
-    machine = result.machine
-    click.echo(f"\nmachine: {machine['cpu']}, {machine['usable_cores']} usable cores; threads {result.threads}")
+    machine, load = result.machine, result.load_average
+    click.echo(f"\nmachine: {machine['cpu']}, {machine['usable_cores']} usable cores; threads {result.threads}; "
+               f"load average {_load_text(load.get('start'))} at start, {_load_text(load.get('end'))} at end")
+    for note in result.notes():
+        click.echo(f"note: {note}")
     summary_table("benchmark done", [("wrote", str(p)) for p in written],
                   [f"edgeseg validate --candidate {r.source} --reference {Path(r.source).parent / 'reference.npz'}"
                    for r in result.runners if r.backend == "onnxruntime" and r.precision == "int8"][:1])
+
+
+def _load_text(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.2f}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..palette import class_palette
 from .synth_objects import (  # noqa: F401  (CLASSES and the ids are part of this module's API)
     _DRAW,
     CLASSES,
@@ -37,7 +38,10 @@ SYNTH_VERSION = 2  # bump when the renderer's output changes (2: poles at least 
 
 
 def classes_json() -> dict:
-    return {"classes": [{"name": n, "color": list(c)} for n, c in CLASSES]}
+    """Class names with the colours of ``edgeseg.palette`` (only written out: rendering never uses them),
+    so the data set, the reports and the robot's overlays show each class in the same colour."""
+    colours = class_palette(len(CLASSES))
+    return {"classes": [{"name": n, "color": [int(v) for v in colours[i]]} for i, (n, _) in enumerate(CLASSES)]}
 
 
 def image_rng(seed: int, index: int) -> np.random.Generator:

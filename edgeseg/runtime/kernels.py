@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from ..palette import class_palette
 from ..spec import CHANNEL_ORDERS, InputSpec
 
 KERNEL_SOURCE = Path(__file__).with_name("kernels.cu")
@@ -63,10 +64,8 @@ def resize_mask_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray
 
 
 def default_palette(num_classes: int) -> np.ndarray:
-    """A fixed, well-spread colour per class (uint8 Cx3)."""
-    index = np.arange(num_classes, dtype=np.int64)
-    palette = np.stack([(index * 67 + 40) % 256, (index * 151 + 90) % 256, (index * 29 + 160) % 256], axis=1)
-    return palette.astype(np.uint8)
+    """The class palette of ``edgeseg.palette`` (uint8 Cx3): the same colours as reports and overlays."""
+    return class_palette(num_classes)
 
 
 def numpy_overlay(frame: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> np.ndarray:
