@@ -108,6 +108,35 @@ def test_bench_on_a_build_folder_writes_json_and_plot(tmp_path: Path) -> None:
     assert load_image(build / PLOT_FILE).shape[2] == 3
 
 
+def test_bench_without_matplotlib_writes_numbers_and_says_why_no_plot(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # the robot install: import matplotlib fails
+    build = tmp_path / "engines" / "tiny"
+    tiny_onnx(build / "model.onnx")
+    result, written = run_bench(plan_bench(artifacts=build, threads=1), iterations=2, warmup=1)
+    assert written == [build / BENCH_FILE] and not (build / PLOT_FILE).exists()
+    assert "no latency plot" in result.plot_note and "edgeseg[report]" in result.plot_note
+
+
+def test_pytorch_eager_is_timed_with_denormals_flushed(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from edgeseg.bench import flush_denormal_enabled
+
+    first = tiny_onnx(tmp_path / "a" / "model.onnx", InputSpec(64, 64))
+    plan = plan_bench(onnx_files=[first], model="shufflenetv2_x0_5_deeplabv3plus", threads=1)
+    eager = plan.runners[0]
+    before = flush_denormal_enabled(torch)
+    assert eager.name == "pytorch-fp32" and eager.flush_denormal in (True, False)
+    eager.infer(plan.inputs[0])
+    assert flush_denormal_enabled(torch) == before  # restored after each timed call: other runners unaffected
+    result, _ = run_bench(plan, iterations=2, warmup=1, plot=False)
+    assert any("denormal" in note for note in result.notes())
+
+
 def test_bench_onnx_files_with_pytorch_random_weights(tmp_path: Path) -> None:
     first = tiny_onnx(tmp_path / "a" / "model.onnx", InputSpec(64, 64))
     second = tiny_onnx(tmp_path / "b" / "model.fp16.onnx", InputSpec(64, 64))

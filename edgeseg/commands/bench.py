@@ -23,7 +23,7 @@ from ._common import progress, summary_table
               help="CPU threads for every backend (default: all usable cores).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where bench.json and the plot go (default: the build folder / the first ONNX's folder).")
-@click.option("--no-plot", is_flag=True, help="Skip the latency plot (no matplotlib needed).")
+@click.option("--no-plot", is_flag=True, help="Skip the latency plot (without matplotlib it is skipped anyway).")
 def bench_cmd(artifacts: Path | None, onnx_files: tuple[Path, ...], model_name: str | None, weights: Path | None,
               iterations: int, warmup: int, threads: int | None, out: Path | None, no_plot: bool) -> None:
     """Time PyTorch eager, ONNX Runtime FP32/INT8 and TensorRT on the same inputs (p50/p90/p99, fps)."""
@@ -40,7 +40,7 @@ def bench_cmd(artifacts: Path | None, onnx_files: tuple[Path, ...], model_name: 
     machine, load = result.machine, result.load_average
     click.echo(f"\nmachine: {machine['cpu']}, {machine['usable_cores']} usable cores; threads {result.threads}; "
                f"load average {_load_text(load.get('start'))} at start, {_load_text(load.get('end'))} at end")
-    for note in result.notes():
+    for note in result.notes() + ([result.plot_note] if result.plot_note else []):
         click.echo(f"note: {note}")
     summary_table("benchmark done", [("wrote", str(p)) for p in written],
                   [f"edgeseg validate --candidate {r.source} --reference {Path(r.source).parent / 'reference.npz'}"

@@ -84,7 +84,7 @@ class _PyramidPooling(nn.Module):
                     found=f"feature {height}x{width}"
                     + (f" (input about {height * self.feature_stride}x{width * self.feature_stride})"
                        if self.feature_stride else ""),
-                    fix="export / run the model at a larger input size (--size HxW)",
+                    fix="export / build the model at a larger input size (--input-size HxW)",
                 )
             pooled = F.avg_pool2d(x, kernel_size=kernel, stride=kernel)
             outputs.append(F.interpolate(branch(pooled), size=(height, width), mode="bilinear",
