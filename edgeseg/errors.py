@@ -78,7 +78,8 @@ DESKTOP_INSTALL = "pip install torch==2.13.0 && pip install 'edgeseg[desktop]'" 
 INSTALL_COMMANDS = {
     "torch": DESKTOP_INSTALL,
     "torchvision": DESKTOP_INSTALL,
-    "onnx": DESKTOP_INSTALL,
+    # build --onnx on a device needs onnx but not torch
+    "onnx": "pip install 'edgeseg[jetson]' (on the device; the workstation: " + DESKTOP_INSTALL + ")",
     "onnxsim": DESKTOP_INSTALL,
     "onnxruntime": "pip install 'edgeseg[robot]'",
     "cv2": "pip install 'edgeseg[video]'",

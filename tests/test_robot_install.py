@@ -94,13 +94,17 @@ def test_validate_run_and_bench_on_the_robot(robot_venv: Path, build_folder: tup
 
 @pytest.mark.parametrize("args", [["models"], ["export", "--model", MODEL, "--out", "x"],
                                   ["run", "--artifacts", "ENGINE", "--source", "x", "--backend", "torch",
-                                   "--weights", "W"]])
+                                   "--weights", "W"],
+                                  ["build", "--onnx", "ENGINE/model.onnx", "--out", "x"]])
 def test_desktop_commands_name_the_desktop_install(robot_venv: Path, build_folder: tuple[Path, Path],
                                                    tmp_path: Path, args: list[str]) -> None:
     out, _ = build_folder
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"not used")
-    args = [str(out) if a == "ENGINE" else str(weights) if a == "W" else a for a in args]
+    args = [a.replace("ENGINE", str(out)) if a.startswith("ENGINE") else str(weights) if a == "W" else a
+            for a in args]
     result = edgeseg(robot_venv, *args, cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and "edgeseg[desktop]" in result.stderr, result.stderr
+    if args[0] == "build":  # building from ONNX on the device needs onnx, not torch
+        assert "edgeseg[jetson]" in result.stderr

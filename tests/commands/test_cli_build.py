@@ -262,3 +262,42 @@ def test_unwritable_out_fails_before_any_work(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["build", "--model", MODEL, "--out", str(blocker / "b")])
     assert result.exit_code == 1 and "cannot write into --out" in result.output, result.output
     assert "Traceback" not in result.output and "[export]" not in result.output
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["--backend", "torch"], 2, "--backend torch runs the PyTorch model and needs its weights"),
+    (["--weights", "WEIGHTS"], 2, "--weights is only used with --backend torch"),
+    (["--max-frames", "0"], 2, "--max-frames"),
+    (["--save", "BLOCKED/ov"], 1, "cannot write into --save"),
+])
+def test_run_option_errors(built: tuple[Path, object], tmp_path: Path, args: list[str], code: int,
+                           message: str) -> None:
+    out, _ = built
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"x")
+    (tmp_path / "BLOCKED").write_text("a file, not a folder")
+    args = [str(weights) if a == "WEIGHTS" else a.replace("BLOCKED", str(tmp_path / "BLOCKED")) for a in args]
+    result = CliRunner().invoke(main, ["run", "--artifacts", str(out), "--source", str(out), *args])
+    assert result.exit_code == code and message in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_run_show_with_headless_opencv_is_refused_up_front(built: tuple[Path, object], tiny_data: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    out, _ = built
+    headless = types.SimpleNamespace(__version__="4.10.0", getBuildInformation=lambda: "  GUI:  NONE\n")
+    monkeypatch.setitem(__import__("sys").modules, "cv2", headless)
+    result = CliRunner().invoke(main, ["run", "--artifacts", str(out), "--source", str(tiny_data / "images"),
+                                       "--show"])
+    assert result.exit_code == 1 and "headless" in result.output and "--save DIR instead" in result.output
+    assert "FPS" not in result.output  # refused before any frame ran
+
+
+def test_run_says_which_file_and_precision_it_runs(built: tuple[Path, object], tiny_data: Path) -> None:
+    out, _ = built
+    result = CliRunner().invoke(main, ["run", "--artifacts", str(out), "--source", str(tiny_data / "images"),
+                                       "--max-frames", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"running {out / 'model.int8.ort.onnx'} (int8, onnxruntime; build verdict: passed)" in result.output
