@@ -207,7 +207,7 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
         if is_qdq:
             candidate = fp32_onnx  # a Q/DQ ONNX runs in ONNX Runtime as it is
     validation, why = steps.validate(runner, candidate, options, out, done, log, progress)
-    bench = steps.bench(runner, candidate, options, out, done)
+    bench = steps.bench(runner, candidate, options, out, done, progress)
     manifest = steps.assemble_manifest(meta, spec, options, backend, out, candidate, calibration, engine_info,
                                        validation, why, bench)
     from .manifest import write_manifest

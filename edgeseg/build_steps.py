@@ -328,8 +328,8 @@ def _reference_classes(reference: Path) -> int:
     return load_reference(reference).num_classes
 
 
-def bench(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, done: dict[str, bool]
-          ) -> dict[str, Any] | None:
+def bench(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, done: dict[str, bool],
+          progress: Progress | None = None) -> dict[str, Any] | None:
     from .bench import plan_bench, run_bench
 
     key = {"candidate": sha256_file(candidate), "iterations": options.bench_iterations, "threads": options.threads,
@@ -339,7 +339,8 @@ def bench(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path,
         standard = candidate.name in ("model.onnx", "model.int8.ort.onnx", "model.engine")
         plan = plan_bench(artifacts=out, onnx_files=[] if standard else [candidate], model=None,
                           weights=options.weights, threads=options.threads)
-        result, _ = run_bench(plan, iterations=options.bench_iterations, warmup=3)
+        result, _ = run_bench(plan, iterations=options.bench_iterations, warmup=3,
+                              progress=_counted(progress) if progress else None)
         data = result.to_dict()
         data.setdefault("ratios", result.ratios())
         return data

@@ -74,6 +74,8 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
     for name, stats in runners.items():
         rows.append((f"latency {name}", f"p50 {stats.get('p50_ms', 0):.1f} ms  p99 {stats.get('p99_ms', 0):.1f} ms"))
     rows.append(("steps", ", ".join(f"{k}{' (cached)' if v else ''}" for k, v in result.steps.items())))
+    for note in (result.bench or {}).get("notes") or []:  # e.g. INT8 slower than FP32 here, noisy figures
+        rows.append(("latency note", note))
     verdict = result.manifest.validation
     if not result.passed:
         rows.append(("verdict", "; ".join(verdict.get("failures") or [str(verdict.get("why", ""))])))

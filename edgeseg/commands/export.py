@@ -73,7 +73,7 @@ def resolve_export_options(*, model: str | None, num_classes: int | None, input_
               help="Take the reference samples from this image folder instead of synthetic frames.")
 @click.option("--num-samples", type=click.IntRange(1, 64), default=16, show_default=True,
               help="Frames kept in reference.npz for later validation (uint8 frames + PyTorch argmax and top-2 "
-                   "logits: about 1 MB per frame at 512x1024).")
+                   "logits: about 2.7 MB per frame at 512x1024).")
 def export_cmd(model_name: str | None, weights: Path | None, num_classes: int | None,
                input_size: tuple[int, int] | None, batch: int, opset: int, out: Path, no_simplify: bool,
                reference_images: Path | None, num_samples: int) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -14,43 +13,9 @@ from torch import nn
 from edgeseg.cli import main
 from edgeseg.commands.models import count_macs
 from edgeseg.export import read_onnx_metadata
-from edgeseg.models import create_model, list_models, registry, save_checkpoint
-from edgeseg.models.base import SegmentationModel
+from edgeseg.models import create_model, list_models, save_checkpoint
 from edgeseg.reference import load_reference
 from edgeseg.spec import InputSpec
-
-TINY = "_tiny_test_model"
-
-
-class _Backbone(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [self.stem(x)]
-
-
-class _First(nn.Module):
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return features[0]
-
-
-def _tiny_factory(num_classes: int = 19) -> SegmentationModel:
-    torch.manual_seed(0)
-    return SegmentationModel(_Backbone(), _First(), nn.Conv2d(8, num_classes, 1), num_classes=num_classes, name=TINY)
-
-
-@pytest.fixture()
-def tiny_model() -> Iterator[str]:
-    """Registers a tiny model for the CLI (idempotent) and removes it afterwards."""
-    registry.list_models()  # load the zoo first so the removal below leaves it intact
-    added = TINY not in registry._REGISTRY
-    if added:
-        registry.register_model(TINY, family="test", decoder="none")(_tiny_factory)
-    yield TINY
-    if added:
-        registry._REGISTRY.pop(TINY, None)
 
 
 def invoke(*args: str | Path) -> Result:
@@ -116,7 +81,7 @@ def test_export_a_zoo_model(tmp_path: Path) -> None:
 
 def test_checkpoint_supplies_the_defaults(tmp_path: Path, tiny_model: str) -> None:
     spec = InputSpec(64, 96, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    ckpt = save_checkpoint(tmp_path / "best.pt", _tiny_factory(3), model_name=tiny_model,
+    ckpt = save_checkpoint(tmp_path / "best.pt", create_model(tiny_model, num_classes=3), model_name=tiny_model,
                            classes=["road", "grass", "sky"], input_spec=spec)
     result = invoke("export", "--weights", ckpt, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
@@ -133,7 +98,7 @@ def test_checkpoint_supplies_the_defaults(tmp_path: Path, tiny_model: str) -> No
 
 
 def test_options_that_contradict_the_checkpoint_are_usage_errors(tmp_path: Path, tiny_model: str) -> None:
-    ckpt = save_checkpoint(tmp_path / "best.pt", _tiny_factory(3), model_name=tiny_model,
+    ckpt = save_checkpoint(tmp_path / "best.pt", create_model(tiny_model, num_classes=3), model_name=tiny_model,
                            classes=["a", "b", "c"], input_spec=InputSpec(64, 64))
     result = invoke("export", "--weights", ckpt, "--model", "hrnet_w18_small_v1", "--num-classes", "5",
                     "--out", tmp_path / "out")
@@ -144,7 +109,7 @@ def test_options_that_contradict_the_checkpoint_are_usage_errors(tmp_path: Path,
 
 
 def test_wrong_class_count_in_plain_weights_says_what_to_pass(tmp_path: Path, tiny_model: str) -> None:
-    torch.save(_tiny_factory(7).state_dict(), tmp_path / "w.pt")
+    torch.save(create_model(tiny_model, num_classes=7).state_dict(), tmp_path / "w.pt")
     result = invoke("export", "--model", tiny_model, "--weights", tmp_path / "w.pt", "--input-size", "64x64",
                     "--out", tmp_path / "out")
     assert result.exit_code == 1

@@ -9,7 +9,6 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -18,20 +17,17 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 from PIL import Image
-from torch import nn
 
 from edgeseg import export as export_module
 from edgeseg import models as models_package
 from edgeseg.cli import main
 from edgeseg.errors import DESKTOP_INSTALL, ConfigError, DependencyError, InputError, require
-from edgeseg.models import create_model, registry
-from edgeseg.models.base import SegmentationModel
+from edgeseg.models import create_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "quant"))
 from tiny_onnx import build_tiny_net, write_images  # noqa: E402
 
 MODEL = "shufflenetv2_x0_5_dspp"
-TINY = "_tiny_messages_model"
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
@@ -44,36 +40,6 @@ def assert_clean_error(result: Result, exit_code: int, *phrases: str) -> None:
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit), result.output
     for phrase in phrases:
         assert phrase in result.output, (phrase, result.output)
-
-
-class _Tiny(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.ReLU())
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [self.stem(x)]
-
-
-class _First(nn.Module):
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return features[0]
-
-
-def _tiny_factory(num_classes: int = 19) -> SegmentationModel:
-    torch.manual_seed(0)
-    return SegmentationModel(_Tiny(), _First(), nn.Conv2d(8, num_classes, 1), num_classes=num_classes, name=TINY)
-
-
-@pytest.fixture()
-def tiny_model() -> Iterator[str]:
-    registry.list_models()  # load the zoo first so the removal below leaves it intact
-    added = TINY not in registry._REGISTRY
-    if added:
-        registry.register_model(TINY, family="test", decoder="none")(_tiny_factory)
-    yield TINY
-    if added:
-        registry._REGISTRY.pop(TINY, None)
 
 
 @pytest.fixture()
@@ -161,7 +127,7 @@ def test_early_failures_leave_no_empty_out(tmp_path: Path, tiny_model: str) -> N
     assert_clean_error(result, 1, "does not exist")
     assert not (tmp_path / "run").exists()
 
-    torch.save(_tiny_factory(7).state_dict(), tmp_path / "w.pt")  # 7 classes, exported as 4
+    torch.save(create_model(tiny_model, num_classes=7).state_dict(), tmp_path / "w.pt")  # 7 classes, exported as 4
     result = invoke("export", "--model", tiny_model, "--weights", tmp_path / "w.pt", "--num-classes", "4",
                     "--input-size", "64x64", "--out", tmp_path / "engines" / "x")
     assert_clean_error(result, 1, "pass --num-classes 7")
