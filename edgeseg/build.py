@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .engine.config import PRECISIONS
 from .errors import AccuracyError, ArtifactError, ConfigError, UsageError
 from .io import read_json
 from .manifest import MANIFEST_FILE, Manifest
 
-PRECISIONS = ("fp32", "fp16", "int8", "best")
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_INFO = ASSETS / "demo_model.json"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from ..quant.ranges import METHODS
 from ._common import POSITIVE, SIZE, echo_step, progress_callback, quote, summary_table
-from .calibrate import METHODS
 
 TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
           "not_run": "build NOT VALIDATED (no reference to check against)"}

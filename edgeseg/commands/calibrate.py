@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
+from ..quant.ranges import METHODS
 from ._common import POSITIVE, progress_callback, quote, summary_table
-
-METHODS = ("entropy", "minmax", "percentile")
 
 
 @click.command("calibrate")

@@ -20,47 +20,13 @@ With plain convs the two 256-ch 3x3 convs at stride 4 dominate the cost (about 4
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
+from .layers import conv3x3_bn_relu, conv_bn_relu, resize_to
 
 ASPP_RATES: dict[int, tuple[int, int, int]] = {32: (3, 6, 9), 16: (6, 12, 18), 8: (12, 24, 36)}
 LOW_LEVEL_STRIDES = (4, 8)
-
-
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1) -> nn.Sequential:
-    padding = dilation * (kernel_size // 2)
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-def separable_conv_bn_relu(in_channels: int, out_channels: int, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, in_channels, 3, padding=dilation, dilation=dilation, groups=in_channels, bias=False),
-        nn.BatchNorm2d(in_channels),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(in_channels, out_channels, 1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-def conv3x3_bn_relu(in_channels: int, out_channels: int, dilation: int = 1, *,
-                    separable: bool = False) -> nn.Sequential:
-    if separable:
-        return separable_conv_bn_relu(in_channels, out_channels, dilation)
-    return conv_bn_relu(in_channels, out_channels, 3, dilation=dilation)
-
-
-def resize_to(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Bilinear (align_corners=False) resize of ``x`` to the spatial size of ``reference``.
-    Python ints, so a static export bakes the target size into the Resize node."""
-    size = (int(reference.shape[-2]), int(reference.shape[-1]))
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class ImagePooling(nn.Module):

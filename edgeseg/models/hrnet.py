@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
 from .base import SegmentationModel, init_conv_bn
+from .layers import resize_to
 from .ocr import OCRDecoder, OCRSegmentationModel
 from .registry import register_model
 
@@ -139,12 +139,6 @@ def _make_blocks(block: type[BasicBlock] | type[Bottleneck], inplanes: int, plan
     return nn.Sequential(*layers)
 
 
-def _resize_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    # Python ints: the exported ONNX graph gets static Resize sizes.
-    size = (int(like.shape[-2]), int(like.shape[-1]))
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
 # --------------------------------------------------------------------------- modules
 class HighResolutionModule(nn.Module):
     """Parallel branches of residual blocks, then every output sums every input (fuse = SUM)."""
@@ -184,7 +178,7 @@ class HighResolutionModule(nn.Module):
                 if j == i:
                     continue
                 y = layer(xs[j])
-                total = total + (_resize_to(y, xs[i]) if j > i else y)
+                total = total + (resize_to(y, xs[i]) if j > i else y)
             fused.append(self.relu(total))
         return fused
 
@@ -279,7 +273,7 @@ class BranchConcat(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         first = features[0]
-        return torch.cat([first] + [_resize_to(f, first) for f in features[1:]], dim=1)
+        return torch.cat([first] + [resize_to(f, first) for f in features[1:]], dim=1)
 
 
 class HRNetV2Decoder(nn.Module):

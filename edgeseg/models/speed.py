@@ -38,10 +38,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ModelError
+from ..spec import SIZE_MULTIPLE
 
 PYRAMID_BINS = (2, 4, 6, 8)
 MDSPP_GROUPS = ((2, 6), (4, 8))
-SIZE_MULTIPLE = 32  # the model input contract (edgeseg.spec)
 
 
 class SeparableConv2d(nn.Sequential):
