@@ -205,6 +205,11 @@ def _draw_cylinder(rng, cam: _Camera, canvas: _Canvas, x: float, z: float) -> No
     canvas.paint(_ellipse_mask(c0, r1, rx, ry, canvas.h, canvas.w), OBSTACLE, colour, top * rng.uniform(0.7, 1.0))
 
 
+def _quad(canvas: _Canvas, corners: list[list[float]]) -> np.ndarray:
+    """The mask of a four-cornered polygon given as [[col, row], ...]."""
+    return _polygon_mask(np.array(corners, np.float32), canvas.h, canvas.w)
+
+
 def _draw_person(rng, cam: _Camera, canvas: _Canvas, x: float, z: float) -> None:
     tall = rng.uniform(1.1, 1.95)  # children to adults
     f = cam.focal / z
@@ -222,77 +227,29 @@ def _draw_person(rng, cam: _Camera, canvas: _Canvas, x: float, z: float) -> None
     light = rng.uniform(0.6, 1.0)
     canvas.shadow(_ellipse_mask(cb + px(0.2), rb, px(0.45), max(1.0, px(0.1)), canvas.h, canvas.w), 0.3)
     leg_w = px(tall * 0.06)
-    for side in (-1, 1):
+    for side in (-1, 1):  # legs
         foot = cb + side * stride / 2 * f
         hip = cb + lean * 0.5 * f + side * half_w * 0.45
-        canvas.paint(
-            _polygon_mask(
-                np.array(
-                    [
-                        [hip - leg_w, hip_row],
-                        [hip + leg_w, hip_row],
-                        [foot + leg_w * 0.8, rb],
-                        [foot - leg_w * 0.8, rb],
-                    ],
-                    np.float32,
-                ),
-                canvas.h,
-                canvas.w,
-            ),
-            PERSON,
-            trousers,
-            light * (0.85 if side < 0 else 1.0),
-        )
+        legs = [[hip - leg_w, hip_row], [hip + leg_w, hip_row], [foot + leg_w * 0.8, rb], [foot - leg_w * 0.8, rb]]
+        canvas.paint(_quad(canvas, legs), PERSON, trousers, light * (0.85 if side < 0 else 1.0))
     torso_c = cb + lean * 0.8 * f
-    canvas.paint(
-        _polygon_mask(
-            np.array(
-                [
-                    [torso_c - half_w, shoulder_row],
-                    [torso_c + half_w, shoulder_row],
-                    [cb + lean * 0.5 * f + half_w * 0.85, hip_row + px(0.05)],
-                    [cb + lean * 0.5 * f - half_w * 0.85, hip_row + px(0.05)],
-                ],
-                np.float32,
-            ),
-            canvas.h,
-            canvas.w,
-        ),
-        PERSON,
-        shirt,
-        light,
-    )
+    waist = cb + lean * 0.5 * f
+    torso = [[torso_c - half_w, shoulder_row], [torso_c + half_w, shoulder_row],
+             [waist + half_w * 0.85, hip_row + px(0.05)], [waist - half_w * 0.85, hip_row + px(0.05)]]
+    canvas.paint(_quad(canvas, torso), PERSON, shirt, light)
     arm_w = px(tall * 0.035)
-    for side in (-1, 1):
+    for side in (-1, 1):  # arms, swinging
         swing = rng.uniform(-0.25, 0.25) * tall * f
         top_x = torso_c + side * (half_w + arm_w * 0.6)
-        canvas.paint(
-            _polygon_mask(
-                np.array(
-                    [
-                        [top_x - arm_w, shoulder_row],
-                        [top_x + arm_w, shoulder_row],
-                        [top_x + swing + side * arm_w * 2 + arm_w, hip_row + px(0.1)],
-                        [top_x + swing + side * arm_w * 2 - arm_w, hip_row + px(0.1)],
-                    ],
-                    np.float32,
-                ),
-                canvas.h,
-                canvas.w,
-            ),
-            PERSON,
-            shirt,
-            light * 0.8,
-        )
+        hand_x = top_x + swing + side * arm_w * 2
+        arm = [[top_x - arm_w, shoulder_row], [top_x + arm_w, shoulder_row],
+               [hand_x + arm_w, hip_row + px(0.1)], [hand_x - arm_w, hip_row + px(0.1)]]
+        canvas.paint(_quad(canvas, arm), PERSON, shirt, light * 0.8)
     head_x = cb + lean * f
     head_r = px(tall * 0.065)
     canvas.paint(_ellipse_mask(head_x, head_row, head_r, head_r * 1.25, canvas.h, canvas.w), PERSON, skin, light)
-    canvas.paint(
-        _ellipse_mask(head_x, head_row - head_r * 0.5, head_r * 1.05, head_r * 0.8, canvas.h, canvas.w),
-        PERSON,
-        hair,
-        light,
-    )
+    canvas.paint(_ellipse_mask(head_x, head_row - head_r * 0.5, head_r * 1.05, head_r * 0.8, canvas.h, canvas.w),
+                 PERSON, hair, light)
 
 
 def _draw_pole(rng, cam: _Camera, canvas: _Canvas, x: float, z: float) -> None:

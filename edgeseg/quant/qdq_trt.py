@@ -1,7 +1,7 @@
 """``model.int8.onnx``: explicit-quantization (Q/DQ) ONNX for TensorRT (layer 2).
 
 Written directly with onnx.helper from the calibrated ranges, following TensorRT's
-placement rules (TENSORRT.md, DESIGN.md):
+placement rules for explicit quantization:
 
 - symmetric int8, zero point 0 everywhere;
 - weights of Conv / ConvTranspose / Gemm / MatMul(constant B): int8 initializer ->
@@ -223,11 +223,20 @@ def quantize_for_tensorrt(
             fix="re-export with edgeseg export (opset 17)",
         )
     model = onnx.ModelProto.FromString(model.SerializeToString())  # never modify the caller's model
-    graph = model.graph
-    index = _Graph.of(graph)
+    index = _Graph.of(model.graph)
     keep = set(resolve_keep_fp_layers(model, keep_fp_layers))
+    activations, weights = _quantized_tensors(model.graph, index, keep, ranges)
+    scales = _activation_scales(model.graph, index, ranges, activations)
+    _insert_qdq(model.graph, index, keep, activations, weights, scales, onnx)
+    set_metadata(model, {QDQ_METADATA_KEY: json.dumps({
+        "format": "qdq-tensorrt", "method": ranges.method, "keep_fp_layers": sorted(keep),
+        "activations": len(activations), "weights": len(weights)}, sort_keys=True)})
+    return model
 
-    # 1. which activations get Q/DQ, and which weights
+
+def _quantized_tensors(graph: Any, index: _Graph, keep: set[str], ranges: Ranges
+                       ) -> tuple[list[str], dict[str, int]]:
+    """The activations that get Q/DQ (in graph order) and the weights, each with its channel axis."""
     activations: list[str] = []
     weights: dict[str, int] = {}
     for node in graph.node:
@@ -248,25 +257,30 @@ def quantize_for_tensorrt(
             found=f"{len(missing)} missing, e.g. {', '.join(missing[:3])}",
             fix="the ranges come from another model: recalibrate with edgeseg calibrate",
         )
+    return activations, weights
 
-    # 2. one scale per tensor; Concat groups share the largest amax of the group
+
+def _activation_scales(graph: Any, index: _Graph, ranges: Ranges, activations: Sequence[str]
+                       ) -> dict[str, np.float32]:
+    """One scale per quantized tensor; the tensors of a Concat group share the group's largest amax."""
     groups = _concat_groups(graph, index, ranges)
     group_amax: dict[str, float] = {}
     for tensor, root in groups.items():
         group_amax[root] = max(group_amax.get(root, 0.0), ranges.amax(tensor))
+    return {tensor: activation_scale(group_amax[groups[tensor]] if tensor in groups else ranges.amax(tensor))
+            for tensor in activations}
 
-    def scale_of(tensor: str) -> np.float32:
-        root = groups.get(tensor)
-        return activation_scale(group_amax[root] if root is not None else ranges.amax(tensor))
 
-    # 3. rewrite: Q/DQ right after each producer (graph inputs: first), consumers rewired
+def _insert_qdq(graph: Any, index: _Graph, keep: set[str], activations: Sequence[str], weights: dict[str, int],
+                scales: dict[str, np.float32], onnx: Any) -> None:
+    """Q/DQ right after each producer (graph inputs: first); consumers read the dequantized tensor."""
     new_inits: list[object] = []
     prologue: list[object] = []
     qdq_after: dict[int, list[object]] = {}
     dequantized: dict[str, str] = {}
     for tensor in activations:
         scale_name, zero_name = f"{tensor}_scale", f"{tensor}_zero_point"
-        new_inits += [onnx.numpy_helper.from_array(np.array(scale_of(tensor), np.float32), scale_name),
+        new_inits += [onnx.numpy_helper.from_array(np.array(scales[tensor], np.float32), scale_name),
                       onnx.numpy_helper.from_array(np.array(0, np.int8), zero_name)]
         nodes = [
             onnx.helper.make_node("QuantizeLinear", [tensor, scale_name, zero_name], [f"{tensor}_quantized"],
@@ -285,7 +299,6 @@ def quantize_for_tensorrt(
         new_inits += inits
         prologue += nodes
         dequantized[weight] = f"{weight}_dequantized"
-
     rewired = []
     for position, original in enumerate(graph.node):
         node = onnx.NodeProto()
@@ -306,7 +319,3 @@ def quantize_for_tensorrt(
             kept_inits[-1].CopyFrom(init)
     del graph.initializer[:]
     graph.initializer.extend(kept_inits + new_inits)  # type: ignore[arg-type]
-    set_metadata(model, {QDQ_METADATA_KEY: json.dumps({
-        "format": "qdq-tensorrt", "method": ranges.method, "keep_fp_layers": sorted(keep),
-        "activations": len(activations), "weights": len(weights)}, sort_keys=True)})
-    return model
