@@ -1,4 +1,4 @@
-"""DESIGN.md layer rules: the robot-side packages and ``edgeseg --help`` work without torch."""
+"""The layer rules of docs/architecture.md: the robot-side packages and ``edgeseg --help`` work without torch."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""mypy on edgeseg/engine and edgeseg/runtime against tensorrt-stubs (TENSORRT.md).
+"""mypy on edgeseg/engine and edgeseg/runtime against tensorrt-stubs.
 
 The stubs have two syntax errors mypy rejects (parameters named ``in``; a non-defaulted
 ``channel_axis`` after defaulted parameters in ``add_scale_nd``). They are fixed in a copy
@@ -37,7 +37,7 @@ def find_stub_dirs() -> dict[str, Path]:
 
 
 def fix_stub_text(text: str) -> str:
-    """The two fixes from TENSORRT.md."""
+    """The two syntax fixes the stubs need (a parameter named ``in``; a non-default after defaults)."""
     text = re.sub(r"\bin: ", "in_: ", text)  # `in` is a keyword: rename the parameter
     return re.sub(r"(def add_scale_nd\([^)]*channel_axis: int)(?! = )", r"\1 = ...", text)
 

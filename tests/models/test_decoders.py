@@ -94,7 +94,8 @@ def test_dspp_concatenates_the_input_and_four_branches():
 
 
 def test_pyramid_kernels_use_floor_division_like_the_paper():
-    # MODELS.md: at 12x16, bin 6 -> pool (2, 2) -> a 6x8 grid (not 6x6); bin 8 -> pool (1, 2) -> 12x8.
+    # SPEED paper: kernel = size // bin. At 12x16: bin 6 -> pool (2, 2) -> a 6x8 grid (not 6x6);
+    # bin 8 -> pool (1, 2) -> 12x8.
     dspp = DSPP(4, branch_channels=4).eval()
     grids: dict[int, tuple[int, int]] = {}
     for bin_size, branch in zip(dspp.bins, dspp.branches, strict=True):

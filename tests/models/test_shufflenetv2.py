@@ -14,7 +14,7 @@ from edgeseg.models.shufflenetv2 import ShuffleNetV2Backbone, ShuffleUnit, chann
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "torchvision_shufflenetv2_keys.json"
 WIDTHS = ("x0_5", "x1_0", "x1_5", "x2_0")
 
-# Published torchvision classifier sizes (torchvision docs / MODELS.md), an independent check.
+# Published torchvision classifier sizes (torchvision docs), an independent check.
 FULL_CLASSIFIER_PARAMS = {"x0_5": 1_366_792, "x1_0": 2_278_604, "x1_5": 3_503_624, "x2_0": 7_393_996}
 CONV5_CHANNELS = {"x0_5": 1024, "x1_0": 1024, "x1_5": 1024, "x2_0": 2048}
 
