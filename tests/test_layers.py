@@ -42,6 +42,15 @@ def test_runtime_needs_no_onnx_package() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_tensorrt_version_and_cache_format_owners_are_stdlib_only() -> None:
+    # runtime.compat (on the robot), engine/ and quant/ all import these two top-level owners.
+    result = run_blocked("import edgeseg.trt_version, edgeseg.trt_cache_format; print('ok')",
+                         blocked=("numpy", "torch", "onnx", "tensorrt"))
+    assert result.returncode == 0, result.stderr
+    result = run_blocked("import edgeseg.runtime.compat; print('ok')", blocked=("torch", "onnx", "onnxsim", "tensorrt"))
+    assert result.returncode == 0, result.stderr
+
+
 def test_cli_help_imports_no_torch() -> None:
     result = run_blocked(
         """

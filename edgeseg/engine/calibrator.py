@@ -1,75 +1,22 @@
-"""Legacy implicit INT8: TensorRT's native calibration cache and an entropy calibrator.
+"""Legacy implicit INT8: an entropy calibrator that reads and writes TensorRT's native cache.
 
 TensorRT <= 10 only (11 removed calibrators; ``BuildConfig.validate`` refuses it there).
-The cache format (TENSORRT.md): a header ``TRT-<major*1000+minor*100+patch>-EntropyCalibration2``
-then ``<tensor name>: <big-endian float32 scale as 8 hex digits>`` per line. The
-calibrator copies each batch into one pycuda device buffer and hands TensorRT its address.
+The calibrator copies each batch into one pycuda device buffer and hands TensorRT its address.
+An existing cache is checked (format and TensorRT version) by ``edgeseg.trt_cache_format``,
+the one reader of that format, before TensorRT sees it.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, InputError
+from ..errors import InputError
 from ..io import atomic_write_bytes
-from .versions import TrtVersion
-
-ALGORITHM = "EntropyCalibration2"
-
-
-def format_calibration_cache(trt_version: str | TrtVersion, scales: dict[str, float]) -> bytes:
-    version = TrtVersion.parse(trt_version)
-    lines = [f"TRT-{version.cache_number}-{ALGORITHM}"]
-    for name, scale in scales.items():
-        if "\n" in name:  # a colon is fine: the scale is read after the last one
-            raise ArtifactError("tensor name cannot be written into a calibration cache", found=repr(name))
-        lines.append(f"{name}: {struct.pack('>f', float(scale)).hex()}")
-    return ("\n".join(lines) + "\n").encode()
-
-
-def parse_calibration_cache(data: bytes, *, source: str = "calibration cache") -> tuple[int, str, dict[str, float]]:
-    """(version number, algorithm, {tensor: scale}); ArtifactError for anything else (e.g. onnxruntime's table)."""
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError:
-        raise ArtifactError(f"{source} is not a TensorRT calibration cache", found="binary data") from None
-    lines = [line for line in text.splitlines() if line.strip()]
-    header = lines[0].split("-", 2) if lines else []
-    if len(header) != 3 or header[0] != "TRT" or not header[1].isdigit():
-        raise ArtifactError(
-            f"{source} is not a TensorRT calibration cache",
-            expected="a first line like TRT-8601-EntropyCalibration2",
-            found=repr(lines[0][:60]) if lines else "an empty file",
-            fix="delete it and calibrate again (onnxruntime's calibration table is a different format)",
-        )
-    scales: dict[str, float] = {}
-    for number, line in enumerate(lines[1:], start=2):
-        name, sep, value = line.rpartition(":")
-        value = value.strip()
-        if not sep or len(value) != 8:
-            raise ArtifactError(f"{source} line {number} is malformed", expected="name: 8 hex digits",
-                                found=repr(line[:80]))
-        try:
-            scales[name.strip()] = struct.unpack(">f", bytes.fromhex(value))[0]
-        except ValueError:
-            raise ArtifactError(f"{source} line {number} has a bad scale", found=repr(value)) from None
-    return int(header[1]), header[2], scales
-
-
-def check_cache_version(cache_number: int, trt_version: str | TrtVersion, *, source: str) -> None:
-    version = TrtVersion.parse(trt_version)
-    if cache_number != version.cache_number:
-        raise ArtifactError(
-            f"{source} was written by another TensorRT version",
-            expected=f"TRT-{version.cache_number}",
-            found=f"TRT-{cache_number}",
-            fix="delete the cache to calibrate again with this TensorRT",
-        )
+from ..trt_cache_format import check_cache_version, parse_calibration_cache
 
 
 def batches_as_float32(batches: Iterable[np.ndarray], shape: tuple[int, ...]) -> Iterator[np.ndarray]:
@@ -92,14 +39,25 @@ def make_entropy_calibrator(
     cuda: Any = None,
 ) -> Any:
     """An ``IInt8EntropyCalibrator2`` fed from one pycuda device buffer; reads/writes the native cache."""
-    if cuda is None:
-        from ..errors import require
-
-        cuda = require("pycuda.driver", extra="trt", purpose="INT8 calibration")
     base = trt.IInt8EntropyCalibrator2
     source = iter(batches_as_float32(batches, input_shape))
     nbytes = int(np.prod(input_shape)) * 4
     errors: list[BaseException] = []
+
+    def checked_cache() -> bytes | None:
+        """The existing cache's bytes once its format and TensorRT version are checked; None without one."""
+        if cache_path is None or not Path(cache_path).is_file():
+            return None
+        data = Path(cache_path).read_bytes()
+        cache = parse_calibration_cache(data, source=str(cache_path))
+        check_cache_version(cache.version_number, trt_version, source=str(cache_path))
+        return data
+
+    checked_cache()  # a bad or stale cache is refused here, before TensorRT calls back
+    if cuda is None:
+        from ..errors import require
+
+        cuda = require("pycuda.driver", extra="trt", purpose="INT8 calibration")
 
     def init(self: Any) -> None:
         base.__init__(self)
@@ -122,12 +80,11 @@ def make_entropy_calibrator(
         return [int(self.device)]
 
     def read_calibration_cache(self: Any) -> bytes | None:
-        if cache_path is None or not Path(cache_path).is_file():
+        try:
+            return checked_cache()
+        except BaseException as exc:  # an exception must not cross into TensorRT's C++ frames
+            errors.append(exc)
             return None
-        data = Path(cache_path).read_bytes()
-        number, _, _ = parse_calibration_cache(data, source=str(cache_path))
-        check_cache_version(number, trt_version, source=str(cache_path))
-        return data
 
     def write_calibration_cache(self: Any, cache: Any) -> None:
         if cache_path is not None:

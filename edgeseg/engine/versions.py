@@ -3,83 +3,21 @@
 ``plan_build`` maps (TensorRT version, BuildConfig, facts about the ONNX) to a
 ``BuildPlan``: which network-creation flags, which builder flags, whether a calibrator
 is attached. ``trt_builder`` applies the plan by name and never branches on versions
-itself, so every version difference is tested here on the CPU.
-
-Version facts (TENSORRT.md): 8.5 needs EXPLICIT_BATCH and precision flags; 10.x offers
-STRONGLY_TYPED (used for Q/DQ networks); 11.x is always strongly typed, has no precision
-flags and no calibrators; DLA ended with 10.7; VERSION_COMPATIBLE and
-builder_optimization_level arrived in 8.6.
+itself, so every version difference is tested here on the CPU. What each release has
+(EXPLICIT_BATCH, STRONGLY_TYPED, precision flags, calibrators, DLA, ...) is asked of
+``TrtVersion`` (``edgeseg.trt_version``), the one owner of TensorRT versions.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from ..trt_version import TrtVersion  # also imported from here by engine/__init__.py and config.py
 
 if TYPE_CHECKING:
     from .config import BuildConfig
-
-_VERSION_RE = re.compile(r"^\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:\.(\d+))?")
-
-
-@dataclass(frozen=True, order=True)
-class TrtVersion:
-    major: int
-    minor: int = 0
-    patch: int = 0
-
-    @classmethod
-    def parse(cls, text: str | TrtVersion) -> TrtVersion:
-        if isinstance(text, TrtVersion):
-            return text
-        match = _VERSION_RE.match(str(text))
-        if not match:
-            raise ConfigError("cannot read the TensorRT version", expected="e.g. 10.3.0", found=repr(text))
-        return cls(int(match.group(1)), int(match.group(2) or 0), int(match.group(3) or 0))
-
-    def __str__(self) -> str:
-        return f"{self.major}.{self.minor}.{self.patch}"
-
-    @property
-    def cache_number(self) -> int:
-        """The number in a native calibration cache header: major*1000 + minor*100 + patch."""
-        return self.major * 1000 + self.minor * 100 + self.patch
-
-    # Feature queries: the only place that knows which release introduced or removed what.
-    @property
-    def needs_explicit_batch(self) -> bool:
-        return self.major < 10
-
-    @property
-    def has_strongly_typed_flag(self) -> bool:
-        return self.major == 10  # 9.x had it too, but 9.x is not a JetPack release
-
-    @property
-    def always_strongly_typed(self) -> bool:
-        return self.major >= 11
-
-    @property
-    def has_precision_flags(self) -> bool:
-        return self.major < 11
-
-    @property
-    def has_calibrator(self) -> bool:
-        return self.major < 11
-
-    @property
-    def has_dla(self) -> bool:
-        return (self.major, self.minor) <= (10, 7)
-
-    @property
-    def has_version_compatible(self) -> bool:
-        return (self.major, self.minor) >= (8, 6)
-
-    @property
-    def has_optimization_level(self) -> bool:
-        return (self.major, self.minor) >= (8, 6)
 
 
 @dataclass(frozen=True)

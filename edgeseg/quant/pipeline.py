@@ -20,13 +20,14 @@ from pathlib import Path
 from ..errors import ArtifactError, ConfigError
 from ..io import atomic_write_bytes, sha256_file
 from ..spec import InputSpec
+from ..trt_cache_format import cache_header
 from .calib_data import CalibrationFeed, CalibrationImages
 from .lint import check_qdq
 from .onnx_model import input_dims, input_spec_of, load_onnx
 from .qdq_ort import ORT_INT8_NAME, OrtInt8Options, quantize_for_onnxruntime
 from .qdq_trt import quantize_for_tensorrt
 from .ranges import Ranges, check_method, compute_ranges, derived_tensors, save_ranges
-from .trt_cache import DEFAULT_TRT_VERSION, trt_version_number, write_trt_cache
+from .trt_cache import DEFAULT_TRT_VERSION, write_trt_cache
 
 RANGES_NAME = "ranges.json"
 TRT_INT8_NAME = "model.int8.onnx"
@@ -48,7 +49,7 @@ class CalibrateConfig:
 
     def check(self) -> None:
         check_method(self.method, self.percentile)
-        trt_version_number(self.trt_version)
+        cache_header(self.trt_version)  # ConfigError for a TensorRT without calibration caches
         self.ort.check()
         if self.calib_images < 1 or self.batch_size < 1:
             raise ConfigError("calibration needs at least one image and a batch size of at least 1",

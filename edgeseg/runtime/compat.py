@@ -3,26 +3,17 @@
 A TensorRT engine only deserialises on the TensorRT version and GPU it was built for,
 unless built version compatible (later releases of the same major version) or hardware
 compatible (``ampere_plus``: compute capability >= 8.0). TensorRT's own failure is
-opaque; these checks run first and say what to do.
+opaque; these checks run first and say what to do. Versions are parsed and compared by
+``edgeseg.trt_version.TrtVersion`` (stdlib only, so the robot imports it without extras).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ..errors import ArtifactError
 from ..manifest import Manifest
-
-_VERSION_RE = re.compile(r"^\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?")
-
-
-def version_tuple(text: str) -> tuple[int, int, int]:
-    """(major, minor, patch) of a TensorRT version string such as "10.3.0.30"."""
-    match = _VERSION_RE.match(str(text))
-    if not match:
-        raise ArtifactError("cannot read the TensorRT version", expected="e.g. 10.3.0", found=repr(text))
-    return int(match.group(1)), int(match.group(2) or 0), int(match.group(3) or 0)
+from ..trt_version import TrtVersion
 
 
 def _cc_tuple(text: str) -> tuple[int, int]:
@@ -43,21 +34,21 @@ def check_engine_compatibility(
     if not manifest.tensorrt_version:
         raise ArtifactError("the manifest records no TensorRT version: it does not describe a TensorRT engine",
                             fix=fix)
-    built = version_tuple(manifest.tensorrt_version)
-    running = version_tuple(trt_version)
+    built = TrtVersion.parse(manifest.tensorrt_version, error=ArtifactError)
+    running = TrtVersion.parse(trt_version, error=ArtifactError)
     if manifest.build.get("version_compatible"):
-        if running[0] != built[0] or running < built:
+        if running.major != built.major or running < built:
             raise ArtifactError(
                 "the engine is version compatible, but not with this TensorRT",
-                expected=f"TensorRT {built[0]}.x at {_v(built)} or later",
-                found=f"TensorRT {_v(running)}",
+                expected=f"TensorRT {built.major}.x at {built} or later",
+                found=f"TensorRT {running}",
                 fix=fix,
             )
     elif running != built:
         raise ArtifactError(
             "the engine was built for another TensorRT version (engines are version specific)",
-            expected=f"TensorRT {_v(built)}",
-            found=f"TensorRT {_v(running)}",
+            expected=f"TensorRT {built}",
+            found=f"TensorRT {running}",
             fix=fix + " (or build with --version-compatible on TensorRT >= 8.6)",
         )
     if compute_capability is None or manifest.compute_capability is None:
@@ -93,7 +84,3 @@ def check_io_tensors(manifest: Manifest, found: list[dict[str, Any]]) -> None:
             found=str(actual),
             fix="rebuild the folder: edgeseg build --force ...",
         )
-
-
-def _v(version: tuple[int, int, int]) -> str:
-    return ".".join(str(p) for p in version)

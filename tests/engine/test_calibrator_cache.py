@@ -1,48 +1,17 @@
-"""TensorRT's native calibration cache: format, parse, version check, bad files."""
+"""The entropy calibrator's batches and its use of the native cache (format tests: tests/test_trt_cache_format.py)."""
 
 from __future__ import annotations
 
-import struct
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 
-from edgeseg.engine.calibrator import (
-    batches_as_float32,
-    check_cache_version,
-    format_calibration_cache,
-    parse_calibration_cache,
-)
+from edgeseg.engine.calibrator import batches_as_float32, make_entropy_calibrator
 from edgeseg.errors import ArtifactError, InputError
-
-
-def test_format_matches_the_documented_layout() -> None:
-    data = format_calibration_cache("8.6.1", {"images": 0.0078125, "/backbone/conv1/Conv_output_0": 0.04})
-    lines = data.decode().splitlines()
-    assert lines[0] == "TRT-8601-EntropyCalibration2"
-    assert lines[1] == "images: 3c000000"  # 2**-7 as big-endian float32
-    assert lines[2] == f"/backbone/conv1/Conv_output_0: {struct.pack('>f', 0.04).hex()}"
-
-
-def test_round_trip() -> None:
-    scales = {"images": 0.02, "a:b/c": 1.5e-3, "logits": 0.3}
-    number, algorithm, parsed = parse_calibration_cache(format_calibration_cache("10.3.0", scales))
-    assert number == 10300 and algorithm == "EntropyCalibration2"
-    assert parsed.keys() == scales.keys()
-    np.testing.assert_allclose(list(parsed.values()), list(scales.values()), rtol=1e-7)
-
-
-@pytest.mark.parametrize("text", [b"", b"images 0.1\n", b"TRT-abc-Entropy\n", b"\xff\xfe",
-                                  b"TRT-8601-EntropyCalibration2\nimages: 0.25\n"])
-def test_bad_caches_are_artifact_errors(text: bytes) -> None:
-    with pytest.raises(ArtifactError):
-        parse_calibration_cache(text)
-
-
-def test_cache_from_another_version_is_refused() -> None:
-    check_cache_version(8601, "8.6.1.6", source="c")
-    with pytest.raises(ArtifactError, match="another TensorRT version"):
-        check_cache_version(8601, "10.3.0", source="c")
+from edgeseg.trt_cache_format import format_calibration_cache
 
 
 def test_batches_are_checked_and_made_contiguous_float32() -> None:
@@ -51,3 +20,47 @@ def test_batches_are_checked_and_made_contiguous_float32() -> None:
     assert out.dtype == np.float32 and out.flags.c_contiguous
     with pytest.raises(InputError, match="batch 1"):
         list(batches_as_float32([good, np.zeros((1, 1, 3, 3))], (1, 1, 2, 3)))
+
+
+class FakeCalibratorBase:
+    def __init__(self) -> None:
+        pass
+
+
+FAKE_TRT = SimpleNamespace(IInt8EntropyCalibrator2=FakeCalibratorBase)
+FAKE_CUDA = SimpleNamespace(mem_alloc=lambda nbytes: 0, memcpy_htod=lambda device, array: None)
+
+
+def calibrator(cache: Path, version: str) -> Any:
+    return make_entropy_calibrator(FAKE_TRT, [], input_shape=(1, 3, 2, 2), cache_path=cache, trt_version=version,
+                                   cuda=FAKE_CUDA)
+
+
+def test_cache_for_this_tensorrt_is_handed_to_tensorrt(tmp_path: Path) -> None:
+    cache = tmp_path / "calibration.cache"
+    cache.write_bytes(format_calibration_cache("10.3.0", {"images": 0.02}))
+    made = calibrator(cache, "10.3.0.30")
+    assert made.read_calibration_cache() == cache.read_bytes() and made.errors == []
+    assert calibrator(tmp_path / "none.cache", "10.3.0").read_calibration_cache() is None
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    (format_calibration_cache("8.6.1", {"images": 0.02}), "another TensorRT version"),
+    (b"TRT-10300-EntropyCalibration2\nimages: 3c000000\n", "another TensorRT version"),  # 10.3.0 by the 8.x rule
+    (b"images 0.0 2.64\n", "not a TensorRT calibration cache"),
+])
+def test_bad_or_stale_cache_is_refused_before_tensorrt_calls_back(tmp_path: Path, content: bytes,
+                                                                  match: str) -> None:
+    cache = tmp_path / "calibration.cache"
+    cache.write_bytes(content)
+    with pytest.raises(ArtifactError, match=match):
+        calibrator(cache, "10.3.0")
+
+
+def test_cache_spoilt_during_the_build_is_kept_for_the_builder(tmp_path: Path) -> None:
+    cache = tmp_path / "calibration.cache"
+    cache.write_bytes(format_calibration_cache("10.3.0", {"images": 0.02}))
+    made = calibrator(cache, "10.3.0")
+    cache.write_bytes(b"garbage\n")
+    assert made.read_calibration_cache() is None  # nothing raised into TensorRT's C++ frames
+    assert isinstance(made.errors[0], ArtifactError)  # build_engine re-raises it after the build

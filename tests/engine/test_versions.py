@@ -5,23 +5,13 @@ from __future__ import annotations
 import pytest
 
 from edgeseg.engine.config import BuildConfig
-from edgeseg.engine.versions import OnnxFacts, TrtVersion, plan_build
+from edgeseg.engine.versions import OnnxFacts, plan_build
 from edgeseg.errors import ConfigError
+from edgeseg.trt_version import TrtVersion  # parsing and cache numbers: tests/test_trt_version.py
 
 FLOAT = OnnxFacts(has_qdq=False)
 QDQ = OnnxFacts(has_qdq=True)
 FP16_ONNX = OnnxFacts(has_fp16=True)
-
-
-def test_version_parsing_and_cache_number() -> None:
-    assert TrtVersion.parse("10.3.0.30") == TrtVersion(10, 3, 0)
-    assert TrtVersion.parse("8.6.1") == TrtVersion(8, 6, 1)
-    assert TrtVersion.parse("11") == TrtVersion(11, 0, 0)
-    assert TrtVersion.parse("8.6.1").cache_number == 8601
-    assert str(TrtVersion.parse("10.13.0.35")) == "10.13.0"
-    assert TrtVersion(10, 7) < TrtVersion(10, 8)
-    with pytest.raises(ConfigError):
-        TrtVersion.parse("latest")
 
 
 # (version, precision, facts) -> (network flags, builder flags, strongly typed)

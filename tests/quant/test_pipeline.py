@@ -17,7 +17,7 @@ from edgeseg.quant.lint import lint_qdq
 from edgeseg.quant.pipeline import CalibrateConfig, calibrate_model
 from edgeseg.quant.qdq_ort import OrtInt8Options, quantize_for_onnxruntime
 from edgeseg.quant.ranges import load_ranges
-from edgeseg.quant.trt_cache import read_trt_cache
+from edgeseg.trt_cache_format import read_calibration_cache
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_all_artifacts_written_next_to_the_onnx(inputs: tuple[Path, Path]) -> No
     assert ranges.onnx_sha256 == sha256_file(model)
     assert ranges.calibration_sha256 == result.images.sha256()
     assert lint_qdq(onnx.load(str(result.trt_int8_path))) == []
-    version, scales = read_trt_cache(result.trt_cache_path)
+    version, _, scales = read_calibration_cache(result.trt_cache_path)
     assert version == 8601 and set(scales) == set(ranges.tensors)
     assert all(scales[k] == np.float32(v.amax) / np.float32(127) for k, v in ranges.tensors.items())
     first_line = result.trt_cache_path.read_text().splitlines()[1]

@@ -1,4 +1,4 @@
-"""TensorRT's native calibration cache: format, exact float32 round trip, determinism."""
+"""calibration.cache from ranges: amax / 127 in float32, line order, determinism (format: test_trt_cache_format.py)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeseg.errors import ArtifactError, ConfigError
-from edgeseg.quant.trt_cache import format_cache, read_trt_cache, trt_version_number, write_trt_cache
-
-
-def test_version_number() -> None:
-    assert trt_version_number("10.3.0") == 10300
-    assert trt_version_number("8.6.1") == 8601
-    assert trt_version_number("10.7") == 10700
-    for bad in ("11.0.0", "7.2.3", "ten", "10"):
-        with pytest.raises(ConfigError):
-            trt_version_number(bad)
+from edgeseg.quant.trt_cache import DEFAULT_TRT_VERSION, cache_scales, write_trt_cache
+from edgeseg.trt_cache_format import read_calibration_cache
 
 
 def test_layout_matches_tensorrt(tmp_path: Path) -> None:
@@ -34,6 +26,15 @@ def test_layout_matches_tensorrt(tmp_path: Path) -> None:
     assert lines[1] == f"images: {expected}" and len(expected) == 8
 
 
+def test_default_is_tensorrt_10_3_header(tmp_path: Path) -> None:
+    assert DEFAULT_TRT_VERSION == "10.3.0"
+    path = write_trt_cache(tmp_path / "c.cache", {"images": 1.0})
+    assert path.read_text().splitlines()[0] == "TRT-100300-EntropyCalibration2"
+    with pytest.raises(ConfigError, match="TensorRT 11"):
+        write_trt_cache(tmp_path / "d.cache", {"images": 1.0}, trt_version="11.0.0")
+    assert not (tmp_path / "d.cache").exists()
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.dictionaries(st.text("abcdefghijklmnopqrstuvwxyz/_.:0123456789", min_size=1, max_size=30),
                        st.floats(1e-6, 1e6, allow_nan=False), min_size=1, max_size=20))
@@ -42,28 +43,23 @@ def test_round_trip_is_exact_float32(amax: dict[str, float]) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = write_trt_cache(Path(tmp) / "c.cache", amax)
-        version, scales = read_trt_cache(path)
-    assert version == 10300 and set(scales) == set(amax)
+        cache = read_calibration_cache(path)
+    assert cache.version_number == 100300 and set(cache.scales) == set(amax)
     for name, value in amax.items():
-        assert scales[name] == np.float32(value) / np.float32(127)
-        assert scales[name].dtype == np.float32
+        assert cache.scales[name] == np.float32(value) / np.float32(127)
 
 
-def test_deterministic_and_order_fixed(tmp_path: Path) -> None:
+def test_deterministic_and_order_fixed() -> None:
     amax = {f"t{i}": float(i + 1) for i in range(10)}
     shuffled = dict(reversed(list(amax.items())))
-    assert format_cache(amax) == format_cache(shuffled)
-    assert format_cache(amax, order=["t3", "t1"]).splitlines()[1:3] == [
-        f"t3: {struct.pack('>f', np.float32(4.0) / np.float32(127)).hex()}",
-        f"t1: {struct.pack('>f', np.float32(2.0) / np.float32(127)).hex()}"]
+    assert list(cache_scales(amax)) == list(cache_scales(shuffled)) == sorted(amax)
+    assert cache_scales(amax) == cache_scales(shuffled)
+    ordered = cache_scales(amax, order=["t3", "missing", "t1", "t3"])
+    assert list(ordered)[:3] == ["t3", "t1", "t0"]  # order first, unknown names dropped, then the rest sorted
+    assert ordered["t3"] == np.float32(4.0) / np.float32(127)
 
 
-def test_onnxruntime_table_and_garbage_are_refused(tmp_path: Path) -> None:
-    (tmp_path / "ort.cache").write_text("images 0.0 2.64\n")
-    with pytest.raises(ArtifactError, match="not a TensorRT calibration cache"):
-        read_trt_cache(tmp_path / "ort.cache")
-    (tmp_path / "bad.cache").write_text("TRT-10300-EntropyCalibration2\nimages: 12zz\n")
-    with pytest.raises(ArtifactError, match="line 2"):
-        read_trt_cache(tmp_path / "bad.cache")
+def test_unwritable_names_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError):
         write_trt_cache(tmp_path / "x.cache", {"a\nb": 1.0})
+    assert not (tmp_path / "x.cache").exists()
