@@ -3,21 +3,21 @@
 Shared by ``validate``, ``bench`` and ``report``: which file plays which role in a
 build folder (from manifest.json, or the standard names when there is none), which
 backend runs a candidate file (by suffix), the input spec a candidate was exported
-with, and a description of the machine for benchmark and report records.
+with (its ONNX metadata, read by ``edgeseg.onnx_model``, else the manifest), and a
+description of the machine for benchmark and report records.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
-import json
 import os
 import platform
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError, DependencyError, require
+from .errors import ArtifactError, require
 from .manifest import MANIFEST_FILE, Manifest, find_manifest
+from .onnx_model import read_onnx_model
 from .spec import InputSpec
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -71,44 +71,11 @@ def discover_artifacts(folder: str | os.PathLike[str], manifest: Manifest | None
     return found
 
 
-def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """metadata_props of an ONNX file (onnx if installed, else onnxruntime's model meta)."""
-    source = Path(path)
-    if not source.is_file():
-        raise ArtifactError("ONNX model not found", expected=str(source), found="no such file")
-    onnx: Any = None
-    with contextlib.suppress(ImportError):  # the robot install has no onnx: onnxruntime reads the metadata
-        import onnx
-    try:
-        if onnx is not None:
-            model = onnx.load(str(source), load_external_data=False)
-            return {prop.key: prop.value for prop in model.metadata_props}
-        ort = require("onnxruntime", purpose="reading ONNX metadata")
-        session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
-        return dict(session.get_modelmeta().custom_metadata_map)
-    except DependencyError:
-        raise
-    except Exception as exc:  # protobuf / onnxruntime raise many types for a bad file
-        raise ArtifactError(f"{source} is not a readable ONNX model", found=f"{type(exc).__name__}: {exc}",
-                            fix="export it again: edgeseg export ...") from None
-
-
-def spec_from_metadata(metadata: dict[str, str], *, source: str) -> InputSpec | None:
-    text = metadata.get("input_spec")
-    if not text:
-        return None
-    try:
-        return InputSpec.from_dict(json.loads(text))
-    except (json.JSONDecodeError, TypeError, AttributeError) as exc:
-        raise ArtifactError(f"{source} has an unreadable input_spec", found=str(exc),
-                            fix="export the model again: edgeseg export ...") from None
-
-
 def candidate_input_spec(path: str | os.PathLike[str]) -> tuple[InputSpec | None, str]:
     """The input spec a candidate was built with, and where it came from ("" if unknown)."""
     candidate = Path(path)
     if candidate.suffix.lower() == ".onnx":
-        spec = spec_from_metadata(onnx_metadata(candidate), source=str(candidate))
+        spec = read_onnx_model(candidate).input_spec
         if spec is not None:
             return spec, f"{candidate.name} metadata"
     manifest = load_manifest(candidate.parent)

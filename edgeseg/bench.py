@@ -285,52 +285,57 @@ def plan_bench(*, artifacts: str | os.PathLike[str] | None = None, onnx_files: S
         names.add(name)
         if spec is None:
             spec = candidate_input_spec(path)[0]
-    torch_runner, reason = _torch_runner(model, weights, threads, manifest)
+    inputs = _inputs(spec, runners)
+    torch_runner, reason = _torch_runner(model, weights, threads, manifest, tuple(inputs[0].shape))
     if torch_runner is not None:
         runners.insert(0, torch_runner)
     else:
         skipped.insert(0, {"name": "pytorch-fp32", "reason": reason})
-    inputs = _inputs(spec, runners)
     default_out = Path(artifacts) if artifacts is not None else Path(onnx_files[0]).parent
     return BenchPlan(runners, skipped, inputs, threads, Path(out_dir) if out_dir is not None else default_out)
 
 
 def _torch_runner(model: str | None, weights: str | os.PathLike[str] | None, threads: int,
-                  manifest: Any) -> tuple[Runner | None, str]:
+                  manifest: Any, input_shape: tuple[int, ...]) -> tuple[Runner | None, str]:
+    """PyTorch eager: the runtime's TorchBackend (the one torch runner), timed with denormals flushed."""
     if model is None and weights is None:
         return None, "pass --model NAME --weights F to include PyTorch eager"
     try:
         import torch
     except ImportError as exc:
         return None, f"torch cannot be imported ({exc})"
+    from .runtime.torch_backend import TorchBackend
+
     torch.set_num_threads(threads)
     num_classes = manifest.num_classes if manifest is not None else None
     note = ""
     if weights is not None:
-        from .validate import TorchReference, _load_torch_model
+        from .models import model_from_weights
 
-        module = _load_torch_model(TorchReference(Path(weights), model, num_classes), num_classes)[0]
+        # plain weights take the build's class count; a checkpoint knows its own
+        module, _ = model_from_weights(weights, model=model, default_num_classes=num_classes)
     else:
         from .models import create_model
 
         module = create_model(str(model), num_classes=num_classes or 19).eval()
         note = "random weights (latency only)"
-
     previous = flush_denormal_enabled(torch)
     flushes = bool(torch.set_flush_denormal(True))  # False: this CPU cannot flush
-    torch.set_flush_denormal(previous)
+    try:
+        backend = TorchBackend(module, input_shape, device="cpu")  # its shape probe runs flushed too
+    finally:
+        torch.set_flush_denormal(previous)
 
     def infer(x: np.ndarray) -> Any:
         # denormals only while PyTorch runs: the other backends are timed as they would run anyway
         torch.set_flush_denormal(True)
         try:
-            with torch.inference_mode():
-                return module(torch.from_numpy(x))
+            return backend.infer(x)
         finally:
             torch.set_flush_denormal(previous)
 
-    return Runner("pytorch-fp32", "torch", "fp32", infer, source=str(weights or model), note=note,
-                  flush_denormal=flushes), ""
+    return Runner("pytorch-fp32", "torch", "fp32", infer, backend.close, source=str(weights or model), note=note,
+                  input_shape=backend.input_shape, flush_denormal=flushes), ""
 
 
 def flush_denormal_enabled(torch: Any) -> bool:

@@ -61,27 +61,21 @@ def _quote(path: Path | str) -> str:
 # -- 1. export ---------------------------------------------------------------------------------
 def model_info(options: BuildOptions) -> dict[str, Any]:
     """Model name, classes and input spec from the checkpoint (or the options for plain/random weights)."""
-    from .models.weights import checkpoint_from, is_checkpoint, read_weights_file
+    from .models.weights import PLAIN_DEFAULT_CLASSES, read_checkpoint_info
 
-    checkpoint: dict[str, Any] | None = None
-    if options.weights is not None:
-        content = read_weights_file(options.weights)
-        checkpoint = checkpoint_from(content, source=str(options.weights)) if is_checkpoint(content) else None
-    if checkpoint is not None:
-        if options.model and options.model != checkpoint["model"]:
-            raise UsageError("--model contradicts the checkpoint", found=f"{options.model} vs {checkpoint['model']}",
-                             fix=f"drop --model (the checkpoint names {checkpoint['model']})")
-        spec = InputSpec.from_dict(checkpoint["input_spec"])
-        info = {"model": checkpoint["model"], "num_classes": int(checkpoint["num_classes"]),
-                "classes": [str(c) for c in checkpoint.get("classes") or []],
-                "model_options": dict(checkpoint.get("model_options") or {})}
+    weights = read_checkpoint_info(options.weights, model=options.model) if options.weights is not None else None
+    if weights is not None and weights.full_checkpoint and weights.input_spec is not None:
+        spec = weights.input_spec
+        info = {"model": weights.model, "num_classes": weights.num_classes, "classes": list(weights.classes),
+                "model_options": dict(weights.model_options)}
     else:
-        if options.model is None:
+        if options.model is None:  # plain weights without --model failed above, naming the file
             raise UsageError("--model is required with plain weights or without weights",
                              fix="pass --model NAME (edgeseg models lists them)")
         spec = InputSpec(*(options.input_size or (512, 1024)))
-        classes = _val_classes(options.val)  # random weights: as many classes as the data to check against
-        info = {"model": options.model, "num_classes": len(classes) or 19, "classes": classes, "model_options": {}}
+        classes = _val_classes(options.val)  # random or plain weights: as many classes as the data to check against
+        info = {"model": options.model, "num_classes": len(classes) or PLAIN_DEFAULT_CLASSES, "classes": classes,
+                "model_options": {}}
     if options.input_size is not None and options.input_size != spec.size:
         spec = InputSpec(**{**spec.to_dict(), "height": options.input_size[0], "width": options.input_size[1]})
     info["spec"] = spec
@@ -183,17 +177,16 @@ def _copy_in(path: Path, out: Path, log: Log) -> Path:
 def _export(options: BuildOptions, info: dict[str, Any], images: list[Path], masks: list[Path], source: str,
             out: Path, log: Log) -> dict[str, Any]:
     from .export import ExportConfig, export_onnx
-    from .models import create_model, load_weights
+    from .models import create_model, model_from_weights
 
     if options.weights is None:
         import torch
 
         torch.manual_seed(0)  # random weights, but the same ones on every run: builds stay reproducible
-    model = create_model(info["model"], num_classes=info["num_classes"], **info["model_options"])
-    if options.weights is None:
+        model = create_model(info["model"], num_classes=info["num_classes"], **info["model_options"])
         log("warning: no --weights: random weights, accuracy numbers are meaningless")
-    else:
-        load_weights(model, options.weights)
+    else:  # the checkpoint's own model options build the model it was trained as
+        model, _ = model_from_weights(options.weights, model=info["model"], num_classes=info["num_classes"])
     config = ExportConfig(model=info["model"], num_classes=info["num_classes"], input_spec=info["spec"],
                           classes=info["classes"], sample_images=images, sample_masks=masks, samples_source=source)
     result = export_onnx(model, config, out, log=log)
@@ -203,17 +196,14 @@ def _export(options: BuildOptions, info: dict[str, Any], images: list[Path], mas
 
 def onnx_facts(path: Path) -> tuple[InputSpec, dict[str, str], bool]:
     """(input spec, edgeseg metadata, has Q/DQ) of an ONNX model."""
-    import onnx
+    from .onnx_model import read_onnx_model
 
-    from .artifacts import candidate_input_spec, onnx_metadata
-
-    spec, _ = candidate_input_spec(path)
+    info = read_onnx_model(path, need_graph=True, purpose="building from an ONNX model")
+    spec = info.input_spec
     if spec is None:
         raise ConfigError(f"{path} has no edgeseg input spec in its metadata",
                           fix="export it with edgeseg export (the spec fixes the preprocessing)")
-    model = onnx.load(str(path), load_external_data=False)
-    is_qdq = any(node.op_type == "QuantizeLinear" for node in model.graph.node)
-    return spec, onnx_metadata(path), is_qdq
+    return spec, info.metadata, bool(info.has_qdq)
 
 
 # -- 2. calibrate --------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import json
 import os
 import tempfile
 import time
@@ -30,6 +29,8 @@ from .errors import ArtifactError, ConfigError, ModelError, require
 from .io import atomic_write_bytes
 from .models.weights import check_finite
 from .onnx_checks import ParityResult, compare_logits, require_clean_graph, require_parity, run_onnxruntime
+from .onnx_model import read_onnx_metadata as read_onnx_metadata  # public API: edgeseg.onnx_model owns it
+from .onnx_model import remove_metadata, write_export_metadata
 from .reference import (
     REFERENCE_FILE,
     Reference,
@@ -185,38 +186,9 @@ def _simplify(model_proto: Any, notices: list[str]) -> Any:
                             fix="--no-simplify keeps the graph as traced; it passes the TensorRT check only if "
                                 "the model computes no sizes from tensor shapes")
     # onnxsim annotates its work (lists of removed nodes that grow with the model): keep the file lean.
-    kept = [p for p in simplified.metadata_props if not p.key.startswith("onnxsim.")]
-    del simplified.metadata_props[:]
-    simplified.metadata_props.extend(kept)
+    remove_metadata(simplified, prefix="onnxsim.")
     notices.append(f"simplified with onnxsim {getattr(onnxsim, '__version__', '?')}")
     return simplified
-
-
-def _set_metadata(model_proto: Any, config: ExportConfig) -> None:
-    props = {
-        "edgeseg_version": __version__,
-        "model": config.model,
-        "num_classes": str(config.num_classes),
-        "classes": json.dumps(config.class_names),
-        "input_spec": json.dumps(config.input_spec.to_dict(), sort_keys=True),
-    }
-    kept = [p for p in model_proto.metadata_props if p.key not in props]
-    del model_proto.metadata_props[:]
-    model_proto.metadata_props.extend(kept)
-    for key, value in props.items():
-        entry = model_proto.metadata_props.add()
-        entry.key, entry.value = key, value
-
-
-def read_onnx_metadata(model_proto: Any) -> dict[str, Any]:
-    """The edgeseg metadata of an exported model, JSON fields decoded."""
-    props = {p.key: p.value for p in model_proto.metadata_props}
-    for key in ("classes", "input_spec"):
-        if key in props:
-            props[key] = json.loads(props[key])
-    if "num_classes" in props:
-        props["num_classes"] = int(props["num_classes"])
-    return props
 
 
 def _reference_frames(config: ExportConfig) -> np.ndarray:
@@ -297,7 +269,8 @@ def export_onnx(model: nn.Module, config: ExportConfig, out_dir: str | os.PathLi
 
     say("check: graph hygiene for TensorRT")
     require_clean_graph(model_proto)
-    _set_metadata(model_proto, config)
+    write_export_metadata(model_proto, model=config.model, num_classes=config.num_classes,
+                          classes=config.class_names, input_spec=config.input_spec)
     model_bytes = model_proto.SerializeToString()
     lap("check")
 

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from .data.folder import FolderDataset, open_folder_dataset
 from .data.torch_dataset import SegmentationDataset
-from .errors import ConfigError, InputError, ModelError
+from .errors import ConfigError, InputError
 from .io import atomic_write_json
 from .metrics import IGNORE_INDEX, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from .spec import InputSpec
@@ -116,21 +116,15 @@ def read_checkpoint(path: str | os.PathLike[str], *, fix: str | None = None) -> 
 
 
 def model_from_checkpoint(path: str | os.PathLike[str], *, name: str | None = None) -> tuple[torch.nn.Module, dict]:
-    """(model in eval mode with the checkpoint's weights, checkpoint dict); float16 weights load as float32."""
-    from .models import create_model
-    from .models.weights import load_weights
+    """(model in eval mode with the checkpoint's weights, checkpoint dict without the state dict).
 
-    data = read_checkpoint(path, fix=EVAL_FIX)
-    if name is not None and name != data["model"]:
-        raise ModelError(
-            "the weights belong to another model",
-            expected=name,
-            found=data["model"],
-            fix=f"pass --model {data['model']}",
-        )
-    model = create_model(data["model"], num_classes=int(data["num_classes"]), **data.get("model_options", {}))
-    load_weights(model, path)  # copies into the float32 parameters, casting stored float16
-    return model.float().eval(), data
+    ``edgeseg.models.model_from_weights`` builds it (with the checkpoint's model options); float16 weights load
+    as float32; a ``name`` other than the checkpoint's model is a ModelError.
+    """
+    from .models import model_from_weights
+
+    model, info = model_from_weights(path, model=name, require_checkpoint=EVAL_FIX)
+    return model.float().eval(), info.checkpoint_dict()
 
 
 # ---------------------------------------------------------------- evaluation
@@ -212,11 +206,12 @@ def train(
     config: TrainConfig, log: Callable[[str], None] = print, on_step: Callable[[dict[str, float]], None] | None = None
 ) -> TrainResult:
     """Train ``config.model`` on ``config.data``; see the module docstring."""
-    from .models import create_model
+    from .models import create_model, model_from_weights, read_checkpoint_info
 
     _check(config)
     # A wrong --resume file fails before the dataset is verified (minutes on a large set).
-    saved = read_checkpoint(config.resume, fix=RESUME_FIX) if config.resume is not None else None
+    saved = (read_checkpoint_info(config.resume, require_checkpoint=RESUME_FIX) if config.resume is not None
+             else None)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % (1 << 32))
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
@@ -227,7 +222,15 @@ def train(
             log(f"skipped {what} file {path}: {why}")
     spec = InputSpec(*config.input_size)
     classes = train_set.classes
-    model = create_model(config.model, num_classes=len(classes), **config.model_options).to(device)
+    model_options = dict(config.model_options)
+    if saved is None:
+        model = create_model(config.model, num_classes=len(classes), **model_options)
+    else:
+        _check_resume(saved, config, classes, spec)
+        # the checkpoint's model options (config.model_options over them) build the model it was trained as
+        model, saved = model_from_weights(saved.path, model=config.model, **model_options)
+        model_options = dict(saved.model_options)
+    model = model.to(device)
     lr = config.lr or DEFAULT_LR[config.optimizer]
     if config.optimizer == "adamw":
         optimizer: torch.optim.Optimizer = torch.optim.AdamW(
@@ -240,27 +243,12 @@ def train(
     history: list[dict[str, Any]] = []
     start_epoch, best_miou, best_epoch = 0, -1.0, -1
     if saved is not None:
-        if saved["model"] != config.model or saved["classes"] != classes:
-            raise ConfigError(
-                "--resume checkpoint was trained for another model or class list",
-                expected=f"{config.model} with {classes}",
-                found=f"{saved['model']} with {saved['classes']}",
-            )
-        saved_size = InputSpec.from_dict(saved["input_spec"]).size
-        if saved_size != spec.size:
-            raise ConfigError(
-                "--resume checkpoint was trained at another input size",
-                expected=f"{saved_size[0]}x{saved_size[1]}",
-                found=f"--input-size {spec.height}x{spec.width}",
-                fix=f"pass --input-size {saved_size[0]}x{saved_size[1]}, or start a new run without --resume",
-            )
-        model.load_state_dict(saved["state_dict"])
-        if "optimizer" in saved:
-            optimizer.load_state_dict(saved["optimizer"])
-        start_epoch = int(saved.get("epoch", -1)) + 1
-        best_miou = float(saved.get("best_miou", -1.0))
-        best_epoch = int(saved.get("best_epoch", -1))
-        history = list(saved.get("history", []))
+        if "optimizer" in saved.extra:
+            optimizer.load_state_dict(saved.extra["optimizer"])
+        start_epoch = int(saved.extra.get("epoch", -1)) + 1
+        best_miou = float(saved.extra.get("best_miou", -1.0))
+        best_epoch = int(saved.extra.get("best_epoch", -1))
+        history = list(saved.extra.get("history", []))
         log(f"resumed from {config.resume}: epoch {start_epoch} of {config.epochs}")
 
     train_data = SegmentationDataset(train_set, spec, train=True, seed=config.seed)
@@ -286,7 +274,7 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     last_path, best_path = out / "last.pt", out / "best.pt"
     began = time.perf_counter()
-    options = {"model_options": config.model_options}
+    options = {"model_options": model_options}
 
     for epoch in range(start_epoch, config.epochs):
         train_data.set_epoch(epoch)
@@ -367,6 +355,24 @@ def train(
     return TrainResult(
         best_miou, best_epoch, config.epochs - 1, history, best_path, last_path, time.perf_counter() - began
     )
+
+
+def _check_resume(saved: Any, config: TrainConfig, classes: list[str], spec: InputSpec) -> None:
+    """A --resume checkpoint (CheckpointInfo) must be of this run: model, class list and input size."""
+    if saved.model != config.model or saved.classes != classes:
+        raise ConfigError(
+            "--resume checkpoint was trained for another model or class list",
+            expected=f"{config.model} with {classes}",
+            found=f"{saved.model} with {saved.classes}",
+        )
+    saved_size = saved.input_spec.size
+    if saved_size != spec.size:
+        raise ConfigError(
+            "--resume checkpoint was trained at another input size",
+            expected=f"{saved_size[0]}x{saved_size[1]}",
+            found=f"--input-size {spec.height}x{spec.width}",
+            fix=f"pass --input-size {saved_size[0]}x{saved_size[1]}, or start a new run without --resume",
+        )
 
 
 def _config_dict(config: TrainConfig) -> dict[str, Any]:

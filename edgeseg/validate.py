@@ -10,7 +10,6 @@ scored against ground truth. Gates turn a miss into an ``AccuracyError`` (exit 1
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -20,9 +19,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .artifacts import candidate_input_spec, load_manifest, onnx_metadata, open_backend
+from .artifacts import candidate_input_spec, load_manifest, open_backend
 from .errors import AccuracyError, ArtifactError, InputError, UsageError
 from .images import list_images, load_image, load_mask
+from .onnx_model import read_onnx_model
 from .parity import ParityTally, resize_nearest
 from .spec import InputSpec, preprocess
 
@@ -112,25 +112,32 @@ def validate_candidate(
     try:
         cand_spec, cand_source = candidate_input_spec(candidate)
         classes = _candidate_classes(candidate)
+        data_classes: list[str] = []  # the names in the --data folder's classes.json
         notes: list[str] = []
         if isinstance(reference, TorchReference):
             ref_label, kind = str(reference.weights), "pytorch"
-            model, ckpt_spec, ckpt_classes, num_classes = _load_torch_model(reference, _output_classes(backend))
+            model, weights = _torch_model(reference, _output_classes(backend))
+            ckpt_spec = weights.input_spec
             if ckpt_spec is not None and cand_spec is not None:
                 # fully convolutional: a model trained at one size may be exported at another;
                 # what must agree is the normalisation and channel order
                 ckpt_spec = replace(ckpt_spec, height=cand_spec.height, width=cand_spec.width,
                                     input_name=cand_spec.input_name, output_name=cand_spec.output_name)
             spec = agree_on_spec([(cand_spec, cand_source), (ckpt_spec, f"checkpoint {reference.weights}")])
-            classes = classes or ckpt_classes
-            tally = ParityTally(num_classes, keep_worst=config.worst_k)
+            classes = classes or list(weights.classes)
+            tally = ParityTally(weights.num_classes, keep_worst=config.worst_k)
             _check_input_shape(backend, spec, candidate)
-            samples = _data_samples(data_dir, config.max_images) if data_dir else _synthetic_samples(spec, notes)
-            run_reference = _torch_runner(model)
-            for name, frame, truth in show(samples.items, label="validating", length=samples.count):
-                x = preprocess(frame, spec, "RGB")
-                truth_small = resize_nearest(truth, spec.height, spec.width) if truth is not None else None
-                tally.add(name, run_reference(x), backend.infer(x), frame, truth_small)
+            samples = (_data_samples(data_dir, config.max_images, weights.num_classes) if data_dir
+                       else _synthetic_samples(spec, notes))
+            data_classes = samples.classes
+            run_reference = _torch_runner(model, spec)
+            try:
+                for name, frame, truth in show(samples.items, label="validating", length=samples.count):
+                    x = preprocess(frame, spec, "RGB")
+                    truth_small = resize_nearest(truth, spec.height, spec.width) if truth is not None else None
+                    tally.add(name, run_reference.infer(x), backend.infer(x), frame, truth_small)
+            finally:
+                run_reference.close()
         else:
             from .reference import load_reference
 
@@ -149,7 +156,8 @@ def validate_candidate(
                 tally.add_compact(f"sample_{i:03d}", ref.labels[i], ref.top2[i], backend.infer(ref.inputs(i)),
                                   ref.frames[i], truth)
             if data_dir is not None:
-                samples = _data_samples(data_dir, config.max_images)
+                samples = _data_samples(data_dir, config.max_images, ref.num_classes)
+                data_classes = samples.classes
                 if samples.with_truth:
                     notes.append("ground truth: candidate only (no PyTorch reference on these images; "
                                  "pass --model/--weights to run it)")
@@ -162,7 +170,7 @@ def validate_candidate(
     finally:
         backend.close()
 
-    classes = _class_names(classes, tally.num_classes, data_dir)
+    classes = _class_names(classes or data_classes, tally.num_classes)
     result = ValidationResult(
         candidate=str(candidate), reference=ref_label, reference_kind=kind, input_spec=spec.to_dict(),
         num_classes=tally.num_classes, classes=classes, parity=tally.summary(),
@@ -253,7 +261,7 @@ def _check_reference_model(ref: Any, candidate: Path, path: Path) -> None:
     if candidate.suffix.lower() != ".onnx":
         return
     try:
-        model = onnx_metadata(candidate).get("model")
+        model = read_onnx_model(candidate).model
     except ArtifactError:
         return
     if model and ref.meta.get("model") and model != ref.meta["model"]:
@@ -273,36 +281,55 @@ class _Samples:
     items: Iterator[tuple[str, np.ndarray, np.ndarray | None]] | list[Any]
     count: int
     with_truth: bool
+    classes: list[str] = field(default_factory=list)  # from the data's classes.json (or generic names)
 
 
-def _data_samples(data_dir: str | os.PathLike[str], max_images: int | None) -> _Samples:
-    """Images of DIR/images (or DIR/val/images) with masks DIR/.../masks/<stem>.png when present."""
+def _data_samples(data_dir: str | os.PathLike[str], max_images: int | None, num_classes: int) -> _Samples:
+    """The images of a folder dataset (its val split when it has one: DIR/val/ or DIR/val.txt), paired with
+    their masks by ``edgeseg.data.folder``, the one parser of that layout; a folder without masks, or a plain
+    folder of images, is validated without ground truth."""
+    from .data.folder import _split_files, open_folder_dataset
+
     root = Path(data_dir)
-    image_dir = next((d for d in (root / "images", root / "val" / "images") if d.is_dir()), root)
-    mask_dir = image_dir.parent / "masks" if image_dir != root else None
-    images = list_images(image_dir)
-    if not images:
-        raise InputError(f"no images in {image_dir}", expected="DIR/images/*.png|jpg (+ DIR/masks/<stem>.png)")
-    images = images[: max_images or len(images)]
-    masks = [mask_dir / f"{p.stem}.png" if mask_dir else None for p in images]
-    present = [m is not None and m.is_file() for m in masks]
-    if any(present) and not all(present):
-        missing = [images[i].name for i, ok in enumerate(present) if not ok]
-        raise InputError(f"{len(missing)} of {len(images)} images in {image_dir} have no mask",
-                         expected=f"a mask {mask_dir}/<stem>.png for every image",
-                         found=", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""),
+    split = "val" if (root / "val" / "images").is_dir() or (root / "val.txt").is_file() else None
+    if split is None and not (root / "images").is_dir():
+        return _unlabelled(list_images(root), root, root, max_images)  # frames only: nothing to pair
+    images_dir, masks_dir, stems, classes_dir = _split_files(root, split)
+    if not masks_dir.is_dir() or not any(masks_dir.glob("*.png")):
+        images = [p for p in list_images(images_dir) if stems is None or p.stem in stems]
+        return _unlabelled(images, images_dir, classes_dir, max_images)
+    dataset = open_folder_dataset(root, split, num_classes=num_classes, verify=False, skip_bad=True,
+                                  classes_hint=f"validate a model trained on these classes (this one has "
+                                               f"{num_classes})")
+    missing = [path for path, _why in dataset.skipped]  # verify=False: only masks that do not exist
+    if missing:
+        total = len(missing) + len(dataset.samples)
+        raise InputError(f"{len(missing)} of {total} images in {images_dir} have no mask",
+                         expected=f"a mask {masks_dir}/<stem>.png for every image",
+                         found=", ".join(p.name for p in missing[:5]) + (" ..." if len(missing) > 5 else ""),
                          fix="add the masks, or remove those images")
+    picked = dataset.samples[: max_images or len(dataset.samples)]
 
     def load() -> Iterator[tuple[str, np.ndarray, np.ndarray | None]]:
-        for path, mask_path, has in zip(images, masks, present, strict=True):
-            frame = load_image(path)
-            truth = load_mask(mask_path) if has and mask_path is not None else None
-            if truth is not None and truth.shape != frame.shape[:2]:
-                raise InputError(f"mask {mask_path} does not match its image", expected=str(frame.shape[:2]),
+        for sample in picked:
+            frame, truth = load_image(sample.image), load_mask(sample.mask)
+            if truth.shape != frame.shape[:2]:
+                raise InputError(f"mask {sample.mask} does not match its image", expected=str(frame.shape[:2]),
                                  found=str(truth.shape))
-            yield path.stem, frame, truth
+            yield sample.stem, frame, truth
 
-    return _Samples(load(), len(images), all(present))
+    return _Samples(load(), len(picked), True, list(dataset.classes))
+
+
+def _unlabelled(images: list[Path], folder: Path, classes_dir: Path, max_images: int | None) -> _Samples:
+    """Frames without ground truth (class names from a classes.json beside them, if any)."""
+    from .data.folder import read_classes
+
+    if not images:
+        raise InputError(f"no images in {folder}", expected="DIR/images/*.png|jpg (+ DIR/masks/<stem>.png)")
+    picked = images[: max_images or len(images)]
+    names = read_classes(classes_dir / "classes.json")[0] if (classes_dir / "classes.json").is_file() else []
+    return _Samples(((p.stem, load_image(p), None) for p in picked), len(picked), False, names)
 
 
 def _synthetic_samples(spec: InputSpec, notes: list[str]) -> _Samples:
@@ -314,64 +341,39 @@ def _synthetic_samples(spec: InputSpec, notes: list[str]) -> _Samples:
 
 
 # -- the PyTorch reference (torch imported only here) --------------------------------------------
-def _load_torch_model(ref: TorchReference,
-                      candidate_classes: int | None) -> tuple[Any, InputSpec | None, list[str], int]:
-    from .errors import EdgesegError, require
+def _torch_model(ref: TorchReference, candidate_classes: int | None) -> tuple[Any, Any]:
+    """(model, CheckpointInfo) of the reference weights: ``edgeseg.models.model_from_weights`` decides."""
+    from .errors import require
 
     require("torch", purpose="running the PyTorch reference (or pass --reference DIR/reference.npz)")
-    from .models import create_model
-    from .models.weights import load_checkpoint, load_weights
+    from .models import model_from_weights
 
-    try:
-        checkpoint = load_checkpoint(ref.weights)
-    except EdgesegError:
-        checkpoint = None  # plain state dicts are read by load_weights below
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint or not isinstance(checkpoint["model"], str):
-        checkpoint = {}
-    name = checkpoint.get("model") or ref.model
-    if ref.model and checkpoint.get("model") and ref.model != checkpoint["model"]:
-        raise UsageError("--model disagrees with the checkpoint", expected=f"--model {checkpoint['model']}",
-                         found=f"--model {ref.model}", fix="drop --model: the checkpoint names its model")
-    if not name:
-        raise UsageError("the weights do not name their model", fix="pass --model NAME with --weights")
-    num_classes = int(checkpoint.get("num_classes") or ref.num_classes or candidate_classes or 19)
-    model = create_model(name, num_classes=num_classes, **dict(checkpoint.get("model_options") or {}))
-    load_weights(model, ref.weights)
-    model.eval()
-    spec = InputSpec.from_dict(checkpoint["input_spec"]) if checkpoint.get("input_spec") else None
-    return model, spec, [str(c) for c in checkpoint.get("classes") or []], num_classes
+    # plain weights without --num-classes: as many classes as the candidate outputs
+    return model_from_weights(ref.weights, model=ref.model, num_classes=ref.num_classes,
+                              default_num_classes=candidate_classes)
 
 
-def _torch_runner(model: Any) -> Callable[[np.ndarray], np.ndarray]:
-    import torch
+def _torch_runner(model: Any, spec: InputSpec) -> Any:
+    """The PyTorch reference as a backend (numpy in, numpy logits out): the runtime's TorchBackend, on the CPU."""
+    from .runtime.torch_backend import TorchBackend
 
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(x)).float().numpy()
-
-    return run
+    return TorchBackend(model, spec.shape, device="cpu")
 
 
 # -- names, overlays ------------------------------------------------------------------------------
 def _candidate_classes(candidate: Path) -> list[str]:
     try:
         if candidate.suffix.lower() == ".onnx":
-            value = json.loads(onnx_metadata(candidate).get("classes", "[]"))
-            if isinstance(value, list) and value:
-                return [str(c) for c in value]
+            classes = read_onnx_model(candidate).classes
+            if classes:
+                return classes
         manifest = load_manifest(candidate.parent)
         return list(manifest.classes) if manifest else []
     except (ValueError, ArtifactError):
         return []  # names are cosmetic; the spec checks above catch broken artifacts
 
 
-def _class_names(names: list[str], count: int, data_dir: str | os.PathLike[str] | None) -> list[str]:
-    if not names and data_dir is not None and (Path(data_dir) / "classes.json").is_file():
-        try:
-            entries = json.loads((Path(data_dir) / "classes.json").read_text()).get("classes", [])
-            names = [str(e["name"]) if isinstance(e, dict) else str(e) for e in entries]
-        except (ValueError, KeyError, AttributeError, OSError):
-            names = []
+def _class_names(names: list[str], count: int) -> list[str]:
     return [names[i] if i < len(names) else f"class_{i}" for i in range(count)]
 
 

@@ -131,8 +131,11 @@ def test_pytorch_eager_is_timed_with_denormals_flushed(tmp_path: Path) -> None:
     eager = plan.runners[0]
     before = flush_denormal_enabled(torch)
     assert eager.name == "pytorch-fp32" and eager.flush_denormal in (True, False)
-    eager.infer(plan.inputs[0])
+    logits = eager.infer(plan.inputs[0])
     assert flush_denormal_enabled(torch) == before  # restored after each timed call: other runners unaffected
+    # the one torch runner (runtime's TorchBackend): numpy logits like every other backend, a fixed input shape
+    assert isinstance(logits, np.ndarray) and logits.shape == (1, 19, 64, 64)
+    assert eager.input_shape == (1, 3, 64, 64)
     result, _ = run_bench(plan, iterations=2, warmup=1, plot=False)
     assert any("denormal" in note for note in result.notes())
 

@@ -290,6 +290,46 @@ def test_missing_masks_are_named(tmp_path: Path) -> None:
     assert "img1.png" in str(info.value)
 
 
+def test_data_splits_and_classes_come_from_the_folder_dataset_parser(tmp_path: Path) -> None:
+    """--data is read by edgeseg.data.folder: val.txt and DIR/val/ splits, classes.json checked and named."""
+    from edgeseg.errors import ConfigError
+
+    model, onnx_path = export_tiny(tmp_path / "build", metadata=False)  # no class names in the candidate
+    ref = save_tiny_reference(tmp_path / "build", model)
+    data = make_data(tmp_path / "data", count=3)
+    (data / "val.txt").write_text("img2\nimg0\n")
+    names = [{"name": n, "color": [i, i, i]} for i, n in enumerate(["floor", "wall", "sky"])]
+    (data / "classes.json").write_text(json.dumps({"classes": names}))
+    result = validate_candidate(onnx_path, ref, data_dir=data, write=False)
+    assert result.ground_truth["images"] == 2  # the val split only, not every image of data/images
+    assert result.classes == ["floor", "wall", "sky"]
+
+    split = make_data(tmp_path / "split" / "val", count=1)
+    make_data(tmp_path / "split", count=3)  # DIR/images too: the val split wins
+    result = validate_candidate(onnx_path, ref, data_dir=split.parent, write=False)
+    assert result.ground_truth["images"] == 1
+
+    (data / "classes.json").write_text(json.dumps({"classes": names[:2]}))
+    with pytest.raises(ConfigError, match="disagrees with classes.json"):
+        validate_candidate(onnx_path, ref, data_dir=data, write=False)
+
+
+def test_images_without_masks_are_validated_without_ground_truth(tmp_path: Path, tiny_registered) -> None:
+    model, onnx_path = export_tiny(tmp_path / "build")
+    weights = tmp_path / "tiny.pt"
+    torch.save(model.state_dict(), weights)
+    data = make_data(tmp_path / "data", count=2, masks=False)
+    result = validate_candidate(onnx_path, TorchReference(weights, TINY), data_dir=data, write=False)
+    assert result.parity["images"] == 2 and result.parity["agreement"] == 1.0
+    assert not result.ground_truth or not result.ground_truth.get("images")
+    plain = validate_candidate(onnx_path, TorchReference(weights, TINY), data_dir=data / "images", write=False,
+                               config=ValidationConfig(max_images=1))
+    assert plain.parity["images"] == 1
+    ref = save_tiny_reference(tmp_path / "build", model)
+    result = validate_candidate(onnx_path, ref, data_dir=data, write=False)
+    assert any("has no masks" in note for note in result.notes)
+
+
 def test_validate_with_reference_npz_needs_no_torch(tmp_path: Path) -> None:
     model, onnx_path = export_tiny(tmp_path / "build")
     ref = save_tiny_reference(tmp_path / "build", model)

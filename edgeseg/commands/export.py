@@ -15,17 +15,18 @@ def _err(message: str) -> None:
 
 
 def resolve_export_options(*, model: str | None, num_classes: int | None, input_size: tuple[int, int] | None,
-                           checkpoint: dict[str, Any] | None) -> tuple[str, int, list[str], Any, dict[str, Any]]:
-    """(model name, num_classes, classes, InputSpec, model options) from options and a checkpoint.
+                           checkpoint: Any = None) -> tuple[str, int, list[str], Any, dict[str, Any]]:
+    """(model name, num_classes, classes, InputSpec, model options) from options and the weights' CheckpointInfo.
 
-    A checkpoint supplies defaults; an explicit option that contradicts it is a UsageError.
+    ``checkpoint`` is what ``read_checkpoint_info`` read from --weights (None without weights); it has already
+    checked --model/--num-classes against an edgeseg checkpoint, which supplies the defaults.
     """
     from dataclasses import replace
 
     from ..errors import UsageError
     from ..spec import InputSpec
 
-    if checkpoint is None:
+    if checkpoint is None or not checkpoint.full_checkpoint:
         if model is None:
             raise UsageError("--model is required", expected="a model name, or an edgeseg checkpoint as --weights",
                              found="neither", fix="run `edgeseg models` for the list, then --model NAME")
@@ -33,28 +34,18 @@ def resolve_export_options(*, model: str | None, num_classes: int | None, input_
             raise UsageError("--input-size is required", expected="HxW, e.g. 512x1024 (multiples of 32)",
                              found="no --input-size and no edgeseg checkpoint to take it from",
                              fix="pass --input-size 512x1024")
-        count = 19 if num_classes is None else num_classes
+        count = checkpoint.num_classes if checkpoint is not None else 19 if num_classes is None else num_classes
         return model, count, [f"class_{i}" for i in range(count)], InputSpec(*input_size), {}
 
-    conflicts = []
-    if model is not None and model != checkpoint["model"]:
-        conflicts.append(f"--model {model} (checkpoint: {checkpoint['model']})")
-    if num_classes is not None and num_classes != int(checkpoint["num_classes"]):
-        conflicts.append(f"--num-classes {num_classes} (checkpoint: {checkpoint['num_classes']})")
-    if conflicts:
-        raise UsageError("options contradict the checkpoint given as --weights", found="; ".join(conflicts),
-                         fix="drop these options (the checkpoint provides them) or pass the matching weights")
-    spec = InputSpec.from_dict(checkpoint["input_spec"])
+    spec = checkpoint.input_spec
     if input_size is not None and tuple(input_size) != spec.size:
         # Fully convolutional: exporting at the deployment size is legitimate, but say so.
         _err(f"note: exporting at {input_size[0]}x{input_size[1]}; the checkpoint was trained at "
              f"{spec.height}x{spec.width} (mean/std and channel order kept from the checkpoint)")
         spec = replace(spec, height=input_size[0], width=input_size[1])
-    classes = [str(c) for c in checkpoint.get("classes") or []]
-    count = int(checkpoint["num_classes"])
-    if len(classes) != count:
-        classes = [f"class_{i}" for i in range(count)]
-    return checkpoint["model"], count, classes, spec, dict(checkpoint.get("model_options") or {})
+    count = checkpoint.num_classes
+    classes = list(checkpoint.classes) if len(checkpoint.classes) == count else [f"class_{i}" for i in range(count)]
+    return checkpoint.model, count, classes, spec, dict(checkpoint.model_options)
 
 
 @click.command("export")
@@ -82,13 +73,10 @@ def export_cmd(model_name: str | None, weights: Path | None, num_classes: int | 
     from ..export import ExportConfig, check_export_memory, export_onnx, export_summary_rows
     from ..images import list_images
     from ..io import prepare_out_dir, remove_if_empty
-    from ..models import create_model, load_weights, model_info
-    from ..models.weights import checkpoint_from, is_checkpoint, read_weights_file
+    from ..models import create_model, model_from_weights, model_info, read_checkpoint_info
 
-    checkpoint = None
-    if weights is not None:
-        content = read_weights_file(weights)
-        checkpoint = checkpoint_from(content, source=str(weights)) if is_checkpoint(content) else None
+    # A contradicting --model/--num-classes or a plain state dict without --model fails here, before any work.
+    checkpoint = read_checkpoint_info(weights, model=model_name, num_classes=num_classes) if weights else None
     name, count, classes, spec, options = resolve_export_options(
         model=model_name, num_classes=num_classes, input_size=input_size, checkpoint=checkpoint)
     samples = list_images(reference_images)[:num_samples] if reference_images else []
@@ -102,12 +90,12 @@ def export_cmd(model_name: str | None, weights: Path | None, num_classes: int | 
     out, created = prepare_out_dir(out)
 
     try:
-        model = create_model(name, num_classes=count, **options)
         if weights is None:
+            model = create_model(name, num_classes=count, **options)
             _err("warning: no --weights given: random weights, accuracy numbers are meaningless")
         else:
-            report = load_weights(model, weights)
-            _err(f"weights: {report.num_tensors} tensors from {report.path} ({report.kind})")
+            model, loaded = model_from_weights(weights, model=name, num_classes=count)
+            _err(f"weights: {loaded.num_tensors} tensors from {loaded.path} ({loaded.kind})")
         config = ExportConfig(model=name, num_classes=count, input_spec=spec, batch=batch, opset=opset,
                               simplify=not no_simplify, num_reference_samples=num_samples, classes=classes,
                               sample_images=samples)

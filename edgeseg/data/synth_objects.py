@@ -205,8 +205,8 @@ def _draw_cylinder(rng, cam: _Camera, canvas: _Canvas, x: float, z: float) -> No
     canvas.paint(_ellipse_mask(c0, r1, rx, ry, canvas.h, canvas.w), OBSTACLE, colour, top * rng.uniform(0.7, 1.0))
 
 
-def _quad(canvas: _Canvas, corners: list[list[float]]) -> np.ndarray:
-    """The mask of a four-cornered polygon given as [[col, row], ...]."""
+def _quad(canvas: _Canvas, corners: list[list[float]]) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """The region (see _polygon_mask) of a four-cornered polygon given as [[col, row], ...]."""
     return _polygon_mask(np.array(corners, np.float32), canvas.h, canvas.w)
 
 

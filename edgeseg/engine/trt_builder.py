@@ -152,7 +152,7 @@ def build_engine(
     if not parser.parse_from_file(str(info.path)):
         raise ArtifactError(f"TensorRT {version} cannot parse {info.path}",
                             found=format_parser_errors(parser, info.node_names),
-                            fix="check the operator support of this TensorRT (onnx-tensorrt operators.md)")
+                            fix="check the operator support of this TensorRT (https://github.com/onnx/onnx-tensorrt/blob/main/docs/operators.md)")
 
     trt_config: tensorrt.IBuilderConfig = builder.create_builder_config()
     trt_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mib << 20)

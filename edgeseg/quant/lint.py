@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, require
-from .onnx_model import metadata
+from ..onnx_model import metadata_of
 from .qdq_trt import QDQ_METADATA_KEY, weight_axis
 
 UNSUPPORTED_OPS = ("QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QLinearAdd", "QLinearMul",
@@ -78,7 +78,7 @@ class _Index:
 
 
 def _kept_float(model: Any) -> set[str]:
-    raw = metadata(model).get(QDQ_METADATA_KEY)
+    raw = metadata_of(model).get(QDQ_METADATA_KEY)
     try:
         return set(json.loads(raw).get("keep_fp_layers", [])) if raw else set()
     except (json.JSONDecodeError, AttributeError):

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from ..errors import ArtifactError, ConfigError
 from ..io import atomic_write_bytes, sha256_file
+from ..onnx_model import input_dims, input_spec_of, load_onnx
 from ..spec import InputSpec
 from ..trt_cache_format import cache_header
 from .calib_data import CalibrationFeed, CalibrationImages
 from .lint import check_qdq
-from .onnx_model import input_dims, input_spec_of, load_onnx
 from .qdq_ort import ORT_INT8_NAME, OrtInt8Options, quantize_for_onnxruntime
 from .qdq_trt import quantize_for_tensorrt
 from .ranges import Ranges, check_method, compute_ranges, derived_tensors, save_ranges

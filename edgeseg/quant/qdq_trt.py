@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError, require
-from .onnx_model import MIN_QDQ_OPSET, opset_of, set_metadata
+from ..onnx_model import MIN_QDQ_OPSET, opset_of, set_metadata
 from .ranges import Ranges, TensorRange
 
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")

@@ -1,7 +1,8 @@
 """The PyTorch reference backend (layer 1, but torch is imported only when it is used).
 
-For a GPU without TensorRT, and as the reference in tests: the model comes from an
-edgeseg checkpoint (``create_model`` + ``load_weights``) or as an ``nn.Module``. On CUDA
+For a GPU without TensorRT, as validate's PyTorch reference and as bench's PyTorch eager runner
+(the one torch runner: numpy in, numpy logits out): the model comes from a weights file
+(``edgeseg.models.model_from_weights``) or as an ``nn.Module``. On CUDA
 it reads the Segmenter's device input buffer and writes logits into its output buffer
 through ``__cuda_array_interface__`` (no host round trip); ``infer`` is the host path.
 """
@@ -37,14 +38,14 @@ class TorchBackend:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], model_name: str, num_classes: int,
                         input_shape: tuple[int, ...], *, device: str = "cpu", **options: Any) -> TorchBackend:
-        models = require("edgeseg.models", purpose="loading the checkpoint")  # layer 3: only here, lazily
-        weights = require("edgeseg.models.weights", purpose="loading the checkpoint")
-        content = weights.read_weights_file(path)
-        if weights.is_checkpoint(content):  # the checkpoint's model options (e.g. a width) build the same model
-            recorded = dict(weights.checkpoint_from(content, source=str(path)).get("model_options") or {})
-            options = {**recorded, **options}
-        model = models.create_model(model_name, num_classes=num_classes, **options)
-        weights.load_weights(model, path)
+        """The model of a build folder from its weights: ``model_name`` / ``num_classes`` are the manifest's.
+
+        ``edgeseg.models.model_from_weights`` builds it (the checkpoint's model options, e.g. a width, then
+        ``options`` over them); a checkpoint of another model or class count is refused.
+        """
+        weights = require("edgeseg.models.weights", purpose="loading the checkpoint")  # layer 3: only here, lazily
+        model, _ = weights.model_from_weights(path, model=model_name, num_classes=num_classes,
+                                              origin="the build folder's manifest.json", **options)
         return cls(model, input_shape, device=device)
 
     def infer(self, x: np.ndarray) -> np.ndarray:

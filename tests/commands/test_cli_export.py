@@ -116,6 +116,14 @@ def test_wrong_class_count_in_plain_weights_says_what_to_pass(tmp_path: Path, ti
     assert "pass --num-classes 7" in result.stderr and "Traceback" not in result.output
 
 
+def test_plain_weights_without_model_are_a_usage_error(tmp_path: Path, tiny_model: str) -> None:
+    torch.save(create_model(tiny_model, num_classes=3).state_dict(), tmp_path / "w.pt")
+    result = invoke("export", "--weights", tmp_path / "w.pt", "--input-size", "64x64", "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert "not the name of their model" in result.stderr and "pass --model NAME" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("args", [
     ["--input-size", "100x100"],  # not a multiple of 32
     ["--input-size", "64x64", "--batch", "0"],

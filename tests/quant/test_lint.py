@@ -11,9 +11,9 @@ import pytest
 from tiny_onnx import build_tiny_net, write_images
 
 from edgeseg.errors import ArtifactError
+from edgeseg.onnx_model import input_spec_of
 from edgeseg.quant.calib_data import CalibrationFeed
 from edgeseg.quant.lint import check_qdq, lint_qdq
-from edgeseg.quant.onnx_model import input_spec_of
 from edgeseg.quant.qdq_ort import OrtInt8Options, quantize_for_onnxruntime
 from edgeseg.quant.qdq_trt import quantize_for_tensorrt
 from edgeseg.quant.ranges import Ranges, compute_ranges

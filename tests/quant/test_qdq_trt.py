@@ -12,9 +12,9 @@ import pytest
 from tiny_onnx import build_tiny_net, write_images
 
 from edgeseg.errors import ArtifactError, ConfigError
+from edgeseg.onnx_model import input_spec_of, metadata_of
 from edgeseg.quant.calib_data import CalibrationFeed
 from edgeseg.quant.lint import lint_qdq
-from edgeseg.quant.onnx_model import input_spec_of, metadata
 from edgeseg.quant.qdq_trt import QDQ_METADATA_KEY, activation_scale, concat_shared_ranges, quantize_for_tensorrt
 from edgeseg.quant.ranges import Ranges, TensorRange, compute_ranges
 
@@ -51,9 +51,9 @@ def _init(model: onnx.ModelProto, name: str) -> np.ndarray:
 def test_the_produced_model_passes_the_lint_and_the_checker(quantized: onnx.ModelProto) -> None:
     onnx.checker.check_model(quantized, full_check=True)
     assert lint_qdq(quantized) == []
-    info = json.loads(metadata(quantized)[QDQ_METADATA_KEY])
+    info = json.loads(metadata_of(quantized)[QDQ_METADATA_KEY])
     assert info["format"] == "qdq-tensorrt" and info["weights"] == 9  # 6 Conv, Gemm, MatMul, ConvTranspose
-    assert "input_spec" in metadata(quantized)  # the exporter's metadata is kept
+    assert "input_spec" in metadata_of(quantized)  # the exporter's metadata is kept
 
 
 def test_every_weight_op_reads_int8_per_channel_weights_on_its_axis(quantized: onnx.ModelProto) -> None:

@@ -11,8 +11,8 @@ import pytest
 from tiny_onnx import build_tiny_net, write_images
 
 from edgeseg.errors import ArtifactError, ConfigError
+from edgeseg.onnx_model import input_spec_of
 from edgeseg.quant.calib_data import CalibrationFeed
-from edgeseg.quant.onnx_model import input_spec_of
 from edgeseg.quant.ranges import Ranges, compute_ranges, derived_tensors, load_ranges, save_ranges
 
 

@@ -7,12 +7,14 @@ constant weight, and a final Resize back to the input size.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
+
+from edgeseg.onnx_model import export_metadata, set_metadata
+from edgeseg.spec import InputSpec
 
 CLASSES = ["road", "car", "person"]
 
@@ -64,15 +66,11 @@ def build_tiny_net(path: Path, *, height: int = 64, width: int = 96, seed: int =
 
 
 def add_metadata(path: Path, *, height: int, width: int, name: str = "tiny") -> None:
+    """The metadata ``edgeseg export`` writes (``edgeseg.onnx_model`` owns its format)."""
     model = onnx.load(str(path))
-    spec = {"height": height, "width": width, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-            "channel_order": "RGB", "resize": "stretch", "input_name": "images", "output_name": "logits"}
-    values = {"model": name, "num_classes": str(len(CLASSES)), "classes": json.dumps(CLASSES),
-              "input_spec": json.dumps(spec), "edgeseg_version": "0.1.0"}
     del model.metadata_props[:]
-    for key, value in values.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_metadata(model, export_metadata(model=name, num_classes=len(CLASSES), classes=CLASSES,
+                                        input_spec=InputSpec(height, width)))
     onnx.save(model, str(path))
 
 
