@@ -206,7 +206,7 @@ def train(
     config: TrainConfig, log: Callable[[str], None] = print, on_step: Callable[[dict[str, float]], None] | None = None
 ) -> TrainResult:
     """Train ``config.model`` on ``config.data``; see the module docstring."""
-    from .models import create_model, model_from_weights, read_checkpoint_info
+    from .models import read_checkpoint_info
 
     _check(config)
     # A wrong --resume file fails before the dataset is verified (minutes on a large set).
@@ -222,139 +222,137 @@ def train(
             log(f"skipped {what} file {path}: {why}")
     spec = InputSpec(*config.input_size)
     classes = train_set.classes
-    model_options = dict(config.model_options)
-    if saved is None:
-        model = create_model(config.model, num_classes=len(classes), **model_options)
-    else:
-        _check_resume(saved, config, classes, spec)
-        # the checkpoint's model options (config.model_options over them) build the model it was trained as
-        model, saved = model_from_weights(saved.path, model=config.model, **model_options)
-        model_options = dict(saved.model_options)
+    model, model_options = _model(config, saved, classes, spec)
     model = model.to(device)
     lr = config.lr or DEFAULT_LR[config.optimizer]
-    if config.optimizer == "adamw":
-        optimizer: torch.optim.Optimizer = torch.optim.AdamW(
-            model.parameters(), lr=lr, weight_decay=config.weight_decay
-        )
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=config.weight_decay)
-
-    out = Path(config.out)
-    history: list[dict[str, Any]] = []
-    start_epoch, best_miou, best_epoch = 0, -1.0, -1
-    if saved is not None:
-        if "optimizer" in saved.extra:
-            optimizer.load_state_dict(saved.extra["optimizer"])
-        start_epoch = int(saved.extra.get("epoch", -1)) + 1
-        best_miou = float(saved.extra.get("best_miou", -1.0))
-        best_epoch = int(saved.extra.get("best_epoch", -1))
-        history = list(saved.extra.get("history", []))
-        log(f"resumed from {config.resume}: epoch {start_epoch} of {config.epochs}")
-
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    run = _Run(model, _optimizer(config, model, lr), lr, device, scaler)
+    start_epoch = _resume(run, saved, config, log)
     train_data = SegmentationDataset(train_set, spec, train=True, seed=config.seed)
     val_data = SegmentationDataset(val_set, spec, train=False)
     generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(
-        train_data,
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=len(train_data) > config.batch_size,
-        num_workers=config.workers,
-        generator=generator,
-        persistent_workers=False,
-        pin_memory=device.type == "cuda",
-    )
+    loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=True,
+                        drop_last=len(train_data) > config.batch_size, num_workers=config.workers,
+                        generator=generator, persistent_workers=False, pin_memory=device.type == "cuda")
     val_loader = DataLoader(val_data, batch_size=config.batch_size, num_workers=config.workers)
-    steps_per_epoch = (
-        len(loader) if config.max_steps_per_epoch is None else min(len(loader), config.max_steps_per_epoch)
-    )
-    total_steps = steps_per_epoch * config.epochs
-    warmup = min(config.warmup_steps, max(1, total_steps // 10))
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    last_path, best_path = out / "last.pt", out / "best.pt"
+    run.steps_per_epoch = (len(loader) if config.max_steps_per_epoch is None
+                           else min(len(loader), config.max_steps_per_epoch))
+    run.total_steps = run.steps_per_epoch * config.epochs
+    run.warmup = min(config.warmup_steps, max(1, run.total_steps // 10))
+    out = Path(config.out)
     began = time.perf_counter()
-    options = {"model_options": model_options}
-
     for epoch in range(start_epoch, config.epochs):
         train_data.set_epoch(epoch)
         generator.manual_seed(config.seed * 1000 + epoch)  # shuffle order depends on (seed, epoch) only
-        model.train()
-        seen, loss_sum, epoch_start = 0, 0.0, time.perf_counter()
-        for step, (inputs, targets) in enumerate(loader):
-            if step >= steps_per_epoch:
-                break
-            global_step = epoch * steps_per_epoch + step
-            for group in optimizer.param_groups:
-                group["lr"] = poly_lr(global_step, total_steps, lr, warmup)
-            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            with torch.autocast(device.type, enabled=use_amp):
-                loss = F.cross_entropy(model(inputs), targets, ignore_index=IGNORE_INDEX)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            seen += len(inputs)
-            loss_sum += loss.item() * len(inputs)
-            if on_step:
-                on_step(
-                    {
-                        "epoch": epoch,
-                        "step": step,
-                        "steps": steps_per_epoch,
-                        "loss": loss.item(),
-                        "images_per_s": seen / max(time.perf_counter() - epoch_start, 1e-9),
-                        "lr": optimizer.param_groups[0]["lr"],
-                    }
-                )
-        train_seconds = time.perf_counter() - epoch_start
-        result = evaluate(model, val_loader, len(classes), classes, device)
-        record = {
-            "epoch": epoch,
-            "train_loss": loss_sum / max(seen, 1),
-            "val_miou": result.miou,
-            "val_pixel_accuracy": result.pixel_accuracy,
-            "per_class_iou": result.per_class_iou,
-            "images_per_s": seen / max(train_seconds, 1e-9),
-            "epoch_seconds": time.perf_counter() - epoch_start,
-        }
-        history.append(record)
-        if result.miou > best_miou:
-            best_miou, best_epoch = result.miou, epoch
-            write_checkpoint(
-                best_path,
-                model,
-                name=config.model,
-                classes=classes,
-                spec=spec,
-                **options,
-                extra={"epoch": epoch, "metrics": {"val_miou": result.miou, "per_class_iou": result.per_class_iou}},
-            )
-        write_checkpoint(
-            last_path,
-            model,
-            name=config.model,
-            classes=classes,
-            spec=spec,
-            **options,
-            extra={
-                "epoch": epoch,
-                "metrics": {"val_miou": result.miou},
-                "optimizer": optimizer.state_dict(),
-                "best_miou": best_miou,
-                "best_epoch": best_epoch,
-                "history": history,
-            },
-        )
-        atomic_write_json(out / "history.json", {"config": _config_dict(config), "history": history})
+        record = _train_epoch(run, loader, epoch, on_step)
+        result = evaluate(run.model, val_loader, len(classes), classes, device)
+        record.update(val_miou=result.miou, val_pixel_accuracy=result.pixel_accuracy,
+                      per_class_iou=result.per_class_iou, epoch_seconds=time.perf_counter() - record.pop("started"))
+        run.history.append(record)
+        _save_epoch(run, config, out, epoch, result, classes, spec, model_options)
         log(
             f"epoch {epoch + 1}/{config.epochs}  loss {record['train_loss']:.4f}  val mIoU {result.miou:.4f}  "
-            f"best {best_miou:.4f} (epoch {best_epoch + 1})  {record['images_per_s']:.1f} img/s  "
+            f"best {run.best_miou:.4f} (epoch {run.best_epoch + 1})  {record['images_per_s']:.1f} img/s  "
             f"{record['epoch_seconds']:.0f} s"
         )
-    return TrainResult(
-        best_miou, best_epoch, config.epochs - 1, history, best_path, last_path, time.perf_counter() - began
-    )
+    return TrainResult(run.best_miou, run.best_epoch, config.epochs - 1, run.history, out / "best.pt",
+                       out / "last.pt", time.perf_counter() - began)
+
+
+@dataclass
+class _Run:
+    """What the epochs share and update: the model, its optimizer, the schedule and the best result so far."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr: float
+    device: torch.device
+    scaler: Any  # torch.amp.GradScaler
+    steps_per_epoch: int = 0
+    total_steps: int = 0
+    warmup: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_miou: float = -1.0
+    best_epoch: int = -1
+
+
+def _model(config: TrainConfig, saved: Any, classes: list[str], spec: InputSpec
+           ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A new model, or the --resume checkpoint's (its model options build the model it was trained as)."""
+    from .models import create_model, model_from_weights
+
+    model_options = dict(config.model_options)
+    if saved is None:
+        return create_model(config.model, num_classes=len(classes), **model_options), model_options
+    _check_resume(saved, config, classes, spec)
+    model, saved = model_from_weights(saved.path, model=config.model, **model_options)
+    return model, dict(saved.model_options)
+
+
+def _optimizer(config: TrainConfig, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=config.weight_decay)
+
+
+def _resume(run: _Run, saved: Any, config: TrainConfig, log: Callable[[str], None]) -> int:
+    """Optimizer state, history and best result of the --resume checkpoint; returns the first epoch to run."""
+    if saved is None:
+        return 0
+    if "optimizer" in saved.extra:
+        run.optimizer.load_state_dict(saved.extra["optimizer"])
+    start_epoch = int(saved.extra.get("epoch", -1)) + 1
+    run.best_miou = float(saved.extra.get("best_miou", -1.0))
+    run.best_epoch = int(saved.extra.get("best_epoch", -1))
+    run.history = list(saved.extra.get("history", []))
+    log(f"resumed from {config.resume}: epoch {start_epoch} of {config.epochs}")
+    return start_epoch
+
+
+def _train_epoch(run: _Run, loader: DataLoader, epoch: int,
+                 on_step: Callable[[dict[str, float]], None] | None) -> dict[str, Any]:
+    """One pass over the training data (poly learning rate per step, AMP on CUDA)."""
+    model, optimizer, device = run.model, run.optimizer, run.device
+    use_amp = device.type == "cuda"
+    model.train()
+    seen, loss_sum, epoch_start = 0, 0.0, time.perf_counter()
+    for step, (inputs, targets) in enumerate(loader):
+        if step >= run.steps_per_epoch:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = poly_lr(epoch * run.steps_per_epoch + step, run.total_steps, run.lr, run.warmup)
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=use_amp):
+            loss = F.cross_entropy(model(inputs), targets, ignore_index=IGNORE_INDEX)
+        optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(optimizer)
+        run.scaler.update()
+        seen += len(inputs)
+        loss_sum += loss.item() * len(inputs)
+        if on_step:
+            on_step({"epoch": epoch, "step": step, "steps": run.steps_per_epoch, "loss": loss.item(),
+                     "images_per_s": seen / max(time.perf_counter() - epoch_start, 1e-9),
+                     "lr": optimizer.param_groups[0]["lr"]})
+    train_seconds = time.perf_counter() - epoch_start
+    return {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
+            "images_per_s": seen / max(train_seconds, 1e-9), "started": epoch_start}
+
+
+def _save_epoch(run: _Run, config: TrainConfig, out: Path, epoch: int, result: EvalResult, classes: list[str],
+                spec: InputSpec, model_options: dict[str, Any]) -> None:
+    """best.pt when the validation mIoU improved, last.pt (with the optimizer, to resume) and history.json."""
+    options = {"model_options": model_options}
+    if result.miou > run.best_miou:
+        run.best_miou, run.best_epoch = result.miou, epoch
+        write_checkpoint(out / "best.pt", run.model, name=config.model, classes=classes, spec=spec, **options,
+                         extra={"epoch": epoch,
+                                "metrics": {"val_miou": result.miou, "per_class_iou": result.per_class_iou}})
+    write_checkpoint(out / "last.pt", run.model, name=config.model, classes=classes, spec=spec, **options,
+                     extra={"epoch": epoch, "metrics": {"val_miou": result.miou},
+                            "optimizer": run.optimizer.state_dict(), "best_miou": run.best_miou,
+                            "best_epoch": run.best_epoch, "history": run.history})
+    atomic_write_json(out / "history.json", {"config": _config_dict(config), "history": run.history})
 
 
 def _check_resume(saved: Any, config: TrainConfig, classes: list[str], spec: InputSpec) -> None:

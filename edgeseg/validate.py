@@ -110,66 +110,15 @@ def validate_candidate(
     show = progress or _no_progress
     backend = open_backend(candidate, threads=config.threads)
     try:
-        cand_spec, cand_source = candidate_input_spec(candidate)
-        classes = _candidate_classes(candidate)
-        data_classes: list[str] = []  # the names in the --data folder's classes.json
-        notes: list[str] = []
         if isinstance(reference, TorchReference):
-            ref_label, kind = str(reference.weights), "pytorch"
-            model, weights = _torch_model(reference, _output_classes(backend))
-            ckpt_spec = weights.input_spec
-            if ckpt_spec is not None and cand_spec is not None:
-                # fully convolutional: a model trained at one size may be exported at another;
-                # what must agree is the normalisation and channel order
-                ckpt_spec = replace(ckpt_spec, height=cand_spec.height, width=cand_spec.width,
-                                    input_name=cand_spec.input_name, output_name=cand_spec.output_name)
-            spec = agree_on_spec([(cand_spec, cand_source), (ckpt_spec, f"checkpoint {reference.weights}")])
-            classes = classes or list(weights.classes)
-            tally = ParityTally(weights.num_classes, keep_worst=config.worst_k)
-            _check_input_shape(backend, spec, candidate)
-            samples = (_data_samples(data_dir, config.max_images, weights.num_classes) if data_dir
-                       else _synthetic_samples(spec, notes))
-            data_classes = samples.classes
-            run_reference = _torch_runner(model, spec)
-            try:
-                for name, frame, truth in show(samples.items, label="validating", length=samples.count):
-                    x = preprocess(frame, spec, "RGB")
-                    truth_small = resize_nearest(truth, spec.height, spec.width) if truth is not None else None
-                    tally.add(name, run_reference.infer(x), backend.infer(x), frame, truth_small)
-            finally:
-                run_reference.close()
+            compared = _against_pytorch(reference, backend, candidate, data_dir, config, show)
         else:
-            from .reference import load_reference
-
-            ref_label, kind = str(reference), "reference.npz"
-            ref = load_reference(reference)
-            spec = agree_on_spec([(cand_spec, cand_source), (ref.input_spec, f"{Path(reference).name} meta")])
-            _check_input_shape(backend, spec, candidate)
-            _check_reference_model(ref, candidate, Path(reference))
-            if ref.synthetic:
-                notes.append(f"{Path(reference).name} holds synthetic shapes, not scenes: agreement on them says "
-                             "little; edgeseg build writes one from --val or calibration images")
-            tally = ParityTally(ref.num_classes, keep_worst=config.worst_k)
-            count = min(ref.num_samples, config.max_images or ref.num_samples)
-            for i in show(range(count), label="validating", length=count):
-                truth = ref.masks[i] if ref.masks is not None else None
-                tally.add_compact(f"sample_{i:03d}", ref.labels[i], ref.top2[i], backend.infer(ref.inputs(i)),
-                                  ref.frames[i], truth)
-            if data_dir is not None:
-                samples = _data_samples(data_dir, config.max_images, ref.num_classes)
-                data_classes = samples.classes
-                if samples.with_truth:
-                    notes.append("ground truth: candidate only (no PyTorch reference on these images; "
-                                 "pass --model/--weights to run it)")
-                    for _name, frame, truth in show(samples.items, label="ground truth", length=samples.count):
-                        x = preprocess(frame, spec, "RGB")
-                        pred = _argmax(backend.infer(x))
-                        tally.add_truth(resize_nearest(truth, spec.height, spec.width), pred, None)
-                else:
-                    notes.append(f"{data_dir} has no masks: no ground-truth scores")
+            compared = _against_reference_file(Path(reference), backend, candidate, data_dir, config, show)
     finally:
         backend.close()
-
+    tally, spec, notes = compared.tally, compared.spec, compared.notes
+    ref_label, kind = compared.label, compared.kind
+    classes, data_classes = compared.classes, compared.data_classes
     classes = _class_names(classes or data_classes, tally.num_classes)
     result = ValidationResult(
         candidate=str(candidate), reference=ref_label, reference_kind=kind, input_spec=spec.to_dict(),
@@ -186,6 +135,85 @@ def validate_candidate(
     if raise_on_failure and not result.passed:
         raise gate_error(result)
     return result
+
+
+@dataclass
+class _Compared:
+    """What one reference kind measured: the tally and how to describe it."""
+
+    tally: ParityTally
+    spec: InputSpec
+    label: str
+    kind: str
+    classes: list[str]
+    data_classes: list[str]
+    notes: list[str]
+
+
+def _against_pytorch(reference: TorchReference, backend: Any, candidate: Path, data_dir: Any,
+                     config: ValidationConfig, show: Progress) -> _Compared:
+    """Run the PyTorch model and the candidate on the same frames (--data, else synthetic scenes)."""
+    cand_spec, cand_source = candidate_input_spec(candidate)
+    notes: list[str] = []
+    model, weights = _torch_model(reference, _output_classes(backend))
+    ckpt_spec = weights.input_spec
+    if ckpt_spec is not None and cand_spec is not None:
+        # fully convolutional: a model trained at one size may be exported at another;
+        # what must agree is the normalisation and channel order
+        ckpt_spec = replace(ckpt_spec, height=cand_spec.height, width=cand_spec.width,
+                            input_name=cand_spec.input_name, output_name=cand_spec.output_name)
+    spec = agree_on_spec([(cand_spec, cand_source), (ckpt_spec, f"checkpoint {reference.weights}")])
+    classes = _candidate_classes(candidate) or list(weights.classes)
+    tally = ParityTally(weights.num_classes, keep_worst=config.worst_k)
+    _check_input_shape(backend, spec, candidate)
+    samples = (_data_samples(data_dir, config.max_images, weights.num_classes) if data_dir
+               else _synthetic_samples(spec, notes))
+    run_reference = _torch_runner(model, spec)
+    try:
+        for name, frame, truth in show(samples.items, label="validating", length=samples.count):
+            x = preprocess(frame, spec, "RGB")
+            truth_small = resize_nearest(truth, spec.height, spec.width) if truth is not None else None
+            tally.add(name, run_reference.infer(x), backend.infer(x), frame, truth_small)
+    finally:
+        run_reference.close()
+    return _Compared(tally, spec, str(reference.weights), "pytorch", classes, samples.classes, notes)
+
+
+def _against_reference_file(reference: Path, backend: Any, candidate: Path, data_dir: Any,
+                            config: ValidationConfig, show: Progress) -> _Compared:
+    """The candidate on reference.npz's frames against PyTorch's saved verdict (and its masks, when kept);
+    ``data_dir`` adds ground-truth scores of the candidate alone."""
+    from .reference import load_reference
+
+    cand_spec, cand_source = candidate_input_spec(candidate)
+    notes: list[str] = []
+    ref = load_reference(reference)
+    spec = agree_on_spec([(cand_spec, cand_source), (ref.input_spec, f"{reference.name} meta")])
+    _check_input_shape(backend, spec, candidate)
+    _check_reference_model(ref, candidate, reference)
+    if ref.synthetic:
+        notes.append(f"{reference.name} holds synthetic shapes, not scenes: agreement on them says "
+                     "little; edgeseg build writes one from --val or calibration images")
+    tally = ParityTally(ref.num_classes, keep_worst=config.worst_k)
+    count = min(ref.num_samples, config.max_images or ref.num_samples)
+    for i in show(range(count), label="validating", length=count):
+        truth = ref.masks[i] if ref.masks is not None else None
+        tally.add_compact(f"sample_{i:03d}", ref.labels[i], ref.top2[i], backend.infer(ref.inputs(i)),
+                          ref.frames[i], truth)
+    data_classes: list[str] = []
+    if data_dir is not None:
+        samples = _data_samples(data_dir, config.max_images, ref.num_classes)
+        data_classes = samples.classes
+        if samples.with_truth:
+            notes.append("ground truth: candidate only (no PyTorch reference on these images; "
+                         "pass --model/--weights to run it)")
+            for _name, frame, truth in show(samples.items, label="ground truth", length=samples.count):
+                pred = _argmax(backend.infer(preprocess(frame, spec, "RGB")))
+                tally.add_truth(resize_nearest(truth, spec.height, spec.width), pred, None)
+        else:
+            notes.append(f"{data_dir} has no masks: no ground-truth scores")
+    return _Compared(tally, spec, str(reference), "reference.npz", _candidate_classes(candidate), data_classes,
+                     notes)
 
 
 # -- gates ---------------------------------------------------------------------------------
