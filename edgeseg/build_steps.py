@@ -61,7 +61,7 @@ def _quote(path: Path | str) -> str:
 # -- 1. export ---------------------------------------------------------------------------------
 def model_info(options: BuildOptions) -> dict[str, Any]:
     """Model name, classes and input spec from the checkpoint (or the options for plain/random weights)."""
-    from .models.weights import PLAIN_DEFAULT_CLASSES, read_checkpoint_info
+    from .models.checkpoint import PLAIN_DEFAULT_CLASSES, read_checkpoint_info
 
     weights = read_checkpoint_info(options.weights, model=options.model) if options.weights is not None else None
     if weights is not None and weights.full_checkpoint and weights.input_spec is not None:

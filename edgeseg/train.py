@@ -97,7 +97,7 @@ def write_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """The edgeseg checkpoint format of ``edgeseg.models.weights``, written atomically."""
-    from .models.weights import save_checkpoint
+    from .models.checkpoint import save_checkpoint
 
     return save_checkpoint(
         path, model, model_name=name, classes=classes, input_spec=spec, model_options=model_options, **(extra or {})
@@ -110,7 +110,7 @@ RESUME_FIX = "pass the last.pt of the run to continue (RUN/last.pt), or start a 
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, fix: str | None = None) -> dict[str, Any]:
-    from .models.weights import load_checkpoint
+    from .models.checkpoint import load_checkpoint
 
     return load_checkpoint(path, fix=fix)
 

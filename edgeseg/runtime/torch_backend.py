@@ -43,9 +43,9 @@ class TorchBackend:
         ``edgeseg.models.model_from_weights`` builds it (the checkpoint's model options, e.g. a width, then
         ``options`` over them); a checkpoint of another model or class count is refused.
         """
-        weights = require("edgeseg.models.weights", purpose="loading the checkpoint")  # layer 3: only here, lazily
-        model, _ = weights.model_from_weights(path, model=model_name, num_classes=num_classes,
-                                              origin="the build folder's manifest.json", **options)
+        checkpoint = require("edgeseg.models.checkpoint", purpose="loading the checkpoint")  # layer 3, lazily
+        model, _ = checkpoint.model_from_weights(path, model=model_name, num_classes=num_classes,
+                                                 origin="the build folder's manifest.json", **options)
         return cls(model, input_shape, device=device)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
