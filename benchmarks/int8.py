@@ -72,7 +72,7 @@ def side_by_side(runners: dict[str, Callable[[], object]], iterations: int, warm
 def export(name: str, height: int, width: int, out: Path):  # -> torch module
     import torch
 
-    from edgeseg.export import ExportConfig, export_onnx
+    from edgeseg.export.onnx_export import ExportConfig, export_onnx
     from edgeseg.models import create_model
     from edgeseg.spec import InputSpec
 
@@ -90,7 +90,7 @@ def measure_model(name: str, height: int, width: int, calib: Path, work: Path, *
     from edgeseg.quant.pipeline import CalibrateConfig, calibrate_model
     from edgeseg.quant.qdq_ort import OrtInt8Options, quantize_for_onnxruntime
     from edgeseg.quant.ranges import load_ranges
-    from edgeseg.runtime.onnxruntime import OnnxRuntimeBackend
+    from edgeseg.runtime.ort_backend import OnnxRuntimeBackend
 
     folder = work / name
     model = export(name, height, width, folder)

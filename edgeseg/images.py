@@ -91,7 +91,7 @@ def load_mask(path: str | os.PathLike[str]) -> np.ndarray:
 
 def save_png(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     """Write a uint8 HxW or HxWx3 array as PNG, atomically."""
-    from .io import atomic_open
+    from .fileio import atomic_open
 
     image_mod = require("PIL.Image", purpose="writing images")
     image = image_mod.fromarray(np.ascontiguousarray(array))

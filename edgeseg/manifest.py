@@ -141,7 +141,7 @@ def manifest_checksum(data: dict[str, Any]) -> str:
 
 def write_manifest(folder: str | os.PathLike[str], manifest: Manifest) -> Path:
     """Write ``folder/manifest.json`` atomically, with its checksum."""
-    from .io import atomic_write_json
+    from .fileio import atomic_write_json
 
     data = json.loads(json.dumps(manifest.to_dict(), default=str))  # the exact JSON the checksum covers
     data["checksum"] = manifest_checksum(data)
@@ -150,7 +150,7 @@ def write_manifest(folder: str | os.PathLike[str], manifest: Manifest) -> Path:
 
 def read_manifest(folder_or_file: str | os.PathLike[str], *, verify: bool = True) -> Manifest:
     """The manifest of a build folder (or the file itself); ArtifactError when absent, edited or malformed."""
-    from .io import read_json
+    from .fileio import read_json
 
     path = Path(folder_or_file)
     if path.is_dir() or not path.name.endswith(".json"):
@@ -189,7 +189,7 @@ def missing_manifest_error(folder: Path) -> ArtifactError:
 
 def verified_artifact(folder: str | os.PathLike[str], manifest: Manifest, role: str) -> Path:
     """The file playing ``role``, after checking its SHA-256 against the manifest."""
-    from .io import sha256_file
+    from .fileio import sha256_file
 
     root = Path(folder)
     name = manifest.artifacts.get(role)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ArtifactError, InputError
-from .io import atomic_open
+from .fileio import atomic_open
 from .spec import InputSpec, preprocess, resize_bilinear
 
 REFERENCE_FILE = "reference.npz"

@@ -181,12 +181,3 @@ def preprocess(frame: np.ndarray, spec: InputSpec, frame_order: str = "RGB") -> 
     inv_std = 1.0 / (np.asarray(spec.std, dtype=np.float32) * 255.0)
     normalised = (resized - mean) * inv_std
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None], dtype=np.float32)
-
-
-def __getattr__(name: str) -> Any:
-    # The manifest moved to edgeseg.manifest (its one owner); old imports keep working.
-    if name in ("Manifest", "MANIFEST_FORMAT"):
-        from . import manifest
-
-        return getattr(manifest, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

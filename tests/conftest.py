@@ -46,7 +46,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def write_build_manifest():
     """``write(folder, manifest, validated=ROLE|None, status="passed")``: a build folder's manifest.json as
     ``edgeseg build`` writes it (hashes of the named files, checksum), with the given verdict."""
-    from edgeseg.io import sha256_file
+    from edgeseg.fileio import sha256_file
     from edgeseg.manifest import write_manifest
 
     def write(folder, manifest, validated=None, status="passed"):

@@ -31,7 +31,7 @@ def run_blocked(code: str, blocked: tuple[str, ...] = ("torch",)) -> subprocess.
 
 
 @pytest.mark.parametrize("module", ["edgeseg.runtime", "edgeseg.quant", "edgeseg.engine", "edgeseg.spec",
-                                    "edgeseg.errors", "edgeseg.io", "edgeseg.images"])
+                                    "edgeseg.errors", "edgeseg.fileio", "edgeseg.images"])
 def test_robot_side_imports_without_torch(module: str) -> None:
     result = run_blocked(f"import importlib; importlib.import_module({module!r}); print('ok')")
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr

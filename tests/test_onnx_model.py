@@ -14,7 +14,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeseg import __version__
-from edgeseg.artifacts import candidate_input_spec
 from edgeseg.errors import ArtifactError, DependencyError
 from edgeseg.onnx_model import (
     OnnxModelInfo,
@@ -31,6 +30,7 @@ from edgeseg.onnx_model import (
     set_metadata,
     write_export_metadata,
 )
+from edgeseg.pipeline.artifacts import candidate_input_spec
 from edgeseg.spec import InputSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,7 +175,7 @@ def test_robot_modules_read_metadata_with_onnx_and_torch_blocked(tmp_path: Path)
                     raise ImportError(name + " is blocked")
         sys.meta_path.insert(0, Block())
         sys.path.insert(0, {str(ROOT)!r})
-        from edgeseg.artifacts import candidate_input_spec
+        from edgeseg.pipeline.artifacts import candidate_input_spec
         from edgeseg.onnx_model import read_onnx_model
         info = read_onnx_model({str(path)!r})
         assert info.reader == "onnxruntime" and info.model == "tiny_net" and info.num_classes == 4, info

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeseg.errors import ArtifactError, ConfigError, EdgesegError, InputError, UsageError
+from edgeseg.manifest import Manifest
 from edgeseg.spec import (
     InputSpec,
-    Manifest,
     check_size,
     nearest_valid_sizes,
     parse_size,

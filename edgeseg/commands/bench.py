@@ -27,7 +27,7 @@ from ._common import progress, summary_table
 def bench_cmd(artifacts: Path | None, onnx_files: tuple[Path, ...], model_name: str | None, weights: Path | None,
               iterations: int, warmup: int, threads: int | None, out: Path | None, no_plot: bool) -> None:
     """Time PyTorch eager, ONNX Runtime FP32/INT8 and TensorRT on the same inputs (p50/p90/p99, fps)."""
-    from ..bench import plan_bench, run_bench
+    from ..pipeline.bench import plan_bench, run_bench
 
     plan = plan_bench(artifacts=artifacts, onnx_files=list(onnx_files), model=model_name, weights=weights,
                       threads=threads, out_dir=out)

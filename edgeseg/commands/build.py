@@ -50,8 +50,8 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
     With no options it builds the shipped demo model with the calibration images in ./calib
     (TensorRT where installed, else the ONNX Runtime INT8 model) and checks it against PyTorch.
     """
-    from ..build import BuildOptions, build_failure, run_build
     from ..errors import UsageError
+    from ..pipeline.build import BuildOptions, build_failure, run_build
 
     if int8_flag and precision not in (None, "int8"):
         raise UsageError("--int8 conflicts with --precision " + str(precision), fix="pass only one of them")

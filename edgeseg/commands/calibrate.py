@@ -42,7 +42,7 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: i
       model.int8.ort.onnx  INT8 ONNX for ONNX Runtime on the CPU
       calibration.cache    TensorRT's native cache (implicit INT8, TensorRT <= 10)
     """
-    from ..io import prepare_out_dir, remove_if_empty
+    from ..fileio import prepare_out_dir, remove_if_empty
     from ..quant.pipeline import CalibrateConfig, calibrate_model
 
     config = CalibrateConfig(method=method, calib_images=calib_images, batch_size=batch_size,

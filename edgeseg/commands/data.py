@@ -47,7 +47,7 @@ def synth_cmd(
     import time
 
     from ..data.generate import SynthConfig, write_synthetic_dataset
-    from ..io import prepare_out_dir, remove_if_empty
+    from ..fileio import prepare_out_dir, remove_if_empty
     from ._common import progress
 
     out, created = prepare_out_dir(out)

@@ -70,9 +70,9 @@ def export_cmd(model_name: str | None, weights: Path | None, num_classes: int | 
                reference_images: Path | None, num_samples: int) -> None:
     """Export a model to ONNX, check the graph for TensorRT and check parity with PyTorch."""
     from ..errors import InputError
-    from ..export import ExportConfig, check_export_memory, export_onnx, export_summary_rows
+    from ..export.onnx_export import ExportConfig, check_export_memory, export_onnx, export_summary_rows
+    from ..fileio import prepare_out_dir, remove_if_empty
     from ..images import list_images
-    from ..io import prepare_out_dir, remove_if_empty
     from ..models import create_model, model_from_weights, model_info, read_checkpoint_info
 
     # A contradicting --model/--num-classes or a plain state dict without --model fails here, before any work.

@@ -39,7 +39,7 @@ def run_cmd(artifacts: Path, source: str, backend: str, weights: Path | None, sa
     from ..images import save_png
     from ..runtime.kernels import default_palette, numpy_overlay
     from ..runtime.segmenter import Segmenter
-    from ..sources import SourceStats, iter_frames
+    from ..runtime.sources import SourceStats, iter_frames
 
     if backend == "torch" and weights is None:
         raise UsageError("--backend torch runs the PyTorch model and needs its weights (build folders hold none)",
@@ -49,7 +49,7 @@ def run_cmd(artifacts: Path, source: str, backend: str, weights: Path | None, sa
         raise UsageError("--weights is only used with --backend torch", fix="add --backend torch or drop --weights")
     cv2 = _gui_opencv() if show else None
     if save_dir is not None:
-        from ..io import prepare_out_dir
+        from ..fileio import prepare_out_dir
 
         save_dir, _ = prepare_out_dir(save_dir, option="--save")
     seg = Segmenter.from_artifacts(artifacts, backend=backend, output_size="frame", threads=threads,

@@ -77,9 +77,9 @@ def train_cmd(
     device: str | None,
 ) -> None:
     """Train a segmentation model; writes OUT/best.pt and OUT/last.pt after every epoch."""
-    from ..io import prepare_out_dir, remove_if_empty
+    from ..fileio import prepare_out_dir, remove_if_empty
     from ..models import model_info
-    from ..train import TrainConfig, train
+    from ..training.trainer import TrainConfig, train
 
     model_info(model)  # an unknown name fails now, not after the dataset check
     out, created = prepare_out_dir(out)
@@ -140,7 +140,7 @@ def eval_cmd(
     skip_bad: bool,
 ) -> None:
     """Score a checkpoint: mIoU, pixel accuracy and IoU per class (masks resized to the model size, nearest)."""
-    from ..train import evaluate_folder
+    from ..training.trainer import evaluate_folder
 
     result, spec = evaluate_folder(
         weights,

@@ -78,7 +78,7 @@ def validate_cmd(candidate: Path, reference: Path | None, model_name: str | None
     Exits 1 when a gate (--min-agreement, --max-miou-drop) is missed.
     """
     from ..errors import UsageError
-    from ..validate import TorchReference, ValidationConfig, gate_error, validate_candidate
+    from ..pipeline.validate import TorchReference, ValidationConfig, gate_error, validate_candidate
 
     if reference is not None and weights is not None:
         raise UsageError("--reference and --weights are two different references", found="both given",

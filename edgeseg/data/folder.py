@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from ..fileio import read_json
 from ..images import IMAGE_EXTENSIONS, load_image, load_mask
-from ..io import read_json
 from ..metrics import IGNORE_INDEX
 
 MAX_NAMED = 5  # how many file names an error message lists before "... and N more"

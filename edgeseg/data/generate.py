@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..io import atomic_open, atomic_write_json
+from ..fileio import atomic_open, atomic_write_json
 from .synth import SYNTH_VERSION, classes_json, render_scene
 
 JPEG_QUALITY = 92

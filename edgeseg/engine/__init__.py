@@ -7,9 +7,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .._lazy import lazy_exports
 from .config import BuildConfig
 from .versions import BuildPlan, OnnxFacts, TrtVersion, plan_build
 
@@ -23,9 +21,4 @@ _LAZY = {
 
 __all__ = ["BuildConfig", "BuildPlan", "OnnxFacts", "TrtVersion", "plan_build", *_LAZY]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgeseg.engine' has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..io import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 from ..trt_cache_format import check_cache_version, parse_calibration_cache
 
 

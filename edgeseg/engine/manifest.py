@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArtifactError
-from ..io import atomic_write_bytes, atomic_write_json, sha256_file
+from ..fileio import atomic_write_bytes, atomic_write_json, sha256_file
 from ..manifest import Manifest, read_manifest, write_manifest
 from ..runtime.compat import check_engine_compatibility, check_io_tensors
 from ..spec import InputSpec

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError, require
-from ..io import atomic_write_bytes, sha256_file
+from ..fileio import atomic_write_bytes, sha256_file
 from ..manifest import Manifest
 from ..spec import InputSpec
 from .config import BuildConfig
-from .inspect import inspect_engine
+from .inspection import inspect_engine
 from .manifest import engine_manifest
 from .onnx_info import OnnxInfo, read_onnx_info
 from .versions import BuildPlan, plan_build

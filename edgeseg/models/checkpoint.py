@@ -27,7 +27,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import ModelError, UsageError
-from ..io import atomic_open
+from ..fileio import atomic_open
 from ..spec import InputSpec
 from .weights import CHECKPOINT_FORMAT, _load_into, _read, extract_state_dict
 

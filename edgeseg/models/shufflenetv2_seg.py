@@ -22,7 +22,7 @@ from .base import SegmentationModel, init_conv_bn
 from .deeplabv3plus import DeepLabV3PlusDecoder
 from .registry import register_model
 from .shufflenetv2 import WIDTH_CHANNELS, ShuffleNetV2Backbone
-from .speed import SPEEDDecoder
+from .speed_decoder import SPEEDDecoder
 
 DECODERS = ("deeplabv3plus", "dspp", "mdspp")
 DEFAULT_INPUT_SIZE = (512, 1024)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from ..fileio import sha256_files
 from ..images import IMAGE_EXTENSIONS, list_images, load_image
-from ..io import sha256_files
 from ..spec import InputSpec, preprocess
 
 Batch = dict[str, np.ndarray]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ArtifactError, ConfigError
-from ..io import atomic_write_bytes, sha256_file
+from ..fileio import atomic_write_bytes, sha256_file
 from ..onnx_model import input_dims, input_spec_of, load_onnx
 from ..spec import InputSpec
 from ..trt_cache_format import cache_header

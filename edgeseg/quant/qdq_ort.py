@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, require
-from ..io import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 from .qdq_trt import concat_shared_ranges
 from .ranges import Ranges
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError, require
-from ..io import atomic_write_json, read_json
+from ..fileio import atomic_write_json, read_json
 from .calib_data import Batch, OrtCalibrationReader
 
 METHODS = ("entropy", "minmax", "percentile")

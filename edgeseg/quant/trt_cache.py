@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..io import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 from ..trt_cache_format import format_calibration_cache
 from .qdq_trt import activation_scale
 

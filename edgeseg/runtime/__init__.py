@@ -8,9 +8,7 @@ torch are imported when a backend that needs them is created.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .._lazy import lazy_exports
 from .backend import BACKENDS, Backend
 
 _LAZY = {
@@ -19,7 +17,7 @@ _LAZY = {
     "tensorrt_available": ".segmenter",
     "TensorRTSession": ".trt",
     "TorchBackend": ".torch_backend",
-    "OnnxRuntimeBackend": ".onnxruntime",
+    "OnnxRuntimeBackend": ".ort_backend",
     "CudaContext": ".cuda",
     "MappedBuffer": ".cuda",
     "DeviceBuffer": ".cuda",
@@ -33,9 +31,4 @@ _LAZY = {
 
 __all__ = ["BACKENDS", "Backend", *_LAZY]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgeseg.runtime' has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -91,7 +91,7 @@ MANIFEST_NAME = "manifest.json"
 
 
 def _check_weights_hash(manifest: Manifest, weights: Path) -> None:
-    from ..io import sha256_file
+    from ..fileio import sha256_file
 
     recorded = manifest.hashes.get("weights")
     if not weights.is_file():
@@ -183,7 +183,7 @@ class Segmenter:
                 instance = TensorRTSession(path, manifest=manifest, buffers=buffers)
                 gpu_loop = GpuLoop(instance, spec, frame_order=frame_order, buffers=buffers, cuda_graph=cuda_graph)
             else:
-                from .onnxruntime import OnnxRuntimeBackend
+                from .ort_backend import OnnxRuntimeBackend
 
                 instance = OnnxRuntimeBackend(path, threads=threads)
             _check_backend_shapes(instance, manifest, path)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ArtifactError, InputError, require
-from ..io import read_json, sha256_file
+from ..fileio import read_json, sha256_file
 from ..manifest import Manifest
 from .compat import check_engine_compatibility, check_io_tensors
 

@@ -170,7 +170,7 @@ def test_interrupted_rebuild_leaves_no_manifest(built: tuple[Path, object], tmp_
     """Ctrl-C during validation: the old manifest (with the old run's verdict) must not survive."""
     import shutil
 
-    from edgeseg import build_steps
+    from edgeseg.pipeline import build_steps
 
     folder = tmp_path / "copy"
     shutil.copytree(built[0], folder)

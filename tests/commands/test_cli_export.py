@@ -12,7 +12,7 @@ from torch import nn
 
 from edgeseg.cli import main
 from edgeseg.commands.models import count_macs
-from edgeseg.export import read_onnx_metadata
+from edgeseg.export.onnx_export import read_onnx_metadata
 from edgeseg.models import create_model, list_models, save_checkpoint
 from edgeseg.reference import load_reference
 from edgeseg.spec import InputSpec

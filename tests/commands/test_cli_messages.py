@@ -18,10 +18,10 @@ import torch
 from click.testing import CliRunner, Result
 from PIL import Image
 
-from edgeseg import export as export_module
 from edgeseg import models as models_package
 from edgeseg.cli import main
 from edgeseg.errors import DESKTOP_INSTALL, ConfigError, DependencyError, InputError, require
+from edgeseg.export import onnx_export as export_module
 from edgeseg.models import create_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "quant"))
@@ -206,7 +206,7 @@ def test_models_without_torch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_export_without_torch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)
-    monkeypatch.delitem(sys.modules, "edgeseg.export", raising=False)  # so the command imports it afresh
+    monkeypatch.delitem(sys.modules, "edgeseg.export.onnx_export", raising=False)  # so the command imports it afresh
     result = invoke("export", "--model", MODEL, "--input-size", "64x64", "--out", tmp_path / "out")
     assert_clean_error(result, 1, "this command needs the desktop install", DESKTOP_INSTALL)
 
@@ -322,7 +322,7 @@ def test_synth_next_commands_run_as_printed(tmp_path: Path) -> None:
 
 
 def test_train_next_commands_have_out_and_quotes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from edgeseg import train as train_module
+    from edgeseg.training import trainer as train_module
 
     def fake_train(config: train_module.TrainConfig, **_kwargs: object) -> train_module.TrainResult:
         return train_module.TrainResult(0.5, 0, 0, [], config.out / "best.pt", config.out / "last.pt", 60.0)

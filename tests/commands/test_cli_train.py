@@ -5,7 +5,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from edgeseg.cli import main
-from edgeseg.train import read_checkpoint
+from edgeseg.training.trainer import read_checkpoint
 
 MODEL = "shufflenetv2_x0_5_dspp"
 

@@ -15,8 +15,9 @@ from edgeseg.engine.manifest import (
     write_engine,
 )
 from edgeseg.errors import ArtifactError
-from edgeseg.io import sha256_file
-from edgeseg.spec import InputSpec, Manifest
+from edgeseg.fileio import sha256_file
+from edgeseg.manifest import Manifest
+from edgeseg.spec import InputSpec
 
 IO = [{"name": "images", "mode": "INPUT", "shape": [1, 3, 64, 96], "dtype": "float32"},
       {"name": "logits", "mode": "OUTPUT", "shape": [1, 4, 64, 96], "dtype": "float32"}]

@@ -32,7 +32,7 @@ def main() -> int:
     import torch
 
     sys.path.insert(0, str(REPO))
-    from edgeseg.io import atomic_write_json
+    from edgeseg.fileio import atomic_write_json
 
     golden: dict[str, object] = {"source": f"timm {timm.__version__}", "models": {}}
     for ours, theirs in VARIANTS.items():

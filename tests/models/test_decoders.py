@@ -13,7 +13,7 @@ from edgeseg.errors import ConfigError, ModelError
 from edgeseg.models import create_model, list_models, model_info
 from edgeseg.models.deeplabv3plus import DeepLabV3PlusDecoder
 from edgeseg.models.shufflenetv2 import ShuffleNetV2Backbone
-from edgeseg.models.speed import DSPP, MDSPP, SPEEDDecoder
+from edgeseg.models.speed_decoder import DSPP, MDSPP, SPEEDDecoder
 
 WIDTHS = ("x0_5", "x1_0", "x1_5", "x2_0")
 DECODERS = ("deeplabv3plus", "dspp", "mdspp")

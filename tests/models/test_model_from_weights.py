@@ -19,6 +19,7 @@ pytest.importorskip("onnxruntime")
 from click.testing import CliRunner  # noqa: E402
 
 from edgeseg.errors import ModelError, UsageError  # noqa: E402
+from edgeseg.manifest import Manifest  # noqa: E402
 from edgeseg.models import (  # noqa: E402
     CheckpointConflict,
     CheckpointInfo,
@@ -27,7 +28,7 @@ from edgeseg.models import (  # noqa: E402
     read_checkpoint_info,
     save_checkpoint,
 )
-from edgeseg.spec import InputSpec, Manifest, preprocess  # noqa: E402
+from edgeseg.spec import InputSpec, preprocess  # noqa: E402
 
 MODEL = "shufflenetv2_x0_5_deeplabv3plus"
 OPTIONS = {"separable": True, "output_stride": 32}  # both differ from the factory's defaults
@@ -143,8 +144,8 @@ def test_plain_state_dicts_need_the_model_and_its_options(checkpoint, tmp_path: 
 
 # -- every path that turns weights into a model ------------------------------------------------------
 def test_build_export_step(checkpoint, tmp_path: Path) -> None:
-    from edgeseg.build import BuildOptions
-    from edgeseg.build_steps import _export, model_info
+    from edgeseg.pipeline.build import BuildOptions
+    from edgeseg.pipeline.build_steps import _export, model_info
 
     path, _ = checkpoint
     options = BuildOptions(weights=path, out=tmp_path)
@@ -186,7 +187,7 @@ def test_commands_export(exported: Path, checkpoint, tmp_path: Path) -> None:
     import onnx
 
     from edgeseg.cli import main
-    from edgeseg.export import read_onnx_metadata
+    from edgeseg.export.onnx_export import read_onnx_metadata
 
     meta = read_onnx_metadata(onnx.load(str(exported / "model.onnx")))
     assert meta["model"] == MODEL and meta["classes"] == CLASSES
@@ -197,7 +198,7 @@ def test_commands_export(exported: Path, checkpoint, tmp_path: Path) -> None:
 
 
 def test_validate_torch_reference(exported: Path, checkpoint) -> None:
-    from edgeseg.validate import TorchReference, validate_candidate
+    from edgeseg.pipeline.validate import TorchReference, validate_candidate
 
     result = validate_candidate(exported / "model.onnx", TorchReference(checkpoint[0]), write=False)
     assert result.reference_kind == "pytorch" and result.passed, result.gates
@@ -208,7 +209,7 @@ def test_validate_torch_reference(exported: Path, checkpoint) -> None:
 
 
 def test_bench_pytorch_runner(exported: Path, checkpoint) -> None:
-    from edgeseg.bench import plan_bench
+    from edgeseg.pipeline.bench import plan_bench
 
     plan = plan_bench(onnx_files=[exported / "model.onnx"], weights=checkpoint[0], threads=1)
     eager = plan.runners[0]
@@ -240,7 +241,7 @@ def test_segmenter_torch_backend(checkpoint, tmp_path: Path, write_build_manifes
 
 def test_train_resume_and_eval_keep_the_options(tmp_path: Path) -> None:
     from edgeseg.data.generate import SynthConfig, write_synthetic_dataset
-    from edgeseg.train import TrainConfig, model_from_checkpoint, read_checkpoint, train
+    from edgeseg.training.trainer import TrainConfig, model_from_checkpoint, read_checkpoint, train
 
     write_synthetic_dataset(SynthConfig(out=tmp_path / "data" / "train", num=4, height=64, width=64, seed=0))
     write_synthetic_dataset(SynthConfig(out=tmp_path / "data" / "val", num=2, height=64, width=64, seed=1))

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from edgeseg.errors import ConfigError, InternalError, ModelError
-from edgeseg.export import ExportConfig, export_onnx
+from edgeseg.export.checks import check_graph_for_tensorrt
+from edgeseg.export.onnx_export import ExportConfig, export_onnx
 from edgeseg.models import create_model, list_models, model_info, register_model
-from edgeseg.onnx_checks import check_graph_for_tensorrt
 from edgeseg.reference import load_reference
 from edgeseg.spec import InputSpec
 

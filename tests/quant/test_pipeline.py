@@ -12,7 +12,7 @@ import pytest
 from tiny_onnx import build_tiny_net, write_images
 
 from edgeseg.errors import ArtifactError, ConfigError
-from edgeseg.io import sha256_file
+from edgeseg.fileio import sha256_file
 from edgeseg.quant.lint import lint_qdq
 from edgeseg.quant.pipeline import CalibrateConfig, calibrate_model
 from edgeseg.quant.qdq_ort import OrtInt8Options, quantize_for_onnxruntime

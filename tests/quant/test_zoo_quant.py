@@ -12,7 +12,7 @@ from tiny_onnx import write_images
 from edgeseg.images import load_image
 from edgeseg.quant.lint import lint_qdq
 from edgeseg.quant.pipeline import CalibrateConfig, calibrate_model
-from edgeseg.runtime.onnxruntime import OnnxRuntimeBackend
+from edgeseg.runtime.ort_backend import OnnxRuntimeBackend
 
 
 @pytest.mark.slow  # export + calibration of two real models: ~30 s on 2 cores
@@ -20,7 +20,7 @@ from edgeseg.runtime.onnxruntime import OnnxRuntimeBackend
 def test_zoo_model_calibrates_to_clean_qdq(name: str, tmp_path: Path) -> None:
     import torch
 
-    from edgeseg.export import ExportConfig, export_onnx
+    from edgeseg.export.onnx_export import ExportConfig, export_onnx
     from edgeseg.models import create_model
     from edgeseg.spec import InputSpec, preprocess
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from edgeseg.errors import InputError
-from edgeseg.spec import InputSpec, Manifest
+from edgeseg.manifest import Manifest
+from edgeseg.spec import InputSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "shufflenetv2_x0_5_dspp"
@@ -66,7 +67,7 @@ def test_killed_build_resumes_to_identical_artifacts(tmp_path: Path, calib_image
 
 
 def tiny_folder(root: Path) -> Path:
-    from edgeseg.io import sha256_file
+    from edgeseg.fileio import sha256_file
     from edgeseg.manifest import write_manifest
 
     torch = pytest.importorskip("torch")
@@ -125,7 +126,7 @@ def test_bad_frame_does_not_disturb_the_next(tmp_path: Path) -> None:
 
 
 def test_camera_that_stops_ends_cleanly(monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgeseg.sources import SourceStats, iter_frames
+    from edgeseg.runtime.sources import SourceStats, iter_frames
 
     class Capture:
         def __init__(self, index: int) -> None:

@@ -14,7 +14,7 @@ from tiny_onnx import build_tiny_net  # noqa: E402
 
 from edgeseg.errors import ArtifactError, DependencyError, InputError  # noqa: E402
 from edgeseg.runtime.backend import Backend  # noqa: E402
-from edgeseg.runtime.onnxruntime import OnnxRuntimeBackend  # noqa: E402
+from edgeseg.runtime.ort_backend import OnnxRuntimeBackend  # noqa: E402
 
 
 @pytest.fixture(scope="module")

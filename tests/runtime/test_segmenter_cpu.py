@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from edgeseg.errors import ArtifactError, ConfigError, InputError, UsageError
+from edgeseg.manifest import Manifest
 from edgeseg.runtime.backend import Backend
 from edgeseg.runtime.kernels import numpy_argmax, resize_mask_nearest
 from edgeseg.runtime.segmenter import Segmenter, choose_backend
-from edgeseg.spec import InputSpec, Manifest, preprocess
+from edgeseg.spec import InputSpec, preprocess
 
 SPEC = InputSpec(32, 64)
 RNG = np.random.default_rng(0)

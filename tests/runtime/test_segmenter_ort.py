@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeseg.spec import InputSpec, Manifest, preprocess
+from edgeseg.manifest import Manifest
+from edgeseg.spec import InputSpec, preprocess
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("edgeseg.runtime.onnxruntime") is None,
-                                reason="edgeseg.runtime.onnxruntime (OnnxRuntimeBackend) is not in this tree yet")
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("edgeseg.runtime.ort_backend") is None,
+                                reason="edgeseg.runtime.ort_backend (OnnxRuntimeBackend) is not in this tree yet")
 
 SPEC = InputSpec(32, 64)
 
@@ -26,7 +27,7 @@ def tiny_model() -> object:
 
 @pytest.fixture(scope="module")
 def build_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
-    from edgeseg.io import sha256_file
+    from edgeseg.fileio import sha256_file
     from edgeseg.manifest import write_manifest
 
     torch = pytest.importorskip("torch")

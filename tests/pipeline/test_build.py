@@ -1,4 +1,4 @@
-"""edgeseg.build: the shipped demo model and how `edgeseg build` resolves its defaults."""
+"""edgeseg.pipeline.build: the shipped demo model and how `edgeseg build` resolves its defaults."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from edgeseg import build
-from edgeseg.build import DEFAULT_CALIB_METHOD, BuildOptions, resolve_options
 from edgeseg.errors import UsageError
-from edgeseg.io import sha256_file
+from edgeseg.fileio import sha256_file
+from edgeseg.pipeline import build
+from edgeseg.pipeline.build import DEFAULT_CALIB_METHOD, BuildOptions, resolve_options
 from edgeseg.quant.ranges import METHODS
 
 DEMO_TARGET_MIOU = 0.80  # issue 3: val mIoU of the demo model on the held-out synthetic set
@@ -29,7 +29,7 @@ def test_shipped_demo_model_matches_its_description() -> None:
 def test_shipped_demo_model_segments_held_out_scenes(tmp_path: Path) -> None:
     # Re-scores the checkpoint instead of trusting the JSON: 16 scenes of the seed no step has seen.
     from edgeseg.data.generate import SynthConfig, write_synthetic_dataset
-    from edgeseg.train import evaluate_folder
+    from edgeseg.training.trainer import evaluate_folder
 
     info = build.demo_defaults()
     height, width = info["input_size"]

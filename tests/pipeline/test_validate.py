@@ -1,4 +1,4 @@
-"""edgeseg.validate / edgeseg.parity: metrics with known answers, gates, overlays, both reference kinds."""
+"""edgeseg.pipeline.validate / edgeseg.parity: metrics with known answers, gates, overlays, both reference kinds."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from edgeseg.errors import AccuracyError, ArtifactError, InputError
 from edgeseg.images import load_image, save_png
 from edgeseg.palette import DISAGREEMENT_COLOUR
 from edgeseg.parity import ParityTally, resize_nearest
+from edgeseg.pipeline.validate import OVERLAY_DIR, TorchReference, ValidationConfig, agree_on_spec, validate_candidate
 from edgeseg.reference import Reference, preprocess_frames, save_reference, synthetic_frames
 from edgeseg.spec import InputSpec
-from edgeseg.validate import OVERLAY_DIR, TorchReference, ValidationConfig, agree_on_spec, validate_candidate
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = InputSpec(32, 64)
 TINY = "_validate_tiny_test_model"
 pytestmark = pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript")
@@ -342,7 +342,7 @@ def test_validate_with_reference_npz_needs_no_torch(tmp_path: Path) -> None:
                     raise ImportError(name + " is blocked")
         sys.meta_path.insert(0, Block())
         sys.path.insert(0, {str(ROOT)!r})
-        from edgeseg.validate import validate_candidate
+        from edgeseg.pipeline.validate import validate_candidate
         result = validate_candidate({str(onnx_path)!r}, {str(ref)!r})
         assert result.passed and result.parity["agreement"] == 1.0, result.parity
         assert "torch" not in sys.modules

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, require
-from .images import IMAGE_EXTENSIONS, list_images, load_image
+from ..errors import InputError, require
+from ..images import IMAGE_EXTENSIONS, list_images, load_image
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 

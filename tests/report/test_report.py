@@ -1,4 +1,4 @@
-"""edgeseg.report: report.md + report.json + plots, with and without matplotlib."""
+"""edgeseg.report.writer: report.md + report.json + plots, with and without matplotlib."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeseg.bench import BenchResult, Runner, RunnerStats
+from edgeseg.fileio import sha256_file
 from edgeseg.images import load_image, save_png
-from edgeseg.io import sha256_file
 from edgeseg.manifest import Manifest
 from edgeseg.parity import ParityTally
-from edgeseg.report import IOU_PLOT, LATENCY_PLOT, LEGEND_PLOT, NO_PLOTS, REPORT_JSON, REPORT_MD, write_report
+from edgeseg.pipeline.bench import BenchResult, Runner, RunnerStats
+from edgeseg.pipeline.validate import ValidationConfig, ValidationResult, check_gates
+from edgeseg.report.writer import IOU_PLOT, LATENCY_PLOT, LEGEND_PLOT, NO_PLOTS, REPORT_JSON, REPORT_MD, write_report
 from edgeseg.spec import InputSpec
-from edgeseg.validate import ValidationConfig, ValidationResult, check_gates
 
 LINK = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
 

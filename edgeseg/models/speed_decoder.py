@@ -1,34 +1,16 @@
-"""DSPP, MDSPP and the SPEED decoder (Papa et al., "SPEED", IEEE Access 2022), in PyTorch.
+"""DSPP, MDSPP and the SPEED decoder (Papa et al., "SPEED", IEEE Access 2022).
 
-Pyramid pooling (both blocks): for each bin b in (2, 4, 6, 8), average pooling with
-kernel = stride = (H // b, W // b) and no padding, a separable 3x3 conv (depthwise 3x3 +
-pointwise 1x1), and a bilinear resize (align_corners=False, like TF2's tf.image.resize)
-back to H x W. H and W are read as Python ints in ``forward``, so a static export bakes
-the kernels into AveragePool nodes -- never AdaptiveAvgPool2d(k > 1), which does not
-export when sizes do not divide. Floor division means the grid is not always b x b
-(12x16 with bin 6: kernel 2x2 -> 6x8 grid), exactly as in the Keras original.
+Pyramid pooling: per bin b in (2, 4, 6, 8), AvgPool with kernel = stride = (H // b, W // b),
+a separable 3x3 conv, and a bilinear resize back. H and W are Python ints in ``forward`` so a
+static export bakes the kernels into AveragePool nodes (never AdaptiveAvgPool2d(k > 1), which
+does not export when sizes do not divide); floor division can give a b x b' grid, as in the
+original. DSPP concatenates the input and the 4 branches; MDSPP pairs bins (2, 6) and (4, 8).
 
-- DSPP: branches of ``branch_channels`` (with bias); output concat[input, 4 branches].
-- MDSPP: branches of filters // 4 (no bias); groups (bin 2, bin 6) and (bin 4, bin 8), each
-  concat -> ReLU -> separable conv (filters // 2, no bias) -> ReLU; output concat[group A,
-  group B, input]. No BatchNorm anywhere, as in the paper.
-
-SPEED decoder on a stride-32 encoder (ShuffleNetV2 features [/4, /8, /16, /32]):
-1x1 conv to 256 (bias) on the /32 feature; up-stage 1: ConvTranspose 3x3 s2 -> /16;
-up-stages 2 and 3: pyramid (DSPP or MDSPP) -> ConvTranspose 3x3 s2; each up-stage then
-concatenates the backbone skip at its stride (/16, /8, /4) -> ReLU -> separable conv ->
-ReLU. The class head (1x1) and the final bilinear upsampling belong to SegmentationModel.
-
-Channel widths (our choice, documented here): up-stages produce 128 / 64 / 32 channels,
-the pyramid filters are 64 / 32 (MDSPP) and DSPP uses filters // 4 = 16 / 8 channels per
-branch, so both pyramids add the same width (+64 / +32). These are the widths SPEED itself
-reaches with its 256-channel start (ConvTranspose filters 256/2, /4, /8; its "largest power
-of 2 <= C/4" rule gives 128/64/32 on its MobileNet skips). On ShuffleNetV2's thinner skips
-that rule would shrink the last stage to 8 channels, too few for 19 classes, so the
-widths are fixed instead. The whole x0.5 model has about 0.7M parameters.
-
-The pyramid on a feature smaller than a bin (H // b == 0) raises a ConfigError naming the
-minimum input size (128x128 for the SPEED decoder: the /16 feature must be at least 8x8).
+The decoder runs on a stride-32 encoder: 1x1 to 256, then three up-stages (ConvTranspose 3x3
+s2, the pyramid on stages 2 and 3, concat with the backbone skip, separable conv) of 128 / 64 /
+32 channels. The widths are fixed rather than SPEED's "largest power of 2 <= C/4" rule, which
+would leave 8 channels on ShuffleNetV2's thin skips. A feature smaller than a bin raises a
+ConfigError naming the minimum input size.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeseg.errors import AccuracyError, ArtifactError
-from edgeseg.onnx_checks import (
+from edgeseg.export.checks import (
     check_graph_for_tensorrt,
     compare_logits,
     require_clean_graph,

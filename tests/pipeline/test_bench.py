@@ -1,4 +1,4 @@
-"""edgeseg.bench / edgeseg.artifacts: timing statistics, interleaving, runner discovery, bench.json."""
+"""pipeline.bench and pipeline.artifacts: timing statistics, interleaving, runner discovery, bench.json."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeseg.artifacts import discover_artifacts
-from edgeseg.bench import BENCH_FILE, PLOT_FILE, Runner, benchmark, plan_bench, run_bench
 from edgeseg.errors import ArtifactError, UsageError
 from edgeseg.images import load_image
-from edgeseg.spec import InputSpec, Manifest
+from edgeseg.manifest import Manifest
+from edgeseg.pipeline.artifacts import discover_artifacts
+from edgeseg.pipeline.bench import BENCH_FILE, PLOT_FILE, Runner, benchmark, plan_bench, run_bench
+from edgeseg.spec import InputSpec
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -124,7 +125,7 @@ def test_bench_without_matplotlib_writes_numbers_and_says_why_no_plot(tmp_path: 
 
 def test_pytorch_eager_is_timed_with_denormals_flushed(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from edgeseg.bench import flush_denormal_enabled
+    from edgeseg.pipeline.bench import flush_denormal_enabled
 
     first = tiny_onnx(tmp_path / "a" / "model.onnx", InputSpec(64, 64))
     plan = plan_bench(onnx_files=[first], model="shufflenetv2_x0_5_deeplabv3plus", threads=1)

@@ -15,10 +15,10 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError, require
-from .manifest import MANIFEST_FILE, Manifest, find_manifest
-from .onnx_model import read_onnx_model
-from .spec import InputSpec
+from ..errors import ArtifactError, require
+from ..manifest import MANIFEST_FILE, Manifest, find_manifest
+from ..onnx_model import read_onnx_model
+from ..spec import InputSpec
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -93,12 +93,12 @@ def open_backend(path: str | os.PathLike[str], *, threads: int | None = None) ->
     suffix = candidate.suffix.lower()
     if suffix == ".onnx":
         require("onnxruntime", purpose="running ONNX models")
-        from .runtime.onnxruntime import OnnxRuntimeBackend
+        from ..runtime.ort_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(candidate, threads=threads)
     if suffix in ENGINE_SUFFIXES:
         require("tensorrt", extra="trt", purpose="running TensorRT engines")
-        from .runtime.trt import TensorRTSession
+        from ..runtime.trt import TensorRTSession
 
         return TensorRTSession(candidate, manifest=load_manifest(candidate.parent))
     raise ArtifactError(
@@ -137,7 +137,7 @@ def usable_cores() -> int:
 
 
 def machine_info() -> dict[str, Any]:
-    from . import __version__
+    from .. import __version__
 
     return {
         "cpu": cpu_model(),

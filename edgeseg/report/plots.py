@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import require
-from .palette import DISAGREEMENT_COLOUR, class_palette, hex_colour
-from .spec import resize_bilinear
+from ..errors import require
+from ..palette import DISAGREEMENT_COLOUR, class_palette, hex_colour
+from ..spec import resize_bilinear
 
 # The palette lives in edgeseg.palette (numpy only) so the robot runtime shares it; re-exported here.
 palette = class_palette
@@ -57,7 +57,7 @@ def _pyplot():  # -> matplotlib.pyplot with the file-only Agg backend
 def _save(fig, path: str | os.PathLike[str]) -> Path:  # type: ignore[no-untyped-def]
     import io
 
-    from .io import atomic_write_bytes
+    from ..fileio import atomic_write_bytes
 
     buffer = io.BytesIO()
     # no "Software" stamp: the same numbers give the same bytes

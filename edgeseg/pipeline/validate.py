@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..errors import AccuracyError, ArtifactError, InputError, UsageError
+from ..images import list_images, load_image, load_mask
+from ..onnx_model import read_onnx_model
+from ..parity import ParityTally, resize_nearest
+from ..spec import InputSpec, preprocess
 from .artifacts import candidate_input_spec, load_manifest, open_backend
-from .errors import AccuracyError, ArtifactError, InputError, UsageError
-from .images import list_images, load_image, load_mask
-from .onnx_model import read_onnx_model
-from .parity import ParityTally, resize_nearest
-from .spec import InputSpec, preprocess
 
 T = TypeVar("T")
 Progress = Callable[..., Iterable[Any]]  # progress(items, label=..., length=...)
@@ -129,7 +129,7 @@ def validate_candidate(
     if write:
         out = Path(out_dir) if out_dir is not None else candidate.parent
         result.files = [str(p) for p in write_overlays(out, tally, tally.num_classes)]
-        from .io import atomic_write_json
+        from ..fileio import atomic_write_json
 
         result.files.insert(0, str(atomic_write_json(out / VALIDATION_FILE, result.to_dict())))
     if raise_on_failure and not result.passed:
@@ -183,7 +183,7 @@ def _against_reference_file(reference: Path, backend: Any, candidate: Path, data
                             config: ValidationConfig, show: Progress) -> _Compared:
     """The candidate on reference.npz's frames against PyTorch's saved verdict (and its masks, when kept);
     ``data_dir`` adds ground-truth scores of the candidate alone."""
-    from .reference import load_reference
+    from ..reference import load_reference
 
     cand_spec, cand_source = candidate_input_spec(candidate)
     notes: list[str] = []
@@ -316,7 +316,7 @@ def _data_samples(data_dir: str | os.PathLike[str], max_images: int | None, num_
     """The images of a folder dataset (its val split when it has one: DIR/val/ or DIR/val.txt), paired with
     their masks by ``edgeseg.data.folder``, the one parser of that layout; a folder without masks, or a plain
     folder of images, is validated without ground truth."""
-    from .data.folder import _split_files, open_folder_dataset
+    from ..data.folder import _split_files, open_folder_dataset
 
     root = Path(data_dir)
     split = "val" if (root / "val" / "images").is_dir() or (root / "val.txt").is_file() else None
@@ -351,7 +351,7 @@ def _data_samples(data_dir: str | os.PathLike[str], max_images: int | None, num_
 
 def _unlabelled(images: list[Path], folder: Path, classes_dir: Path, max_images: int | None) -> _Samples:
     """Frames without ground truth (class names from a classes.json beside them, if any)."""
-    from .data.folder import read_classes
+    from ..data.folder import read_classes
 
     if not images:
         raise InputError(f"no images in {folder}", expected="DIR/images/*.png|jpg (+ DIR/masks/<stem>.png)")
@@ -361,7 +361,7 @@ def _unlabelled(images: list[Path], folder: Path, classes_dir: Path, max_images:
 
 
 def _synthetic_samples(spec: InputSpec, notes: list[str]) -> _Samples:
-    from .reference import synthetic_frames
+    from ..reference import synthetic_frames
 
     frames = synthetic_frames(SYNTHETIC_SAMPLES, spec.height, spec.width, seed=0)
     notes.append(f"no --data: {SYNTHETIC_SAMPLES} synthetic frames (seed 0) were used")
@@ -371,10 +371,10 @@ def _synthetic_samples(spec: InputSpec, notes: list[str]) -> _Samples:
 # -- the PyTorch reference (torch imported only here) --------------------------------------------
 def _torch_model(ref: TorchReference, candidate_classes: int | None) -> tuple[Any, Any]:
     """(model, CheckpointInfo) of the reference weights: ``edgeseg.models.model_from_weights`` decides."""
-    from .errors import require
+    from ..errors import require
 
     require("torch", purpose="running the PyTorch reference (or pass --reference DIR/reference.npz)")
-    from .models import model_from_weights
+    from ..models import model_from_weights
 
     # plain weights without --num-classes: as many classes as the candidate outputs
     return model_from_weights(ref.weights, model=ref.model, num_classes=ref.num_classes,
@@ -383,7 +383,7 @@ def _torch_model(ref: TorchReference, candidate_classes: int | None) -> tuple[An
 
 def _torch_runner(model: Any, spec: InputSpec) -> Any:
     """The PyTorch reference as a backend (numpy in, numpy logits out): the runtime's TorchBackend, on the CPU."""
-    from .runtime.torch_backend import TorchBackend
+    from ..runtime.torch_backend import TorchBackend
 
     return TorchBackend(model, spec.shape, device="cpu")
 
@@ -411,8 +411,8 @@ def _argmax(logits: np.ndarray) -> np.ndarray:
 
 def write_overlays(out_dir: Path, tally: ParityTally, num_classes: int) -> list[Path]:
     """PNG per kept image (lowest agreement first); stale overlays of an earlier run are removed."""
-    from .images import save_png
-    from .plots import disagreement_overlay
+    from ..images import save_png
+    from ..report.plots import disagreement_overlay
 
     folder = Path(out_dir) / OVERLAY_DIR
     if folder.is_dir():

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DependencyError, EdgesegError, UsageError
 from .artifacts import (
     candidate_input_spec,
     discover_artifacts,
@@ -25,7 +26,6 @@ from .artifacts import (
     open_backend,
     usable_cores,
 )
-from .errors import DependencyError, EdgesegError, UsageError
 
 BENCH_FILE = "bench.json"
 PLOT_FILE = "bench_latency.png"
@@ -304,18 +304,18 @@ def _torch_runner(model: str | None, weights: str | os.PathLike[str] | None, thr
         import torch
     except ImportError as exc:
         return None, f"torch cannot be imported ({exc})"
-    from .runtime.torch_backend import TorchBackend
+    from ..runtime.torch_backend import TorchBackend
 
     torch.set_num_threads(threads)
     num_classes = manifest.num_classes if manifest is not None else None
     note = ""
     if weights is not None:
-        from .models import model_from_weights
+        from ..models import model_from_weights
 
         # plain weights take the build's class count; a checkpoint knows its own
         module, _ = model_from_weights(weights, model=model, default_num_classes=num_classes)
     else:
-        from .models import create_model
+        from ..models import create_model
 
         module = create_model(str(model), num_classes=num_classes or 19).eval()
         note = "random weights (latency only)"
@@ -347,7 +347,7 @@ def flush_denormal_enabled(torch: Any) -> bool:
 def _inputs(spec: Any, runners: Sequence[Runner]) -> list[np.ndarray]:
     """Realistic inputs: preprocessed synthetic frames when the spec is known, else seeded noise."""
     if spec is not None:
-        from .reference import preprocess_frames, synthetic_frames
+        from ..reference import preprocess_frames, synthetic_frames
 
         frames = synthetic_frames(INPUT_SAMPLES, spec.height, spec.width, seed=0)
         return [x[None] for x in preprocess_frames(frames, spec)]
@@ -364,7 +364,7 @@ def run_bench(plan: BenchPlan, *, iterations: int = 50, warmup: int = 10, plot: 
     """Time the plan's runners, write bench.json (and the latency plot) into ``plan.out_dir``."""
     from datetime import datetime, timezone
 
-    from .io import atomic_write_json
+    from ..fileio import atomic_write_json
 
     try:
         result = benchmark(plan.runners, plan.inputs, iterations, warmup, progress=progress)
@@ -378,7 +378,7 @@ def run_bench(plan: BenchPlan, *, iterations: int = 50, warmup: int = 10, plot: 
     written = [atomic_write_json(plan.out_dir / BENCH_FILE, result.to_dict())]
     if plot:
         try:
-            from .plots import latency_plot
+            from ..report.plots import latency_plot
 
             written.append(latency_plot(plan.out_dir / PLOT_FILE, {r.name: r.samples_ms for r in result.runners},
                                         title=f"Latency per frame, {result.threads} threads, "

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .engine.config import PRECISIONS
-from .errors import AccuracyError, ArtifactError, ConfigError, UsageError
-from .io import read_json
-from .manifest import MANIFEST_FILE, Manifest
+from ..engine.config import PRECISIONS
+from ..errors import AccuracyError, ArtifactError, ConfigError, UsageError
+from ..fileio import read_json
+from ..manifest import MANIFEST_FILE, Manifest
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_INFO = ASSETS / "demo_model.json"
 # Synthetic seeds: 0 trains the demo model, 1 picks its best epoch, 2 calibrates; 3 is never seen by either.
 SYNTH_CALIB_SEED, SYNTH_VAL_SEED = 2, 3
@@ -74,7 +74,7 @@ class BuildOptions:
         if self.max_miou_drop < 0:
             raise UsageError("--max-miou-drop is in mIoU points", expected=">= 0, e.g. 0.5",
                              found=str(self.max_miou_drop))
-        from .quant.ranges import METHODS
+        from ..quant.ranges import METHODS
 
         if self.calib_method is not None and self.calib_method not in METHODS:
             raise UsageError("unknown calibration method", expected=" | ".join(METHODS), found=self.calib_method)
@@ -122,7 +122,7 @@ def resolve_options(options: BuildOptions, log: Callable[[str], None] = print) -
 
 
 def choose_backend(requested: str) -> str:
-    from .runtime.segmenter import tensorrt_available
+    from ..runtime.segmenter import tensorrt_available
 
     if requested == "auto":
         return "tensorrt" if tensorrt_available() else "onnxruntime"
@@ -158,8 +158,8 @@ def run_build(options: BuildOptions, *, log: Callable[[str], None] = print,
               progress: Callable[..., Any] | None = None) -> BuildResult:
     """Run every step into ``options.out``; ``progress(label) -> (on_progress(done, total), close)`` shows
     long steps (the CLI passes ``commands._common.progress_callback``)."""
-    from .io import prepare_out_dir, remove_if_empty
-    from .lock import LOCK_FILE, folder_lock
+    from ..fileio import prepare_out_dir, remove_if_empty
+    from ..lock import LOCK_FILE, folder_lock
 
     options = resolve_options(options, log)
     backend = choose_backend(options.backend)
@@ -180,8 +180,8 @@ def run_build(options: BuildOptions, *, log: Callable[[str], None] = print,
 def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[str], None],
                 progress: Callable[..., Any] | None) -> BuildResult:
     from . import build_steps as steps
-    from .io import remove_stale_temp_files
-    from .steps import StepRunner
+    from ..fileio import remove_stale_temp_files
+    from .step_cache import StepRunner
 
     for stale in remove_stale_temp_files(out):
         log(f"removed {stale.name}, left by an interrupted build")
@@ -210,8 +210,8 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
     bench = steps.bench(runner, candidate, options, out, done, progress)
     manifest = steps.assemble_manifest(meta, spec, options, backend, out, candidate, calibration, engine_info,
                                        validation, why, bench)
-    from .manifest import write_manifest
-    from .report import write_report
+    from ..manifest import write_manifest
+    from ..report.writer import write_report
 
     written = write_report(out, manifest=manifest, validation=validation, bench=bench, calibration=calibration,
                            export=(export_info or {}).get("export"))

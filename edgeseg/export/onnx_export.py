@@ -24,14 +24,13 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import __version__
-from .errors import ArtifactError, ConfigError, ModelError, require
-from .io import atomic_write_bytes
-from .models.weights import check_finite
-from .onnx_checks import ParityResult, compare_logits, require_clean_graph, require_parity, run_onnxruntime
-from .onnx_model import read_onnx_metadata as read_onnx_metadata  # public API: edgeseg.onnx_model owns it
-from .onnx_model import remove_metadata, write_export_metadata
-from .reference import (
+from .. import __version__
+from ..errors import ArtifactError, ConfigError, ModelError, require
+from ..fileio import atomic_write_bytes
+from ..models.weights import check_finite
+from ..onnx_model import read_onnx_metadata as read_onnx_metadata  # public API: edgeseg.onnx_model owns it
+from ..onnx_model import remove_metadata, write_export_metadata
+from ..reference import (
     REFERENCE_FILE,
     Reference,
     frames_from_images,
@@ -40,7 +39,8 @@ from .reference import (
     save_reference,
     synthetic_frames,
 )
-from .spec import InputSpec
+from ..spec import InputSpec
+from .checks import ParityResult, compare_logits, require_clean_graph, require_parity, run_onnxruntime
 
 ONNX_FILE = "model.onnx"
 FORWARD_CHUNK = 4

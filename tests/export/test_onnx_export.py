@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeseg.errors import AccuracyError, ArtifactError, ConfigError, ModelError
-from edgeseg.export import ExportConfig, export_onnx
+from edgeseg.export.onnx_export import ExportConfig, export_onnx
+from edgeseg.fileio import sha256_file
 from edgeseg.images import save_png
-from edgeseg.io import sha256_file
 from edgeseg.models.base import SegmentationModel
 from edgeseg.onnx_model import read_onnx_metadata
 from edgeseg.reference import load_reference

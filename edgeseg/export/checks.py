@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AccuracyError, ArtifactError, require
+from ..errors import AccuracyError, ArtifactError, require
 
 # Inputs that carry shapes/sizes rather than data: after simplification they must be constants.
 _SHAPE_INPUTS: dict[str, tuple[int, ...]] = {

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_json, sha256_file
+from ..fileio import atomic_write_json, sha256_file
 
 STATE_FILE = "steps.json"
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeseg.steps import StepRunner
+from edgeseg.pipeline.step_cache import StepRunner
 
 
 def test_steps_skip_when_unchanged_and_rerun_otherwise(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from edgeseg.errors import ArtifactError
-from edgeseg.io import (
+from edgeseg.fileio import (
     atomic_open,
     atomic_write_bytes,
     atomic_write_json,

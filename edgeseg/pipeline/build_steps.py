@@ -12,14 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .. import __version__
+from ..errors import ArtifactError, ConfigError, InputError, UsageError
+from ..fileio import sha256_file, sha256_files
+from ..manifest import Manifest
+from ..reference import REFERENCE_FILE
+from ..spec import InputSpec
 from .build import SYNTH_CALIB_SEED, SYNTH_VAL_SEED, BuildOptions
-from .errors import ArtifactError, ConfigError, InputError, UsageError
-from .io import sha256_file, sha256_files
-from .manifest import Manifest
-from .reference import REFERENCE_FILE
-from .spec import InputSpec
-from .steps import StepRunner
+from .step_cache import StepRunner
 
 Log = Callable[[str], None]
 # progress(label) -> (on_progress(done, total), close): the CLI's commands._common.progress_callback
@@ -61,7 +61,7 @@ def _quote(path: Path | str) -> str:
 # -- 1. export ---------------------------------------------------------------------------------
 def model_info(options: BuildOptions) -> dict[str, Any]:
     """Model name, classes and input spec from the checkpoint (or the options for plain/random weights)."""
-    from .models.checkpoint import PLAIN_DEFAULT_CLASSES, read_checkpoint_info
+    from ..models.checkpoint import PLAIN_DEFAULT_CLASSES, read_checkpoint_info
 
     weights = read_checkpoint_info(options.weights, model=options.model) if options.weights is not None else None
     if weights is not None and weights.full_checkpoint and weights.input_spec is not None:
@@ -83,7 +83,7 @@ def model_info(options: BuildOptions) -> dict[str, Any]:
 
 
 def _val_classes(val_dir: Path | None) -> list[str]:
-    from .data.folder import read_classes
+    from ..data.folder import read_classes
 
     if val_dir is None or not (Path(val_dir) / "classes.json").is_file():
         return []
@@ -93,7 +93,7 @@ def _val_classes(val_dir: Path | None) -> list[str]:
 def reference_samples(options: BuildOptions, spec: InputSpec, num_classes: int, out: Path,
                       log: Log) -> tuple[list[Path], list[Path], str]:
     """(images, masks, where from) for reference.npz: the validation set, else the calibration images."""
-    from .reference import default_sample_count
+    from ..reference import default_sample_count
 
     val_dir = options.val
     if val_dir is None and options.demo:
@@ -102,7 +102,7 @@ def reference_samples(options: BuildOptions, spec: InputSpec, num_classes: int, 
         images, masks = _labelled(val_dir, num_classes)
         source = f"validation set {val_dir}"
     else:
-        from .images import list_images
+        from ..images import list_images
 
         calib_dir = options.calib or default_calib(out, spec, log)
         images, masks, source = list_images(calib_dir), [], f"calibration images {calib_dir}"
@@ -116,7 +116,7 @@ def reference_samples(options: BuildOptions, spec: InputSpec, num_classes: int, 
 
 
 def _labelled(val_dir: Path, num_classes: int) -> tuple[list[Path], list[Path]]:
-    from .data.folder import open_folder_dataset
+    from ..data.folder import open_folder_dataset
 
     try:
         dataset = open_folder_dataset(val_dir, verify=False, num_classes=num_classes,
@@ -165,7 +165,7 @@ def _copy_in(path: Path, out: Path, log: Log) -> Path:
     target = out / path.name
     if path.resolve() == target.resolve():
         return path
-    from .io import atomic_open
+    from ..fileio import atomic_open
 
     with open(path, "rb") as source, atomic_open(target, "wb") as handle:
         shutil.copyfileobj(source, handle)
@@ -176,8 +176,8 @@ def _copy_in(path: Path, out: Path, log: Log) -> Path:
 
 def _export(options: BuildOptions, info: dict[str, Any], images: list[Path], masks: list[Path], source: str,
             out: Path, log: Log) -> dict[str, Any]:
-    from .export import ExportConfig, export_onnx
-    from .models import create_model, model_from_weights
+    from ..export.onnx_export import ExportConfig, export_onnx
+    from ..models import create_model, model_from_weights
 
     if options.weights is None:
         import torch
@@ -196,7 +196,7 @@ def _export(options: BuildOptions, info: dict[str, Any], images: list[Path], mas
 
 def onnx_facts(path: Path) -> tuple[InputSpec, dict[str, str], bool]:
     """(input spec, edgeseg metadata, has Q/DQ) of an ONNX model."""
-    from .onnx_model import read_onnx_model
+    from ..onnx_model import read_onnx_model
 
     info = read_onnx_model(path, need_graph=True, purpose="building from an ONNX model")
     spec = info.input_spec
@@ -209,7 +209,7 @@ def onnx_facts(path: Path) -> tuple[InputSpec, dict[str, str], bool]:
 # -- 2. calibrate --------------------------------------------------------------------------------
 def synthetic_set(folder: Path, num: int, size: tuple[int, int], seed: int, log: Log) -> Path:
     """Render a deterministic synthetic image set once (reused when complete)."""
-    from .data.generate import SynthConfig, write_synthetic_dataset
+    from ..data.generate import SynthConfig, write_synthetic_dataset
 
     images = folder / "images"
     if not (images.is_dir() and len(list(images.iterdir())) >= num):
@@ -219,7 +219,7 @@ def synthetic_set(folder: Path, num: int, size: tuple[int, int], seed: int, log:
 
 
 def default_calib(out: Path, spec: InputSpec, log: Log) -> Path:
-    from .images import list_images
+    from ..images import list_images
 
     shipped = Path("calib")
     if shipped.is_dir() and list_images(shipped):
@@ -231,8 +231,8 @@ def default_calib(out: Path, spec: InputSpec, log: Log) -> Path:
 
 def calibrate(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: BuildOptions, out: Path,
               done: dict[str, bool], progress: Progress | None) -> dict[str, Any]:
-    from .images import list_images
-    from .quant.pipeline import CalibrateConfig, calibrate_model
+    from ..images import list_images
+    from ..quant.pipeline import CalibrateConfig, calibrate_model
 
     key = {"onnx": sha256_file(fp32_onnx), "calib": sha256_files(list_images(calib_dir)),
            "method": options.calib_method, "n": options.calib_images, "version": __version__}
@@ -262,9 +262,9 @@ ENGINE_FIELDS = ("tensorrt_version", "gpu_name", "compute_capability", "io_tenso
 def build_trt(runner: StepRunner, source: Path, spec: InputSpec, options: BuildOptions, out: Path,
               done: dict[str, bool]) -> tuple[Path, dict[str, Any]]:
     """model.engine, and what the manifest records of it (TensorRT version, GPU, I/O tensors, flags)."""
-    from .engine.config import BuildConfig
-    from .engine.trt_builder import build_engine
-    from .io import atomic_write_bytes
+    from ..engine.config import BuildConfig
+    from ..engine.trt_builder import build_engine
+    from ..fileio import atomic_write_bytes
 
     precision = options.precision
     config = BuildConfig(precision=precision, timing_cache=out / "timing.cache")
@@ -313,7 +313,7 @@ def validate(runner: StepRunner, candidate: Path, options: BuildOptions, out: Pa
 
 
 def _reference_classes(reference: Path) -> int:
-    from .reference import load_reference
+    from ..reference import load_reference
 
     return load_reference(reference).num_classes
 
