@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, require
+from .fileio import atomic_open
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MAX_PIXELS = 100_000_000  # larger images are refused rather than exhausting memory
@@ -91,8 +92,6 @@ def load_mask(path: str | os.PathLike[str]) -> np.ndarray:
 
 def save_png(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     """Write a uint8 HxW or HxWx3 array as PNG, atomically."""
-    from .fileio import atomic_open
-
     image_mod = require("PIL.Image", purpose="writing images")
     image = image_mod.fromarray(np.ascontiguousarray(array))
     with atomic_open(path, "wb") as handle:

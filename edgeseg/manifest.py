@@ -18,9 +18,11 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from shlex import quote
 from typing import Any
 
 from .errors import ArtifactError
+from .fileio import atomic_write_json, read_json, sha256_file
 from .spec import InputSpec
 
 MANIFEST_FILE = "manifest.json"
@@ -141,8 +143,6 @@ def manifest_checksum(data: dict[str, Any]) -> str:
 
 def write_manifest(folder: str | os.PathLike[str], manifest: Manifest) -> Path:
     """Write ``folder/manifest.json`` atomically, with its checksum."""
-    from .fileio import atomic_write_json
-
     data = json.loads(json.dumps(manifest.to_dict(), default=str))  # the exact JSON the checksum covers
     data["checksum"] = manifest_checksum(data)
     return atomic_write_json(Path(folder) / MANIFEST_FILE, data)
@@ -150,8 +150,6 @@ def write_manifest(folder: str | os.PathLike[str], manifest: Manifest) -> Path:
 
 def read_manifest(folder_or_file: str | os.PathLike[str], *, verify: bool = True) -> Manifest:
     """The manifest of a build folder (or the file itself); ArtifactError when absent, edited or malformed."""
-    from .fileio import read_json
-
     path = Path(folder_or_file)
     if path.is_dir() or not path.name.endswith(".json"):
         path = path / MANIFEST_FILE
@@ -175,8 +173,6 @@ def find_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> Man
 
 
 def missing_manifest_error(folder: Path) -> ArtifactError:
-    from shlex import quote
-
     if (folder / "model.onnx").is_file():
         fix = ("this folder holds an export, not a build: build and validate it with "
                + "edgeseg build --onnx " + quote(str(folder / "model.onnx")))
@@ -189,8 +185,6 @@ def missing_manifest_error(folder: Path) -> ArtifactError:
 
 def verified_artifact(folder: str | os.PathLike[str], manifest: Manifest, role: str) -> Path:
     """The file playing ``role``, after checking its SHA-256 against the manifest."""
-    from .fileio import sha256_file
-
     root = Path(folder)
     name = manifest.artifacts.get(role)
     if not name or not (root / name).is_file():

@@ -33,6 +33,7 @@ import numpy as np
 
 from .errors import ArtifactError, InputError
 from .fileio import atomic_open
+from .images import load_image, load_mask
 from .spec import InputSpec, preprocess, resize_bilinear
 
 REFERENCE_FILE = "reference.npz"
@@ -239,8 +240,6 @@ def synthetic_frames(count: int, height: int, width: int, *, seed: int = 0) -> n
 
 def frames_from_images(paths: Sequence[str | os.PathLike[str]], height: int, width: int) -> np.ndarray:
     """Load images and resize them (half-pixel bilinear, the preprocessing resize) to H x W."""
-    from .images import load_image
-
     if not paths:
         raise InputError("no sample images given", expected="at least one image path")
     frames = np.empty((len(paths), height, width, 3), dtype=np.uint8)
@@ -258,8 +257,6 @@ def preprocess_frames(frames: np.ndarray, spec: InputSpec) -> np.ndarray:
 def masks_from_files(paths: Sequence[str | os.PathLike[str]], height: int, width: int,
                      num_classes: int) -> np.ndarray:
     """Ground-truth label maps resized (nearest, pixel centres) to H x W; labels checked against the classes."""
-    from .images import load_mask
-
     masks = np.empty((len(paths), height, width), dtype=np.uint8)
     for index, path in enumerate(paths):
         mask = load_mask(path)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, require
 from ..fileio import atomic_write_bytes
 from ..trt_cache_format import check_cache_version, parse_calibration_cache
 
@@ -55,8 +55,6 @@ def make_entropy_calibrator(
 
     checked_cache()  # a bad or stale cache is refused here, before TensorRT calls back
     if cuda is None:
-        from ..errors import require
-
         cuda = require("pycuda.driver", extra="trt", purpose="INT8 calibration")
 
     def init(self: Any) -> None:

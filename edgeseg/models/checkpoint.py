@@ -29,6 +29,7 @@ from .. import __version__
 from ..errors import ModelError, UsageError
 from ..fileio import atomic_open
 from ..spec import InputSpec
+from .registry import create_model, model_info
 from .weights import CHECKPOINT_FORMAT, _load_into, _read, extract_state_dict
 
 PLAIN_DEFAULT_CLASSES = 19  # create_model's default: plain weights when neither caller nor file says otherwise
@@ -158,8 +159,6 @@ def model_from_weights(path: str | os.PathLike[str], *, model: str | None = None
     The file is read once, safely (``torch.load(weights_only=True)``); every failure is a ModelError
     or UsageError that says what to pass instead.
     """
-    from .registry import create_model
-
     target, obj = _read(path)
     info = _checkpoint_info(target, obj, model=model, num_classes=num_classes,
                             default_num_classes=default_num_classes, require_checkpoint=require_checkpoint,
@@ -172,8 +171,6 @@ def model_from_weights(path: str | os.PathLike[str], *, model: str | None = None
 def _checkpoint_info(target: Path, obj: Any, *, model: str | None, num_classes: int | None,
                      default_num_classes: int | None, require_checkpoint: bool | str, origin: str | None,
                      overrides: Mapping[str, Any]) -> CheckpointInfo:
-    from .registry import model_info
-
     source = str(target)
     if require_checkpoint and not is_checkpoint(obj):
         checkpoint_from(obj, source=source, fix=require_checkpoint if isinstance(require_checkpoint, str) else None)

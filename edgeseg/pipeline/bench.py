@@ -12,12 +12,15 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import DependencyError, EdgesegError, UsageError
+from ..fileio import atomic_write_json
+from ..reference import preprocess_frames, synthetic_frames
 from .artifacts import (
     candidate_input_spec,
     discover_artifacts,
@@ -347,8 +350,6 @@ def flush_denormal_enabled(torch: Any) -> bool:
 def _inputs(spec: Any, runners: Sequence[Runner]) -> list[np.ndarray]:
     """Realistic inputs: preprocessed synthetic frames when the spec is known, else seeded noise."""
     if spec is not None:
-        from ..reference import preprocess_frames, synthetic_frames
-
         frames = synthetic_frames(INPUT_SAMPLES, spec.height, spec.width, seed=0)
         return [x[None] for x in preprocess_frames(frames, spec)]
     shape = next((r.input_shape for r in runners if r.input_shape), None)
@@ -362,10 +363,6 @@ def _inputs(spec: Any, runners: Sequence[Runner]) -> list[np.ndarray]:
 def run_bench(plan: BenchPlan, *, iterations: int = 50, warmup: int = 10, plot: bool = True,
               progress: Callable[..., Iterable[Any]] | None = None) -> tuple[BenchResult, list[Path]]:
     """Time the plan's runners, write bench.json (and the latency plot) into ``plan.out_dir``."""
-    from datetime import datetime, timezone
-
-    from ..fileio import atomic_write_json
-
     try:
         result = benchmark(plan.runners, plan.inputs, iterations, warmup, progress=progress)
     finally:

@@ -21,8 +21,13 @@ from typing import Any
 
 from ..engine.config import PRECISIONS
 from ..errors import AccuracyError, ArtifactError, ConfigError, UsageError
-from ..fileio import read_json
-from ..manifest import MANIFEST_FILE, Manifest
+from ..fileio import prepare_out_dir, read_json, remove_if_empty, remove_stale_temp_files
+from ..lock import LOCK_FILE, folder_lock
+from ..manifest import MANIFEST_FILE, Manifest, write_manifest
+from ..quant.ranges import METHODS
+from ..report.writer import write_report
+from ..runtime.segmenter import tensorrt_available
+from .step_cache import StepRunner
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -74,8 +79,6 @@ class BuildOptions:
         if self.max_miou_drop < 0:
             raise UsageError("--max-miou-drop is in mIoU points", expected=">= 0, e.g. 0.5",
                              found=str(self.max_miou_drop))
-        from ..quant.ranges import METHODS
-
         if self.calib_method is not None and self.calib_method not in METHODS:
             raise UsageError("unknown calibration method", expected=" | ".join(METHODS), found=self.calib_method)
         if self.backend not in BACKENDS:
@@ -122,8 +125,6 @@ def resolve_options(options: BuildOptions, log: Callable[[str], None] = print) -
 
 
 def choose_backend(requested: str) -> str:
-    from ..runtime.segmenter import tensorrt_available
-
     if requested == "auto":
         return "tensorrt" if tensorrt_available() else "onnxruntime"
     if requested == "tensorrt" and not tensorrt_available():
@@ -158,9 +159,6 @@ def run_build(options: BuildOptions, *, log: Callable[[str], None] = print,
               progress: Callable[..., Any] | None = None) -> BuildResult:
     """Run every step into ``options.out``; ``progress(label) -> (on_progress(done, total), close)`` shows
     long steps (the CLI passes ``commands._common.progress_callback``)."""
-    from ..fileio import prepare_out_dir, remove_if_empty
-    from ..lock import LOCK_FILE, folder_lock
-
     options = resolve_options(options, log)
     backend = choose_backend(options.backend)
     if backend == "onnxruntime" and options.precision in ("fp16", "best"):
@@ -180,9 +178,6 @@ def run_build(options: BuildOptions, *, log: Callable[[str], None] = print,
 def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[str], None],
                 progress: Callable[..., Any] | None) -> BuildResult:
     from . import build_steps as steps
-    from ..fileio import remove_stale_temp_files
-    from .step_cache import StepRunner
-
     for stale in remove_stale_temp_files(out):
         log(f"removed {stale.name}, left by an interrupted build")
     if (out / MANIFEST_FILE).is_file():  # the old promise is void until this run has validated
@@ -210,9 +205,6 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
     bench = steps.bench(runner, candidate, options, out, done, progress)
     manifest = steps.assemble_manifest(meta, spec, options, backend, out, candidate, calibration, engine_info,
                                        validation, why, bench)
-    from ..manifest import write_manifest
-    from ..report.writer import write_report
-
     written = write_report(out, manifest=manifest, validation=validation, bench=bench, calibration=calibration,
                            export=(export_info or {}).get("export"))
     written.append(write_manifest(out, manifest))  # last: the folder's promise, from this run's results only

@@ -19,10 +19,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..errors import AccuracyError, ArtifactError, InputError, UsageError
-from ..images import list_images, load_image, load_mask
+from ..data.folder import _split_files, open_folder_dataset, read_classes
+from ..errors import AccuracyError, ArtifactError, InputError, UsageError, require
+from ..fileio import atomic_write_json
+from ..images import list_images, load_image, load_mask, save_png
 from ..onnx_model import read_onnx_model
 from ..parity import ParityTally, resize_nearest
+from ..reference import load_reference, synthetic_frames
+from ..report.plots import disagreement_overlay
 from ..spec import InputSpec, preprocess
 from .artifacts import candidate_input_spec, load_manifest, open_backend
 
@@ -129,8 +133,6 @@ def validate_candidate(
     if write:
         out = Path(out_dir) if out_dir is not None else candidate.parent
         result.files = [str(p) for p in write_overlays(out, tally, tally.num_classes)]
-        from ..fileio import atomic_write_json
-
         result.files.insert(0, str(atomic_write_json(out / VALIDATION_FILE, result.to_dict())))
     if raise_on_failure and not result.passed:
         raise gate_error(result)
@@ -183,8 +185,6 @@ def _against_reference_file(reference: Path, backend: Any, candidate: Path, data
                             config: ValidationConfig, show: Progress) -> _Compared:
     """The candidate on reference.npz's frames against PyTorch's saved verdict (and its masks, when kept);
     ``data_dir`` adds ground-truth scores of the candidate alone."""
-    from ..reference import load_reference
-
     cand_spec, cand_source = candidate_input_spec(candidate)
     notes: list[str] = []
     ref = load_reference(reference)
@@ -316,8 +316,6 @@ def _data_samples(data_dir: str | os.PathLike[str], max_images: int | None, num_
     """The images of a folder dataset (its val split when it has one: DIR/val/ or DIR/val.txt), paired with
     their masks by ``edgeseg.data.folder``, the one parser of that layout; a folder without masks, or a plain
     folder of images, is validated without ground truth."""
-    from ..data.folder import _split_files, open_folder_dataset
-
     root = Path(data_dir)
     split = "val" if (root / "val" / "images").is_dir() or (root / "val.txt").is_file() else None
     if split is None and not (root / "images").is_dir():
@@ -351,8 +349,6 @@ def _data_samples(data_dir: str | os.PathLike[str], max_images: int | None, num_
 
 def _unlabelled(images: list[Path], folder: Path, classes_dir: Path, max_images: int | None) -> _Samples:
     """Frames without ground truth (class names from a classes.json beside them, if any)."""
-    from ..data.folder import read_classes
-
     if not images:
         raise InputError(f"no images in {folder}", expected="DIR/images/*.png|jpg (+ DIR/masks/<stem>.png)")
     picked = images[: max_images or len(images)]
@@ -361,8 +357,6 @@ def _unlabelled(images: list[Path], folder: Path, classes_dir: Path, max_images:
 
 
 def _synthetic_samples(spec: InputSpec, notes: list[str]) -> _Samples:
-    from ..reference import synthetic_frames
-
     frames = synthetic_frames(SYNTHETIC_SAMPLES, spec.height, spec.width, seed=0)
     notes.append(f"no --data: {SYNTHETIC_SAMPLES} synthetic frames (seed 0) were used")
     return _Samples([(f"synthetic_{i:03d}", f, None) for i, f in enumerate(frames)], len(frames), False)
@@ -371,8 +365,6 @@ def _synthetic_samples(spec: InputSpec, notes: list[str]) -> _Samples:
 # -- the PyTorch reference (torch imported only here) --------------------------------------------
 def _torch_model(ref: TorchReference, candidate_classes: int | None) -> tuple[Any, Any]:
     """(model, CheckpointInfo) of the reference weights: ``edgeseg.models.model_from_weights`` decides."""
-    from ..errors import require
-
     require("torch", purpose="running the PyTorch reference (or pass --reference DIR/reference.npz)")
     from ..models import model_from_weights
 
@@ -411,9 +403,6 @@ def _argmax(logits: np.ndarray) -> np.ndarray:
 
 def write_overlays(out_dir: Path, tally: ParityTally, num_classes: int) -> list[Path]:
     """PNG per kept image (lowest agreement first); stale overlays of an earlier run are removed."""
-    from ..images import save_png
-    from ..report.plots import disagreement_overlay
-
     folder = Path(out_dir) / OVERLAY_DIR
     if folder.is_dir():
         for old in folder.glob("worst_*.png"):

@@ -21,6 +21,10 @@ import numpy as np
 from ..errors import DependencyError
 from ..fileio import atomic_write_json, atomic_write_text, sha256_file
 from ..manifest import Manifest
+from ..palette import DISAGREEMENT_COLOUR, DISAGREEMENT_NAME, class_palette, hex_colour
+from ..pipeline.artifacts import machine_info
+from ..pipeline.bench import latency_notes, noise_reasons
+from .markdown import render_markdown
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
@@ -57,8 +61,6 @@ def _artifact_rows(build_dir: Path, manifest: Manifest) -> list[dict[str, Any]]:
 def _latency_summary(bench: dict[str, Any] | None) -> dict[str, Any] | None:
     if not bench:
         return None
-    from ..pipeline.bench import latency_notes, noise_reasons
-
     keep = ("name", "backend", "precision", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_fps", "note",
             "flush_denormal")
     return {"runners": [{k: r.get(k) for k in keep} for r in bench.get("runners", [])],
@@ -72,8 +74,6 @@ def _latency_summary(bench: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _legend(manifest: Manifest, class_colours: Sequence[Sequence[int]] | None) -> list[dict[str, Any]]:
     """index, class name and hex colour of every class, as overlays and ``edgeseg run`` draw them."""
-    from ..palette import class_palette, hex_colour
-
     names = list(manifest.classes) or [f"class_{i}" for i in range(manifest.num_classes)]
     colours = class_palette(manifest.num_classes, class_colours)
     return [{"index": i, "class": name, "colour": hex_colour(colour)}
@@ -123,8 +123,6 @@ def write_report(build_dir: str | os.PathLike[str], *, manifest: Manifest | dict
 
     ``class_colours``: the data set's classes.json colours, when it has them (they win over the palette).
     """
-    from ..palette import DISAGREEMENT_COLOUR, DISAGREEMENT_NAME, hex_colour
-
     root = Path(build_dir)
     if isinstance(manifest, dict):
         manifest = Manifest.from_dict(manifest)
@@ -139,8 +137,6 @@ def write_report(build_dir: str | os.PathLike[str], *, manifest: Manifest | dict
     overlays = [_relative(p, root) for p in (validation_d or {}).get("files", []) if str(p).endswith(".png")]
     machine = (bench_d or {}).get("machine")
     if not machine:
-        from ..pipeline.artifacts import machine_info
-
         machine = machine_info()
     report = {
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -169,8 +165,6 @@ def write_report(build_dir: str | os.PathLike[str], *, manifest: Manifest | dict
     }
     written = [root / name for name in plots.values()]
     written.append(atomic_write_json(root / REPORT_JSON, report))
-    from .markdown import render_markdown
-
     written.append(atomic_write_text(root / REPORT_MD, render_markdown(report)))
     return written
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError, UsageError
+from ..fileio import sha256_file
 from ..manifest import Manifest, check_validated, read_manifest, verified_artifact
 from ..spec import CHANNEL_ORDERS, InputSpec, check_frame, preprocess
 from .backend import Backend
@@ -91,8 +92,6 @@ MANIFEST_NAME = "manifest.json"
 
 
 def _check_weights_hash(manifest: Manifest, weights: Path) -> None:
-    from ..fileio import sha256_file
-
     recorded = manifest.hashes.get("weights")
     if not weights.is_file():
         raise UsageError(f"--weights {weights} does not exist", fix="pass the checkpoint the folder was built from")

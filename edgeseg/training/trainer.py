@@ -30,6 +30,8 @@ from ..data.torch_dataset import SegmentationDataset
 from ..errors import ConfigError, InputError
 from ..fileio import atomic_write_json
 from ..metrics import IGNORE_INDEX, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
+from ..models import create_model, model_from_weights, read_checkpoint_info
+from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..spec import InputSpec
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -97,8 +99,6 @@ def write_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """The edgeseg checkpoint format of ``edgeseg.models.weights``, written atomically."""
-    from ..models.checkpoint import save_checkpoint
-
     return save_checkpoint(
         path, model, model_name=name, classes=classes, input_spec=spec, model_options=model_options, **(extra or {})
     )
@@ -110,8 +110,6 @@ RESUME_FIX = "pass the last.pt of the run to continue (RUN/last.pt), or start a 
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, fix: str | None = None) -> dict[str, Any]:
-    from ..models.checkpoint import load_checkpoint
-
     return load_checkpoint(path, fix=fix)
 
 
@@ -121,8 +119,6 @@ def model_from_checkpoint(path: str | os.PathLike[str], *, name: str | None = No
     ``edgeseg.models.model_from_weights`` builds it (with the checkpoint's model options); float16 weights load
     as float32; a ``name`` other than the checkpoint's model is a ModelError.
     """
-    from ..models import model_from_weights
-
     model, info = model_from_weights(path, model=name, require_checkpoint=EVAL_FIX)
     return model.float().eval(), info.checkpoint_dict()
 
@@ -206,8 +202,6 @@ def train(
     config: TrainConfig, log: Callable[[str], None] = print, on_step: Callable[[dict[str, float]], None] | None = None
 ) -> TrainResult:
     """Train ``config.model`` on ``config.data``; see the module docstring."""
-    from ..models import read_checkpoint_info
-
     _check(config)
     # A wrong --resume file fails before the dataset is verified (minutes on a large set).
     saved = (read_checkpoint_info(config.resume, require_checkpoint=RESUME_FIX) if config.resume is not None
@@ -279,8 +273,6 @@ class _Run:
 def _model(config: TrainConfig, saved: Any, classes: list[str], spec: InputSpec
            ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A new model, or the --resume checkpoint's (its model options build the model it was trained as)."""
-    from ..models import create_model, model_from_weights
-
     model_options = dict(config.model_options)
     if saved is None:
         return create_model(config.model, num_classes=len(classes), **model_options), model_options
