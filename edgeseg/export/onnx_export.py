@@ -214,22 +214,53 @@ def _check_model(model: nn.Module, config: ExportConfig) -> nn.Module:
 def export_onnx(model: nn.Module, config: ExportConfig, out_dir: str | os.PathLike[str], *,
                 log: Callable[[str], None] | None = None) -> ExportResult:
     """Export ``model`` to ``out_dir/model.onnx`` + ``reference.npz`` after graph and parity checks."""
-    onnx = require("onnx", purpose="exporting models")
     say = log or (lambda _message: None)
     out = Path(out_dir)
-    timings: dict[str, float] = {}
+    laps = _Laps()
     notices: list[str] = []
-    clock = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[step] = round(now - clock, 3)
-        clock = now
-
     model = _check_model(model, config)
     check_finite(model.state_dict(), source=f"the weights of {config.model}")
+    frames, masks, inputs, torch_logits = _pytorch_reference(model, config, say)
+    laps("reference")
+    model_proto = _checked_graph(model, inputs, config, notices, say, laps)
+    model_bytes = model_proto.SerializeToString()
 
+    say("parity: ONNX Runtime (CPU) vs PyTorch")
+    onnx_logits = run_onnxruntime(model_bytes, inputs, input_name=config.input_spec.input_name,
+                                  output_name=config.input_spec.output_name)
+    parity = compare_logits(torch_logits, onnx_logits)
+    require_parity(parity, what=f"{config.model} ONNX Runtime vs PyTorch")
+    laps("parity")
+
+    onnx_sha256 = hashlib.sha256(model_bytes).hexdigest()
+    onnx_path = atomic_write_bytes(out / ONNX_FILE, model_bytes)
+    meta = {"model": config.model, "num_classes": config.num_classes, "classes": config.class_names,
+            "input_spec": config.input_spec.to_dict(), "onnx_sha256": onnx_sha256, "edgeseg_version": __version__,
+            "frames": (config.samples_source or "images") if config.sample_images else f"synthetic(seed={config.seed})",
+            "ground_truth": masks is not None}
+    reference_path = save_reference(out / REFERENCE_FILE, Reference.from_logits(frames, torch_logits, meta, masks))
+    laps("write")
+    say(f"wrote {onnx_path} and {reference_path}")
+    return ExportResult(onnx_path, reference_path, onnx_sha256, parity, config.simplify,
+                        len(model_proto.graph.node), notices, laps.timings)
+
+
+class _Laps:
+    """Seconds per export step, for the summary."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.clock = time.perf_counter()
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        self.timings[step] = round(now - self.clock, 3)
+        self.clock = now
+
+
+def _pytorch_reference(model: nn.Module, config: ExportConfig, say: Callable[[str], None]
+                       ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """The reference frames (and masks), their inputs and PyTorch's logits, checked."""
     say(f"reference: {config.num_reference_samples if not config.sample_images else len(config.sample_images)}"
         f" samples at {config.input_spec.height}x{config.input_spec.width}")
     frames = _reference_frames(config)
@@ -242,20 +273,25 @@ def export_onnx(model: nn.Module, config: ExportConfig, out_dir: str | os.PathLi
             f"{config.model} uses adaptive pooling with an output larger than 1x1",
             expected="AdaptiveAvgPool2d(1) (exports as GlobalAveragePool) or AvgPool2d with a fixed kernel",
             found="; ".join(adaptive),
-            fix="compute the pooling kernel from the feature size at build time (see MODELS.md, DSPP)",
+            fix="compute the pooling kernel from the feature size in forward(): kernel = size // bins, as the "
+                "DSPP/MDSPP decoders in edgeseg/models/speed_decoder.py do",
         )
-    if torch_logits.shape != (len(frames), config.num_classes, *config.input_spec.size):
-        raise ModelError(f"{config.model} returned logits of the wrong shape",
-                         expected=str((len(frames), config.num_classes, *config.input_spec.size)),
+    expected = (len(frames), config.num_classes, *config.input_spec.size)
+    if torch_logits.shape != expected:
+        raise ModelError(f"{config.model} returned logits of the wrong shape", expected=str(expected),
                          found=str(torch_logits.shape))
     check_finite({"logits": torch.from_numpy(torch_logits)}, source=f"the PyTorch outputs of {config.model}")
-    lap("reference")
+    return frames, masks, inputs, torch_logits
 
+
+def _checked_graph(model: nn.Module, inputs: np.ndarray, config: ExportConfig, notices: list[str],
+                   say: Callable[[str], None], laps: _Laps) -> Any:
+    """torch.onnx.export -> onnx checker -> onnxsim -> graph hygiene for TensorRT -> metadata."""
+    onnx = require("onnx", purpose="exporting models")
     say(f"export: torch.onnx.export opset {config.opset}, batch {config.batch}, static shapes")
     example = np.concatenate([inputs] * (-(-config.batch // len(inputs))))[:config.batch]
     model_proto = onnx.load_from_string(_to_onnx(model, torch.from_numpy(example), config))
-    lap("export")
-
+    laps("export")
     try:
         onnx.checker.check_model(model_proto)
     except onnx.checker.ValidationError as exc:
@@ -265,34 +301,13 @@ def export_onnx(model: nn.Module, config: ExportConfig, out_dir: str | os.PathLi
         model_proto = _simplify(model_proto, notices)
     else:
         notices.append("graph not simplified (--no-simplify)")
-    lap("simplify")
-
+    laps("simplify")
     say("check: graph hygiene for TensorRT")
     require_clean_graph(model_proto)
     write_export_metadata(model_proto, model=config.model, num_classes=config.num_classes,
                           classes=config.class_names, input_spec=config.input_spec)
-    model_bytes = model_proto.SerializeToString()
-    lap("check")
-
-    say("parity: ONNX Runtime (CPU) vs PyTorch")
-    onnx_logits = run_onnxruntime(model_bytes, inputs, input_name=config.input_spec.input_name,
-                                  output_name=config.input_spec.output_name)
-    parity = compare_logits(torch_logits, onnx_logits)
-    require_parity(parity, what=f"{config.model} ONNX Runtime vs PyTorch")
-    lap("parity")
-
-    onnx_sha256 = hashlib.sha256(model_bytes).hexdigest()
-    onnx_path = atomic_write_bytes(out / ONNX_FILE, model_bytes)
-    meta = {"model": config.model, "num_classes": config.num_classes, "classes": config.class_names,
-            "input_spec": config.input_spec.to_dict(), "onnx_sha256": onnx_sha256, "edgeseg_version": __version__,
-            "frames": (config.samples_source or "images") if config.sample_images else f"synthetic(seed={config.seed})",
-            "ground_truth": masks is not None}
-    reference = Reference.from_logits(frames, torch_logits, meta, masks)
-    reference_path = save_reference(out / REFERENCE_FILE, reference)
-    lap("write")
-    say(f"wrote {onnx_path} and {reference_path}")
-    return ExportResult(onnx_path, reference_path, onnx_sha256, parity, config.simplify,
-                        len(model_proto.graph.node), notices, timings)
+    laps("check")
+    return model_proto
 
 
 def export_summary_rows(result: ExportResult) -> Sequence[tuple[str, str]]:
