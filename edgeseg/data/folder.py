@@ -146,51 +146,8 @@ def open_folder_dataset(
     if not root.is_dir():
         raise InputError(f"dataset folder {root} does not exist", expected="DIR/images + DIR/masks", found=str(root))
     images_dir, masks_dir, stems, classes_dir = _split_files(root, split)
-    by_stem = {p.stem: p for p in sorted(images_dir.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS}
-    if stems is not None:
-        absent = [s for s in stems if s not in by_stem]
-        if absent:
-            raise InputError(
-                f"{len(absent)} stems in the {split} list have no image in {images_dir}",
-                found=_names(absent),
-                fix="fix the stem list or add the images",
-            )
-        by_stem = {s: by_stem[s] for s in stems}
-    if not by_stem:
-        raise InputError(f"no images in {images_dir}", expected="*.jpg / *.png files", found="an empty folder")
-
-    skipped: list[tuple[Path, str]] = []
-    samples: list[Sample] = []
-    missing = []
-    for stem, image in by_stem.items():
-        mask = masks_dir / f"{stem}.png"
-        if mask.is_file():
-            samples.append(Sample(stem, image, mask))
-        else:
-            missing.append(mask)
-    if missing and not skip_bad:
-        raise InputError(
-            f"{len(missing)} of {len(by_stem)} images have no mask",
-            expected=f"{masks_dir}/<stem>.png",
-            found="missing: " + _names(missing),
-            fix="add the masks, or pass --skip-bad to leave them out",
-        )
-    skipped += [(m, "missing mask") for m in missing]
-
-    classes: list[str] = []
-    colors: list[tuple[int, int, int]] = []
-    if (classes_dir / "classes.json").is_file():
-        classes, colors = read_classes(classes_dir / "classes.json")
-        if num_classes is not None and num_classes != len(classes):
-            raise ConfigError(
-                "the number of classes disagrees with classes.json",
-                expected=f"{len(classes)} (from {classes_dir / 'classes.json'})",
-                found=str(num_classes),
-                fix=_classes_fix("fix classes.json", classes_hint),
-            )
-    elif num_classes is not None:
-        classes = [f"class_{k}" for k in range(num_classes)]
-
+    samples, skipped = _pairs(images_dir, masks_dir, stems, split, skip_bad)
+    classes, colors = _classes(classes_dir, num_classes, classes_hint)
     if verify:
         samples, bad, max_label = _verify(samples, len(classes) or None, on_item, classes_hint)
         if bad and not skip_bad:
@@ -210,6 +167,55 @@ def open_folder_dataset(
     if not samples:
         raise InputError(f"no usable samples in {root}", found=f"{len(skipped)} skipped")
     return FolderDataset(root, samples, classes, colors, skipped)
+
+
+def _pairs(images_dir: Path, masks_dir: Path, stems: list[str] | None, split: str | None, skip_bad: bool
+           ) -> tuple[list[Sample], list[tuple[Path, str]]]:
+    """(image, mask) pairs by stem, in the split list's order when there is one; missing masks skipped or refused."""
+    by_stem = {p.stem: p for p in sorted(images_dir.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS}
+    if stems is not None:
+        absent = [s for s in stems if s not in by_stem]
+        if absent:
+            raise InputError(
+                f"{len(absent)} stems in the {split} list have no image in {images_dir}",
+                found=_names(absent),
+                fix="fix the stem list or add the images",
+            )
+        by_stem = {s: by_stem[s] for s in stems}
+    if not by_stem:
+        raise InputError(f"no images in {images_dir}", expected="*.jpg / *.png files", found="an empty folder")
+    samples: list[Sample] = []
+    missing = []
+    for stem, image in by_stem.items():
+        mask = masks_dir / f"{stem}.png"
+        if mask.is_file():
+            samples.append(Sample(stem, image, mask))
+        else:
+            missing.append(mask)
+    if missing and not skip_bad:
+        raise InputError(
+            f"{len(missing)} of {len(by_stem)} images have no mask",
+            expected=f"{masks_dir}/<stem>.png",
+            found="missing: " + _names(missing),
+            fix="add the masks, or pass --skip-bad to leave them out",
+        )
+    return samples, [(m, "missing mask") for m in missing]
+
+
+def _classes(classes_dir: Path, num_classes: int | None, classes_hint: str
+             ) -> tuple[list[str], list[tuple[int, int, int]]]:
+    """Names and colours from classes.json (its count must match ``num_classes``), else generic names."""
+    if (classes_dir / "classes.json").is_file():
+        classes, colors = read_classes(classes_dir / "classes.json")
+        if num_classes is not None and num_classes != len(classes):
+            raise ConfigError(
+                "the number of classes disagrees with classes.json",
+                expected=f"{len(classes)} (from {classes_dir / 'classes.json'})",
+                found=str(num_classes),
+                fix=_classes_fix("fix classes.json", classes_hint),
+            )
+        return classes, colors
+    return ([f"class_{k}" for k in range(num_classes)] if num_classes is not None else []), []
 
 
 def _classes_fix(first: str, hint: str) -> str:
