@@ -36,8 +36,6 @@ def run_cmd(artifacts: Path, source: str, backend: str, weights: Path | None, sa
     import time
 
     from ..errors import UsageError
-    from ..images import save_png
-    from ..runtime.kernels import default_palette, numpy_overlay
     from ..runtime.segmenter import Segmenter
     from ..runtime.sources import SourceStats, iter_frames
 
@@ -58,31 +56,10 @@ def run_cmd(artifacts: Path, source: str, backend: str, weights: Path | None, sa
         click.secho(seg.warning, fg="yellow", err=True)
     click.echo(f"running {seg.model_file} ({seg.precision}, {seg.name}; build verdict: {seg.validation_status})",
                err=True)
-    palette = default_palette(seg.num_classes)
     stats = SourceStats()
-    latencies: list[float] = []
-    written = 0
     started = time.perf_counter()
     try:
-        for name, frame in iter_frames(source, stats):
-            tick = time.perf_counter()
-            mask = seg(frame)
-            latencies.append(time.perf_counter() - tick)
-            if save_dir is not None or cv2 is not None:
-                overlay = numpy_overlay(frame, mask, palette, alpha)
-                if save_dir is not None:
-                    save_png(save_dir / f"{Path(name).stem}.png", overlay)
-                    written += 1
-                if cv2 is not None:
-                    cv2.imshow("edgeseg", overlay[:, :, ::-1])
-                    if cv2.waitKey(1) & 0xFF in (27, ord("q")):
-                        stats.ended_because = "stopped by the user"
-                        break
-            if len(latencies) % 50 == 0:
-                click.echo(f"{len(latencies)} frames, {len(latencies) / sum(latencies):.1f} FPS (model)", err=True)
-            if max_frames is not None and len(latencies) >= max_frames:
-                stats.ended_because = f"--max-frames {max_frames}"
-                break
+        latencies, written = _segment(seg, iter_frames(source, stats), stats, save_dir, cv2, alpha, max_frames)
     finally:
         seg.close()
     wall = time.perf_counter() - started
@@ -97,6 +74,39 @@ def run_cmd(artifacts: Path, source: str, backend: str, weights: Path | None, sa
     if save_dir is not None:
         rows.append(("overlays", f"{written} PNGs in {save_dir}"))
     summary_table("run finished", rows, [f"edgeseg bench --artifacts {quote(artifacts)}"])
+
+
+def _segment(seg: Any, frames: Any, stats: Any, save_dir: Path | None, cv2: Any, alpha: float,
+             max_frames: int | None) -> tuple[list[float], int]:
+    """The loop: segment each frame, save / show its overlay; (model latencies in s, overlays written)."""
+    import time
+
+    from ..images import save_png
+    from ..runtime.kernels import default_palette, numpy_overlay
+
+    palette = default_palette(seg.num_classes)
+    latencies: list[float] = []
+    written = 0
+    for name, frame in frames:
+        tick = time.perf_counter()
+        mask = seg(frame)
+        latencies.append(time.perf_counter() - tick)
+        if save_dir is not None or cv2 is not None:
+            overlay = numpy_overlay(frame, mask, palette, alpha)
+            if save_dir is not None:
+                save_png(save_dir / f"{Path(name).stem}.png", overlay)
+                written += 1
+            if cv2 is not None:
+                cv2.imshow("edgeseg", overlay[:, :, ::-1])
+                if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                    stats.ended_because = "stopped by the user"
+                    break
+        if len(latencies) % 50 == 0:
+            click.echo(f"{len(latencies)} frames, {len(latencies) / sum(latencies):.1f} FPS (model)", err=True)
+        if max_frames is not None and len(latencies) >= max_frames:
+            stats.ended_because = f"--max-frames {max_frames}"
+            break
+    return latencies, written
 
 
 def _gui_opencv() -> Any:
