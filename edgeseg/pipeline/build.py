@@ -28,6 +28,7 @@ from ..quant.ranges import METHODS
 from ..report.writer import write_report
 from ..runtime.segmenter import tensorrt_available
 from .step_cache import StepRunner
+from .validate import ValidationConfig
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -73,12 +74,8 @@ class BuildOptions:
                               ("--threads", self.threads), ("bench iterations", self.bench_iterations)):
             if value is not None and value < 1:
                 raise UsageError(f"{option} must be at least 1", found=str(value))
-        if not 0.0 <= self.min_agreement <= 1.0:
-            raise UsageError("--min-agreement is a fraction", expected="0 to 1, e.g. 0.99",
-                             found=str(self.min_agreement))
-        if self.max_miou_drop < 0:
-            raise UsageError("--max-miou-drop is in mIoU points", expected=">= 0, e.g. 0.5",
-                             found=str(self.max_miou_drop))
+        # the gates are validate's: one owner of what a valid gate is
+        ValidationConfig(min_agreement=self.min_agreement, max_miou_drop=self.max_miou_drop).check()
         if self.calib_method is not None and self.calib_method not in METHODS:
             raise UsageError("unknown calibration method", expected=" | ".join(METHODS), found=self.calib_method)
         if self.backend not in BACKENDS:
