@@ -1,10 +1,16 @@
-"""Shared fixtures; ``gpu``/``trt`` tests are skipped where CUDA/pycuda/TensorRT are absent."""
+"""Shared fixtures; ``gpu``/``trt`` tests are skipped where CUDA/pycuda/TensorRT are absent.
+
+The helpers the fixtures build from live in tests/helpers/ (on sys.path: pyproject's pytest ``pythonpath``).
+"""
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
+from types import ModuleType
 
 import pytest
+from helpers.fake_tensorrt import make_fake_trt
 
 
 def _has_cuda_pycuda() -> bool:
@@ -58,3 +64,10 @@ def write_build_manifest():
         return write_manifest(folder, manifest)
 
     return write
+
+
+@pytest.fixture
+def fake_trt() -> Callable[..., ModuleType]:
+    """``fake_trt(version="10.3.0.30", *, parse_ok=True, build_ok=True, dla_cores=2)``: a fresh fake ``tensorrt``
+    module (tests/helpers/fake_tensorrt.py) to pass as ``trt=``; ``fake.record`` holds what was asked of it."""
+    return make_fake_trt

@@ -2,57 +2,33 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-BLOCK_TORCH = textwrap.dedent(
-    """
-    import sys, importlib.abc
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] in {BLOCKED}:
-                raise ImportError(name + " is blocked by the layering test")
-    sys.meta_path.insert(0, Block())
-    sys.path.insert(0, {root!r})
-    """
-)
-
-
-def run_blocked(code: str, blocked: tuple[str, ...] = ("torch",)) -> subprocess.CompletedProcess[str]:
-    prelude = BLOCK_TORCH.replace("{BLOCKED}", repr(set(blocked))).replace("{root!r}", repr(str(ROOT)))
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=120)
+from helpers.blocked_imports import run_without
 
 
 @pytest.mark.parametrize("module", ["edgeseg.runtime", "edgeseg.quant", "edgeseg.engine", "edgeseg.spec",
                                     "edgeseg.errors", "edgeseg.fileio", "edgeseg.images"])
 def test_robot_side_imports_without_torch(module: str) -> None:
-    result = run_blocked(f"import importlib; importlib.import_module({module!r}); print('ok')")
+    result = run_without(f"import importlib; importlib.import_module({module!r}); print('ok')", {"torch"})
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr
 
 
 def test_runtime_needs_no_onnx_package() -> None:
-    result = run_blocked("import edgeseg.runtime; print('ok')", blocked=("torch", "onnx", "onnxsim"))
+    result = run_without("import edgeseg.runtime; print('ok')", {"torch", "onnx", "onnxsim"})
     assert result.returncode == 0, result.stderr
 
 
 def test_tensorrt_version_and_cache_format_owners_are_stdlib_only() -> None:
     # runtime.compat (on the robot), engine/ and quant/ all import these two top-level owners.
-    result = run_blocked("import edgeseg.trt_version, edgeseg.trt_cache_format; print('ok')",
-                         blocked=("numpy", "torch", "onnx", "tensorrt"))
+    result = run_without("import edgeseg.trt_version, edgeseg.trt_cache_format; print('ok')",
+                         {"numpy", "torch", "onnx", "tensorrt"})
     assert result.returncode == 0, result.stderr
-    result = run_blocked("import edgeseg.runtime.compat; print('ok')", blocked=("torch", "onnx", "onnxsim", "tensorrt"))
+    result = run_without("import edgeseg.runtime.compat; print('ok')", {"torch", "onnx", "onnxsim", "tensorrt"})
     assert result.returncode == 0, result.stderr
 
 
 def test_cli_help_imports_no_torch() -> None:
-    result = run_blocked(
+    result = run_without(
         """
         from click.testing import CliRunner
         from edgeseg.cli import main, COMMANDS
@@ -64,6 +40,7 @@ def test_cli_help_imports_no_torch() -> None:
             assert sub.exit_code == 0, (name, sub.output, sub.exception)
         assert "torch" not in sys.modules
         print('ok')
-        """
+        """,
+        {"torch"},
     )
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr + result.stdout

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from helpers.blocked_imports import run_without
+from helpers.tiny_onnx import CLASSES, SPEC, conv_model, save_conv_onnx
+from onnx import helper
 
 from edgeseg import __version__
 from edgeseg.errors import ArtifactError, DependencyError
@@ -28,41 +27,9 @@ from edgeseg.onnx_model import (
     read_onnx_model,
     remove_metadata,
     set_metadata,
-    write_export_metadata,
 )
 from edgeseg.pipeline.artifacts import candidate_input_spec
 from edgeseg.spec import InputSpec
-
-ROOT = Path(__file__).resolve().parents[1]
-SPEC = InputSpec(32, 64)
-CLASSES = ["road", "car", "sky", "person"]
-
-
-def conv_model(*, qdq: bool = False, fp16: bool = False, opset: int = 17) -> onnx.ModelProto:
-    """images (1x3x32x64) -> Conv -> logits (1x4x32x64); optionally with a Q/DQ pair or a float16 weight."""
-    nodes, initializers = [], [numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")]
-    source = "images"
-    if qdq:
-        initializers += [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
-                         numpy_helper.from_array(np.array(0, np.int8), "z")]
-        nodes += [helper.make_node("QuantizeLinear", ["images", "s", "z"], ["q"], name="q0"),
-                  helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"], name="dq0")]
-        source = "dq"
-    nodes.append(helper.make_node("Conv", [source, "w"], ["logits"], name="conv0"))
-    if fp16:
-        initializers.append(numpy_helper.from_array(np.ones(4, np.float16), "unused_half"))
-    graph = helper.make_graph(nodes, "tiny",
-                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 64])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4, 32, 64])],
-                              initializers)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-
-
-def exported(path: Path, **kwargs: bool) -> Path:
-    model = conv_model(**kwargs)
-    write_export_metadata(model, model="tiny_net", num_classes=4, classes=CLASSES, input_spec=SPEC)
-    onnx.save(model, str(path))
-    return path
 
 
 def check_exported_facts(info: OnnxModelInfo) -> None:
@@ -75,7 +42,7 @@ def check_exported_facts(info: OnnxModelInfo) -> None:
 
 
 def test_export_metadata_round_trip_with_onnx(tmp_path: Path) -> None:
-    info = read_onnx_model(exported(tmp_path / "model.onnx"))
+    info = read_onnx_model(save_conv_onnx(tmp_path / "model.onnx"))
     check_exported_facts(info)
     assert info.reader == "onnx" and info.has_graph and info.path == tmp_path / "model.onnx"
     assert info.opset == 17 and info.has_qdq is False and info.has_fp16 is False
@@ -148,7 +115,7 @@ def test_missing_and_corrupt_files(tmp_path: Path) -> None:
 
 
 def test_without_onnx_onnxruntime_reads_the_metadata(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = exported(tmp_path / "model.onnx", qdq=True)
+    path = save_conv_onnx(tmp_path / "model.onnx", qdq=True)
     (tmp_path / "bad.onnx").write_bytes(b"\x00garbage" * 10)
     monkeypatch.setitem(sys.modules, "onnx", None)  # the robot install: `import onnx` fails
     info = read_onnx_model(path)
@@ -165,16 +132,8 @@ def test_without_onnx_onnxruntime_reads_the_metadata(tmp_path: Path, monkeypatch
 
 
 def test_robot_modules_read_metadata_with_onnx_and_torch_blocked(tmp_path: Path) -> None:
-    path = exported(tmp_path / "model.onnx")
-    code = textwrap.dedent(
-        f"""
-        import sys, importlib.abc
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name.split(".")[0] in {{"torch", "onnx", "onnxsim"}}:
-                    raise ImportError(name + " is blocked")
-        sys.meta_path.insert(0, Block())
-        sys.path.insert(0, {str(ROOT)!r})
+    path = save_conv_onnx(tmp_path / "model.onnx")
+    code = f"""
         from edgeseg.pipeline.artifacts import candidate_input_spec
         from edgeseg.onnx_model import read_onnx_model
         info = read_onnx_model({str(path)!r})
@@ -182,7 +141,6 @@ def test_robot_modules_read_metadata_with_onnx_and_torch_blocked(tmp_path: Path)
         assert candidate_input_spec({str(path)!r})[0].size == (32, 64)
         assert "onnx" not in sys.modules and "torch" not in sys.modules
         print("ok")
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    """
+    result = run_without(code, {"torch", "onnx", "onnxsim"})
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.blocked_imports import run_without
 
 from edgeseg.errors import ArtifactError
 from edgeseg.reference import (
@@ -20,8 +19,6 @@ from edgeseg.reference import (
     synthetic_frames,
 )
 from edgeseg.spec import InputSpec, preprocess
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_logits(count: int = 2, classes: int = 3) -> np.ndarray:
@@ -172,12 +169,5 @@ def test_synthetic_frames_are_deterministic_and_smooth() -> None:
 
 
 def test_reference_module_needs_no_torch() -> None:
-    code = ("import sys, importlib.abc\n"
-            "class B(importlib.abc.MetaPathFinder):\n"
-            "    def find_spec(self, name, path, target=None):\n"
-            "        if name.split('.')[0] in {'torch', 'onnx'}: raise ImportError(name)\n"
-            "sys.meta_path.insert(0, B())\n"
-            f"sys.path.insert(0, {str(ROOT)!r})\n"
-            "import edgeseg.reference\nprint('ok')\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = run_without("import edgeseg.reference\nprint('ok')\n", {"torch", "onnx"}, timeout=60)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr

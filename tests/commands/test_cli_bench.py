@@ -1,33 +1,18 @@
-"""`edgeseg bench` end to end through click's CliRunner on a tiny exported ONNX model."""
+"""`edgeseg bench` end to end through click's CliRunner on a tiny ONNX model."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
+from helpers.tiny_onnx import save_conv_onnx
 
 from edgeseg.cli import main
 
-torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
-pytestmark = pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript")
-
 
 def export_small(path: Path) -> Path:
-    from edgeseg.spec import InputSpec
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1)).eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(model, torch.zeros(1, 3, 32, 64), str(path), input_names=["images"], output_names=["logits"],
-                      opset_version=17, dynamo=False)
-    proto = onnx.load(str(path))
-    prop = proto.metadata_props.add()
-    prop.key, prop.value = "input_spec", json.dumps(InputSpec(32, 64).to_dict())
-    onnx.save(proto, str(path))
-    return path
+    return save_conv_onnx(path, kernel=3)  # 1x3x32x64 -> 1x4x32x64
 
 
 def test_bench_artifacts_folder_table_json_plot(tmp_path: Path) -> None:

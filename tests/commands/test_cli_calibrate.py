@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import onnx
 import pytest
 from click.testing import CliRunner
+from helpers.tiny_models import build_tiny_net
+from helpers.tiny_onnx import write_images
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "quant"))
-from tiny_onnx import build_tiny_net, write_images  # noqa: E402
-
-from edgeseg.cli import main  # noqa: E402
-from edgeseg.quant.lint import lint_qdq  # noqa: E402
+from edgeseg.cli import main
+from edgeseg.quant.lint import lint_qdq
 
 
 @pytest.fixture(scope="module")

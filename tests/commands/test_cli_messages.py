@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from helpers.tiny_models import build_tiny_net
+from helpers.tiny_onnx import write_images
 from PIL import Image
 
 from edgeseg import models as models_package
@@ -23,9 +25,6 @@ from edgeseg.cli import main
 from edgeseg.errors import DESKTOP_INSTALL, ConfigError, DependencyError, InputError, require
 from edgeseg.export import onnx_export as export_module
 from edgeseg.models import create_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "quant"))
-from tiny_onnx import build_tiny_net, write_images  # noqa: E402
 
 MODEL = "shufflenetv2_x0_5_dspp"
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.fake_tensorrt import make_fake_trt
 
 from edgeseg.engine.calibrator import batches_as_float32, make_entropy_calibrator
 from edgeseg.errors import ArtifactError, InputError
@@ -22,18 +23,12 @@ def test_batches_are_checked_and_made_contiguous_float32() -> None:
         list(batches_as_float32([good, np.zeros((1, 1, 3, 3))], (1, 1, 2, 3)))
 
 
-class FakeCalibratorBase:
-    def __init__(self) -> None:
-        pass
-
-
-FAKE_TRT = SimpleNamespace(IInt8EntropyCalibrator2=FakeCalibratorBase)
 FAKE_CUDA = SimpleNamespace(mem_alloc=lambda nbytes: 0, memcpy_htod=lambda device, array: None)
 
 
 def calibrator(cache: Path, version: str) -> Any:
-    return make_entropy_calibrator(FAKE_TRT, [], input_shape=(1, 3, 2, 2), cache_path=cache, trt_version=version,
-                                   cuda=FAKE_CUDA)
+    return make_entropy_calibrator(make_fake_trt(version), [], input_shape=(1, 3, 2, 2), cache_path=cache,
+                                   trt_version=version, cuda=FAKE_CUDA)
 
 
 def test_cache_for_this_tensorrt_is_handed_to_tensorrt(tmp_path: Path) -> None:

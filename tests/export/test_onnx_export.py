@@ -9,6 +9,7 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.tiny_models import tiny_backbone
 from torch import nn
 
 from edgeseg.errors import AccuracyError, ArtifactError, ConfigError, ModelError
@@ -21,19 +22,9 @@ from edgeseg.reference import load_reference
 from edgeseg.spec import InputSpec, preprocess, resize_bilinear
 
 
-class Backbone(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.down = nn.Conv2d(8, 16, 3, stride=8, padding=1)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        low = self.stem(x)
-        return [low, self.down(low)]
-
-
 class Fuse(nn.Module):
-    """Upsample the deep feature to the shallow one; ``size_from_tensor`` leaves Shape ops in the trace."""
+    """Upsample the deep feature (stride 32, 16 channels) to the shallow one (stride 4, 8 channels);
+    ``size_from_tensor`` leaves Shape ops in the trace."""
 
     def __init__(self, *, size_from_tensor: bool = False, pool: nn.Module | None = None) -> None:
         super().__init__()
@@ -59,8 +50,8 @@ class Cheat(nn.Module):
 
 def tiny(num_classes: int = 3, **fuse_options: object) -> SegmentationModel:
     torch.manual_seed(0)
-    return SegmentationModel(Backbone(), Fuse(**fuse_options), nn.Conv2d(8, num_classes, 1),  # type: ignore[arg-type]
-                             num_classes=num_classes, name="tiny").eval()
+    return SegmentationModel(tiny_backbone(two_scales=True), Fuse(**fuse_options),  # type: ignore[arg-type]
+                             nn.Conv2d(8, num_classes, 1), num_classes=num_classes, name="tiny").eval()
 
 
 def config(**overrides: object) -> ExportConfig:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.tiny_models import last_feature, tiny_backbone
 from torch import nn
 
 from edgeseg.errors import ModelError
@@ -17,26 +18,10 @@ from edgeseg.models.weights import CHECKPOINT_FORMAT
 from edgeseg.spec import InputSpec
 
 
-class _Backbone(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.down = nn.Conv2d(8, 16, 3, stride=8, padding=1)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        low = self.stem(x)
-        return [low, self.down(low)]
-
-
-class _Last(nn.Module):
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return features[-1]
-
-
 def tiny(num_classes: int = 3) -> SegmentationModel:
     torch.manual_seed(num_classes)
-    return SegmentationModel(_Backbone(), _Last(), nn.Conv2d(16, num_classes, 1), num_classes=num_classes,
-                             name="tiny")
+    return SegmentationModel(tiny_backbone(two_scales=True), last_feature(), nn.Conv2d(16, num_classes, 1),
+                             num_classes=num_classes, name="tiny")
 
 
 def assert_same_weights(a: nn.Module, b: nn.Module) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.tiny_onnx import save_conv_onnx
 
 from edgeseg.errors import ArtifactError, UsageError
 from edgeseg.images import load_image
@@ -17,25 +18,11 @@ from edgeseg.pipeline.artifacts import discover_artifacts
 from edgeseg.pipeline.bench import BENCH_FILE, PLOT_FILE, Runner, benchmark, plan_bench, run_bench
 from edgeseg.spec import InputSpec
 
-torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
-pytestmark = pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript")
-
 SPEC = InputSpec(32, 32)
 
 
 def tiny_onnx(path: Path, spec: InputSpec = SPEC) -> Path:
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
-                                torch.nn.Conv2d(8, 4, 1)).eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(model, torch.zeros(spec.shape), str(path), input_names=["images"], output_names=["logits"],
-                      opset_version=17, dynamo=False)
-    proto = onnx.load(str(path))
-    prop = proto.metadata_props.add()
-    prop.key, prop.value = "input_spec", json.dumps(spec.to_dict())
-    onnx.save(proto, str(path))
-    return path
+    return save_conv_onnx(path, spec=spec, kernel=3, relu=True)
 
 
 def test_benchmark_stats_are_ordered_and_runs_interleave() -> None:
@@ -142,6 +129,7 @@ def test_pytorch_eager_is_timed_with_denormals_flushed(tmp_path: Path) -> None:
 
 
 def test_bench_onnx_files_with_pytorch_random_weights(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
     first = tiny_onnx(tmp_path / "a" / "model.onnx", InputSpec(64, 64))
     second = tiny_onnx(tmp_path / "b" / "model.fp16.onnx", InputSpec(64, 64))
     plan = plan_bench(onnx_files=[first, second], model="shufflenetv2_x0_5_deeplabv3plus", threads=1,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.blocked_imports import run_without
+from helpers.tiny_models import conv_net, export_onnx
+from helpers.tiny_onnx import class_names
 
 from edgeseg.errors import AccuracyError, ArtifactError, InputError
 from edgeseg.images import load_image, save_png
@@ -22,42 +22,22 @@ from edgeseg.spec import InputSpec
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-ROOT = Path(__file__).resolve().parents[2]
 SPEC = InputSpec(32, 64)
 TINY = "_validate_tiny_test_model"
-pytestmark = pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript")
 
 
-class TinyNet(torch.nn.Module):
-    def __init__(self, num_classes: int = 3) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.conv = torch.nn.Conv2d(3, num_classes, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+def tiny_net(num_classes: int = 3) -> torch.nn.Module:
+    """One Conv 3x3: what the registered TINY builds, so its weights load into the candidate's model."""
+    return conv_net(num_classes, hidden=None)
 
 
-def export_tiny(folder: Path, *, num_classes: int = 3, spec: InputSpec = SPEC, seed: int = 0,
-                metadata: bool = True) -> tuple[TinyNet, Path]:
-    torch.manual_seed(seed)
-    model = TinyNet(num_classes).eval()
-    path = folder / "model.onnx"
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(model, torch.zeros(spec.shape), str(path), input_names=["images"], output_names=["logits"],
-                      opset_version=17, dynamo=False)
-    if metadata:
-        proto = onnx.load(str(path))
-        for key, value in {"input_spec": json.dumps(spec.to_dict()), "model": TINY,
-                           "num_classes": str(num_classes),
-                           "classes": json.dumps([f"c{i}" for i in range(num_classes)])}.items():
-            prop = proto.metadata_props.add()
-            prop.key, prop.value = key, value
-        onnx.save(proto, str(path))
-    return model, path
+def export_tiny(folder: Path, *, num_classes: int = 3, spec: InputSpec = SPEC,
+                metadata: bool = True) -> tuple[torch.nn.Module, Path]:
+    model = tiny_net(num_classes)
+    return model, export_onnx(model, folder / "model.onnx", spec, metadata=metadata, name=TINY)
 
 
-def save_tiny_reference(folder: Path, model: TinyNet, *, spec: InputSpec = SPEC, count: int = 3,
+def save_tiny_reference(folder: Path, model: torch.nn.Module, *, spec: InputSpec = SPEC, count: int = 3,
                         logits_shift=None, meta_spec: InputSpec | None = None,
                         masks: np.ndarray | None = None) -> Path:
     frames = synthetic_frames(count, spec.height, spec.width, seed=1)
@@ -66,7 +46,7 @@ def save_tiny_reference(folder: Path, model: TinyNet, *, spec: InputSpec = SPEC,
         logits = model(torch.from_numpy(inputs)).numpy()
     if logits_shift is not None:
         logits = logits_shift(logits)
-    meta = {"model": TINY, "num_classes": model.num_classes, "input_spec": (meta_spec or spec).to_dict()}
+    meta = {"model": TINY, "num_classes": logits.shape[1], "input_spec": (meta_spec or spec).to_dict()}
     return save_reference(folder / "reference.npz", Reference.from_logits(frames, logits, meta, masks))
 
 
@@ -170,7 +150,7 @@ def test_validate_against_reference_npz_writes_json_and_overlays(tmp_path: Path)
     assert result.passed and result.parity["agreement"] == 1.0
     # the reference keeps float16 logits: errors at float16 resolution, not float32
     assert result.parity["max_abs_error"] < 5e-3 and result.parity["cosine_similarity"] > 0.99999
-    assert result.classes == ["c0", "c1", "c2"] and result.ground_truth is None
+    assert result.classes == class_names(3) and result.ground_truth is None
     saved = json.loads((tmp_path / "build" / "validation.json").read_text())
     assert saved["parity"]["images"] == 3 and len(saved["per_image"]) == 3
     overlays = sorted((tmp_path / "build" / OVERLAY_DIR).glob("worst_*.png"))
@@ -225,7 +205,7 @@ def make_data(folder: Path, count: int = 2, *, masks: bool = True, size: tuple[i
 def tiny_registered(monkeypatch: pytest.MonkeyPatch):
     from edgeseg.models import registry
 
-    info = registry.ModelInfo(TINY, "test", "none", lambda num_classes=3: TinyNet(num_classes))
+    info = registry.ModelInfo(TINY, "test", "none", tiny_net)
     monkeypatch.setitem(registry._REGISTRY, TINY, info)
     return info
 
@@ -333,22 +313,13 @@ def test_images_without_masks_are_validated_without_ground_truth(tmp_path: Path,
 def test_validate_with_reference_npz_needs_no_torch(tmp_path: Path) -> None:
     model, onnx_path = export_tiny(tmp_path / "build")
     ref = save_tiny_reference(tmp_path / "build", model)
-    code = textwrap.dedent(
-        f"""
-        import sys, importlib.abc
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name.split(".")[0] == "torch":
-                    raise ImportError(name + " is blocked")
-        sys.meta_path.insert(0, Block())
-        sys.path.insert(0, {str(ROOT)!r})
+    code = f"""
         from edgeseg.pipeline.validate import validate_candidate
         result = validate_candidate({str(onnx_path)!r}, {str(ref)!r})
         assert result.passed and result.parity["agreement"] == 1.0, result.parity
         assert "torch" not in sys.modules
         print("ok")
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    """
+    done = run_without(code, {"torch"})
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
     assert (tmp_path / "build" / "validation.json").is_file()

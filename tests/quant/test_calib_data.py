@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_onnx import write_images
+from helpers.tiny_onnx import write_images
 
 from edgeseg.errors import ConfigError, InputError
 from edgeseg.images import load_image

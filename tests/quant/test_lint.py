@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from tiny_onnx import build_tiny_net, write_images
+from helpers.tiny_models import build_tiny_net
+from helpers.tiny_onnx import write_images
 
 from edgeseg.errors import ArtifactError
 from edgeseg.onnx_model import input_spec_of
@@ -100,11 +101,15 @@ def test_quantize_after_a_resize(built: tuple[Path, Ranges, bytes]) -> None:
     assert "resize" in _rules(model)
 
 
-def test_concat_with_two_scales(built: tuple[Path, Ranges, bytes]) -> None:
+def test_concat_with_two_scales_is_allowed_but_a_coarse_scale_is_not(built: tuple[Path, Ranges, bytes]) -> None:
+    _, ranges, _ = built
     model = _fresh(built)
-    _set_init(model, "/Relu_output_0_scale", np.array(0.5, np.float32))  # feeds Concat_1 through its DQ
-    issues = lint_qdq(model)
-    assert {i.rule for i in issues} == {"concat-scale"} and issues[0].node == "/Concat_1"
+    assert lint_qdq(model, ranges=ranges) == []  # as quantized: separate scales, none coarse
+    own = ranges.amax("/Relu_output_0")
+    _set_init(model, "/Relu_output_0_scale", np.array(own * 3 / 127, np.float32))  # feeds Concat_1 through a DQ
+    assert lint_qdq(model) == []  # unequal Concat scales are fine for TensorRT
+    issues = lint_qdq(model, ranges=ranges)
+    assert [i.rule for i in issues] == ["coarse-scale"] and "3.0x coarser" in issues[0].message
 
 
 def test_missing_weight_qdq(built: tuple[Path, Ranges, bytes]) -> None:

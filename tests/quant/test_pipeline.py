@@ -9,7 +9,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from tiny_onnx import build_tiny_net, write_images
+from helpers.tiny_models import build_tiny_net
+from helpers.tiny_onnx import write_images
 
 from edgeseg.errors import ArtifactError, ConfigError
 from edgeseg.fileio import sha256_file

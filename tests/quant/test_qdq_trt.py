@@ -9,7 +9,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from tiny_onnx import build_tiny_net, write_images
+from helpers.tiny_models import build_tiny_net
+from helpers.tiny_onnx import write_images
 
 from edgeseg.errors import ArtifactError, ConfigError
 from edgeseg.onnx_model import input_spec_of, metadata_of
@@ -100,13 +101,17 @@ def test_placement_rules(quantized: onnx.ModelProto, ranges: Ranges) -> None:
     assert kinds == ["Conv", "DequantizeLinear"]
     for q in _by_op(quantized, "QuantizeLinear"):  # no Q on a Conv output
         assert producers.get(q.input[0]) is None or producers[q.input[0]].op_type not in ("Conv", "Gemm")
+    # separate scales: each Concat input keeps its own range; the output spans its inputs' ranges
     concat = next(n for n in _by_op(quantized, "Concat") if n.output[0] in ranges.tensors)
-    scales = {float(_init(quantized, producers[t].input[1])) for t in concat.input
-              if producers[t].op_type == "DequantizeLinear"}
-    scales |= {float(_init(quantized, q.input[1])) for q in consumers[concat.output[0]]
-               if q.op_type == "QuantizeLinear"}
-    group = [ranges.amax(t) for t in (*concat.input, concat.output[0]) if t in ranges.tensors]
-    assert scales == {float(activation_scale(max(group)))}
+    for tensor in concat.input:
+        if producers[tensor].op_type == "DequantizeLinear":
+            own = producers[tensor].input[0].removesuffix("_quantized")
+            assert float(_init(quantized, producers[tensor].input[1])) == float(activation_scale(ranges.amax(own)))
+    inputs = [ranges.amax(t.removesuffix("_dequantized")) for t in concat.input]
+    for q in consumers[concat.output[0]]:
+        if q.op_type == "QuantizeLinear":
+            widest = max([ranges.amax(concat.output[0]), *inputs])
+            assert float(_init(quantized, q.input[1])) == float(activation_scale(widest))
 
 
 def test_quantized_model_tracks_the_float_model(float_model: Path, quantized: onnx.ModelProto) -> None:

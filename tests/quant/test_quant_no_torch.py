@@ -1,32 +1,18 @@
-"""quant/ is layer 2 and runtime/onnxruntime.py layer 1: neither may import torch, even when used."""
+"""quant/ is layer 2 and runtime/ort_backend.py layer 1: neither may import torch, even when used."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-PRELUDE = """
-import sys, importlib.abc
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] == "torch":
-            raise ImportError(name + " is blocked")
-sys.meta_path.insert(0, Block())
-sys.path.insert(0, ROOT)
-"""
+from helpers.blocked_imports import run_without
+from helpers.tiny_models import build_tiny_net
+from helpers.tiny_onnx import write_images
 
 
 def test_quant_modules_import_and_run_without_torch(tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from tiny_onnx import build_tiny_net, write_images  # torch is fine here, in the test process
-
-    model = build_tiny_net(tmp_path / "model.onnx", height=32, width=64)
+    model = build_tiny_net(tmp_path / "model.onnx", height=32, width=64)  # torch is fine here, in the test process
     write_images(tmp_path / "images", 2)
-    code = PRELUDE.replace("ROOT", repr(str(ROOT))) + textwrap.dedent(f"""
+    code = f"""
         import importlib, pkgutil, edgeseg.quant
         for info in pkgutil.iter_modules(edgeseg.quant.__path__):
             importlib.import_module("edgeseg.quant." + info.name)
@@ -36,6 +22,6 @@ def test_quant_modules_import_and_run_without_torch(tmp_path: Path) -> None:
         OnnxRuntimeBackend(result.ort_int8_path)
         assert "torch" not in sys.modules
         print("ok")
-    """)
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    """
+    run = run_without(code, {"torch"}, timeout=300)
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-2000:]

@@ -1,4 +1,5 @@
-"""The INT8 pipeline on real zoo models (random weights, small input): lint-clean, runnable."""
+"""The INT8 pipeline on real zoo models (random weights, smallest input): lint-clean Q/DQ placed on every conv,
+runnable, close to the float model; for one model of every decoder family, taken from the registry."""
 
 from __future__ import annotations
 
@@ -7,28 +8,37 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from tiny_onnx import write_images
+from helpers.tiny_onnx import write_images
+from helpers.zoo import first_model_per_decoder, smallest_input_size
 
+from edgeseg.export.onnx_export import ExportConfig, export_onnx
 from edgeseg.images import load_image
+from edgeseg.models import create_model
 from edgeseg.quant.lint import lint_qdq
 from edgeseg.quant.pipeline import CalibrateConfig, calibrate_model
 from edgeseg.runtime.ort_backend import OnnxRuntimeBackend
+from edgeseg.spec import InputSpec, preprocess
+
+torch = pytest.importorskip("torch")
+FAMILIES = first_model_per_decoder()  # decoder -> its first registered model
+# Mean |int8 - float| / mean |float| on a calibration image. Random-weight OCR (HRNet + an attention head, logits
+# ~80) loses more to entropy-calibrated int8: 0.20 (TensorRT Q/DQ) and 0.25 (ONNX Runtime) at 32x32.
+MAX_ERROR = {"ocr": 0.3}
 
 
-@pytest.mark.slow  # export + calibration of two real models: ~30 s on 2 cores
-@pytest.mark.parametrize("name", ["shufflenetv2_x0_5_deeplabv3plus", "hrnet_w18_small_v1"])
-def test_zoo_model_calibrates_to_clean_qdq(name: str, tmp_path: Path) -> None:
-    import torch
+def test_every_decoder_family_is_covered() -> None:
+    assert set(FAMILIES) >= {"deeplabv3plus", "dspp", "mdspp", "hrnetv2", "ocr"}
 
-    from edgeseg.export.onnx_export import ExportConfig, export_onnx
-    from edgeseg.models import create_model
-    from edgeseg.spec import InputSpec, preprocess
 
+@pytest.mark.slow  # export + entropy calibration of five real models: ~110 s on 2 cores (OCR ~35 s)
+@pytest.mark.parametrize(("decoder", "name"), [pytest.param(d, n, id=d) for d, n in FAMILIES.items()])
+def test_zoo_model_calibrates_to_clean_qdq(decoder: str, name: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = create_model(name, num_classes=5).eval()
-    export_onnx(model, ExportConfig(model=name, num_classes=5, input_spec=InputSpec(64, 128),
-                                    num_reference_samples=1), tmp_path / "engine")
-    write_images(tmp_path / "images", 3, size=(64, 128))
+    spec = InputSpec(*smallest_input_size(model))  # 32x32; 128x128 for the SPEED decoders (DSPP, MDSPP)
+    export_onnx(model, ExportConfig(model=name, num_classes=5, input_spec=spec, num_reference_samples=1),
+                tmp_path / "engine")
+    write_images(tmp_path / "images", 3, size=spec.size)
     result = calibrate_model(tmp_path / "engine" / "model.onnx", tmp_path / "images",
                              CalibrateConfig(calib_images=3))
     quantized = onnx.load(str(result.trt_int8_path))
@@ -37,10 +47,10 @@ def test_zoo_model_calibrates_to_clean_qdq(name: str, tmp_path: Path) -> None:
     convs = [n for n in quantized.graph.node if n.op_type == "Conv"]
     int8_convs = [n for n in convs if producers.get(n.input[0]) == "DequantizeLinear"]
     assert len(int8_convs) >= 0.9 * len(convs)  # only Resize-fed convs may stay float
-    x = preprocess(load_image(result.images.used[0]), InputSpec(64, 128))  # in-distribution input
+    x = preprocess(load_image(result.images.used[0]), spec)  # in-distribution input
     reference = OnnxRuntimeBackend(tmp_path / "engine" / "model.onnx").infer(x).copy()
     for path in (result.trt_int8_path, result.ort_int8_path):
         out = OnnxRuntimeBackend(path).infer(x)
-        assert out.shape == reference.shape == (1, 5, 64, 128) and np.isfinite(out).all()
+        assert out.shape == reference.shape == (1, 5, *spec.size) and np.isfinite(out).all()
         error = np.abs(out - reference).mean() / np.abs(reference).mean()
-        assert error < 0.15  # (entropy-clipped Concat outputs once gave 0.37 here)
+        assert error < MAX_ERROR.get(decoder, 0.15), path.name  # (entropy-clipped Concat outputs once gave 0.37 here)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.tiny_onnx import save_conv_onnx
 
 from edgeseg.errors import InputError
 from edgeseg.manifest import Manifest
@@ -70,12 +71,7 @@ def tiny_folder(root: Path) -> Path:
     from edgeseg.fileio import sha256_file
     from edgeseg.manifest import write_manifest
 
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
-    root.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(model, torch.zeros(SPEC.shape), str(root / "model.onnx"), input_names=["images"],
-                      output_names=["logits"], opset_version=17, dynamo=False)
+    save_conv_onnx(root / "model.onnx", spec=SPEC, num_classes=4, kernel=3, metadata=False)
     manifest = Manifest(model="tiny", num_classes=4, input_spec=SPEC, artifacts={"onnx": "model.onnx"},
                         hashes={"onnx": sha256_file(root / "model.onnx")},
                         validation={"status": "passed", "candidate": "onnx"})

@@ -9,6 +9,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from helpers.tiny_models import conv_net
 
 from edgeseg.runtime.kernels import numpy_argmax, numpy_overlay
 from edgeseg.spec import InputSpec, preprocess
@@ -122,8 +123,7 @@ def _tiny_model():  # type: ignore[no-untyped-def]
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA here")
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(6, 5, 1)).eval()
+    return conv_net(5, hidden=6)
 
 
 def _torch_gpu_segmenter(model, spec: InputSpec, order: str = "RGB"):  # type: ignore[no-untyped-def]

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+from helpers.tiny_models import build_tiny_net
+from helpers.tiny_onnx import write_images
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "quant"))
-from tiny_onnx import build_tiny_net  # noqa: E402
-
-from edgeseg.errors import ArtifactError, DependencyError, InputError  # noqa: E402
-from edgeseg.runtime.backend import Backend  # noqa: E402
-from edgeseg.runtime.ort_backend import OnnxRuntimeBackend  # noqa: E402
+from edgeseg.errors import ArtifactError, DependencyError, InputError
+from edgeseg.runtime.backend import Backend
+from edgeseg.runtime.ort_backend import OnnxRuntimeBackend
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +71,6 @@ def test_missing_corrupt_file_and_missing_provider(model: Path, tmp_path: Path) 
 
 
 def test_runs_the_cpu_int8_model(model: Path, tmp_path: Path) -> None:
-    from tiny_onnx import write_images
-
     from edgeseg.quant.pipeline import CalibrateConfig, calibrate_model
 
     write_images(tmp_path / "images", 3)

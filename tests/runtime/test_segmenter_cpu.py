@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.tiny_models import conv_net
 
 from edgeseg.errors import ArtifactError, ConfigError, InputError, UsageError
 from edgeseg.manifest import Manifest
@@ -178,8 +179,7 @@ def test_numpy_argmax_first_maximum_and_buffers() -> None:
 
 def test_torch_backend_host_path_through_from_artifacts(tmp_path: Path, write_build_manifest) -> None:
     torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    model = torch.nn.Conv2d(3, 4, 1).eval()
+    model = conv_net(4, hidden=None)
     manifest = Manifest(model="tiny", num_classes=4, input_spec=SPEC)
     write_build_manifest(tmp_path, manifest)
     with pytest.raises(UsageError, match="needs the model's weights"):

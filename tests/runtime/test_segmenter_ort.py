@@ -1,4 +1,4 @@
-"""The Segmenter on the real ONNX Runtime backend, on a tiny model exported here with torch."""
+"""The Segmenter on the real ONNX Runtime backend, on a tiny model exported here with torch (helpers.tiny_models)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.tiny_models import conv_net, export_onnx
 
 from edgeseg.manifest import Manifest
 from edgeseg.spec import InputSpec, preprocess
@@ -18,24 +19,15 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("edgeseg.runtime.ort_ba
 SPEC = InputSpec(32, 64)
 
 
-def tiny_model() -> object:
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(),
-                               torch.nn.Conv2d(6, 5, 1)).eval()
-
-
 @pytest.fixture(scope="module")
 def build_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     from edgeseg.fileio import sha256_file
     from edgeseg.manifest import write_manifest
 
-    torch = pytest.importorskip("torch")
     folder = tmp_path_factory.mktemp("engines") / "tiny"
     folder.mkdir()
-    model = tiny_model()
-    torch.onnx.export(model, torch.zeros(SPEC.shape), str(folder / "model.onnx"), input_names=["images"],
-                      output_names=["logits"], opset_version=17, dynamo=False)
+    model = conv_net(5, hidden=6)
+    export_onnx(model, folder / "model.onnx", SPEC)
     manifest = Manifest(model="tiny", num_classes=5, input_spec=SPEC, artifacts={"onnx": "model.onnx"},
                         hashes={"onnx": sha256_file(folder / "model.onnx")},
                         validation={"status": "passed", "candidate": "onnx"})

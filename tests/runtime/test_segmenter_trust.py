@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.tiny_onnx import save_conv_onnx
 
 from edgeseg.errors import ArtifactError
 from edgeseg.manifest import Manifest, manifest_checksum
@@ -19,13 +20,8 @@ SPEC = InputSpec(32, 64)
 
 @pytest.fixture(scope="module")
 def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1)).eval()
-    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    torch.onnx.export(model, torch.zeros(SPEC.shape), str(path), input_names=["images"], output_names=["logits"],
-                      opset_version=17, dynamo=False)
-    return path
+    return save_conv_onnx(tmp_path_factory.mktemp("onnx") / "model.onnx", spec=SPEC, num_classes=5, kernel=3,
+                          metadata=False)
 
 
 def folder_with(tmp_path: Path, onnx_file: Path, write, *, validated: str | None = "onnx",

@@ -1,0 +1,285 @@
+"""A fake ``tensorrt`` module: the only way the builder's control flow runs without a GPU.
+
+It has what ``edgeseg.engine`` and ``edgeseg.runtime.trt`` call (Builder, OnnxParser, Runtime, ILogger,
+IInt8EntropyCalibrator2, the builder config, the engine's name-based I/O API and its inspector) and
+records what the builder asked for in ``fake.record``. The flags are enum members like the real
+bindings' (``trt.BuilderFlag.INT8``, ``trt.MemoryPoolType.WORKSPACE``...): same member names and values
+as tensorrt 10 (tensorrt_bindings/tensorrt.pyi), ``int()`` gives the value, and a member equals only
+itself, never its name or its value, as with pybind11 enums. The fixture is ``fake_trt``
+(tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import types
+from collections.abc import Callable
+from typing import Any
+
+
+class TrtEnum(enum.Enum):
+    """A pybind11 enum: ``int(member)`` is its value, ``member.name`` its name, equal only to itself."""
+
+    def __int__(self) -> int:
+        return int(self.value)
+
+
+class BuilderFlag(TrtEnum):
+    FP16 = 0
+    INT8 = 1
+    DEBUG = 2
+    GPU_FALLBACK = 3
+    REFIT = 4
+    DISABLE_TIMING_CACHE = 5
+    TF32 = 6
+    SPARSE_WEIGHTS = 7
+    SAFETY_SCOPE = 8
+    OBEY_PRECISION_CONSTRAINTS = 9
+    PREFER_PRECISION_CONSTRAINTS = 10
+    DIRECT_IO = 11
+    REJECT_EMPTY_ALGORITHMS = 12
+    VERSION_COMPATIBLE = 13
+    EXCLUDE_LEAN_RUNTIME = 14
+    FP8 = 15
+    ERROR_ON_TIMING_CACHE_MISS = 16
+    BF16 = 17
+
+
+class NetworkDefinitionCreationFlag(TrtEnum):
+    EXPLICIT_BATCH = 0
+    STRONGLY_TYPED = 1
+
+
+class MemoryPoolType(TrtEnum):
+    WORKSPACE = 0
+    DLA_MANAGED_SRAM = 1
+    DLA_LOCAL_DRAM = 2
+    DLA_GLOBAL_DRAM = 3
+    TACTIC_DRAM = 4
+    TACTIC_SHARED_MEMORY = 5
+
+
+class ProfilingVerbosity(TrtEnum):
+    LAYER_NAMES_ONLY = 0
+    NONE = 1
+    DETAILED = 2
+
+
+class DeviceType(TrtEnum):
+    GPU = 0
+    DLA = 1
+
+
+class LayerInformationFormat(TrtEnum):
+    ONELINE = 0
+    JSON = 1
+
+
+class TensorIOMode(TrtEnum):
+    NONE = 0
+    INPUT = 1
+    OUTPUT = 2
+
+
+class DataType(TrtEnum):
+    FLOAT = 0
+    HALF = 1
+    INT8 = 2
+    INT32 = 3
+    BOOL = 4
+    UINT8 = 5
+    FP8 = 6
+    BF16 = 7
+    INT64 = 8
+    INT4 = 9
+
+
+class Severity(TrtEnum):  # trt.ILogger.Severity
+    INTERNAL_ERROR = 0
+    ERROR = 1
+    WARNING = 2
+    INFO = 3
+    VERBOSE = 4
+
+
+class ILogger:
+    Severity = Severity
+
+    def __init__(self) -> None:
+        pass
+
+
+class IInt8EntropyCalibrator2:
+    def __init__(self) -> None:
+        pass
+
+
+class Layer:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class FakeTimingCache:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def serialize(self) -> bytes:
+        return self.data + b"+tuned"
+
+
+class FakeBuilderConfig:
+    """IBuilderConfig: keeps what it was given (``flags`` in ``set_flag`` order, ``pools`` by pool type)."""
+
+    def __init__(self) -> None:
+        self.flags: list[BuilderFlag] = []
+        self.pools: dict[MemoryPoolType, int] = {}
+        self.timing_cache: FakeTimingCache | None = None
+        self.profiling_verbosity: ProfilingVerbosity | None = None
+        self.int8_calibrator: Any = None
+        self.default_device_type: DeviceType | None = None
+        self.DLA_core: int | None = None
+
+    def set_memory_pool_limit(self, pool: MemoryPoolType, size: int) -> None:
+        self.pools[pool] = size
+
+    def set_flag(self, flag: BuilderFlag) -> None:
+        self.flags.append(flag)
+
+    def create_timing_cache(self, data: bytes) -> FakeTimingCache:
+        return FakeTimingCache(bytes(data))
+
+    def set_timing_cache(self, cache: FakeTimingCache, ignore_mismatch: bool) -> bool:
+        self.timing_cache = cache
+        return True
+
+    def get_timing_cache(self) -> FakeTimingCache | None:
+        return self.timing_cache
+
+    def can_run_on_DLA(self, layer: Layer) -> bool:  # noqa: N802 (TensorRT's name)
+        return layer.name != "Resize_0"
+
+
+class FakeEngine:
+    """ICudaEngine of a 1x3x32x64 -> 1x4x32x64 float net, with a DETAILED inspector (one INT8, one FP32 layer)."""
+
+    io = [("images", TensorIOMode.INPUT, [1, 3, 32, 64], DataType.FLOAT),
+          ("logits", TensorIOMode.OUTPUT, [1, 4, 32, 64], DataType.FLOAT)]
+    num_io_tensors = 2
+
+    def get_tensor_name(self, index: int) -> str:
+        return self.io[index][0]
+
+    def _find(self, name: str) -> tuple[str, TensorIOMode, list[int], DataType]:
+        return next(t for t in self.io if t[0] == name)
+
+    def get_tensor_mode(self, name: str) -> TensorIOMode:
+        return self._find(name)[1]
+
+    def get_tensor_shape(self, name: str) -> list[int]:
+        return self._find(name)[2]
+
+    def get_tensor_dtype(self, name: str) -> DataType:
+        return self._find(name)[3]
+
+    def create_engine_inspector(self) -> Any:
+        info = {"Layers": [{"Name": "conv", "Outputs": [{"Format/Datatype": "Int8 NC/32HW32"}]},
+                           {"Name": "resize", "Outputs": [{"Format/Datatype": "Row major linear FP32"}]}],
+                "I/O Tensors": ["images", "logits"]}
+
+        def get_engine_information(fmt: LayerInformationFormat) -> str:
+            assert isinstance(fmt, LayerInformationFormat), fmt
+            return json.dumps(info)
+
+        return types.SimpleNamespace(get_engine_information=get_engine_information)
+
+
+class ParserError:
+    def __init__(self, node: int, desc: str) -> None:
+        self._node, self._desc = node, desc
+
+    def node(self) -> int:
+        return self._node
+
+    def desc(self) -> str:
+        return self._desc
+
+
+FakeTrtFactory = Callable[..., types.ModuleType]  # the fixture's type: make_fake_trt
+
+
+def make_fake_trt(version: str = "10.3.0.30", *, parse_ok: bool = True, build_ok: bool = True,
+                  dla_cores: int = 2) -> types.ModuleType:
+    """A fresh fake ``tensorrt`` of ``version``. The parser fails on node 1 (GridSample) unless ``parse_ok``;
+    the build logs an error and returns None unless ``build_ok``; the network's layers are Conv_0 and
+    Resize_0 (which cannot run on the DLA). ``fake.record``: builder, network_flags, config, parsed,
+    deserialised."""
+    record: dict[str, Any] = {}
+
+    class Network:
+        num_layers = 2
+
+        def __init__(self, flags: int) -> None:
+            self.flags = flags
+
+        def get_layer(self, i: int) -> Layer:
+            return Layer(["Conv_0", "Resize_0"][i])
+
+        def get_input(self, i: int) -> Any:
+            return types.SimpleNamespace(shape=[1, 3, 32, 64])
+
+    class Builder:
+        num_DLA_cores = dla_cores
+
+        def __init__(self, logger: Any) -> None:
+            self.logger = logger
+            record["builder"] = self
+
+        def create_network(self, flags: int) -> Network:
+            assert isinstance(flags, int), flags  # a bit mask: 1 << int(NetworkDefinitionCreationFlag.X)
+            record["network_flags"] = flags
+            return Network(flags)
+
+        def create_builder_config(self) -> FakeBuilderConfig:
+            record["config"] = FakeBuilderConfig()
+            return record["config"]
+
+        def build_serialized_network(self, network: Network, config: FakeBuilderConfig) -> bytes | None:
+            if not build_ok:
+                self.logger.log(Severity.ERROR, "out of workspace for tactic 7")
+                return None
+            self.logger.log(Severity.WARNING, "weights are fp32")
+            return b"SERIALIZED-ENGINE"
+
+    class OnnxParser:
+        def __init__(self, network: Network, logger: Any) -> None:
+            self.errors = [] if parse_ok else [ParserError(1, "unsupported operator GridSample")]
+            self.num_errors = len(self.errors)
+
+        def parse_from_file(self, path: str) -> bool:
+            record["parsed"] = path
+            return parse_ok
+
+        def get_error(self, i: int) -> ParserError:
+            return self.errors[i]
+
+    class Runtime:
+        def __init__(self, logger: Any) -> None:
+            pass
+
+        def deserialize_cuda_engine(self, data: bytes) -> FakeEngine:
+            record["deserialised"] = data
+            return FakeEngine()
+
+    fake = types.ModuleType("tensorrt", f"a fake tensorrt {version} (tests/helpers/fake_tensorrt.py)")
+    members = {
+        "__version__": version, "ILogger": ILogger, "IInt8EntropyCalibrator2": IInt8EntropyCalibrator2,
+        "Builder": Builder, "OnnxParser": OnnxParser, "Runtime": Runtime,
+        "NetworkDefinitionCreationFlag": NetworkDefinitionCreationFlag, "BuilderFlag": BuilderFlag,
+        "MemoryPoolType": MemoryPoolType, "ProfilingVerbosity": ProfilingVerbosity, "DeviceType": DeviceType,
+        "LayerInformationFormat": LayerInformationFormat, "TensorIOMode": TensorIOMode, "DataType": DataType,
+        "record": record,
+    }
+    for key, value in members.items():
+        setattr(fake, key, value)
+    return fake
