@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..quant.qdq_trt import CONCAT_SCALES
 from ..quant.ranges import METHODS
 from ._common import POSITIVE, SIZE, echo_step, progress_callback, quote, summary_table
 
@@ -29,6 +30,8 @@ TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
 @click.option("--calib-method", type=click.Choice(METHODS), default=None,
               help="Activation range method [default: entropy; the demo model uses the method its "
                    "demo_model.json records].")
+@click.option("--concat-scales", type=click.Choice(CONCAT_SCALES), default="separate", show_default=True,
+              help="Q/DQ for TensorRT: every tensor keeps its own scale, or Concat groups share a pooled one.")
 @click.option("--val", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Labelled folder (images/ + masks/): reference frames and mIoU against ground truth "
                    "[default: the demo's held-out scenes, else calibration frames without ground truth].")
@@ -43,8 +46,8 @@ TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
 @click.option("--force", is_flag=True, help="Redo every step even when its inputs are unchanged.")
 def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, input_size: tuple[int, int] | None,
               precision: str | None, int8_flag: bool, calib: Path | None, calib_images: int, calib_method: str | None,
-              val: Path | None, val_images: int | None, backend: str, out: Path | None, min_agreement: float,
-              max_miou_drop: float, threads: int | None, force: bool) -> None:
+              concat_scales: str, val: Path | None, val_images: int | None, backend: str, out: Path | None,
+              min_agreement: float, max_miou_drop: float, threads: int | None, force: bool) -> None:
     """Export, calibrate, build and validate an INT8 engine in one command.
 
     With no options it builds the shipped demo model with the calibration images in ./calib
@@ -57,7 +60,8 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
         raise UsageError("--int8 conflicts with --precision " + str(precision), fix="pass only one of them")
     options = BuildOptions(model=model_name, weights=weights, onnx=onnx, input_size=input_size,
                            precision=precision or "int8", calib=calib, calib_images=calib_images,
-                           calib_method=calib_method, val=val, val_images=val_images, backend=backend, out=out,
+                           calib_method=calib_method, concat_scales=concat_scales, val=val, val_images=val_images,
+                           backend=backend, out=out,
                            min_agreement=min_agreement, max_miou_drop=max_miou_drop, force=force, threads=threads)
     result = run_build(options, log=echo_step, progress=progress_callback)
     m, acc = result.manifest, result.manifest.accuracy

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..quant.qdq_trt import CONCAT_SCALES
 from ..quant.ranges import METHODS
 from ._common import POSITIVE, progress_callback, quote, summary_table
 
@@ -28,10 +29,12 @@ from ._common import POSITIVE, progress_callback, quote, summary_table
               help="TensorRT version written into calibration.cache's header (8.5 - 10.x).")
 @click.option("--keep-fp", "keep_fp", multiple=True, metavar="NODE",
               help="Keep this node in float in model.int8.onnx (repeatable; aliases: first_conv, classifier).")
+@click.option("--concat-scales", type=click.Choice(CONCAT_SCALES), default="separate", show_default=True,
+              help="Q/DQ for TensorRT: every tensor keeps its own scale, or Concat groups share a pooled one.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output folder [default: the ONNX file's folder].")
 def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: int, batch_size: int,
-                  percentile: float, seed: int, trt_version: str, keep_fp: tuple[str, ...],
+                  percentile: float, seed: int, trt_version: str, keep_fp: tuple[str, ...], concat_scales: str,
                   out_dir: Path | None) -> None:
     """Calibrate an exported model on images and write its INT8 artifacts.
 
@@ -46,7 +49,8 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: i
     from ..quant.pipeline import CalibrateConfig, calibrate_model
 
     config = CalibrateConfig(method=method, calib_images=calib_images, batch_size=batch_size,
-                             percentile=percentile, seed=seed, trt_version=trt_version, keep_fp_layers=keep_fp)
+                             percentile=percentile, seed=seed, trt_version=trt_version, keep_fp_layers=keep_fp,
+                             concat_scales=concat_scales)
     config.check()  # bad options fail before any work
     created = False
     if out_dir is not None:
@@ -70,6 +74,7 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: i
         ("ONNX Runtime INT8", str(result.ort_int8_path)),
         ("TensorRT cache", f"{result.trt_cache_path} (TRT {trt_version})"),
         ("method", method + (f" ({percentile})" if method == "percentile" else "")),
+        ("Concat scales", concat_scales),
         ("images", f"{len(images.used)} used of {images.requested} requested, {len(images.skipped)} skipped"),
         ("tensors", str(result.num_tensors)),
         ("time", ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())),

@@ -48,6 +48,7 @@ class BuildOptions:
     calib: Path | None = None
     calib_images: int = 100
     calib_method: str | None = None  # None: DEFAULT_CALIB_METHOD, or the method the demo model records
+    concat_scales: str = "separate"  # Q/DQ for TensorRT: separate | shared
     val: Path | None = None
     val_images: int | None = None  # frames kept in reference.npz (None: reference.default_sample_count)
     backend: str = "auto"  # auto | tensorrt | onnxruntime

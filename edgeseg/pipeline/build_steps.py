@@ -235,18 +235,21 @@ def calibrate(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: Bui
     from ..quant.pipeline import CalibrateConfig, calibrate_model
 
     key = {"onnx": sha256_file(fp32_onnx), "calib": sha256_files(list_images(calib_dir)),
-           "method": options.calib_method, "n": options.calib_images, "version": __version__}
+           "method": options.calib_method, "n": options.calib_images, "concat_scales": options.concat_scales,
+           "version": __version__}
     names = ["ranges.json", "model.int8.onnx", "model.int8.ort.onnx", "calibration.cache"]
 
     def run() -> dict[str, Any]:
-        config = CalibrateConfig(method=str(options.calib_method), calib_images=options.calib_images)
+        config = CalibrateConfig(method=str(options.calib_method), calib_images=options.calib_images,
+                                 concat_scales=options.concat_scales)
         on_progress, close = progress("calibrating") if progress else (None, None)
         try:
             result = calibrate_model(fp32_onnx, calib_dir, config, out_dir=out, on_progress=on_progress)
         finally:
             if close is not None:
                 close()
-        return {"method": options.calib_method, "folder": str(calib_dir), "images": len(result.images.used),
+        return {"method": options.calib_method, "concat_scales": options.concat_scales, "folder": str(calib_dir),
+                "images": len(result.images.used),
                 "skipped": [list(s) for s in result.images.skipped], "tensors": result.num_tensors,
                 "seconds": result.seconds}
 

@@ -10,7 +10,8 @@ raises an ArtifactError listing them. Rules (see qdq_trt.py for why):
   missing-qdq    Conv/ConvTranspose/Gemm read their data and weight inputs through DQ
                  (except kept-float nodes and convs fed by a Resize)
   resize         no DQ feeds a Resize and no Q reads a Resize output
-  concat-scale   the DQs feeding a Concat and the Qs reading it share one scale
+  coarse-scale   (with ranges) no activation scale is more than 2x coarser than the
+                 tensor's own calibrated range; unequal scales around a Concat are fine
   unsupported-op no QLinearConv/ConvInteger/MatMulInteger/... (TensorRT cannot run them)
   no-qdq         the model has Q/DQ at all
 """
@@ -32,6 +33,7 @@ UNSUPPORTED_OPS = ("QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul
                    "QLinearLeakyRelu", "DynamicQuantizeLinear", "QGemm")
 CHECKED_OPS = ("Conv", "ConvTranspose", "Gemm")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+COARSE_FACTOR = 2.0  # a scale this much coarser than the tensor's own range is an error
 INT8 = 3  # onnx.TensorProto.INT8
 
 
@@ -147,10 +149,16 @@ def _check_weights(node: Any, index: _Index, issues: list[LintIssue]) -> None:
                                                          f"with {raw.shape[axis]}"))
 
 
-def lint_qdq(model: Any, *, keep_fp_layers: set[str] | None = None) -> list[LintIssue]:
-    """Every rule violation in a Q/DQ model (empty list: the model follows the rules)."""
+def lint_qdq(model: Any, *, keep_fp_layers: set[str] | None = None, ranges: Any = None) -> list[LintIssue]:
+    """Every rule violation in a Q/DQ model (empty list: the model follows the rules).
+
+    With ``ranges`` (the calibration's ``Ranges``) an activation whose scale is more than
+    COARSE_FACTOR x coarser than its own calibrated range is flagged: it runs on a few int8
+    levels (the shared-Concat-scale failure).
+    """
     index = _Index(model)
     keep = _kept_float(model) if keep_fp_layers is None else set(keep_fp_layers)
+    own_amax = _float_graph_amax(model, ranges) if ranges is not None else None
     issues: list[LintIssue] = []
     nodes = list(model.graph.node)
     if not any(n.op_type in QDQ_OPS for n in nodes):
@@ -165,6 +173,8 @@ def lint_qdq(model: Any, *, keep_fp_layers: set[str] | None = None) -> list[Lint
             is_weight = index.array(node.input[0]) is not None
             if not is_weight and scale is not None and scale.size != 1:
                 issues.append(LintIssue("per-tensor", name, f"activation scale has {scale.size} values; expected 1"))
+            if node.op_type == "QuantizeLinear" and not is_weight and own_amax is not None:
+                _check_coarse(node, scale, own_amax, issues)
             if node.op_type == "QuantizeLinear" and (index.producer(node.input[0]) or node).op_type == "Resize":
                 issues.append(LintIssue("resize", name, "QuantizeLinear directly after a Resize"))
             if node.op_type == "DequantizeLinear" and any(
@@ -180,35 +190,51 @@ def lint_qdq(model: Any, *, keep_fp_layers: set[str] | None = None) -> list[Lint
                 issues.append(LintIssue("missing-qdq", name, f"data input {node.input[0]} is not read through a "
                                                              "DequantizeLinear"))
             _check_weights(node, index, issues)
-        elif node.op_type == "Concat":
-            _check_concat(node, index, issues)
     return issues
 
 
-def _check_concat(node: Any, index: _Index, issues: list[LintIssue]) -> None:
-    scales: list[tuple[str, np.ndarray | None]] = []
-    for tensor in node.input:
-        dq = index.producer(tensor)
-        if dq is not None and dq.op_type == "DequantizeLinear":
-            scales.append((f"input {tensor}", _scale(dq, index)))
-    for consumer in index.consumers.get(node.output[0], []):
-        if consumer.op_type == "QuantizeLinear":
-            scales.append((f"output Q {consumer.name}", _scale(consumer, index)))
-    values = [(where, s) for where, s in scales if s is not None]
-    if len(values) > 1 and any(not np.array_equal(values[0][1], s) for _, s in values[1:]):
-        shown = ", ".join(f"{where}={np.asarray(s).ravel()[:1]}" for where, s in values)
-        issues.append(LintIssue("concat-scale", node.name, f"inputs/output use different scales ({shown}); "
-                                                           "TensorRT cannot fold the DQ->Q pairs"))
+def _float_graph_amax(model: Any, ranges: Any) -> dict[str, float]:
+    """Each tensor's own range as the quantizer sees it (a Concat output spans its inputs), read on the
+    float graph: Q/DQ rewiring makes a Concat read ``X_dequantized``, which maps back to ``X``."""
+    from .qdq_trt import effective_amax
+
+    class _FloatView:
+        def __init__(self, graph: Any) -> None:
+            self.node = [_Unquantized(n) for n in graph.node if n.op_type not in QDQ_OPS]
+
+    class _Unquantized:
+        def __init__(self, node: Any) -> None:
+            self.op_type, self.output = node.op_type, list(node.output)
+            self.input = [name.removesuffix("_dequantized") for name in node.input]
+
+    return effective_amax(_FloatView(model.graph), ranges)
 
 
-def check_qdq(model: Any, *, source: str = "model.int8.onnx", keep_fp_layers: set[str] | None = None) -> None:
+def _check_coarse(node: Any, scale: np.ndarray | None, own_amax: dict[str, float], issues: list[LintIssue]) -> None:
+    """A Q/DQ scale far coarser than the tensor's own calibrated range wastes most int8 levels."""
+    tensor = node.input[0]
+    if scale is None or scale.size != 1 or tensor not in own_amax:
+        return
+    own = float(own_amax[tensor])
+    used = float(np.asarray(scale).ravel()[0]) * 127.0
+    if own > 0 and used > COARSE_FACTOR * own:
+        issues.append(LintIssue("coarse-scale", node.name or tensor,
+                                f"scale covers +/-{used:.4g} but {tensor}'s calibrated range is +/-{own:.4g} "
+                                f"({used / own:.1f}x coarser: about {127 * own / used:.0f} of 127 levels used)"))
+
+
+def check_qdq(model: Any, *, source: str = "model.int8.onnx", keep_fp_layers: set[str] | None = None,
+              ranges: Any = None) -> None:
     """Raise an ArtifactError listing every lint issue (nothing when the model is clean)."""
-    issues = lint_qdq(model, keep_fp_layers=keep_fp_layers)
+    issues = lint_qdq(model, keep_fp_layers=keep_fp_layers, ranges=ranges)
     if issues:
         shown = "\n    ".join(str(i) for i in issues[:20])
         more = f"\n    ... and {len(issues) - 20} more" if len(issues) > 20 else ""
+        coarse = any(i.rule == "coarse-scale" for i in issues)
         raise ArtifactError(
             f"{source} breaks TensorRT's Q/DQ rules ({len(issues)} issue(s))",
             found=f"\n    {shown}{more}",
-            fix="regenerate it with edgeseg calibrate (QLinear*/uint8 models come from other quantizers)",
+            fix=("calibrate with --concat-scales separate (the default): a shared Concat scale is too coarse for "
+                 "this model" if coarse else
+                 "regenerate it with edgeseg calibrate (QLinear*/uint8 models come from other quantizers)"),
         )

@@ -25,7 +25,7 @@ from ..trt_cache_format import cache_header
 from .calib_data import CalibrationFeed, CalibrationImages
 from .lint import check_qdq
 from .qdq_ort import ORT_INT8_NAME, OrtInt8Options, quantize_for_onnxruntime
-from .qdq_trt import quantize_for_tensorrt
+from .qdq_trt import CONCAT_SCALES, quantize_for_tensorrt
 from .ranges import Ranges, check_method, compute_ranges, derived_tensors, save_ranges
 from .trt_cache import DEFAULT_TRT_VERSION, write_trt_cache
 
@@ -43,6 +43,7 @@ class CalibrateConfig:
     seed: int = 0
     trt_version: str = DEFAULT_TRT_VERSION
     keep_fp_layers: tuple[str, ...] = ()  # node names, or the aliases first_conv / classifier
+    concat_scales: str = "separate"  # Q/DQ for TensorRT: separate | shared (qdq_trt's docstring says why)
     frame_order: str = "RGB"  # channel order of the calibration image files as loaded (always RGB)
     input_spec: InputSpec | None = None  # None: the spec in the ONNX metadata
     ort: OrtInt8Options = field(default_factory=OrtInt8Options)
@@ -51,6 +52,9 @@ class CalibrateConfig:
         check_method(self.method, self.percentile)
         cache_header(self.trt_version)  # ConfigError for a TensorRT without calibration caches
         self.ort.check()
+        if self.concat_scales not in CONCAT_SCALES:
+            raise ConfigError("unknown --concat-scales", expected=" | ".join(CONCAT_SCALES),
+                              found=repr(self.concat_scales))
         if self.calib_images < 1 or self.batch_size < 1:
             raise ConfigError("calibration needs at least one image and a batch size of at least 1",
                               found=f"images={self.calib_images} batch size={self.batch_size}")
@@ -137,8 +141,10 @@ def calibrate_model(
     seconds["calibration"] = round(time.perf_counter() - clock, 2)
     clock = time.perf_counter()
 
-    quantized = quantize_for_tensorrt(model, ranges, keep_fp_layers=config.keep_fp_layers)
-    check_qdq(quantized, source=TRT_INT8_NAME)  # never write a model TensorRT would mis-build
+    quantized = quantize_for_tensorrt(model, ranges, keep_fp_layers=config.keep_fp_layers,
+                                      concat_scales=config.concat_scales)
+    # never write a model TensorRT would mis-build, or one whose scales waste most int8 levels
+    check_qdq(quantized, source=TRT_INT8_NAME, ranges=ranges)
     ranges_path = save_ranges(ranges, target / RANGES_NAME)
     trt_path = atomic_write_bytes(target / TRT_INT8_NAME, quantized.SerializeToString())
     seconds["qdq_tensorrt"] = round(time.perf_counter() - clock, 2)

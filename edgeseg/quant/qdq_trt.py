@@ -11,8 +11,14 @@ placement rules for explicit quantization:
   on the residual input(s) of Adds; never on outputs (TensorRT fuses BN/ReLU/Add);
 - nothing directly around Resize (TensorRT has no INT8 Resize): a Resize output is
   never quantized and a DequantizeLinear never feeds a Resize;
-- a Concat's inputs and output share one scale (the group's largest amax) so that
-  TensorRT can fold the DQ->Q pairs it creates when moving Q/DQ across the Concat.
+- every quantized tensor keeps its own calibrated scale (``concat_scales="separate"``, the
+  default; a Concat output's range spans its inputs', see ``effective_amax``): TensorRT
+  accepts unequal scales on a Concat's inputs (it requantizes rather than
+  removing the Concat). A shared maximum is what broke accuracy: backbone skips that also
+  feed a decoder Concat took a ConvTranspose output's range, 7-31x coarser than their own.
+  ``"shared"`` gives a Concat group one scale from the members' pooled ranges (the median
+  amax: the widest member is clipped rather than every other member coarsened), for graphs
+  where it is measured not to cost accuracy and the folded Concat is worth it.
 
 Once a tensor is quantized, every consumer reads the DequantizeLinear output (except
 Resize, graph outputs and kept-float nodes), so TensorRT sees one int8 tensor rather than
@@ -33,6 +39,7 @@ from ..onnx_model import MIN_QDQ_OPSET, opset_of, set_metadata
 from .ranges import Ranges, TensorRange
 
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+CONCAT_SCALES = ("separate", "shared")  # how Concat groups are scaled (see the module docstring)
 QDQ_METADATA_KEY = "edgeseg_quantization"
 FIRST_CONV, CLASSIFIER = "first_conv", "classifier"  # aliases accepted in keep_fp_layers
 MIN_AMAX = 1e-8  # a tensor that was constant 0 during calibration still needs a valid scale
@@ -146,6 +153,18 @@ def _activation_inputs(node, index: _Graph) -> list[str]:  # type: ignore[no-unt
     return []
 
 
+def effective_amax(graph: Any, ranges: Ranges) -> dict[str, float]:
+    """Each tensor's own amax, except that a Concat output spans its inputs' ranges: it *is* their values,
+    and an entropy threshold computed on it follows the majority input and clips the others away (a
+    resized ASPP branch beside a low-level projection). Inputs keep their own ranges."""
+    amax = {name: ranges.amax(name) for name in ranges.tensors}
+    for node in graph.node:  # graph order: a Concat of Concats sees its inputs' widened ranges
+        if node.op_type == "Concat" and node.output[0] in amax:
+            inputs = [amax[name] for name in node.input if name in amax]
+            amax[node.output[0]] = max([amax[node.output[0]], *inputs])
+    return amax
+
+
 def _concat_groups(graph, index: _Graph, ranges: Ranges) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """Union-find over float Concat inputs/outputs: tensor -> group representative."""
     parent: dict[str, str] = {}
@@ -212,8 +231,11 @@ def quantize_for_tensorrt(
     ranges: Ranges,
     *,
     keep_fp_layers: Sequence[str] = (),
+    concat_scales: str = "separate",
 ):  # -> onnx.ModelProto
     """Insert Q/DQ nodes for TensorRT explicit quantization; returns a new model."""
+    if concat_scales not in CONCAT_SCALES:
+        raise ConfigError("unknown Concat scale policy", expected=" | ".join(CONCAT_SCALES), found=repr(concat_scales))
     onnx = require("onnx", purpose="writing Q/DQ models")
     if opset_of(model) < MIN_QDQ_OPSET:
         raise ArtifactError(
@@ -226,10 +248,11 @@ def quantize_for_tensorrt(
     index = _Graph.of(model.graph)
     keep = set(resolve_keep_fp_layers(model, keep_fp_layers))
     activations, weights = _quantized_tensors(model.graph, index, keep, ranges)
-    scales = _activation_scales(model.graph, index, ranges, activations)
+    scales = _activation_scales(model.graph, index, ranges, activations, concat_scales)
     _insert_qdq(model.graph, index, keep, activations, weights, scales, onnx)
     set_metadata(model, {QDQ_METADATA_KEY: json.dumps({
         "format": "qdq-tensorrt", "method": ranges.method, "keep_fp_layers": sorted(keep),
+        "concat_scales": concat_scales,
         "activations": len(activations), "weights": len(weights)}, sort_keys=True)})
     return model
 
@@ -260,14 +283,18 @@ def _quantized_tensors(graph: Any, index: _Graph, keep: set[str], ranges: Ranges
     return activations, weights
 
 
-def _activation_scales(graph: Any, index: _Graph, ranges: Ranges, activations: Sequence[str]
-                       ) -> dict[str, np.float32]:
-    """One scale per quantized tensor; the tensors of a Concat group share the group's largest amax."""
+def _activation_scales(graph: Any, index: _Graph, ranges: Ranges, activations: Sequence[str],
+                       concat_scales: str) -> dict[str, np.float32]:
+    """One scale per quantized tensor: its own amax, or with ``shared`` its Concat group's pooled amax."""
+    if concat_scales == "separate":
+        amax = effective_amax(graph, ranges)
+        return {tensor: activation_scale(amax[tensor]) for tensor in activations}
     groups = _concat_groups(graph, index, ranges)
-    group_amax: dict[str, float] = {}
+    members: dict[str, list[float]] = {}
     for tensor, root in groups.items():
-        group_amax[root] = max(group_amax.get(root, 0.0), ranges.amax(tensor))
-    return {tensor: activation_scale(group_amax[groups[tensor]] if tensor in groups else ranges.amax(tensor))
+        members.setdefault(root, []).append(ranges.amax(tensor))
+    pooled = {root: float(np.median(values)) for root, values in members.items()}
+    return {tensor: activation_scale(pooled[groups[tensor]] if tensor in groups else ranges.amax(tensor))
             for tensor in activations}
 
 
