@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ArtifactError, require
 from ..manifest import MANIFEST_FILE, Manifest, find_manifest
-from ..onnx_model import read_onnx_model
+from ..onnx_model import OnnxModelInfo, read_onnx_model
 from ..spec import InputSpec
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -71,11 +71,15 @@ def discover_artifacts(folder: str | os.PathLike[str], manifest: Manifest | None
     return found
 
 
-def candidate_input_spec(path: str | os.PathLike[str]) -> tuple[InputSpec | None, str]:
-    """The input spec a candidate was built with, and where it came from ("" if unknown)."""
+def candidate_input_spec(path: str | os.PathLike[str], info: OnnxModelInfo | None = None
+                         ) -> tuple[InputSpec | None, str]:
+    """The input spec a candidate was built with, and where it came from ("" if unknown).
+
+    ``info``: the candidate's ONNX facts when the caller has read them already (on the robot each
+    read opens an ONNX Runtime session)."""
     candidate = Path(path)
     if candidate.suffix.lower() == ".onnx":
-        spec = read_onnx_model(candidate).input_spec
+        spec = (info or read_onnx_model(candidate)).input_spec
         if spec is not None:
             return spec, f"{candidate.name} metadata"
     manifest = load_manifest(candidate.parent)

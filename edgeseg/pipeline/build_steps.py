@@ -222,8 +222,9 @@ def default_calib(out: Path, spec: InputSpec, log: Log) -> Path:
     from ..images import list_images
 
     shipped = Path("calib")
-    if shipped.is_dir() and list_images(shipped):
-        log(f"calibration images: {shipped}/ ({len(list_images(shipped))} images)")
+    found = list_images(shipped) if shipped.is_dir() else []
+    if found:
+        log(f"calibration images: {shipped}/ ({len(found)} images)")
         return shipped
     log("no --calib and no ./calib folder: using synthetic calibration scenes (pass --calib DIR with real frames)")
     return synthetic_set(out / "calib_synth", 64, spec.size, SYNTH_CALIB_SEED, log) / "images"
@@ -334,9 +335,7 @@ def bench(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path,
                           weights=options.weights, threads=options.threads)
         result, _ = run_bench(plan, iterations=options.bench_iterations, warmup=3,
                               progress=_counted(progress) if progress else None)
-        data = result.to_dict()
-        data.setdefault("ratios", result.ratios())
-        return data
+        return result.to_dict()
 
     outcome = runner.run("bench", key, [out / "bench.json"], run)
     done["bench"] = outcome.skipped
@@ -351,7 +350,7 @@ def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptio
     from .artifacts import discover_artifacts
 
     classes = json.loads(meta.get("classes", "[]") or "[]")
-    present = {role: path for role, path in discover_artifacts(out).items()}
+    present = discover_artifacts(out)
     if candidate.resolve().parent != out.resolve():  # --onnx elsewhere: the robot needs it in the folder
         raise ArtifactError("the candidate is outside the build folder", found=str(candidate),
                             fix=f"build with --out {candidate.parent}")
@@ -363,7 +362,8 @@ def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptio
     manifest = Manifest(
         model=meta.get("model", "unknown"), num_classes=int(meta.get("num_classes", len(classes) or 1)),
         input_spec=spec, classes=classes, precision=options.precision, backend=backend, artifacts=artifacts,
-        hashes=hashes, calibration=calibration or {}, validation=_verdict(validation, why, role, candidate),
+        hashes=hashes, calibration=calibration or {},
+        validation=_verdict(validation, why, role, candidate, hashes[role] if role else sha256_file(candidate)),
         accuracy=_accuracy_summary(validation), latency=_latency_summary(bench))
     for key, value in engine.items():
         if key in ENGINE_FIELDS:
@@ -371,9 +371,9 @@ def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptio
     return manifest
 
 
-def _verdict(validation: dict[str, Any] | None, why: str, role: str | None, candidate: Path) -> dict[str, Any]:
-    base = {"candidate": role, "candidate_file": candidate.name,
-            "candidate_sha256": sha256_file(candidate) if candidate.is_file() else None}
+def _verdict(validation: dict[str, Any] | None, why: str, role: str | None, candidate: Path,
+             candidate_sha256: str) -> dict[str, Any]:
+    base = {"candidate": role, "candidate_file": candidate.name, "candidate_sha256": candidate_sha256}
     if validation is None:
         return {**base, "status": "not_run", "why": why or "not validated"}
     gates = validation.get("gates", {})

@@ -23,7 +23,7 @@ from ..data.folder import _split_files, open_folder_dataset, read_classes
 from ..errors import AccuracyError, ArtifactError, InputError, UsageError, require
 from ..fileio import atomic_write_json
 from ..images import list_images, load_image, load_mask, save_png
-from ..onnx_model import read_onnx_model
+from ..onnx_model import OnnxModelInfo, read_onnx_model
 from ..parity import ParityTally, resize_nearest
 from ..reference import load_reference, synthetic_frames
 from ..report.plots import disagreement_overlay
@@ -155,7 +155,8 @@ class _Compared:
 def _against_pytorch(reference: TorchReference, backend: Any, candidate: Path, data_dir: Any,
                      config: ValidationConfig, show: Progress) -> _Compared:
     """Run the PyTorch model and the candidate on the same frames (--data, else synthetic scenes)."""
-    cand_spec, cand_source = candidate_input_spec(candidate)
+    info = _onnx_facts(candidate)
+    cand_spec, cand_source = candidate_input_spec(candidate, info)
     notes: list[str] = []
     model, weights = _torch_model(reference, _output_classes(backend))
     ckpt_spec = weights.input_spec
@@ -165,7 +166,7 @@ def _against_pytorch(reference: TorchReference, backend: Any, candidate: Path, d
         ckpt_spec = replace(ckpt_spec, height=cand_spec.height, width=cand_spec.width,
                             input_name=cand_spec.input_name, output_name=cand_spec.output_name)
     spec = agree_on_spec([(cand_spec, cand_source), (ckpt_spec, f"checkpoint {reference.weights}")])
-    classes = _candidate_classes(candidate) or list(weights.classes)
+    classes = _candidate_classes(candidate, info) or list(weights.classes)
     tally = ParityTally(weights.num_classes, keep_worst=config.worst_k)
     _check_input_shape(backend, spec, candidate)
     samples = (_data_samples(data_dir, config.max_images, weights.num_classes) if data_dir
@@ -185,12 +186,13 @@ def _against_reference_file(reference: Path, backend: Any, candidate: Path, data
                             config: ValidationConfig, show: Progress) -> _Compared:
     """The candidate on reference.npz's frames against PyTorch's saved verdict (and its masks, when kept);
     ``data_dir`` adds ground-truth scores of the candidate alone."""
-    cand_spec, cand_source = candidate_input_spec(candidate)
+    info = _onnx_facts(candidate)
+    cand_spec, cand_source = candidate_input_spec(candidate, info)
     notes: list[str] = []
     ref = load_reference(reference)
     spec = agree_on_spec([(cand_spec, cand_source), (ref.input_spec, f"{reference.name} meta")])
     _check_input_shape(backend, spec, candidate)
-    _check_reference_model(ref, candidate, reference)
+    _check_reference_model(ref, candidate, reference, info)
     if ref.synthetic:
         notes.append(f"{reference.name} holds synthetic shapes, not scenes: agreement on them says "
                      "little; edgeseg build writes one from --val or calibration images")
@@ -212,7 +214,7 @@ def _against_reference_file(reference: Path, backend: Any, candidate: Path, data
                 tally.add_truth(resize_nearest(truth, spec.height, spec.width), pred, None)
         else:
             notes.append(f"{data_dir} has no masks: no ground-truth scores")
-    return _Compared(tally, spec, str(reference), "reference.npz", _candidate_classes(candidate), data_classes,
+    return _Compared(tally, spec, str(reference), "reference.npz", _candidate_classes(candidate, info), data_classes,
                      notes)
 
 
@@ -284,14 +286,14 @@ def _check_input_shape(backend: Any, spec: InputSpec, candidate: Path) -> None:
                             fix="rebuild the candidate from the exported model.onnx")
 
 
-def _check_reference_model(ref: Any, candidate: Path, path: Path) -> None:
+def _onnx_facts(candidate: Path) -> OnnxModelInfo | None:
+    """The candidate's ONNX facts, read once per validation (None for an engine)."""
+    return read_onnx_model(candidate) if candidate.suffix.lower() == ".onnx" else None
+
+
+def _check_reference_model(ref: Any, candidate: Path, path: Path, info: OnnxModelInfo | None) -> None:
     """A reference made from another model is a wrong comparison, not an accuracy loss: say so."""
-    if candidate.suffix.lower() != ".onnx":
-        return
-    try:
-        model = read_onnx_model(candidate).model
-    except ArtifactError:
-        return
+    model = info.model if info is not None else None
     if model and ref.meta.get("model") and model != ref.meta["model"]:
         raise ArtifactError(f"{path.name} was made from another model than {candidate.name}",
                             expected=f"model {model}", found=f"model {ref.meta['model']}",
@@ -381,12 +383,10 @@ def _torch_runner(model: Any, spec: InputSpec) -> Any:
 
 
 # -- names, overlays ------------------------------------------------------------------------------
-def _candidate_classes(candidate: Path) -> list[str]:
+def _candidate_classes(candidate: Path, info: OnnxModelInfo | None) -> list[str]:
     try:
-        if candidate.suffix.lower() == ".onnx":
-            classes = read_onnx_model(candidate).classes
-            if classes:
-                return classes
+        if info is not None and info.classes:
+            return list(info.classes)
         manifest = load_manifest(candidate.parent)
         return list(manifest.classes) if manifest else []
     except (ValueError, ArtifactError):

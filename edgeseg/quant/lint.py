@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import ArtifactError, require
 from ..onnx_model import metadata_of
-from .qdq_trt import QDQ_METADATA_KEY, weight_axis
+from .qdq_trt import QDQ_METADATA_KEY, effective_amax, weight_axis
 
 UNSUPPORTED_OPS = ("QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QLinearAdd", "QLinearMul",
                    "QLinearConcat", "QLinearSigmoid", "QLinearAveragePool", "QLinearGlobalAveragePool",
@@ -158,7 +158,8 @@ def lint_qdq(model: Any, *, keep_fp_layers: set[str] | None = None, ranges: Any 
     """
     index = _Index(model)
     keep = _kept_float(model) if keep_fp_layers is None else set(keep_fp_layers)
-    own_amax = _float_graph_amax(model, ranges) if ranges is not None else None
+    # each tensor's own range as the quantizer sees it (a Concat output spans its inputs)
+    own_amax = effective_amax(model.graph, ranges) if ranges is not None else None
     issues: list[LintIssue] = []
     nodes = list(model.graph.node)
     if not any(n.op_type in QDQ_OPS for n in nodes):
@@ -191,23 +192,6 @@ def lint_qdq(model: Any, *, keep_fp_layers: set[str] | None = None, ranges: Any 
                                                              "DequantizeLinear"))
             _check_weights(node, index, issues)
     return issues
-
-
-def _float_graph_amax(model: Any, ranges: Any) -> dict[str, float]:
-    """Each tensor's own range as the quantizer sees it (a Concat output spans its inputs), read on the
-    float graph: Q/DQ rewiring makes a Concat read ``X_dequantized``, which maps back to ``X``."""
-    from .qdq_trt import effective_amax
-
-    class _FloatView:
-        def __init__(self, graph: Any) -> None:
-            self.node = [_Unquantized(n) for n in graph.node if n.op_type not in QDQ_OPS]
-
-    class _Unquantized:
-        def __init__(self, node: Any) -> None:
-            self.op_type, self.output = node.op_type, list(node.output)
-            self.input = [name.removesuffix("_dequantized") for name in node.input]
-
-    return effective_amax(_FloatView(model.graph), ranges)
 
 
 def _check_coarse(node: Any, scale: np.ndarray | None, own_amax: dict[str, float], issues: list[LintIssue]) -> None:

@@ -41,6 +41,7 @@ from .ranges import Ranges, TensorRange
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 CONCAT_SCALES = ("separate", "shared")  # how Concat groups are scaled (see the module docstring)
 QDQ_METADATA_KEY = "edgeseg_quantization"
+DEQUANTIZED = "_dequantized"  # suffix of the tensor a DequantizeLinear writes for tensor X
 FIRST_CONV, CLASSIFIER = "first_conv", "classifier"  # aliases accepted in keep_fp_layers
 MIN_AMAX = 1e-8  # a tensor that was constant 0 during calibration still needs a valid scale
 
@@ -156,11 +157,13 @@ def _activation_inputs(node, index: _Graph) -> list[str]:  # type: ignore[no-unt
 def effective_amax(graph: Any, ranges: Ranges) -> dict[str, float]:
     """Each tensor's own amax, except that a Concat output spans its inputs' ranges: it *is* their values,
     and an entropy threshold computed on it follows the majority input and clips the others away (a
-    resized ASPP branch beside a low-level projection). Inputs keep their own ranges."""
+    resized ASPP branch beside a low-level projection). Inputs keep their own ranges. Works on the float
+    graph and on the Q/DQ one (a Concat there reads ``X_dequantized``, which is ``X``)."""
     amax = {name: ranges.amax(name) for name in ranges.tensors}
     for node in graph.node:  # graph order: a Concat of Concats sees its inputs' widened ranges
         if node.op_type == "Concat" and node.output[0] in amax:
-            inputs = [amax[name] for name in node.input if name in amax]
+            names = [name.removesuffix(DEQUANTIZED) for name in node.input]
+            inputs = [amax[name] for name in names if name in amax]
             amax[node.output[0]] = max([amax[node.output[0]], *inputs])
     return amax
 
@@ -220,7 +223,7 @@ def _weight_dequantize(weight, axis: int, onnx) -> tuple[list[object], list[obje
         numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_zero_point"),
     ]
     node = onnx.helper.make_node(
-        "DequantizeLinear", [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"], [f"{name}_dequantized"],
+        "DequantizeLinear", [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"], [f"{name}{DEQUANTIZED}"],
         name=f"{name}_DequantizeLinear", axis=axis,
     )
     return inits, [node]
@@ -313,19 +316,19 @@ def _insert_qdq(graph: Any, index: _Graph, keep: set[str], activations: Sequence
             onnx.helper.make_node("QuantizeLinear", [tensor, scale_name, zero_name], [f"{tensor}_quantized"],
                                   name=f"{tensor}_QuantizeLinear"),
             onnx.helper.make_node("DequantizeLinear", [f"{tensor}_quantized", scale_name, zero_name],
-                                  [f"{tensor}_dequantized"], name=f"{tensor}_DequantizeLinear"),
+                                  [f"{tensor}{DEQUANTIZED}"], name=f"{tensor}_DequantizeLinear"),
         ]
         position = index.positions.get(tensor)
         if position is None:
             prologue += nodes
         else:
             qdq_after.setdefault(position, []).extend(nodes)
-        dequantized[tensor] = f"{tensor}_dequantized"
+        dequantized[tensor] = f"{tensor}{DEQUANTIZED}"
     for weight, axis in weights.items():
         inits, nodes = _weight_dequantize(index.initializers[weight], axis, onnx)
         new_inits += inits
         prologue += nodes
-        dequantized[weight] = f"{weight}_dequantized"
+        dequantized[weight] = f"{weight}{DEQUANTIZED}"
     rewired = []
     for position, original in enumerate(graph.node):
         node = onnx.NodeProto()

@@ -72,10 +72,8 @@ def _latency_summary(bench: dict[str, Any] | None) -> dict[str, Any] | None:
             "noisy": bool(noise_reasons(bench)), "notes": latency_notes(bench)}
 
 
-def _legend(manifest: Manifest, class_colours: Sequence[Sequence[int]] | None) -> list[dict[str, Any]]:
+def _legend(names: Sequence[str], colours: np.ndarray) -> list[dict[str, Any]]:
     """index, class name and hex colour of every class, as overlays and ``edgeseg run`` draw them."""
-    names = list(manifest.classes) or [f"class_{i}" for i in range(manifest.num_classes)]
-    colours = class_palette(manifest.num_classes, class_colours)
     return [{"index": i, "class": name, "colour": hex_colour(colour)}
             for i, (name, colour) in enumerate(zip(names, colours, strict=True))]
 
@@ -88,15 +86,15 @@ def _accuracy_summary(validation: dict[str, Any] | None) -> dict[str, Any] | Non
 
 
 def _draw(build_dir: Path, accuracy: dict[str, Any] | None, bench: dict[str, Any] | None,
-          legend: list[dict[str, Any]], notes: list[str]) -> dict[str, str]:
+          classes: tuple[list[str], np.ndarray], notes: list[str]) -> dict[str, str]:
     """PNG plots -> {kind: file name}; none (and a note) without matplotlib."""
     try:
         from .plots import iou_bar_chart, latency_plot, legend_plot
 
         plots: dict[str, str] = {}
-        if legend:
-            colours = np.array([[int(e["colour"][i:i + 2], 16) for i in (1, 3, 5)] for e in legend], np.uint8)
-            legend_plot(build_dir / LEGEND_PLOT, [e["class"] for e in legend], colours)
+        names, colours = classes
+        if names:
+            legend_plot(build_dir / LEGEND_PLOT, names, colours)
             plots["legend"] = LEGEND_PLOT
         if accuracy and accuracy.get("per_class"):
             rows = accuracy["per_class"]
@@ -131,8 +129,10 @@ def write_report(build_dir: str | os.PathLike[str], *, manifest: Manifest | dict
         bench_d["ratios"] = bench.ratios()
     accuracy = _accuracy_summary(validation_d)
     notes: list[str] = []
-    legend = _legend(manifest, class_colours)
-    plots = _draw(root, accuracy, bench_d, legend, notes)
+    names = list(manifest.classes) or [f"class_{i}" for i in range(manifest.num_classes)]
+    colours = class_palette(manifest.num_classes, class_colours)
+    legend = _legend(names, colours)
+    plots = _draw(root, accuracy, bench_d, (names, colours), notes)
     # overlays inside the build folder are linked (relative); others are only named
     overlays = [_relative(p, root) for p in (validation_d or {}).get("files", []) if str(p).endswith(".png")]
     machine = (bench_d or {}).get("machine")

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import ArtifactError, ConfigError, UsageError
 from ..fileio import sha256_file
-from ..manifest import Manifest, check_validated, read_manifest, verified_artifact
+from ..manifest import MANIFEST_FILE, Manifest, check_validated, read_manifest, verified_artifact
 from ..spec import CHANNEL_ORDERS, InputSpec, check_frame, preprocess
 from .backend import Backend
 from .kernels import nearest_index, numpy_argmax
@@ -83,21 +83,19 @@ def artifact_role(manifest: Manifest, backend: str, folder: Path) -> str:
         if role in manifest.artifacts:
             return role
     raise ArtifactError(f"{folder} has no file the {backend} backend can run",
-                        expected=f"{MANIFEST_NAME} artifacts naming one of: {', '.join(roles)}",
+                        expected=f"{MANIFEST_FILE} artifacts naming one of: {', '.join(roles)}",
                         found=", ".join(f"{k}={v}" for k, v in manifest.artifacts.items()) or "no artifacts",
                         fix="build the folder for this backend: edgeseg build ... --backend " + backend)
-
-
-MANIFEST_NAME = "manifest.json"
 
 
 def _check_weights_hash(manifest: Manifest, weights: Path) -> None:
     recorded = manifest.hashes.get("weights")
     if not weights.is_file():
         raise UsageError(f"--weights {weights} does not exist", fix="pass the checkpoint the folder was built from")
-    if recorded and sha256_file(weights) != recorded:
+    actual = sha256_file(weights) if recorded else None
+    if recorded and actual != recorded:
         raise ArtifactError(f"{weights} is not the checkpoint this folder was built from (SHA-256 differs)",
-                            expected=str(recorded)[:16] + "...", found=sha256_file(weights)[:16] + "...",
+                            expected=str(recorded)[:16] + "...", found=str(actual)[:16] + "...",
                             fix="pass the --weights file given to edgeseg build")
 
 
@@ -180,12 +178,13 @@ class Segmenter:
                 from .trt import TensorRTSession
 
                 instance = TensorRTSession(path, manifest=manifest, buffers=buffers)
+                _check_backend_shapes(instance, manifest, path)  # before the GPU loop allocates for it
                 gpu_loop = GpuLoop(instance, spec, frame_order=frame_order, buffers=buffers, cuda_graph=cuda_graph)
             else:
                 from .ort_backend import OnnxRuntimeBackend
 
                 instance = OnnxRuntimeBackend(path, threads=threads)
-            _check_backend_shapes(instance, manifest, path)
+                _check_backend_shapes(instance, manifest, path)
         segmenter = cls(instance, spec, frame_order=frame_order, output_size=output_size, gpu_loop=gpu_loop)
         segmenter.model_file, segmenter.precision, segmenter.warning = source, precision, warning
         segmenter.validation_status = manifest.validation_status if chosen != "torch" else "reference"
