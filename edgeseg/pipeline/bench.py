@@ -112,7 +112,7 @@ class BenchResult:
         return data
 
     def notes(self) -> list[str]:
-        return latency_notes(self.to_dict())
+        return list(self.to_dict()["notes"])  # to_dict computes them
 
     def table(self) -> list[str]:
         ratio_heads = [f"latency ratio vs {BASELINE_LABELS[b]}" for b in BASELINES]
