@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..quant.qdq_trt import CONCAT_SCALES
-from ..quant.ranges import METHODS
+from ..quant.ranges import DEFAULT_METHOD, METHODS
 from ._common import POSITIVE, SIZE, echo_step, progress_callback, quote, summary_table
 
 TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
@@ -28,7 +28,7 @@ TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
               help="Calibration image folder (default: ./calib, else synthetic scenes).")
 @click.option("--calib-images", type=POSITIVE, default=100, show_default=True, help="Images used for calibration.")
 @click.option("--calib-method", type=click.Choice(METHODS), default=None,
-              help="Activation range method [default: entropy; the demo model uses the method its "
+              help=f"Activation range method [default: {DEFAULT_METHOD}; the demo model uses the method its "
                    "demo_model.json records].")
 @click.option("--concat-scales", type=click.Choice(CONCAT_SCALES), default="separate", show_default=True,
               help="Q/DQ for TensorRT: every tensor keeps its own scale, or Concat groups share a pooled one.")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..quant.qdq_trt import CONCAT_SCALES
-from ..quant.ranges import METHODS
+from ..quant.ranges import DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
 from ._common import POSITIVE, progress_callback, quote, summary_table
 
 
@@ -16,13 +16,13 @@ from ._common import POSITIVE, progress_callback, quote, summary_table
               help="model.onnx written by edgeseg export.")
 @click.option("--calib", "calib_dir", required=True, type=click.Path(path_type=Path),
               help="Folder of calibration images (jpg/png/bmp, searched recursively).")
-@click.option("--method", type=click.Choice(METHODS), default="entropy", show_default=True,
-              help="How activation ranges are chosen (onnxruntime calibrators).")
+@click.option("--method", type=click.Choice(METHODS), default=DEFAULT_METHOD, show_default=True,
+              help="How activation ranges are chosen: percentile of |x|, entropy (TensorRT's KL), or min/max.")
 @click.option("--calib-images", type=POSITIVE, default=100, show_default=True,
               help="Number of images sampled (seeded) from the folder.")
 @click.option("--batch-size", type=POSITIVE, default=1, show_default=True,
               help="Images per calibration batch (must match the model's static batch).")
-@click.option("--percentile", type=click.FloatRange(min=0, max=100, min_open=True), default=99.99,
+@click.option("--percentile", type=click.FloatRange(min=0, max=100, min_open=True), default=DEFAULT_PERCENTILE,
               show_default=True, help="Percentile for --method percentile.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image sampling.")
 @click.option("--trt-version", default="10.3.0", show_default=True,

@@ -24,7 +24,7 @@ from ..errors import AccuracyError, ArtifactError, ConfigError, UsageError
 from ..fileio import prepare_out_dir, read_json, remove_if_empty, remove_stale_temp_files
 from ..lock import LOCK_FILE, folder_lock
 from ..manifest import MANIFEST_FILE, Manifest, write_manifest
-from ..quant.ranges import METHODS
+from ..quant.ranges import DEFAULT_METHOD, METHODS
 from ..report.writer import write_report
 from ..runtime.segmenter import tensorrt_available
 from .step_cache import StepRunner
@@ -35,7 +35,7 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_INFO = ASSETS / "demo_model.json"
 # Synthetic seeds: 0 trains the demo model, 1 picks its best epoch, 2 calibrates; 3 is never seen by either.
 SYNTH_CALIB_SEED, SYNTH_VAL_SEED = 2, 3
-DEFAULT_CALIB_METHOD = "entropy"
+DEFAULT_CALIB_METHOD = DEFAULT_METHOD
 
 
 @dataclass

@@ -26,7 +26,15 @@ from .calib_data import CalibrationFeed, CalibrationImages
 from .lint import check_qdq
 from .qdq_ort import ORT_INT8_NAME, OrtInt8Options, quantize_for_onnxruntime
 from .qdq_trt import CONCAT_SCALES, quantize_for_tensorrt
-from .ranges import Ranges, check_method, compute_ranges, derived_tensors, save_ranges
+from .ranges import (
+    DEFAULT_METHOD,
+    DEFAULT_PERCENTILE,
+    Ranges,
+    check_method,
+    compute_ranges,
+    derived_tensors,
+    save_ranges,
+)
 from .trt_cache import DEFAULT_TRT_VERSION, write_trt_cache
 
 RANGES_NAME = "ranges.json"
@@ -36,10 +44,10 @@ TRT_CACHE_NAME = "calibration.cache"
 
 @dataclass
 class CalibrateConfig:
-    method: str = "entropy"
+    method: str = DEFAULT_METHOD
     calib_images: int = 100
     batch_size: int = 1
-    percentile: float = 99.99
+    percentile: float = DEFAULT_PERCENTILE
     seed: int = 0
     trt_version: str = DEFAULT_TRT_VERSION
     keep_fp_layers: tuple[str, ...] = ()  # node names, or the aliases first_conv / classifier

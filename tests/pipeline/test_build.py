@@ -66,7 +66,7 @@ def test_default_calibration_method_without_a_record(tmp_path, monkeypatch) -> N
     _fake_demo(tmp_path, monkeypatch)
     assert resolve_options(BuildOptions(out=tmp_path / "out"), lambda _: None).calib_method == DEFAULT_CALIB_METHOD
     user_model = BuildOptions(model="shufflenetv2_x0_5_mdspp", out=tmp_path / "o2")
-    assert resolve_options(user_model, lambda _: None).calib_method == DEFAULT_CALIB_METHOD == "entropy"
+    assert resolve_options(user_model, lambda _: None).calib_method == DEFAULT_CALIB_METHOD == "percentile"
 
 
 def test_unknown_calibration_method_is_a_usage_error(tmp_path, monkeypatch) -> None:

@@ -42,7 +42,7 @@ def test_all_artifacts_written_next_to_the_onnx(inputs: tuple[Path, Path]) -> No
     assert not list(model.parent.glob(".*.tmp"))  # atomic writes left nothing behind
 
     ranges = load_ranges(result.ranges_path)
-    assert ranges.method == "entropy" and ranges.num_images == 5 and len(ranges.images) == 5
+    assert ranges.method == "percentile" and ranges.num_images == 5 and len(ranges.images) == 5
     assert ranges.onnx_sha256 == sha256_file(model)
     assert ranges.calibration_sha256 == result.images.sha256()
     assert lint_qdq(onnx.load(str(result.trt_int8_path))) == []

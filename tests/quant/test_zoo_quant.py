@@ -22,7 +22,7 @@ from edgeseg.spec import InputSpec, preprocess
 torch = pytest.importorskip("torch")
 FAMILIES = first_model_per_decoder()  # decoder -> its first registered model
 # Mean |int8 - float| / mean |float| on a calibration image. Random-weight OCR (HRNet + an attention head, logits
-# ~80) loses more to entropy-calibrated int8: 0.20 (TensorRT Q/DQ) and 0.25 (ONNX Runtime) at 32x32.
+# ~80) loses more to int8 (entropy, when it was the default: 0.20 TensorRT Q/DQ, 0.25 ONNX Runtime at 32x32).
 MAX_ERROR = {"ocr": 0.3}
 
 
@@ -30,7 +30,7 @@ def test_every_decoder_family_is_covered() -> None:
     assert set(FAMILIES) >= {"deeplabv3plus", "dspp", "mdspp", "hrnetv2", "ocr"}
 
 
-@pytest.mark.slow  # export + entropy calibration of five real models: ~110 s on 2 cores (OCR ~35 s)
+@pytest.mark.slow  # export + calibration of five real models: ~110 s on 2 cores (OCR ~35 s)
 @pytest.mark.parametrize(("decoder", "name"), [pytest.param(d, n, id=d) for d, n in FAMILIES.items()])
 def test_zoo_model_calibrates_to_clean_qdq(decoder: str, name: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
