@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import ArtifactError, ConfigError
@@ -25,7 +25,7 @@ from ..trt_cache_format import cache_header
 from .calib_data import CalibrationFeed, CalibrationImages
 from .lint import check_qdq
 from .qdq_ort import ORT_INT8_NAME, OrtInt8Options, quantize_for_onnxruntime
-from .qdq_trt import CONCAT_SCALES, quantize_for_tensorrt
+from .qdq_trt import CONCAT_SCALES, quantize_for_tensorrt, resolve_keep_fp_layers
 from .ranges import (
     DEFAULT_METHOD,
     DEFAULT_PERCENTILE,
@@ -116,9 +116,26 @@ def calibrate_model(
     ``on_progress(done, total)`` is called with batch counts (once with done=0 first).
     """
     config = config or CalibrateConfig()
+    target = Path(out_dir) if out_dir is not None else Path(onnx_path).parent
+    ranges, images, seconds = calibrate_ranges(onnx_path, calib_dir, config, out_dir=target, on_progress=on_progress)
+    trt_path, ort_path, written_s = write_int8_models(onnx_path, ranges, target, config)
+    cache_path = target / TRT_CACHE_NAME
+    return CalibrationResult(target, target / RANGES_NAME, trt_path, ort_path, cache_path, images,
+                             len(ranges.tensors), {**seconds, **written_s})
+
+
+def calibrate_ranges(
+    onnx_path: str | os.PathLike[str],
+    calib_dir: str | os.PathLike[str],
+    config: CalibrateConfig,
+    *,
+    out_dir: str | os.PathLike[str],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[Ranges, CalibrationImages, dict[str, float]]:
+    """The calibration pass: ranges.json and calibration.cache in ``out_dir``."""
     config.check()
     source = Path(onnx_path)
-    target = Path(out_dir) if out_dir is not None else source.parent
+    target = Path(out_dir)
     model = load_onnx(source)
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for n in model.graph.node):
         raise ArtifactError(
@@ -129,9 +146,7 @@ def calibrate_model(
         )
     spec = config.input_spec or input_spec_of(model, source=str(source))
     _check_batch(model, spec, config.batch_size)
-    seconds: dict[str, float] = {}
     clock = time.perf_counter()
-
     feed = CalibrationFeed(calib_dir, spec, count=config.calib_images, batch_size=config.batch_size,
                            seed=config.seed, frame_order=config.frame_order)
     total = feed.num_batches
@@ -146,22 +161,34 @@ def calibrate_model(
         images=feed.images.names, skipped=[[name, why] for name, why in feed.images.skipped],
         derived={k: v for k, v in sorted(derived_tensors(model).items()) if k in tensors},
     )
-    seconds["calibration"] = round(time.perf_counter() - clock, 2)
-    clock = time.perf_counter()
+    save_ranges(ranges, target / RANGES_NAME)
+    order = [i.name for i in model.graph.input] + [o for n in model.graph.node for o in n.output]
+    write_trt_cache(target / TRT_CACHE_NAME, {k: v.amax for k, v in tensors.items()}, order=order,
+                    trt_version=config.trt_version)
+    return ranges, feed.images, {"calibration": round(time.perf_counter() - clock, 2)}
 
-    quantized = quantize_for_tensorrt(model, ranges, keep_fp_layers=config.keep_fp_layers,
-                                      concat_scales=config.concat_scales)
+
+def write_int8_models(
+    onnx_path: str | os.PathLike[str],
+    ranges: Ranges,
+    out_dir: str | os.PathLike[str],
+    config: CalibrateConfig,
+    *,
+    float_layers: Sequence[str] = (),
+) -> tuple[Path, Path, dict[str, float]]:
+    """model.int8.onnx (lint-checked) and model.int8.ort.onnx from ``ranges``; ``float_layers`` (the
+    fallback's choice) stay in float in both, on top of ``config.keep_fp_layers``."""
+    source, target = Path(onnx_path), Path(out_dir)
+    model = load_onnx(source)
+    keep = tuple(dict.fromkeys([*config.keep_fp_layers, *float_layers]))
+    clock = time.perf_counter()
+    quantized = quantize_for_tensorrt(model, ranges, keep_fp_layers=keep, concat_scales=config.concat_scales)
     # never write a model TensorRT would mis-build, or one whose scales waste most int8 levels
     check_qdq(quantized, source=TRT_INT8_NAME, ranges=ranges)
-    ranges_path = save_ranges(ranges, target / RANGES_NAME)
     trt_path = atomic_write_bytes(target / TRT_INT8_NAME, quantized.SerializeToString())
-    seconds["qdq_tensorrt"] = round(time.perf_counter() - clock, 2)
+    seconds = {"qdq_tensorrt": round(time.perf_counter() - clock, 2)}
     clock = time.perf_counter()
-
-    ort_path = quantize_for_onnxruntime(source, ranges, target / ORT_INT8_NAME, config.ort)
+    ort_options = replace(config.ort, nodes_to_exclude=tuple(resolve_keep_fp_layers(model, keep)))
+    ort_path = quantize_for_onnxruntime(source, ranges, target / ORT_INT8_NAME, ort_options)
     seconds["qdq_onnxruntime"] = round(time.perf_counter() - clock, 2)
-
-    order = [i.name for i in model.graph.input] + [o for n in model.graph.node for o in n.output]
-    cache_path = write_trt_cache(target / TRT_CACHE_NAME, {k: v.amax for k, v in tensors.items()},
-                                 order=order, trt_version=config.trt_version)
-    return CalibrationResult(target, ranges_path, trt_path, ort_path, cache_path, feed.images, len(tensors), seconds)
+    return trt_path, ort_path, seconds

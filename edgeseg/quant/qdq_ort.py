@@ -39,6 +39,7 @@ class OrtInt8Options:
     per_channel: bool = True
     reduce_range: bool = False
     op_types: tuple[str, ...] | None = None  # None: onnxruntime's defaults for the format
+    nodes_to_exclude: tuple[str, ...] = ()  # node names left in float (keep_fp_layers, the fallback's layers)
 
     def check(self) -> None:
         if self.quant_format not in FORMATS:
@@ -90,6 +91,7 @@ def quantize_for_onnxruntime(
             None,  # no data reader: the ranges come from the cache, no second calibration
             quant_format=quant_format,
             op_types_to_quantize=list(options.op_types) if options.op_types else None,
+            nodes_to_exclude=list(options.nodes_to_exclude),
             per_channel=options.per_channel,
             reduce_range=options.reduce_range,
             activation_type=activation,

@@ -123,6 +123,14 @@ def resolve_keep_fp_layers(model, names: Iterable[str]) -> list[str]:  # type: i
     return sorted(set(resolved))
 
 
+def quantized_layers(model, keep_fp_layers: Iterable[str] = ()) -> list[str]:  # type: ignore[no-untyped-def]
+    """Names of the nodes that read int8 data in model.int8.onnx (graph order): the layers that
+    ``keep_fp_layers`` can keep in float, one at a time (sensitivity) or a few (fallback)."""
+    index = _Graph.of(model.graph)
+    keep = set(resolve_keep_fp_layers(model, keep_fp_layers))
+    return [node.name for node in model.graph.node if node.name not in keep and _activation_inputs(node, index)]
+
+
 def _quantizable_weight(node, index: _Graph) -> str | None:  # type: ignore[no-untyped-def]
     if node.op_type not in WEIGHT_OPS or len(node.input) < 2:
         return None

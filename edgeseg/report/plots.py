@@ -131,3 +131,22 @@ def legend_plot(path: str | os.PathLike[str], class_names: Sequence[str], colour
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def sensitivity_plot(path: str | os.PathLike[str], rows: Sequence[tuple[str, float, float]], *,
+                     title: str = "INT8 sensitivity: points bought back by keeping one layer in float") -> Path:
+    """Horizontal bars per layer (most harmful on top): agreement and mIoU gains in points."""
+    plt = _pyplot()
+    names = [name if len(name) <= 48 else "..." + name[-45:] for name, _, _ in rows]
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.3 * max(1, len(rows))))
+    positions = np.arange(len(rows))[::-1]
+    ax.barh(positions + 0.2, [r[1] for r in rows], height=0.4, label="agreement")
+    ax.barh(positions - 0.2, [r[2] for r in rows], height=0.4, label="mIoU vs float")
+    ax.set_yticks(positions, labels=names, fontsize=7)
+    ax.axvline(0, color="black", linewidth=0.5)
+    ax.set_xlabel("gain (points)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)

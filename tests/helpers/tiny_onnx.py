@@ -121,3 +121,28 @@ def write_images(folder: Path, count: int, *, seed: int = 0, size: tuple[int, in
         Image.fromarray(image).save(path)
         paths.append(path)
     return paths
+
+
+def two_conv_model(path: Path, *, num_classes: int = 4, seed: int = 0) -> Path:
+    """images (1x3x32x32) -> conv0 (3x3, 8 channels) -> relu0 -> conv1 (1x1) -> logits: two quantized layers,
+    with export metadata (no torch)."""
+    onnx = pytest.importorskip("onnx")
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+
+    rng = np.random.default_rng(seed)
+    initializers = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w0"),
+                    numpy_helper.from_array(rng.standard_normal((num_classes, 8, 1, 1)).astype(np.float32), "w1")]
+    nodes = [helper.make_node("Conv", ["images", "w0"], ["conv0_out"], name="conv0", pads=[1] * 4),
+             helper.make_node("Relu", ["conv0_out"], ["relu0_out"], name="relu0"),
+             helper.make_node("Conv", ["relu0_out", "w1"], ["logits"], name="conv1")]
+    spec = InputSpec(32, 32)
+    graph = helper.make_graph(
+        nodes, "two_conv",
+        [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, list(spec.shape))],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, num_classes, 32, 32])],
+        initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with_metadata(model, spec=spec, num_classes=num_classes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
