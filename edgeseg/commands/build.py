@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..quant.fallback import DEFAULT_CAP, FALLBACK_MODES
 from ..quant.qdq_trt import CONCAT_SCALES
 from ..quant.ranges import DEFAULT_METHOD, METHODS
 from ._common import POSITIVE, SIZE, echo_step, progress_callback, quote, summary_table
@@ -32,6 +33,13 @@ TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
                    "demo_model.json records].")
 @click.option("--concat-scales", type=click.Choice(CONCAT_SCALES), default="separate", show_default=True,
               help="Q/DQ for TensorRT: every tensor keeps its own scale, or Concat groups share a pooled one.")
+@click.option("--fallback", type=click.Choice(FALLBACK_MODES), default="off", show_default=True,
+              help="auto: when a gate fails, keep the layers that cost the most accuracy in float (FP16 on TensorRT, "
+                   "FP32 on the CPU), one at a time, until the gates pass.")
+@click.option("--fallback-cap", type=POSITIVE, default=DEFAULT_CAP, show_default=True,
+              help="Most layers --fallback auto may keep in float before the build fails.")
+@click.option("--sensitivity", is_flag=True,
+              help="Rank the quantized layers (each alone in float) into sensitivity.md even without a fallback.")
 @click.option("--val", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Labelled folder (images/ + masks/): reference frames and mIoU against ground truth "
                    "[default: the demo's held-out scenes, else calibration frames without ground truth].")
@@ -46,7 +54,8 @@ TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
 @click.option("--force", is_flag=True, help="Redo every step even when its inputs are unchanged.")
 def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, input_size: tuple[int, int] | None,
               precision: str | None, int8_flag: bool, calib: Path | None, calib_images: int, calib_method: str | None,
-              concat_scales: str, val: Path | None, val_images: int | None, backend: str, out: Path | None,
+              concat_scales: str, fallback: str, fallback_cap: int, sensitivity: bool, val: Path | None,
+              val_images: int | None, backend: str, out: Path | None,
               min_agreement: float, max_miou_drop: float, threads: int | None, force: bool) -> None:
     """Export, calibrate, build and validate an INT8 engine in one command.
 
@@ -60,7 +69,8 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
         raise UsageError("--int8 conflicts with --precision " + str(precision), fix="pass only one of them")
     options = BuildOptions(model=model_name, weights=weights, onnx=onnx, input_size=input_size,
                            precision=precision or "int8", calib=calib, calib_images=calib_images,
-                           calib_method=calib_method, concat_scales=concat_scales, val=val, val_images=val_images,
+                           calib_method=calib_method, concat_scales=concat_scales, fallback=fallback,
+                           fallback_cap=fallback_cap, sensitivity=sensitivity, val=val, val_images=val_images,
                            backend=backend, out=out,
                            min_agreement=min_agreement, max_miou_drop=max_miou_drop, force=force, threads=threads)
     result = run_build(options, log=echo_step, progress=progress_callback)
@@ -75,6 +85,12 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
         for key in ("gt_miou_reference", "gt_miou_candidate", "gt_miou_drop_points"):
             if key in acc:
                 rows.append((key.replace("gt_", "ground truth ").replace("_", " "), f"{acc[key]:.4f}"))
+    found = (m.calibration or {}).get("fallback")
+    if found:
+        kept = found.get("kept") or []
+        rows.append(("fallback", f"{len(kept)} layer(s) in {found.get('precision_of_kept')}: {', '.join(kept)}"
+                     if kept else ("none needed" if found.get("passed") else
+                                   f"gates still missed with {found.get('cap')} layer(s) in float")))
     for name, stats in runners.items():
         rows.append((f"latency {name}", f"p50 {stats.get('p50_ms', 0):.1f} ms  p99 {stats.get('p99_ms', 0):.1f} ms"))
     rows.append(("steps", ", ".join(f"{k}{' (cached)' if v else ''}" for k, v in result.steps.items())))

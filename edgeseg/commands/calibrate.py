@@ -8,6 +8,7 @@ import click
 
 from ..quant.qdq_trt import CONCAT_SCALES
 from ..quant.ranges import DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
+from ..quant.sensitivity import SENSITIVITY_FRAMES
 from ._common import POSITIVE, progress_callback, quote, summary_table
 
 
@@ -31,11 +32,16 @@ from ._common import POSITIVE, progress_callback, quote, summary_table
               help="Keep this node in float in model.int8.onnx (repeatable; aliases: first_conv, classifier).")
 @click.option("--concat-scales", type=click.Choice(CONCAT_SCALES), default="separate", show_default=True,
               help="Q/DQ for TensorRT: every tensor keeps its own scale, or Concat groups share a pooled one.")
+@click.option("--sensitivity", is_flag=True,
+              help="Also rank the quantized layers: each kept alone in float, on calibration frames "
+                   "(sensitivity.md/.json/.png).")
+@click.option("--sensitivity-frames", type=POSITIVE, default=SENSITIVITY_FRAMES, show_default=True,
+              help="Calibration frames each sensitivity candidate runs on.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output folder [default: the ONNX file's folder].")
 def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: int, batch_size: int,
                   percentile: float, seed: int, trt_version: str, keep_fp: tuple[str, ...], concat_scales: str,
-                  out_dir: Path | None) -> None:
+                  sensitivity: bool, sensitivity_frames: int, out_dir: Path | None) -> None:
     """Calibrate an exported model on images and write its INT8 artifacts.
 
     \b
@@ -46,7 +52,8 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: i
       calibration.cache    TensorRT's native cache (implicit INT8, TensorRT <= 10)
     """
     from ..fileio import prepare_out_dir, remove_if_empty
-    from ..quant.pipeline import CalibrateConfig, calibrate_model
+    from ..quant.pipeline import CalibrateConfig, calibrate_model, layer_sensitivity
+    from ..quant.ranges import load_ranges
 
     config = CalibrateConfig(method=method, calib_images=calib_images, batch_size=batch_size,
                              percentile=percentile, seed=seed, trt_version=trt_version, keep_fp_layers=keep_fp,
@@ -66,6 +73,14 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: i
         raise
     finally:
         close()
+    ranked: list[Path] = []
+    if sensitivity:
+        on_progress, close = progress_callback("sensitivity (candidates)")
+        try:
+            _, ranked = layer_sensitivity(onnx_path, calib_dir, load_ranges(result.ranges_path), config,
+                                          frames=sensitivity_frames, out_dir=result.out_dir, on_progress=on_progress)
+        finally:
+            close()
 
     images = result.images
     rows = [
@@ -79,6 +94,8 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: i
         ("tensors", str(result.num_tensors)),
         ("time", ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())),
     ]
+    if ranked:
+        rows.append(("sensitivity", ", ".join(str(p) for p in ranked)))
     for name, why in images.skipped:
         rows.append(("skipped", f"{name}: {why}"))
     if images.ignored:

@@ -236,7 +236,7 @@ class BenchPlan:
     out_dir: Path
 
 
-def _ort_runner(path: Path, name: str, precision: str, threads: int) -> Runner:
+def ort_runner(path: Path, name: str, precision: str, threads: int) -> Runner:
     backend = open_backend(path, threads=threads)
     return Runner(name, "onnxruntime", precision, backend.infer, backend.close, str(path),
                   input_shape=tuple(backend.input_shape))
@@ -266,7 +266,7 @@ def plan_bench(*, artifacts: str | os.PathLike[str] | None = None, onnx_files: S
         spec = manifest.input_spec if manifest else None
         for role, name, precision in (("onnx", "ort-fp32", "fp32"), ("onnx_int8_cpu", "ort-int8", "int8")):
             if role in found:
-                runners.append(_ort_runner(found[role], name, precision, threads))
+                runners.append(ort_runner(found[role], name, precision, threads))
             else:
                 skipped.append({"name": name, "reason": f"no {role} artifact in {artifacts}"})
         if "engine" in found:
@@ -284,7 +284,7 @@ def plan_bench(*, artifacts: str | os.PathLike[str] | None = None, onnx_files: S
         path = Path(file)
         precision = _precision_of(path)
         name = f"ort-{precision}" if f"ort-{precision}" not in names else f"ort:{path.name}"
-        runners.append(_ort_runner(path, name, precision, threads))
+        runners.append(ort_runner(path, name, precision, threads))
         names.add(name)
         if spec is None:
             spec = candidate_input_spec(path)[0]

@@ -24,6 +24,7 @@ from ..errors import AccuracyError, ArtifactError, ConfigError, UsageError
 from ..fileio import prepare_out_dir, read_json, remove_if_empty, remove_stale_temp_files
 from ..lock import LOCK_FILE, folder_lock
 from ..manifest import MANIFEST_FILE, Manifest, write_manifest
+from ..quant.fallback import DEFAULT_CAP, check_fallback
 from ..quant.ranges import DEFAULT_METHOD, METHODS
 from ..report.writer import write_report
 from ..runtime.segmenter import tensorrt_available
@@ -49,6 +50,9 @@ class BuildOptions:
     calib_images: int = 100
     calib_method: str | None = None  # None: DEFAULT_CALIB_METHOD, or the method the demo model records
     concat_scales: str = "separate"  # Q/DQ for TensorRT: separate | shared
+    fallback: str = "off"  # off | auto: keep the most harmful layers in float until the gates pass
+    fallback_cap: int = DEFAULT_CAP  # at most this many layers in float
+    sensitivity: bool = False  # rank the quantized layers (sensitivity.md) even without a fallback
     val: Path | None = None
     val_images: int | None = None  # frames kept in reference.npz (None: reference.default_sample_count)
     backend: str = "auto"  # auto | tensorrt | onnxruntime
@@ -77,6 +81,12 @@ class BuildOptions:
                 raise UsageError(f"{option} must be at least 1", found=str(value))
         # the gates are validate's: one owner of what a valid gate is
         ValidationConfig(min_agreement=self.min_agreement, max_miou_drop=self.max_miou_drop).check()
+        check_fallback(self.fallback, self.fallback_cap)
+        int8 = self.precision in ("int8", "best")
+        for wanted, option in ((self.fallback == "auto", "--fallback auto"), (self.sensitivity, "--sensitivity")):
+            if wanted and not int8:
+                raise UsageError(f"{option} is about INT8 layers", found=f"--precision {self.precision}",
+                                 fix=f"use --precision int8, or drop {option}")
         if self.calib_method is not None and self.calib_method not in METHODS:
             raise UsageError("unknown calibration method", expected=" | ".join(METHODS), found=self.calib_method)
         if self.backend not in BACKENDS:
@@ -189,8 +199,10 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
     spec, meta, is_qdq = steps.onnx_facts(fp32_onnx)
     calibration = None
     if options.precision in ("int8", "best") and not is_qdq:
-        calib_dir = options.calib or steps.default_calib(out, spec, log)
-        calibration = steps.calibrate(runner, fp32_onnx, calib_dir, options, out, done, progress)
+        calibration = _int8_models(runner, fp32_onnx, spec, options, out, backend, done, log, progress)
+    elif is_qdq and (options.fallback == "auto" or options.sensitivity):
+        raise UsageError(f"{fp32_onnx.name} is already quantized: --fallback/--sensitivity re-quantize the float model",
+                         fix=f"pass --onnx {fp32_onnx.parent / 'model.onnx'}")
     engine_info: dict[str, Any] = {}
     if backend == "tensorrt":
         source = fp32_onnx if is_qdq or options.precision not in ("int8", "best") else out / "model.int8.onnx"
@@ -209,16 +221,50 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
     return BuildResult(out, manifest, backend, candidate, validation, bench, done, written, notices)
 
 
+def _int8_models(runner: StepRunner, fp32_onnx: Path, spec: Any, options: BuildOptions, out: Path, backend: str,
+                 done: dict[str, bool], log: Callable[[str], None], progress: Callable[..., Any] | None
+                 ) -> dict[str, Any]:
+    """calibrate -> [fallback | sensitivity] -> quantize; what the manifest records under ``calibration``."""
+    from . import build_steps as steps
+    from . import int8_steps
+
+    calib_dir = options.calib or steps.default_calib(out, spec, log)
+    calibration = int8_steps.calibrate(runner, fp32_onnx, calib_dir, options, out, done, progress)
+    float_layers: list[str] = []
+    if options.fallback == "auto":
+        found = int8_steps.fallback(runner, fp32_onnx, calib_dir, options, out, backend, done, log, progress)
+        if found is not None:
+            float_layers = list(found.get("kept", []))
+            calibration["fallback"] = {k: found.get(k) for k in ("passed", "kept", "precision_of_kept", "cap",
+                                                                 "next_layers", "latency_ms")}
+            calibration["fallback"]["trials"] = len(found.get("trials", []))
+    elif options.sensitivity:
+        int8_steps.sensitivity(runner, fp32_onnx, calib_dir, options, out, done, progress)
+    quantized = int8_steps.quantize(runner, fp32_onnx, options, out, done, float_layers)
+    calibration["concat_scales"] = options.concat_scales
+    calibration["float_layers"] = float_layers
+    calibration["seconds"] = {**calibration.get("seconds", {}), **quantized.get("seconds", {})}
+    return calibration
+
+
 def build_failure(result: BuildResult) -> AccuracyError | ArtifactError | None:
     """The error the CLI exits with when the folder is not a validated build (None when it is)."""
     if result.passed:
         return None
     if result.status == "failed":
         gates = (result.validation or {}).get("gates", {})
+        found = (result.manifest.calibration or {}).get("fallback") or {}
+        if found and not found.get("passed"):
+            fix = (f"raise --fallback-cap (now {found.get('cap')}; the next layers would be "
+                   f"{', '.join(found.get('next_layers') or []) or 'none: every quantized layer was tried'}), "
+                   "or try another --calib-method / more --calib-images")
+        elif result.manifest.precision in ("int8", "best") and not found:
+            fix = "try --fallback auto, another --calib-method, more --calib-images, or --precision fp32/fp16"
+        else:
+            fix = "try another --calib-method, more --calib-images, or --precision fp32/fp16"
         return AccuracyError("the engine does not segment like the PyTorch model (an accuracy gate failed)",
                              found="; ".join(gates.get("failures", [])) or "see validation.json",
-                             fix="try --calib-method percentile, more --calib-images, or --precision fp32/fp16; "
-                                 f"details in {result.out / 'report.md'}")
+                             fix=f"{fix}; details in {result.out / 'report.md'}")
     return ArtifactError("the build could not be validated against PyTorch",
                          found=str(result.manifest.validation.get("why", "no reference")),
                          fix="build from --weights (edgeseg build --weights F ...), or keep reference.npz "

@@ -230,35 +230,6 @@ def default_calib(out: Path, spec: InputSpec, log: Log) -> Path:
     return synthetic_set(out / "calib_synth", 64, spec.size, SYNTH_CALIB_SEED, log) / "images"
 
 
-def calibrate(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: BuildOptions, out: Path,
-              done: dict[str, bool], progress: Progress | None) -> dict[str, Any]:
-    from ..images import list_images
-    from ..quant.pipeline import CalibrateConfig, calibrate_model
-
-    key = {"onnx": sha256_file(fp32_onnx), "calib": sha256_files(list_images(calib_dir)),
-           "method": options.calib_method, "n": options.calib_images, "concat_scales": options.concat_scales,
-           "version": __version__}
-    names = ["ranges.json", "model.int8.onnx", "model.int8.ort.onnx", "calibration.cache"]
-
-    def run() -> dict[str, Any]:
-        config = CalibrateConfig(method=str(options.calib_method), calib_images=options.calib_images,
-                                 concat_scales=options.concat_scales)
-        on_progress, close = progress("calibrating") if progress else (None, None)
-        try:
-            result = calibrate_model(fp32_onnx, calib_dir, config, out_dir=out, on_progress=on_progress)
-        finally:
-            if close is not None:
-                close()
-        return {"method": options.calib_method, "concat_scales": options.concat_scales, "folder": str(calib_dir),
-                "images": len(result.images.used),
-                "skipped": [list(s) for s in result.images.skipped], "tensors": result.num_tensors,
-                "seconds": result.seconds}
-
-    outcome = runner.run("calibrate", key, [out / n for n in names], run)
-    done["calibrate"] = outcome.skipped
-    return dict(outcome.result or {})
-
-
 # -- 3. engine -------------------------------------------------------------------------------------
 ENGINE_FIELDS = ("tensorrt_version", "gpu_name", "compute_capability", "io_tensors", "build")
 

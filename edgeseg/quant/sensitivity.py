@@ -28,6 +28,7 @@ from .ranges import Ranges
 
 SENSITIVITY_JSON, SENSITIVITY_MD, SENSITIVITY_PNG = "sensitivity.json", "sensitivity.md", "sensitivity.png"
 PLOTTED_LAYERS = 25
+SENSITIVITY_FRAMES = 16  # calibration frames per candidate: ~0.7 s per layer for the demo model
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                   [[a["role"], a["file"] if a["exists"] else f"{a['file']} (missing)", a["size_bytes"],
                     (a["sha256"] or "-")[:16], a["matches_manifest"]] for a in report["artifacts"]])
     out += ["## Calibration", ""]
-    out += _table(["", ""], _key_values(report["calibration"])) if report.get("calibration") else \
+    calibration = {k: v for k, v in (report.get("calibration") or {}).items() if k != "fallback"}
+    out += _table(["", ""], _key_values(calibration)) if calibration else \
         ["No calibration (not an INT8 build, or not recorded).", ""]
+    out += _fallback((report.get("calibration") or {}).get("fallback"))
     if report.get("export"):
         out += ["## Export", ""] + _table(["", ""], _key_values(report["export"]))
     out += _accuracy(report)
@@ -80,6 +82,29 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("notes"):
         out += ["## Notes", ""] + [f"- {note}" for note in report["notes"]] + [""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _fallback(found: dict[str, Any] | None) -> list[str]:
+    if not found:
+        return []
+    kept = found.get("kept") or []
+    lines = ["### INT8 fallback (--fallback auto)", ""]
+    if kept:
+        lines.append(f"{len(kept)} layer(s) kept in {found.get('precision_of_kept')} (no Q/DQ around them), in the "
+                     "order sensitivity.md ranks them:")
+        lines += [""] + [f"- `{name}`" for name in kept] + [""]
+    elif found.get("passed"):
+        lines += ["The all-INT8 candidate passed the gates: no layer kept in float.", ""]
+    else:
+        lines += [f"The gates were still missed with {found.get('cap')} layer(s) in float (--fallback-cap); "
+                  f"next in line: {', '.join(f'`{n}`' for n in found.get('next_layers') or []) or '-'}. "
+                  "The files hold the all-INT8 model.", ""]
+    latency = {k: v for k, v in (found.get("latency_ms") or {}).items() if isinstance(v, (int, float))}
+    if "all-int8" in latency and "with-fallback" in latency:
+        lines += [f"Latency cost (p50, {latency.get('iterations')} interleaved runs): all-INT8 "
+                  f"{latency['all-int8']:.2f} ms -> with the fallback {latency['with-fallback']:.2f} ms.", ""]
+    lines += [f"Trials: {found.get('trials')} (fallback.json has each one's agreement and mIoU drop).", ""]
+    return lines
 
 
 def _accuracy(report: dict[str, Any]) -> list[str]:

@@ -301,3 +301,30 @@ def test_run_says_which_file_and_precision_it_runs(built: tuple[Path, object], t
                                        "--max-frames", "1"])
     assert result.exit_code == 0, result.output
     assert f"running {out / 'model.int8.ort.onnx'} (int8, onnxruntime; build verdict: passed)" in result.output
+
+
+def test_fallback_auto_tries_ranked_layers_up_to_the_cap_and_says_what_is_next(built: tuple[Path, object],
+                                                                                  tiny_data: Path) -> None:
+    out, _ = built
+    args = ["build", "--model", MODEL, "--input-size", "128x128", "--calib", str(tiny_data / "images"),
+            "--calib-images", "4", "--val", str(tiny_data), "--out", str(out), "--fallback", "auto",
+            "--fallback-cap", "2", "--min-agreement", "1.0", "--max-miou-drop", "0"]
+    result = CliRunner().invoke(main, args)
+    found = json.loads((out / "fallback.json").read_text())
+    if found["trials"][0]["passed"]:
+        pytest.skip("INT8 matched PyTorch on every pixel")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert [len(t["kept"]) for t in found["trials"]] == [0, 1, 2]
+    assert found["trials"][2]["kept"] == found["ranking"][:2] and not found["passed"]
+    assert "raise --fallback-cap (now 2; the next layers would be " + found["ranking"][2] in result.output
+    assert (out / "sensitivity.md").is_file() and found["ranking"][0] in (out / "sensitivity.md").read_text()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["calibration"]["fallback"]["next_layers"] == found["ranking"][2:7]
+    assert "INT8 fallback" in (out / "report.md").read_text()
+
+
+def test_fallback_needs_int8(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["build", "--precision", "fp32", "--fallback", "auto", "--out",
+                                       str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--fallback auto is about INT8 layers" in result.output
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,185 @@
+"""The INT8 steps of ``edgeseg build`` (layer 4): calibrate -> [fallback] -> quantize.
+
+- calibrate: the calibration pass (ranges.json, calibration.cache), skipped when its inputs are unchanged;
+- fallback (``--fallback auto``): validates the all-INT8 candidate of this backend against reference.npz
+  and, when it misses a gate, keeps the layers ranked most harmful on calibration frames in float until
+  it passes (quant/fallback.py); writes fallback.json (+ sensitivity.*);
+- quantize: model.int8.onnx and model.int8.ort.onnx from the ranges, with the fallback's layers in float.
+Splitting the pass from the writers lets the fallback try layer sets without recalibrating.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..fileio import atomic_write_json, sha256_file, sha256_files
+from ..reference import REFERENCE_FILE
+from .build import BuildOptions
+from .build_steps import Log, Progress
+from .step_cache import StepRunner
+
+FALLBACK_FILE = "fallback.json"
+# on TensorRT a layer without Q/DQ runs in FP16 (the INT8 build allows FP16); ONNX Runtime's CPU runs it in FP32
+FLOAT_PRECISION = {"tensorrt": "fp16", "onnxruntime": "fp32"}
+LATENCY_ITERATIONS = 10
+
+
+def calibrate_config(options: BuildOptions):  # -> quant.pipeline.CalibrateConfig
+    from ..quant.pipeline import CalibrateConfig
+
+    return CalibrateConfig(method=str(options.calib_method), calib_images=options.calib_images,
+                           concat_scales=options.concat_scales)
+
+
+def calibrate(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: BuildOptions, out: Path,
+              done: dict[str, bool], progress: Progress | None) -> dict[str, Any]:
+    from ..images import list_images
+    from ..quant.pipeline import calibrate_ranges
+
+    key = {"onnx": sha256_file(fp32_onnx), "calib": sha256_files(list_images(calib_dir)),
+           "method": options.calib_method, "n": options.calib_images, "version": __version__}
+
+    def run() -> dict[str, Any]:
+        on_progress, close = progress("calibrating") if progress else (None, None)
+        try:
+            ranges, images, seconds = calibrate_ranges(fp32_onnx, calib_dir, calibrate_config(options), out_dir=out,
+                                                       on_progress=on_progress)
+        finally:
+            if close is not None:
+                close()
+        return {"method": options.calib_method, "folder": str(calib_dir), "images": len(images.used),
+                "skipped": [list(s) for s in images.skipped], "tensors": len(ranges.tensors), "seconds": seconds}
+
+    outcome = runner.run("calibrate", key, [out / "ranges.json", out / "calibration.cache"], run)
+    done["calibrate"] = outcome.skipped
+    return dict(outcome.result or {})
+
+
+def quantize(runner: StepRunner, fp32_onnx: Path, options: BuildOptions, out: Path, done: dict[str, bool],
+             float_layers: list[str]) -> dict[str, Any]:
+    from ..quant.pipeline import write_int8_models
+    from ..quant.ranges import load_ranges
+
+    key = {"onnx": sha256_file(fp32_onnx), "ranges": sha256_file(out / "ranges.json"),
+           "concat_scales": options.concat_scales, "float_layers": float_layers, "version": __version__}
+
+    def run() -> dict[str, Any]:
+        _, _, seconds = write_int8_models(fp32_onnx, load_ranges(out / "ranges.json"), out, calibrate_config(options),
+                                          float_layers=float_layers)
+        return {"concat_scales": options.concat_scales, "float_layers": float_layers, "seconds": seconds}
+
+    outcome = runner.run("quantize", key, [out / "model.int8.onnx", out / "model.int8.ort.onnx"], run)
+    done["quantize"] = outcome.skipped
+    return dict(outcome.result or {})
+
+
+def fallback(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: BuildOptions, out: Path, backend: str,
+             done: dict[str, bool], log: Log, progress: Progress | None) -> dict[str, Any] | None:
+    """The layers to keep in float (fallback.json), or None when there is no reference to aim at."""
+    reference = out / REFERENCE_FILE
+    if not reference.is_file():
+        log(f"warning: --fallback auto needs {REFERENCE_FILE} to check the gates; no fallback")
+        return None
+    key = {"onnx": sha256_file(fp32_onnx), "ranges": sha256_file(out / "ranges.json"),
+           "reference": sha256_file(reference), "backend": backend, "concat_scales": options.concat_scales,
+           "gates": [options.min_agreement, options.max_miou_drop], "cap": options.fallback_cap,
+           "version": __version__}
+    outcome = runner.run("fallback", key, [out / FALLBACK_FILE],
+                         lambda: _search(fp32_onnx, calib_dir, options, out, backend, log, progress))
+    done["fallback"] = outcome.skipped
+    return dict(outcome.result or {})
+
+
+def _search(fp32_onnx: Path, calib_dir: Path, options: BuildOptions, out: Path, backend: str, log: Log,
+            progress: Progress | None) -> dict[str, Any]:
+    from ..quant.fallback import Trial, greedy_fallback
+    from ..quant.pipeline import layer_sensitivity, write_int8_models
+    from ..quant.ranges import load_ranges
+    from .validate import ValidationConfig, validate_candidate
+
+    ranges, config = load_ranges(out / "ranges.json"), calibrate_config(options)
+    gates = ValidationConfig(min_agreement=options.min_agreement, max_miou_drop=options.max_miou_drop,
+                             threads=options.threads)
+    with tempfile.TemporaryDirectory(prefix="edgeseg-fallback-") as tmp:
+        work = Path(tmp)
+        candidates: dict[int, Path] = {}
+
+        def evaluate(kept: Any) -> Trial:
+            trt_path, ort_path, _ = write_int8_models(fp32_onnx, ranges, work, config, float_layers=list(kept))
+            candidate = trt_path if backend == "tensorrt" else ort_path  # TensorRT's file, simulated here
+            keep = work / f"trial_{len(kept)}{candidate.suffix}"
+            shutil.copyfile(candidate, keep)
+            candidates[len(kept)] = keep
+            result = validate_candidate(keep, out / REFERENCE_FILE, config=gates, write=False,
+                                        raise_on_failure=False)
+            truth = result.ground_truth or {}
+            return Trial(list(kept), result.passed, float(result.parity["agreement"]),
+                         truth.get("miou_drop_points"), list(result.gates["failures"]))
+
+        def ranking() -> list[str]:
+            log("fallback: the all-INT8 candidate misses a gate; ranking layers on calibration frames")
+            on_progress, close = progress("sensitivity (candidates)") if progress else (None, None)
+            try:
+                sensitivity, _ = layer_sensitivity(fp32_onnx, calib_dir, ranges, config, out_dir=out,
+                                                   on_progress=on_progress)
+            finally:
+                if close is not None:
+                    close()
+            return sensitivity.ranked()
+
+        result = greedy_fallback(evaluate, ranking, cap=options.fallback_cap, log=log)
+        summary = {**result.to_dict(), "precision_of_kept": FLOAT_PRECISION[backend],
+                   "latency_ms": _latency_cost(candidates, len(result.kept), backend, options)}
+    if not result.passed:
+        log(f"fallback: still failing with {options.fallback_cap} layer(s) in float (--fallback-cap); next would be: "
+            + ", ".join(result.next_layers))
+    atomic_write_json(out / FALLBACK_FILE, summary)
+    return summary
+
+
+def _latency_cost(candidates: dict[int, Path], kept: int, backend: str, options: BuildOptions) -> dict[str, Any]:
+    """The all-INT8 and the final candidate timed side by side (CPU only: an engine is timed by bench)."""
+    if kept == 0 or backend != "onnxruntime":
+        return {"note": "no layer kept" if kept == 0 else "TensorRT: the engine's latency is in bench.json"}
+    import numpy as np
+
+    from .artifacts import usable_cores
+    from .bench import benchmark, ort_runner
+
+    threads = options.threads or usable_cores()
+    runners = [ort_runner(candidates[0], "all-int8", "int8", threads),
+               ort_runner(candidates[kept], "with-fallback", "int8", threads)]
+    try:
+        x = np.random.default_rng(0).standard_normal(runners[0].input_shape or ()).astype(np.float32)
+        timed = benchmark(runners, [x], iterations=LATENCY_ITERATIONS, warmup=2)
+    finally:
+        for runner in runners:
+            runner.close()
+    return {**{stats.name: round(stats.p50_ms, 3) for stats in timed.runners},
+            "iterations": LATENCY_ITERATIONS, "threads": threads}
+
+
+def sensitivity(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: BuildOptions, out: Path,
+                done: dict[str, bool], progress: Progress | None) -> None:
+    """``--sensitivity`` without a fallback: sensitivity.json/.md/.png for the report."""
+    from ..quant.pipeline import layer_sensitivity
+    from ..quant.ranges import load_ranges
+    from ..quant.sensitivity import SENSITIVITY_JSON, SENSITIVITY_MD
+
+    key = {"onnx": sha256_file(fp32_onnx), "ranges": sha256_file(out / "ranges.json"),
+           "concat_scales": options.concat_scales, "version": __version__}
+
+    def run() -> None:
+        on_progress, close = progress("sensitivity (candidates)") if progress else (None, None)
+        try:
+            layer_sensitivity(fp32_onnx, calib_dir, load_ranges(out / "ranges.json"), calibrate_config(options),
+                              out_dir=out, on_progress=on_progress)
+        finally:
+            if close is not None:
+                close()
+
+    done["sensitivity"] = runner.run("sensitivity", key, [out / SENSITIVITY_JSON, out / SENSITIVITY_MD], run).skipped
