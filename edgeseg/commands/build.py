@@ -23,7 +23,8 @@ TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
               help="Start from an exported model.onnx (or a Q/DQ model.int8.onnx): no torch needed.")
 @click.option("--input-size", type=SIZE, default=None, help="HxW, multiples of 32 (default: the checkpoint's).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "best"]), default=None,
-              help="Engine precision (default int8).")
+              help="Engine precision (default int8). best: TensorRT picks per layer among INT8/FP16; on the CPU "
+                   "the fastest of FP32 and INT8 that passes the gates is kept (selection.json says why).")
 @click.option("--int8", "int8_flag", is_flag=True, help="Same as --precision int8.")
 @click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Calibration image folder (default: ./calib, else synthetic scenes).")
@@ -85,6 +86,9 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
         for key in ("gt_miou_reference", "gt_miou_candidate", "gt_miou_drop_points"):
             if key in acc:
                 rows.append((key.replace("gt_", "ground truth ").replace("_", " "), f"{acc[key]:.4f}"))
+    selection = (m.build or {}).get("selection")
+    if selection:
+        rows.append(("best", f"kept {selection.get('chosen')}: {selection.get('why')}"))
     found = (m.calibration or {}).get("fallback")
     if found:
         kept = found.get("kept") or []

@@ -48,6 +48,10 @@ def backend_notice(backend: str, precision: str, out: Path) -> str:
     if precision == "int8":
         return ("TensorRT is not installed here: building the ONNX Runtime INT8 model instead. On the Jetson run: "
                 f"edgeseg build --onnx {_quote(out / 'model.int8.onnx')} --backend tensorrt")
+    if precision == "best":
+        return ("TensorRT is not installed here: ONNX Runtime FP32 and INT8 are both validated and timed, and the "
+                "fastest that passes the gates is kept. On the Jetson run: "
+                f"edgeseg build --onnx {_quote(out / 'model.int8.onnx')} --backend tensorrt")
     return ("TensorRT is not installed here: the FP32 ONNX model runs with ONNX Runtime. On the Jetson run: "
             f"edgeseg build --onnx {_quote(out / 'model.onnx')} --precision {precision} --backend tensorrt")
 

@@ -183,3 +183,68 @@ def sensitivity(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: B
                 close()
 
     done["sensitivity"] = runner.run("sensitivity", key, [out / SENSITIVITY_JSON, out / SENSITIVITY_MD], run).skipped
+
+
+SELECTION_FILE = "selection.json"
+
+
+def select_fastest(runner: StepRunner, candidates: list[Path], options: BuildOptions, out: Path,
+                   done: dict[str, bool], log: Log) -> tuple[Path, dict[str, Any]]:
+    """``--precision best`` on the CPU: every candidate checked against the gates and timed side by side;
+    the fastest that passes wins (FP32 when INT8 fails or is slower). selection.json says why."""
+    reference = out / REFERENCE_FILE
+    key = {"candidates": {p.name: sha256_file(p) for p in candidates},
+           "reference": sha256_file(reference) if reference.is_file() else None,
+           "gates": [options.min_agreement, options.max_miou_drop], "iterations": options.bench_iterations,
+           "threads": options.threads, "version": __version__}
+    outcome = runner.run("select", key, [out / SELECTION_FILE],
+                         lambda: _measure_and_pick(candidates, options, out, log))
+    done["select"] = outcome.skipped
+    selection = dict(outcome.result or {})
+    return out / str(selection["chosen"]), selection
+
+
+def pick_fastest(rows: dict[str, dict[str, Any]], *, default: str) -> str:
+    """The candidate with the lowest p50 among those that passed the gates; ``default`` (the float model)
+    when none did."""
+    passing = sorted((row["p50_ms"], name) for name, row in rows.items() if row["passed"])
+    return passing[0][1] if passing else default
+
+
+def _measure_and_pick(candidates: list[Path], options: BuildOptions, out: Path, log: Log) -> dict[str, Any]:
+    import numpy as np
+
+    from .artifacts import usable_cores
+    from .bench import benchmark, ort_runner
+    from .validate import ValidationConfig, validate_candidate
+
+    reference = out / REFERENCE_FILE
+    gates = ValidationConfig(min_agreement=options.min_agreement, max_miou_drop=options.max_miou_drop,
+                             threads=options.threads)
+    rows: dict[str, dict[str, Any]] = {}
+    for path in candidates:
+        if reference.is_file():
+            result = validate_candidate(path, reference, config=gates, write=False, raise_on_failure=False)
+            rows[path.name] = {"passed": result.passed, "agreement": result.parity["agreement"],
+                               "miou_drop_points": (result.ground_truth or {}).get("miou_drop_points"),
+                               "failures": result.gates["failures"]}
+        else:  # nothing to check INT8 against: only the float model is trusted as is
+            rows[path.name] = {"passed": "int8" not in path.name, "failures": [f"no {REFERENCE_FILE}"]}
+    threads = options.threads or usable_cores()
+    runners = [ort_runner(path, path.name, "int8" if "int8" in path.name else "fp32", threads) for path in candidates]
+    try:
+        x = np.random.default_rng(0).standard_normal(runners[0].input_shape or ()).astype(np.float32)
+        timed = benchmark(runners, [x], iterations=options.bench_iterations, warmup=3)
+    finally:
+        for r in runners:
+            r.close()
+    for stats in timed.runners:
+        rows[stats.name]["p50_ms"] = round(stats.p50_ms, 3)
+    chosen = pick_fastest(rows, default=candidates[0].name)
+    why = "; ".join(f"{name}: p50 {row['p50_ms']:.2f} ms, gates {'passed' if row['passed'] else 'failed'}"
+                    for name, row in rows.items())
+    log(f"best: {chosen} ({why})")
+    summary = {"chosen": chosen, "candidates": rows, "why": why, "threads": threads,
+               "iterations": options.bench_iterations, "load_average": timed.load_average}
+    atomic_write_json(out / SELECTION_FILE, summary)
+    return summary

@@ -328,3 +328,30 @@ def test_fallback_needs_int8(tmp_path: Path) -> None:
                                        str(tmp_path / "o")])
     assert result.exit_code == 2 and "--fallback auto is about INT8 layers" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_best_on_the_cpu_validates_and_times_both_and_keeps_the_fastest_that_passes(
+        built: tuple[Path, object], tiny_data: Path) -> None:
+    out, _ = built
+    result = CliRunner().invoke(main, ["build", "--model", MODEL, "--input-size", "128x128", "--calib",
+                                       str(tiny_data / "images"), "--calib-images", "4", "--val", str(tiny_data),
+                                       "--min-agreement", "0", "--max-miou-drop", "100", "--precision", "best",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    selection = json.loads((out / "selection.json").read_text())
+    rows = selection["candidates"]
+    assert set(rows) == {"model.onnx", "model.int8.ort.onnx"} and all(r["passed"] for r in rows.values())
+    assert selection["chosen"] == min(rows, key=lambda name: rows[name]["p50_ms"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["validation"]["candidate_file"] == selection["chosen"] and manifest["precision"] == "best"
+    assert f"kept {selection['chosen']}" in result.output
+
+
+def test_pick_fastest_skips_candidates_that_fail_the_gates() -> None:
+    from edgeseg.pipeline.int8_steps import pick_fastest
+
+    rows = {"model.onnx": {"passed": True, "p50_ms": 20.0}, "model.int8.ort.onnx": {"passed": False, "p50_ms": 9.0}}
+    assert pick_fastest(rows, default="model.onnx") == "model.onnx"
+    rows["model.int8.ort.onnx"]["passed"] = True
+    assert pick_fastest(rows, default="model.onnx") == "model.int8.ort.onnx"
+    assert pick_fastest({"a": {"passed": False, "p50_ms": 1.0}}, default="model.onnx") == "model.onnx"
