@@ -3,15 +3,29 @@
 // the gpu tests compare them.
 #include <cuda_fp16.h>
 
-// Half-pixel bilinear sample of channel c at output (x, y), edge clamped (as spec.resize_bilinear).
+// Half-pixel source coordinates of output index dst, edge clamped (as spec.resize_bilinear), in 32-bit
+// maths only (FP64 runs at 1/32-1/64 rate on Jetson): pos = (dst + 0.5) * src_size / dst_size - 0.5 is
+// num / den exactly in integers, so lo is an integer division and the weight one correctly rounded float
+// division: the reference's float64 weight rounded to float32, not a float32 position's ~1e-4 error.
+// num fits an int for sides up to 32767 (kernels.MAX_FRAME_SIDE); den < 2^24 and num - l * den < den are
+// exact floats.
 __device__ __forceinline__ void bilinear_coords(int dst, int dst_size, int src_size,
                                                 int *lo, int *hi, float *w) {
-    double pos = ((double)dst + 0.5) * ((double)src_size / (double)dst_size) - 0.5;
-    pos = fmin(fmax(pos, 0.0), (double)(src_size - 1));
-    int l = (int)floor(pos);
+    int num = (2 * dst + 1) * src_size - dst_size;
+    int den = 2 * dst_size;
+    int l = 0;
+    float weight = 0.0f;
+    if (num > 0) {  // pos <= 0 clamps to pixel 0, weight 0
+        l = num / den;  // num > 0: truncation is floor
+        if (l >= src_size - 1) {
+            l = src_size - 1;  // at or past the last pixel: clamped, weight 0
+        } else {
+            weight = __fdiv_rn((float)(num - l * den), (float)den);
+        }
+    }
     *lo = l;
     *hi = min(l + 1, src_size - 1);
-    *w = (float)(pos - (double)l);
+    *w = weight;
 }
 
 template <typename T> __device__ __forceinline__ T to_out(float v);

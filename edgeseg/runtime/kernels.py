@@ -23,6 +23,7 @@ KERNEL_SOURCE = Path(__file__).with_name("kernels.cu")
 BLOCK_2D = (16, 16, 1)
 BLOCK_1D = (256, 1, 1)
 MAX_CLASSES = 256  # the mask is uint8
+MAX_FRAME_SIDE = 32767  # kernels.cu's bilinear_coords: (2 * dst + 1) * src_size must fit an int32
 
 
 def normalisation(spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -122,6 +123,10 @@ class GpuKernels:
         if kernel is None:
             raise ConfigError("the engine input must be float32 or float16", found=str(np.dtype(dst_dtype)))
         h, w = self.spec.height, self.spec.width
+        if max(frame_h, frame_w, h, w) > MAX_FRAME_SIDE or min(frame_h, frame_w) < 1:
+            raise InputError("the GPU preprocessing cannot resize this frame",
+                             expected=f"sides from 1 to {MAX_FRAME_SIDE} (frame and model)",
+                             found=f"frame {frame_h}x{frame_w}, model {h}x{w}")
         kernel(np.uintp(frame_ptr), np.int32(frame_h), np.int32(frame_w), np.int32(pitch), np.uintp(dst_ptr),
                np.int32(h), np.int32(w), self.swap, *self.norm,
                block=BLOCK_2D, grid=_grid_2d(w, h), stream=stream)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,11 +25,12 @@ def test_batches_are_checked_and_made_contiguous_float32() -> None:
 
 
 FAKE_CUDA = SimpleNamespace(mem_alloc=lambda nbytes: 0, memcpy_htod=lambda device, array: None)
+NO_CONTEXT = SimpleNamespace(active=contextlib.nullcontext)  # the CUDA context: tests/engine/test_calibrator_context.py
 
 
 def calibrator(cache: Path, version: str) -> Any:
     return make_entropy_calibrator(make_fake_trt(version), [], input_shape=(1, 3, 2, 2), cache_path=cache,
-                                   trt_version=version, cuda=FAKE_CUDA)
+                                   trt_version=version, cuda=FAKE_CUDA, context=NO_CONTEXT)
 
 
 def test_cache_for_this_tensorrt_is_handed_to_tensorrt(tmp_path: Path) -> None:
