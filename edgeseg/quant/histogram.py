@@ -21,6 +21,10 @@ import numpy as np
 BINS = 2048  # histogram bins over [0, max|x|] for the threshold search (TensorRT's)
 QUANTIZED_BINS = 128  # int8 levels on one side of a symmetric scale
 MAX_BINS = BINS * 64  # growth cap before pairs of bins are merged
+# values histogrammed per tensor per batch: a 512x1024 feature map holds millions; 100 calibration images
+# x 2^18 samples (26 M) still resolve a 99.99th percentile, at a fraction of the time (a strided sample, so a
+# tensor is sampled at the same positions in every batch)
+SAMPLE_BUDGET = 1 << 18
 
 
 class AbsHistogram:
@@ -45,11 +49,14 @@ class AbsHistogram:
         return low, high
 
     def add(self, values: np.ndarray) -> None:
-        low, high = self.add_extremes(values)
+        low, high = self.add_extremes(values)  # the extremes are exact; the histogram may be of a sample
         if not self.finite:
             return
         amax = max(abs(low), abs(high))
-        zeros = values.size - int(np.count_nonzero(values))
+        flat = values.reshape(-1)
+        if flat.size > SAMPLE_BUDGET:  # every step-th value: the same tensor gets the same step every batch
+            flat = flat[:: -(-flat.size // SAMPLE_BUDGET)]
+        zeros = flat.size - int(np.count_nonzero(flat))
         self.zeros += zeros
         if amax == 0.0:
             return
@@ -57,7 +64,7 @@ class AbsHistogram:
             self.width = amax / BINS
         while amax / self.width >= MAX_BINS:
             self._merge_pairs()
-        index = np.abs(values).reshape(-1)
+        index = np.abs(flat)
         index *= np.float32(1.0 / self.width)
         counts = np.bincount(index.astype(np.intp))
         if len(counts) > len(self.counts):
