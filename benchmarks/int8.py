@@ -51,6 +51,29 @@ def synthetic_images(folder: Path, count: int, height: int, width: int, seed: in
     return folder
 
 
+def peer_quantize_static(folder: Path, calib: Path, count: int, height: int, width: int) -> Path:
+    """The peer: ONNX Runtime's own quantize_static (QDQ, per-channel, its defaults: MinMax, uint8
+    activations) with its own calibration pass over the same images, preprocessed like edgeseg's."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    from edgeseg.onnx_model import input_spec_of, load_onnx
+    from edgeseg.quant.calib_data import CalibrationFeed
+
+    class Reader:  # onnxruntime's CalibrationDataReader protocol
+        def __init__(self, batches: list) -> None:
+            self.batches = iter(batches)
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    spec = input_spec_of(load_onnx(folder / "model.onnx"))
+    feed = CalibrationFeed(calib, spec, count=count, batch_size=1, seed=0)
+    out = folder / "peer_quantize_static.onnx"
+    quantize_static(str(folder / "model.onnx"), str(out), Reader(list(feed)), quant_format=QuantFormat.QDQ,
+                    per_channel=True)
+    return out
+
+
 SETTLE_S = 0.05  # idle gap before each timed call: spinning ORT/OpenMP workers of the previous one back off
 
 
@@ -84,7 +107,7 @@ def export(name: str, height: int, width: int, out: Path):  # -> torch module
 
 
 def measure_model(name: str, height: int, width: int, calib: Path, work: Path, *, threads: int, iterations: int,
-                  warmup: int, calib_images: int, method: str, variants: bool) -> dict:
+                  warmup: int, calib_images: int, method: str, variants: bool, with_torch: bool = True) -> dict:
     import torch
 
     from edgeseg.quant.pipeline import CalibrateConfig, calibrate_model
@@ -109,8 +132,12 @@ def measure_model(name: str, height: int, width: int, calib: Path, work: Path, *
         with torch.inference_mode():
             return model(tx)
 
+    peer = OnnxRuntimeBackend(peer_quantize_static(folder, calib, calib_images, height, width), threads=threads)
     runners: dict[str, Callable[[], object]] = {
-        "pytorch_fp32": torch_run, "ort_fp32": lambda: fp32.infer(x), "ort_int8": lambda: int8.infer(x)}
+        "pytorch_fp32": torch_run, "ort_fp32": lambda: fp32.infer(x), "ort_int8": lambda: int8.infer(x),
+        "ort_quantize_static": lambda: peer.infer(x)}
+    if not with_torch:
+        del runners["pytorch_fp32"]
     if variants:  # the levers, from the same ranges
         ranges = load_ranges(result.ranges_path)
         for label, options in {
@@ -128,10 +155,14 @@ def measure_model(name: str, height: int, width: int, calib: Path, work: Path, *
     timings = side_by_side(runners, iterations, warmup)
     reference = fp32.infer(x).copy()
     agreement = float((int8.infer(x).argmax(1) == reference.argmax(1)).mean())
-    torch_ms, ort_ms, int8_ms = (timings[k]["median_ms"] for k in ("pytorch_fp32", "ort_fp32", "ort_int8"))
+    ort_ms, int8_ms, peer_ms = (timings[k]["median_ms"] for k in ("ort_fp32", "ort_int8", "ort_quantize_static"))
+    torch_ms = timings["pytorch_fp32"]["median_ms"] if with_torch else None
     return {
         "model": name, "size": f"{height}x{width}", "timings": timings,
-        "int8_vs_torch": round(int8_ms / torch_ms, 3), "int8_vs_ort_fp32": round(int8_ms / ort_ms, 3),
+        "int8_vs_torch": round(int8_ms / torch_ms, 3) if torch_ms else None,
+        "int8_vs_ort_fp32": round(int8_ms / ort_ms, 3),
+        "int8_vs_quantize_static": round(int8_ms / peer_ms, 3),
+        "quantize_static_vs_ort_fp32": round(peer_ms / ort_ms, 3),
         "calibration_s": calibration_s, "calibration_images": len(result.images.used),
         "calibration_steps_s": result.seconds, "calibrated_tensors": result.num_tensors,
         "argmax_agreement_int8_vs_fp32_random_input": round(agreement, 4),
@@ -146,14 +177,19 @@ def write_markdown(report: dict, path: Path) -> None:
     for name, t in target["timings"].items():
         lines.append(f"| {name} | {t['median_ms']} | {t['min_ms']} |")
     lines += ["", f"- INT8 / PyTorch eager: **{target['int8_vs_torch']}** (target <= {TARGETS['int8_vs_torch']})",
+              f"- INT8 / ORT quantize_static: **{target['int8_vs_quantize_static']}** (target < 1)",
               f"- INT8 / ORT FP32: **{target['int8_vs_ort_fp32']}** (target <= {TARGETS['int8_vs_ort_fp32']})",
               f"- calibration ({target['calibration_images']} images, {report['method']}): "
               f"**{target['calibration_s']} s** (target <= {TARGETS['calibration_s']:.0f} s); steps "
               f"{target['calibration_steps_s']}", ""]
     if report.get("models"):
         lines += [f"## All registered models at {report['models_size']}", "",
-                  "| model | PyTorch ms | ORT FP32 ms | ORT INT8 ms | INT8/PyTorch | INT8/ORT FP32 |",
-                  "|---|---|---|---|---|---|"]
+                  "ORT INT8 = edgeseg's model.int8.ort.onnx; quantize_static = ONNX Runtime's own (the peer). "
+                  "Targets: INT8 faster than quantize_static; INT8/ORT FP32 <= 0.85 (SPEED decoders), <= 0.5 "
+                  "(DeepLabV3+, HRNet); where INT8 loses, `--precision best` keeps FP32.", "",
+                  "| model | ORT FP32 ms | quantize_static ms | ORT INT8 ms | INT8/FP32 | quantize_static/FP32 | "
+                  "INT8/quantize_static |",
+                  "|---|---|---|---|---|---|---|"]
         for row in report["models"]:
             if "error" in row:
                 error = " ".join(row["error"].split()).replace("|", "/")  # one table cell
@@ -161,8 +197,10 @@ def write_markdown(report: dict, path: Path) -> None:
                 continue
             t = row["timings"]
             mark = " *" if row.get("remeasured") else ""
-            lines.append(f"| {row['model']}{mark} | {t['pytorch_fp32']['median_ms']} | {t['ort_fp32']['median_ms']} | "
-                         f"{t['ort_int8']['median_ms']} | {row['int8_vs_torch']} | {row['int8_vs_ort_fp32']} |")
+            lines.append(f"| {row['model']}{mark} | {t['ort_fp32']['median_ms']} | "
+                         f"{t['ort_quantize_static']['median_ms']} | {t['ort_int8']['median_ms']} | "
+                         f"{row['int8_vs_ort_fp32']} | {row['quantize_static_vs_ort_fp32']} | "
+                         f"{row['int8_vs_quantize_static']} |")
     remeasured = [row for row in report.get("models", []) if row.get("remeasured")]
     if remeasured or report.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report.get("notes", [])]
@@ -187,8 +225,8 @@ def update_models(args: argparse.Namespace, names: list[str]) -> None:
             print(f"{name} at {mh}x{mw} ...", flush=True)
             load = os.getloadavg()[0]
             row = measure_model(name, mh, mw, small_calib, work, threads=args.threads,
-                                iterations=args.models_iterations, warmup=3, calib_images=8, method="minmax",
-                                variants=False)
+                                iterations=args.models_iterations, warmup=3, calib_images=8, method=args.method,
+                                variants=False, with_torch=False)
             row["remeasured"] = (f"re-measured alone on {datetime.date.today()} with the current code (load avg "
                                  f"{load:.2f} at start, PyTorch with denormals flushed)")
             report["models"] = [row if r["model"] == name else r for r in report["models"]]
@@ -201,14 +239,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="512x1024")
     parser.add_argument("--models", default="all", help="'all', 'none' or comma-separated names (besides the target)")
-    parser.add_argument("--models-size", default="256x512")
+    parser.add_argument("--models-size", default="512x1024")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=20)
-    parser.add_argument("--models-iterations", type=int, default=20)
+    parser.add_argument("--models-iterations", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--calib", type=Path, default=None)
     parser.add_argument("--calib-images", type=int, default=100)
-    parser.add_argument("--method", default="entropy")
+    parser.add_argument("--method", default="percentile")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite int8.md from int8.json")
     parser.add_argument("--update-models", default=None,
@@ -255,7 +293,7 @@ def main() -> None:
             try:
                 row = measure_model(name, mh, mw, small_calib, work, threads=args.threads,
                                     iterations=args.models_iterations, warmup=3, calib_images=8,
-                                    method="minmax", variants=False)
+                                    method=args.method, variants=False, with_torch=False)
             except Exception as exc:  # one broken model must not lose the others' numbers
                 row = {"model": name, "error": f"{type(exc).__name__}: {exc}"[:200]}
             report["models"].append(row)

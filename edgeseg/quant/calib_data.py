@@ -148,26 +148,3 @@ class CalibrationFeed:
                 found=f"{len(self.images.skipped)} unreadable file(s): {skipped}",
                 fix="replace the corrupt files with valid jpg/png/bmp images",
             )
-
-
-class OrtCalibrationReader:
-    """onnxruntime's CalibrationDataReader protocol (``get_next``) over an iterator of batches.
-
-    onnxruntime recognises readers by their ``get_next`` method, so this class does not
-    need to import onnxruntime.
-    """
-
-    def __init__(self, batches: Iterator[Batch] | list[Batch]) -> None:
-        self._iterator = iter(batches)
-
-    def get_next(self) -> Batch | None:
-        return next(self._iterator, None)
-
-    def __iter__(self) -> OrtCalibrationReader:
-        return self
-
-    def __next__(self) -> Batch:
-        batch = self.get_next()
-        if batch is None:
-            raise StopIteration
-        return batch

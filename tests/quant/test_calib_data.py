@@ -11,7 +11,7 @@ from helpers.tiny_onnx import write_images
 
 from edgeseg.errors import ConfigError, InputError
 from edgeseg.images import load_image
-from edgeseg.quant.calib_data import CalibrationFeed, OrtCalibrationReader, rank_images
+from edgeseg.quant.calib_data import CalibrationFeed, rank_images
 from edgeseg.spec import InputSpec, preprocess
 
 SPEC = InputSpec(32, 64)
@@ -99,12 +99,3 @@ def test_grayscale_rgba_and_16bit_images_are_used(tmp_path: Path) -> None:
     feed = CalibrationFeed(tmp_path, SPEC, count=3)
     batches = list(feed)
     assert len(batches) == 3 and not feed.images.skipped
-
-
-def test_ort_reader_protocol() -> None:
-    from onnxruntime.quantization.calibrate import CalibrationDataReader
-
-    batches = [{"images": np.zeros((1, 3, 32, 64), np.float32)} for _ in range(2)]
-    reader = OrtCalibrationReader(batches)
-    assert isinstance(reader, CalibrationDataReader)
-    assert reader.get_next() is batches[0] and reader.get_next() is batches[1] and reader.get_next() is None
