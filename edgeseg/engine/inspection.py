@@ -1,7 +1,8 @@
 """Engine inspector output as layers.json (layer 2).
 
 ``inspect_engine`` asks TensorRT's engine inspector for its JSON (detailed when the
-engine was built with ProfilingVerbosity.DETAILED); ``normalise_layer_information``
+engine was built with ProfilingVerbosity.DETAILED); ``inspect_serialized_engine`` does it
+for the bytes a build just produced (and frees what it deserialised); ``normalise_layer_information``
 is pure: it parses that JSON, unifies TensorRT 11's "I/O Tensors" key with the older
 "Bindings", and counts layers per precision so reports can show what ran in INT8.
 """
@@ -56,3 +57,19 @@ def inspect_engine(engine: tensorrt.ICudaEngine, trt: Any) -> dict[str, Any]:
     inspector: tensorrt.EngineInspector = engine.create_engine_inspector()
     text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
     return normalise_layer_information(text)
+
+
+def inspect_serialized_engine(trt: Any, engine_bytes: bytes, *,
+                              version_compatible: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(layers.json content, I/O tensors) of an engine just built: deserialised the way the robot will
+    (``runtime.trt.load_engine``: the process logger, host code allowed when version compatible), read,
+    then freed, the engine before its runtime."""
+    from ..runtime.trt import engine_io_tensors, load_engine
+
+    runtime, engine = load_engine(trt, engine_bytes, version_compatible=version_compatible,
+                                  what="the engine just built")
+    try:
+        return inspect_engine(engine, trt), engine_io_tensors(engine, trt)
+    finally:
+        del engine
+        del runtime

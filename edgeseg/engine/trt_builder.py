@@ -19,9 +19,10 @@ import numpy as np
 from ..errors import ArtifactError, ConfigError, require
 from ..fileio import atomic_write_bytes, sha256_file
 from ..manifest import Manifest
+from ..runtime.trt_logger import LogCapture, capture_log, process_logger
 from ..spec import InputSpec
 from .config import BuildConfig
-from .inspection import inspect_engine
+from .inspection import inspect_serialized_engine
 from .manifest import engine_manifest
 from .onnx_info import OnnxInfo, read_onnx_info
 from .versions import BuildPlan, plan_build
@@ -41,27 +42,6 @@ class BuildResult:
 
     def __iter__(self) -> Iterator[Any]:  # engine_bytes, manifest = build_engine(...)
         return iter((self.engine_bytes, self.manifest))
-
-
-def make_logger(trt: Any, *, verbose: bool = False) -> Any:
-    """A TensorRT logger that keeps errors/warnings for the error message and prints when verbose."""
-    severity = trt.ILogger.Severity if hasattr(trt.ILogger, "Severity") else trt.Logger
-
-    class CapturingLogger(trt.ILogger):  # type: ignore[misc,name-defined]
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-            self.warnings: list[str] = []
-
-        def log(self, level: Any, msg: str) -> None:
-            if level in (severity.ERROR, severity.INTERNAL_ERROR):
-                self.errors.append(msg)
-            elif level == severity.WARNING:
-                self.warnings.append(msg)
-            if verbose:
-                print(f"[TensorRT] {msg}", flush=True)
-
-    return CapturingLogger()
 
 
 def format_parser_errors(parser: tensorrt.OnnxParser, node_names: list[str]) -> str:
@@ -144,7 +124,21 @@ def build_engine(
                             expected="metadata_props['input_spec'] written by edgeseg export",
                             fix="export the model with edgeseg export, or pass the input spec")
 
-    logger = make_logger(trt, verbose=config.verbose)
+    # One process-wide logger (TensorRT keeps the first it is given); this build's messages are captured.
+    with capture_log(trt, verbose=config.verbose) as log:
+        engine_bytes, fallback = _build_serialized(trt, info, config, plan, calibration_batches, log)
+        layers, io_tensors = inspect_serialized_engine(trt, engine_bytes,
+                                                       version_compatible=config.version_compatible)
+    gpu_name, capability = gpu if gpu is not None else _gpu_info()
+    manifest = _manifest(info, spec, config, plan, version, io_tensors, gpu_name, capability, fallback)
+    return BuildResult(engine_bytes, manifest, layers, plan, fallback, list(log.warnings))
+
+
+def _build_serialized(trt: Any, info: OnnxInfo, config: BuildConfig, plan: BuildPlan,
+                      calibration_batches: Iterable[np.ndarray] | None, log: LogCapture) -> tuple[bytes, list[str]]:
+    """(serialised engine, DLA fallback layers): parse, configure by the plan, build, save the timing cache."""
+    version = str(trt.__version__)
+    logger = process_logger(trt)
     builder: tensorrt.Builder = trt.Builder(logger)
     network_flags = _flags(trt.NetworkDefinitionCreationFlag, plan.network_flags)
     network: tensorrt.INetworkDefinition = builder.create_network(network_flags)
@@ -172,21 +166,10 @@ def build_engine(
         raise calibrator.errors[0]
     if serialized is None:
         raise ArtifactError(f"TensorRT {version} could not build an engine from {info.path}",
-                            found="\n".join(logger.errors[-10:]) or "no error was logged",
+                            found=log.tail(10) or "no error was logged",
                             fix="rerun with --verbose; try a larger --workspace or another precision")
     save_timing_cache(trt_config, config.timing_cache)
-    engine_bytes = bytes(memoryview(serialized))
-
-    from ..runtime.trt import engine_io_tensors
-
-    engine: tensorrt.ICudaEngine | None = trt.Runtime(logger).deserialize_cuda_engine(engine_bytes)
-    if engine is None:
-        raise ArtifactError("the engine just built cannot be deserialised", found="\n".join(logger.errors[-10:]))
-    layers = inspect_engine(engine, trt)
-    gpu_name, capability = gpu if gpu is not None else _gpu_info()
-    manifest = _manifest(info, spec, config, plan, version, engine_io_tensors(engine, trt), gpu_name, capability,
-                         fallback)
-    return BuildResult(engine_bytes, manifest, layers, plan, fallback, list(logger.warnings))
+    return bytes(memoryview(serialized)), fallback
 
 
 def _configure_dla(trt: Any, builder: tensorrt.Builder, network: tensorrt.INetworkDefinition,

@@ -144,6 +144,12 @@ class _Buffer:
     def to_host(self, stream: Any = None) -> None:
         """Make the GPU's results visible in ``host`` once the stream is synchronised."""
 
+    def free(self) -> None:
+        """Release the memory now (idempotent). Pinned host pages go when the last view of ``host`` does:
+        a mask array handed to a caller stays valid."""
+        self.host = np.empty(0, self.dtype)
+        self.device_ptr = 0
+
 
 class MappedBuffer(_Buffer):
     """Pinned host memory mapped into the device address space: written once, never copied."""
@@ -176,6 +182,12 @@ class DeviceBuffer(_Buffer):
         self.device_ptr = int(self.allocation)
         self.host = np.empty(0, self.dtype)
 
+    def free(self) -> None:
+        if self.allocation is not None:
+            self.allocation.free()  # device memory is ours alone: free it now, not at garbage collection
+            self.allocation = None
+        super().free()
+
 
 class StagedBuffer(_Buffer):
     """A DeviceBuffer with a pinned HostBuffer and async copies (discrete GPUs)."""
@@ -188,6 +200,11 @@ class StagedBuffer(_Buffer):
         self.staging = HostBuffer(self.shape, self.dtype)
         self.host = self.staging.array
         self.device_ptr = self.device.device_ptr
+
+    def free(self) -> None:
+        self.device.free()
+        self.staging.array = np.empty(0, self.dtype)
+        super().free()
 
     def to_device(self, stream: Any = None) -> None:
         driver().memcpy_htod_async(self.device_ptr, self.host, stream)

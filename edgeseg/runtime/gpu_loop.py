@@ -37,6 +37,19 @@ class _Slot:
         self.graph: cuda.CudaGraph | None = None
         self.graph_failed = False
 
+    def release(self) -> None:
+        """Free the slot (CUDA context current, stream synchronised, graph dropped): the execution context
+        first (TensorRT's activation memory, bound to the buffers), then the buffers, the event, the stream."""
+        if self.execution is not None:
+            self.execution.release()
+            self.execution = None
+        for buffer in (self.frame, self.input, self.logits, self.mask):
+            if buffer is not None:
+                buffer.free()
+        self.frame = None
+        self.done = None  # pycuda destroys events and streams when their last reference goes
+        self.stream = None
+
 
 class GpuLoop:
     def __init__(self, backend: Any, spec: InputSpec, *, frame_order: str = "RGB", buffers: str = "auto",
@@ -112,6 +125,13 @@ class GpuLoop:
         slot.graph, slot.graph_failed, slot.runs = None, False, 0
 
     def close(self) -> None:
+        """Free every slot now, with the context current; idempotent. Close this before its backend."""
+        if not self.slots:
+            return
         with self.context.active():
             for slot in self.slots:
-                self._drop_graph(slot)
+                slot.stream.synchronize()  # frames in flight still read and write the slot's memory
+            for slot in self.slots:
+                self._drop_graph(slot)  # the graph replays the context's kernels on the slot's buffers
+                slot.release()
+            self.slots = []

@@ -5,5 +5,6 @@
 - ``tiny_models``: small torch models, the Q/DQ test net, and the one torch -> ONNX export call.
 - ``fake_tensorrt``: a fake ``tensorrt`` module whose flags are enum members, like the real bindings
   (fixture ``fake_trt`` in tests/conftest.py).
+- ``fake_pycuda``: a fake CUDA context and ``pycuda.driver`` for ``edgeseg.runtime.cuda``, recording frees.
 - ``zoo``: the first registered model of each decoder family, and the smallest input a model accepts.
 """

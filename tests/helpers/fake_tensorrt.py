@@ -7,6 +7,14 @@ bindings' (``trt.BuilderFlag.INT8``, ``trt.MemoryPoolType.WORKSPACE``...): same 
 as tensorrt 10 (tensorrt_bindings/tensorrt.pyi), ``int()`` gives the value, and a member equals only
 itself, never its name or its value, as with pybind11 enums. The fixture is ``fake_trt``
 (tests/conftest.py).
+
+Like TensorRT, a fake keeps the first logger any Builder, OnnxParser or Runtime is given and sends every
+later message there (NVIDIA/TensorRT#1475); ``record["loggers"]`` lists every logger it was handed. A
+version-compatible build (BuilderFlag.VERSION_COMPATIBLE) serialises with ``VC_MARKER``; the Runtime
+(``engine_host_code_allowed`` from 8.6 on; 8.5's Runtime has no such attribute, as in TensorRT 8.5)
+refuses such bytes unless host code is allowed. Engines keep their runtime and contexts their engine
+alive (pybind11 keep_alive, as the real bindings), and each appends ``"context"``, ``"engine"`` or
+``"runtime"`` to ``record["events"]`` when freed, so tests can check the order of frees.
 """
 
 from __future__ import annotations
@@ -160,12 +168,58 @@ class FakeBuilderConfig:
         return layer.name != "Resize_0"
 
 
+VC_MARKER = b"+LEAN-RUNTIME"  # what a fake version-compatible engine ends with (the embedded host code)
+
+
+class FakeContext:
+    """IExecutionContext: keeps its engine alive; appends "context" to the events when freed."""
+
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+        self.addresses: dict[str, int] = {}
+        self.input_shapes: dict[str, tuple[int, ...]] = {}
+        self.enqueued = 0
+        engine.contexts_created += 1
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        self.input_shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name: str) -> list[int]:
+        return self.engine.get_tensor_shape(name)
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        self.addresses[name] = int(ptr)
+        return True
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        self.enqueued += 1
+        if not self.engine.execute_ok:
+            self.engine.runtime.logger.log(Severity.ERROR, "illegal memory access in kernel 3")
+        return self.engine.execute_ok
+
+    def __del__(self) -> None:
+        self.engine.events.append("context")
+
+
 class FakeEngine:
     """ICudaEngine of a 1x3x32x64 -> 1x4x32x64 float net, with a DETAILED inspector (one INT8, one FP32 layer)."""
 
     io = [("images", TensorIOMode.INPUT, [1, 3, 32, 64], DataType.FLOAT),
           ("logits", TensorIOMode.OUTPUT, [1, 4, 32, 64], DataType.FLOAT)]
     num_io_tensors = 2
+
+    def __init__(self, runtime: Any = None, events: list[str] | None = None, execute_ok: bool = True) -> None:
+        self.runtime = runtime  # keep_alive: the runtime outlives its engines
+        self.events: list[str] = events if events is not None else []
+        self.execute_ok = execute_ok
+        self.contexts_created = 0
+
+    def create_execution_context(self) -> FakeContext:
+        return FakeContext(self)
+
+    def __del__(self) -> None:
+        self.events.append("engine")
 
     def get_tensor_name(self, index: int) -> str:
         return self.io[index][0]
@@ -208,13 +262,25 @@ class ParserError:
 FakeTrtFactory = Callable[..., types.ModuleType]  # the fixture's type: make_fake_trt
 
 
+def _has_host_code_flag(version: str) -> bool:
+    major, _, rest = version.partition(".")
+    return (int(major), int(rest.partition(".")[0] or 0)) >= (8, 6)
+
+
 def make_fake_trt(version: str = "10.3.0.30", *, parse_ok: bool = True, build_ok: bool = True,
-                  dla_cores: int = 2) -> types.ModuleType:
+                  dla_cores: int = 2, execute_ok: bool = True) -> types.ModuleType:
     """A fresh fake ``tensorrt`` of ``version``. The parser fails on node 1 (GridSample) unless ``parse_ok``;
-    the build logs an error and returns None unless ``build_ok``; the network's layers are Conv_0 and
-    Resize_0 (which cannot run on the DLA). ``fake.record``: builder, network_flags, config, parsed,
-    deserialised."""
-    record: dict[str, Any] = {}
+    the build logs an error and returns None unless ``build_ok``; engines' ``execute_async_v3`` returns
+    ``execute_ok``; the network's layers are Conv_0 and Resize_0 (which cannot run on the DLA).
+    ``fake.record``: builder, network_flags, config, parsed, deserialised, loggers, events."""
+    record: dict[str, Any] = {"loggers": [], "events": []}
+    kept: list[Any] = []  # TensorRT's one logger pointer
+
+    def adopt(logger: Any) -> Any:
+        record["loggers"].append(logger)
+        if not kept:
+            kept.append(logger)
+        return kept[0]
 
     class Network:
         num_layers = 2
@@ -232,7 +298,7 @@ def make_fake_trt(version: str = "10.3.0.30", *, parse_ok: bool = True, build_ok
         num_DLA_cores = dla_cores
 
         def __init__(self, logger: Any) -> None:
-            self.logger = logger
+            self.logger = adopt(logger)
             record["builder"] = self
 
         def create_network(self, flags: int) -> Network:
@@ -249,10 +315,12 @@ def make_fake_trt(version: str = "10.3.0.30", *, parse_ok: bool = True, build_ok
                 self.logger.log(Severity.ERROR, "out of workspace for tactic 7")
                 return None
             self.logger.log(Severity.WARNING, "weights are fp32")
-            return b"SERIALIZED-ENGINE"
+            lean = BuilderFlag.VERSION_COMPATIBLE in config.flags
+            return b"SERIALIZED-ENGINE" + (VC_MARKER if lean else b"")
 
     class OnnxParser:
         def __init__(self, network: Network, logger: Any) -> None:
+            adopt(logger)
             self.errors = [] if parse_ok else [ParserError(1, "unsupported operator GridSample")]
             self.num_errors = len(self.errors)
 
@@ -263,18 +331,38 @@ def make_fake_trt(version: str = "10.3.0.30", *, parse_ok: bool = True, build_ok
         def get_error(self, i: int) -> ParserError:
             return self.errors[i]
 
-    class Runtime:
-        def __init__(self, logger: Any) -> None:
-            pass
+    class Runtime:  # TensorRT 8.5: no engine_host_code_allowed, and no attribute can be added (pybind11)
+        __slots__ = ("__weakref__", "logger")
 
-        def deserialize_cuda_engine(self, data: bytes) -> FakeEngine:
+        def __init__(self, logger: Any) -> None:
+            self.logger = adopt(logger)
+
+        def deserialize_cuda_engine(self, data: bytes) -> FakeEngine | None:
             record["deserialised"] = data
-            return FakeEngine()
+            if not data.startswith(b"SERIALIZED-ENGINE"):
+                self.logger.log(Severity.ERROR, "Serialization assertion failed: magic tag does not match")
+                return None
+            if data.endswith(VC_MARKER) and not getattr(self, "engine_host_code_allowed", False):
+                self.logger.log(Severity.ERROR, "the engine contains host code, but engine host code is not "
+                                "allowed (set IRuntime::setEngineHostCodeAllowed)")
+                return None
+            return FakeEngine(self, record["events"], execute_ok)
+
+        def __del__(self) -> None:
+            record["events"].append("runtime")
+
+    class RuntimeWithHostCode(Runtime):  # TensorRT >= 8.6
+        __slots__ = ("engine_host_code_allowed",)
+
+        def __init__(self, logger: Any) -> None:
+            super().__init__(logger)
+            self.engine_host_code_allowed = False
 
     fake = types.ModuleType("tensorrt", f"a fake tensorrt {version} (tests/helpers/fake_tensorrt.py)")
     members = {
         "__version__": version, "ILogger": ILogger, "IInt8EntropyCalibrator2": IInt8EntropyCalibrator2,
-        "Builder": Builder, "OnnxParser": OnnxParser, "Runtime": Runtime,
+        "Builder": Builder, "OnnxParser": OnnxParser,
+        "Runtime": RuntimeWithHostCode if _has_host_code_flag(version) else Runtime,
         "NetworkDefinitionCreationFlag": NetworkDefinitionCreationFlag, "BuilderFlag": BuilderFlag,
         "MemoryPoolType": MemoryPoolType, "ProfilingVerbosity": ProfilingVerbosity, "DeviceType": DeviceType,
         "LayerInformationFormat": LayerInformationFormat, "TensorIOMode": TensorIOMode, "DataType": DataType,

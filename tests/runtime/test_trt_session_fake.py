@@ -1,0 +1,198 @@
+"""TensorRTSession and GpuLoop against a fake tensorrt and a fake pycuda driver (no GPU here).
+
+- Version-compatible engines: the Runtime must allow engine host code before deserialising (TensorRT >= 8.6;
+  8.5 has no such attribute), and only for engines whose manifest says version compatible.
+- One process-wide TensorRT logger: a second session still reports the errors TensorRT logged for it.
+- close(): execution contexts, then the engine, then the runtime; device memory, events and streams freed;
+  all with the CUDA context pushed; idempotent. A session driven by a GpuLoop makes no host-path context.
+"""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers.fake_pycuda import FakeCudaContext, install_fake_driver
+from helpers.fake_tensorrt import VC_MARKER, make_fake_trt
+
+from edgeseg.engine.manifest import engine_manifest, write_engine
+from edgeseg.errors import ArtifactError, UsageError
+from edgeseg.runtime import gpu_loop
+from edgeseg.runtime.trt import TensorRTSession
+from edgeseg.spec import InputSpec
+
+IO = [{"name": "images", "mode": "INPUT", "shape": [1, 3, 32, 64], "dtype": "float32"},
+      {"name": "logits", "mode": "OUTPUT", "shape": [1, 4, 32, 64], "dtype": "float32"}]
+SPEC = InputSpec(32, 64)
+
+
+@pytest.fixture
+def gpu(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
+    """A fake tensorrt 10.3, a fake CUDA context and driver, one event list for all of them."""
+    trt = make_fake_trt("10.3.0.30")
+    events: list[str] = trt.record["events"]
+    context = FakeCudaContext(events)
+    driver = install_fake_driver(monkeypatch, context)
+    return types.SimpleNamespace(trt=trt, events=events, context=context, driver=driver)
+
+
+def engine_folder(folder: Path, *, version_compatible: bool = False, data: bytes | None = None) -> Path:
+    """model.engine + manifest.json as a build writes them (the engine's hash recorded)."""
+    manifest = engine_manifest(model="tiny_net", num_classes=4, input_spec=SPEC, precision="fp16",
+                               tensorrt_version="10.3.0.30", io_tensors=IO, gpu_name="Fake GPU",
+                               compute_capability="8.7", build={"version_compatible": version_compatible})
+    if data is None:
+        data = b"SERIALIZED-ENGINE" + (VC_MARKER if version_compatible else b"")
+    return write_engine(folder, data, manifest)
+
+
+def open_session(gpu: types.SimpleNamespace, path: Path) -> TensorRTSession:
+    return TensorRTSession(path, trt=gpu.trt, cuda_context=gpu.context, buffers="device")
+
+
+# -- 1. version-compatible engines ---------------------------------------------------------------------------
+
+def test_version_compatible_engine_deserialises_with_host_code_allowed(tmp_path: Path, gpu: Any) -> None:
+    session = open_session(gpu, engine_folder(tmp_path, version_compatible=True))
+    assert gpu.trt.record["deserialised"].endswith(VC_MARKER)
+    assert session._runtime is not None and session._runtime.engine_host_code_allowed is True
+    assert session.input_shape == (1, 3, 32, 64) and session.output_shape == (1, 4, 32, 64)
+    session.close()
+
+
+def test_other_engines_keep_host_code_disallowed(tmp_path: Path, gpu: Any) -> None:
+    session = open_session(gpu, engine_folder(tmp_path))
+    assert session._runtime is not None and session._runtime.engine_host_code_allowed is False
+    session.close()
+
+
+def test_version_compatible_engine_without_its_manifest_says_so(tmp_path: Path, gpu: Any) -> None:
+    engine = engine_folder(tmp_path / "built", version_compatible=True)
+    alone = tmp_path / "alone" / "model.engine"
+    alone.parent.mkdir()
+    alone.write_bytes(engine.read_bytes())
+    with pytest.raises(ArtifactError) as info:
+        open_session(gpu, alone)
+    assert "host code is not allowed" in str(info.value) and "manifest.json" in str(info.value)
+
+
+def test_tensorrt_85_runtime_has_no_host_code_attribute() -> None:
+    from edgeseg.runtime.trt import allow_engine_host_code
+    from edgeseg.runtime.trt_logger import process_logger
+
+    trt = make_fake_trt("8.5.2.2")
+    runtime = trt.Runtime(process_logger(trt))
+    assert allow_engine_host_code(runtime, True) is False  # guarded: setting it would raise AttributeError
+    trt86 = make_fake_trt("8.6.1")
+    assert allow_engine_host_code(trt86.Runtime(process_logger(trt86)), True) is True
+
+
+# -- 2. one logger per process ------------------------------------------------------------------------------
+
+def test_second_session_still_reports_its_tensorrt_errors(tmp_path: Path, gpu: Any) -> None:
+    for name in ("first", "second"):
+        with pytest.raises(ArtifactError) as info:
+            open_session(gpu, engine_folder(tmp_path / name, data=b"not an engine"))
+        assert "magic tag does not match" in str(info.value), name
+        assert str(info.value).count("magic tag") == 1, name  # only this session's own error
+    loggers = gpu.trt.record["loggers"]
+    assert len(loggers) == 2 and loggers[0] is loggers[1]
+
+
+def test_failed_enqueue_reports_the_errors_logged_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trt = make_fake_trt("10.3.0.30", execute_ok=False)
+    context = FakeCudaContext(trt.record["events"])
+    install_fake_driver(monkeypatch, context)
+    with pytest.raises(ArtifactError, match="magic tag"):  # an earlier failure, logged to the same logger
+        TensorRTSession(engine_folder(tmp_path / "bad", data=b"junk"), trt=trt, cuda_context=context)
+    session = TensorRTSession(engine_folder(tmp_path / "good"), trt=trt, cuda_context=context, buffers="device")
+    with pytest.raises(ArtifactError) as info:
+        session.infer(np.zeros((1, 3, 32, 64), np.float32))
+    assert "illegal memory access in kernel 3" in str(info.value) and "magic tag" not in str(info.value)
+    session.close()
+
+
+# -- 3. close(): order, context pushed, idempotent, nothing unused made ---------------------------------------
+
+def test_session_close_frees_in_order_with_the_context_pushed(tmp_path: Path, gpu: Any) -> None:
+    session = open_session(gpu, engine_folder(tmp_path, version_compatible=True))
+    assert session.engine.contexts_created == 0 and gpu.driver.allocations == []  # host path made lazily
+    out = session.infer(np.ones((1, 3, 32, 64), np.float32))
+    assert out.shape == (1, 4, 32, 64) and session.engine.contexts_created == 1
+    assert len(gpu.driver.allocations) == 2
+    start = len(gpu.events)
+    session.close()
+    assert gpu.events[start:] == [
+        "push", "context", "device memory", "device memory", "stream", "engine", "runtime", "pop"]
+    assert gpu.driver.unpushed == [] and all(a.freed for a in gpu.driver.allocations)
+    end = len(gpu.events)
+    session.close()  # idempotent: nothing freed twice, no context pushed again
+    assert len(gpu.events) == end
+    with pytest.raises(UsageError, match="closed"):
+        session.infer(np.ones((1, 3, 32, 64), np.float32))
+
+
+class NoKernels:
+    """GpuKernels without pycuda's compiler: the loop's control flow only."""
+
+    def __init__(self, spec: InputSpec, frame_order: str = "RGB") -> None:
+        pass
+
+    def preprocess(self, *args: Any) -> None:
+        pass
+
+    def argmax(self, *args: Any) -> None:
+        pass
+
+
+def make_loop(gpu: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[TensorRTSession, Any]:
+    monkeypatch.setattr(gpu_loop, "GpuKernels", NoKernels)
+    session = open_session(gpu, engine_folder(tmp_path))
+    loop = gpu_loop.GpuLoop(session, SPEC, buffers="device", cuda_graph=False)
+    return session, loop
+
+
+def test_gpu_loop_session_makes_only_the_slots_contexts(tmp_path: Path, gpu: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    session, loop = make_loop(gpu, tmp_path, monkeypatch)
+    assert session.engine.contexts_created == 2  # the two slots': no probe, no unused host-path context
+    assert len(gpu.driver.allocations) == 6  # input, logits, mask per slot: no host-path buffers
+    loop.close()
+    session.close()
+
+
+def test_gpu_loop_then_session_close_frees_everything_in_order(tmp_path: Path, gpu: Any,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    session, loop = make_loop(gpu, tmp_path, monkeypatch)
+    frame = np.zeros((48, 80, 3), np.uint8)
+    for slot in (0, 1):
+        loop.submit(slot, frame)
+        mask = loop.result(slot)
+    start = len(gpu.events)
+    loop.close()
+    slot_frees = ["context", *["device memory"] * 4, "event", "stream"]  # frame, input, logits, mask
+    assert gpu.events[start:] == ["push", *slot_frees, *slot_frees, "pop"]
+    session.close()
+    assert gpu.events[start:][len(slot_frees) * 2 + 2:] == ["push", "engine", "runtime", "pop"]
+    assert gpu.driver.unpushed == [] and all(a.freed for a in gpu.driver.allocations)
+    assert mask.shape == (32, 64)  # a mask handed out stays readable: its pinned pages go with it
+    end = len(gpu.events)
+    loop.close()
+    session.close()
+    assert len(gpu.events) == end
+
+
+def test_session_closed_first_still_frees_contexts_before_the_engine(tmp_path: Path, gpu: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    session, loop = make_loop(gpu, tmp_path, monkeypatch)
+    start = len(gpu.events)
+    session.close()  # the loop still holds its slots' executions: the session releases them first
+    assert gpu.events[start:] == ["push", "context", "context", "engine", "runtime", "pop"]
+    with pytest.raises(UsageError, match="closed"):
+        loop.slots[0].execution.enqueue(loop.slots[0].stream)
+    loop.close()  # frees the buffers; no context is released twice
+    assert gpu.events.count("context") == 2 and all(a.freed for a in gpu.driver.allocations)
+    assert gpu.driver.unpushed == []
