@@ -162,8 +162,10 @@ def _build_serialized(trt: Any, info: OnnxInfo, config: BuildConfig, plan: Build
         calibrator = _attach_calibrator(trt, trt_config, network, config, calibration_batches, version)
 
     serialized: tensorrt.IHostMemory | None = builder.build_serialized_network(network, trt_config)
-    if calibrator is not None and calibrator.errors:
-        raise calibrator.errors[0]
+    if calibrator is not None:
+        calibrator.close()  # its device buffer now, not at garbage collection (a failed build stops early)
+        if calibrator.errors:
+            raise calibrator.errors[0]
     if serialized is None:
         raise ArtifactError(f"TensorRT {version} could not build an engine from {info.path}",
                             found=log.tail(10) or "no error was logged",
