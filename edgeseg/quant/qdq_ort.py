@@ -6,8 +6,10 @@ DQ -> op -> Q, so it would run that model in float with extra (de)quantization. 
 model is made by onnxruntime's own static quantizer from the SAME ranges (no second
 calibration pass), in the layout measured fastest here (benchmarks/int8.py):
 QDQ, uint8 activations (asymmetric, from the calibrated min/max), int8 weights,
-per-channel weights, full range (VNNI/AMX CPUs; ``reduce_range`` is for older x86).
-As in model.int8.onnx, a Concat's inputs and output share one range (their union).
+per-channel weights, full range (VNNI/AMX CPUs; ``reduce_range`` is for older x86),
+Resize / Concat / ConvTranspose left in float (``CPU_INT8_OPS``), every tensor with its own
+range (a Concat output spans its inputs'); when Concat is quantized, its inputs and output share
+one range (their union).
 """
 
 from __future__ import annotations
@@ -24,12 +26,19 @@ import numpy as np
 
 from ..errors import ConfigError, require
 from ..fileio import atomic_write_bytes
-from .qdq_trt import concat_shared_ranges
+from .qdq_trt import concat_shared_ranges, concat_spanning_ranges
 from .ranges import Ranges
 
 ORT_INT8_NAME = "model.int8.ort.onnx"
 FORMATS = ("qdq", "qoperator")
 ACTIVATION_TYPES = ("uint8", "int8")
+# The ops quantized for the CPU: onnxruntime's defaults minus Resize, Concat and ConvTranspose, which its
+# CPU provider runs slower in int8 than in float (uint8 Resize, requantizing Concat, and no int8
+# ConvTranspose kernel: Q/DQ around a float one), plus the layout transposes they add. Measured at
+# 512x1024 (benchmarks/results/int8.md): INT8 / FP32 1.40 -> 1.17 (x0_5_mdspp), 1.25 -> 1.00 (x1_0_dspp),
+# 0.81 -> 0.68 (hrnet_w18_small_v1), 0.42 -> 0.36 (x1_0_deeplabv3plus).
+CPU_INT8_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "AveragePool", "MaxPool", "Relu", "Sigmoid", "Split",
+                "Slice", "Transpose", "Reshape")
 
 
 @dataclass(frozen=True)
@@ -38,7 +47,7 @@ class OrtInt8Options:
     activation_type: str = "uint8"
     per_channel: bool = True
     reduce_range: bool = False
-    op_types: tuple[str, ...] | None = None  # None: onnxruntime's defaults for the format
+    op_types: tuple[str, ...] | None = CPU_INT8_OPS  # None: onnxruntime's defaults for the format
     nodes_to_exclude: tuple[str, ...] = ()  # node names left in float (keep_fp_layers, the fallback's layers)
 
     def check(self) -> None:
@@ -73,7 +82,11 @@ def quantize_for_onnxruntime(
     quantization = require("onnxruntime.quantization", purpose="ONNX Runtime INT8 models")
     calibrate = require("onnxruntime.quantization.calibrate", purpose="ONNX Runtime INT8 models")
     onnx = require("onnx", purpose="ONNX Runtime INT8 models")
-    shared = concat_shared_ranges(onnx.load(str(onnx_path), load_external_data=False), ranges)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    concat_in_int8 = options.op_types is None or "Concat" in options.op_types
+    # an int8 Concat wants one range for its inputs and output (their union); a float one wants each input
+    # kept at its own range (the union coarsened backbone tensors that also feed a decoder Concat)
+    shared = concat_shared_ranges(model, ranges) if concat_in_int8 else concat_spanning_ranges(model, ranges)
     tensors = calibrate.TensorsData(calibrate.CalibrationMethod.MinMax, {
         name: calibrate.TensorData(lowest=np.array(r.min, np.float32), highest=np.array(r.max, np.float32))
         for name, r in shared.items()

@@ -215,6 +215,19 @@ def concat_shared_ranges(model, ranges: Ranges) -> dict[str, TensorRange]:  # ty
     return shared
 
 
+def concat_spanning_ranges(model, ranges: Ranges) -> dict[str, TensorRange]:  # type: ignore[no-untyped-def]
+    """Every tensor's own range, except that a Concat output spans its inputs' (``effective_amax`` with
+    min and max, for asymmetric quantizers)."""
+    spanning = dict(ranges.tensors)
+    for node in model.graph.node:  # graph order: nested Concats see their inputs widened
+        out = node.output[0] if node.op_type == "Concat" else None
+        if out in spanning:
+            members = [spanning[name] for name in (*node.input, out) if name in spanning]
+            low, high = min(r.min for r in members), max(r.max for r in members)
+            spanning[out] = TensorRange(low, high, max(-low, high))
+    return spanning
+
+
 def _weight_dequantize(weight, axis: int, onnx) -> tuple[list[object], list[object]]:  # type: ignore[no-untyped-def]
     numpy_helper = onnx.numpy_helper
     values = numpy_helper.to_array(weight).astype(np.float32)
