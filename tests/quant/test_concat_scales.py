@@ -76,3 +76,25 @@ def test_shared_scales_pass_where_the_group_is_alike() -> None:
 def test_unknown_policy_is_refused() -> None:
     with pytest.raises(ConfigError, match="unknown Concat scale policy"):
         quantize_for_tensorrt(skip_and_decoder(), ranges(), concat_scales="max")
+
+
+def _scale_of(model: onnx.ModelProto, tensor: str) -> float:
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == tensor)
+    return float(inits[node.input[1]])
+
+
+def test_cpu_int8_keeps_concat_in_float_and_each_input_at_its_own_range(tmp_path) -> None:
+    """The ORT CPU model: with Concat in float (the default op set) the skip tensor, which also feeds the
+    backbone conv, keeps its own range; quantizing Concat too brings back the shared union."""
+    from edgeseg.quant.qdq_ort import CPU_INT8_OPS, OrtInt8Options, quantize_for_onnxruntime
+
+    path = tmp_path / "model.onnx"
+    onnx.save(skip_and_decoder(), str(path))
+    full = Ranges("minmax", {**ranges().tensors, "logits": TensorRange(-5, 5, 5), "next": TensorRange(-3, 3, 3)})
+    default = onnx.load(str(quantize_for_onnxruntime(path, full, tmp_path / "cpu.onnx")))
+    assert "Concat" not in CPU_INT8_OPS
+    assert _scale_of(default, "skip") == pytest.approx(2 * AMAX["skip"] / 255, rel=1e-3)  # uint8 over [-1, 1]
+    with_concat = OrtInt8Options(op_types=(*CPU_INT8_OPS, "Concat"))
+    shared = onnx.load(str(quantize_for_onnxruntime(path, full, tmp_path / "shared.onnx", with_concat)))
+    assert _scale_of(shared, "skip") == pytest.approx(2 * AMAX["up"] / 255, rel=1e-3)
