@@ -232,7 +232,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {"label": args.label, "model": meta.get("model") or args.model, "weights": shown(args.weights),
             "input_size": f"{spec.get('height', '?')}x{spec.get('width', '?')}",
             "calib": shown(args.calib), "calib_images": args.calib_images, "test": shown(args.test),
-            "test_scenes": rows[0]["images"], "conditions": cond, "seconds": seconds, "rows": rows, "notes": notes,
+            "test_scenes": rows[0]["images"], "conditions": cond, "seconds": seconds, "rows": rows,
+            "notes": list(dict.fromkeys([*notes, *args.note])),
             "work": str(work), "command": "python benchmarks/int8_accuracy.py " + shlex.join(args.argv),
             "data_commands": [c for c in (synth_command(args.calib), synth_command(args.test)) if c]}
 
@@ -308,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for validate [2]")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a new temporary one)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown to write; the .json lies beside it")
+    parser.add_argument("--note", action="append", default=[], help="a note to record in this section (repeatable)")
     args = parser.parse_args(argv)
     if not args.render and None in (args.weights, args.calib, args.test):
         parser.error("--weights, --calib and --test are required (unless --render)")

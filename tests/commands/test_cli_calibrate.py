@@ -85,3 +85,22 @@ def test_usage_errors_exit_2(model: Path, tmp_path: Path) -> None:
     for argv in (["--method", "kl"], ["--calib-images", "0"], ["--percentile", "0"]):
         result = CliRunner().invoke(main, ["calibrate", "--onnx", str(model), "--calib", str(tmp_path), *argv])
         assert result.exit_code == 2, (argv, result.output)
+
+
+def test_sensitivity_ranks_every_quantized_layer(model: Path, tmp_path: Path) -> None:
+    import json
+
+    from edgeseg.quant.qdq_trt import quantized_layers
+
+    write_images(tmp_path / "calib", 4)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["calibrate", "--onnx", str(model), "--calib", str(tmp_path / "calib"),
+                                       "--calib-images", "4", "--sensitivity", "--sensitivity-frames", "2",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    ranked = json.loads((out / "sensitivity.json").read_text())
+    assert ranked["frames"] == 2 and {row["layer"] for row in ranked["layers"]} == set(
+        quantized_layers(onnx.load(str(model))))
+    gains = [row["agreement"] for row in ranked["layers"]]
+    assert gains == sorted(gains, reverse=True)  # most harmful (largest agreement bought back) first
+    assert "sensitivity.md" in result.output and (out / "sensitivity.md").read_text().count("| ") > len(gains)
