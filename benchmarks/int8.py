@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 TARGET = "shufflenetv2_x1_0_deeplabv3plus"
-TARGETS = {"int8_vs_torch": 0.45, "int8_vs_ort_fp32": 0.70, "calibration_s": 120.0}
+TARGETS = {"int8_vs_torch": 0.45, "int8_vs_ort_fp32": 0.5, "calibration_s": 120.0}  # DeepLabV3+ (issue 13)
 
 
 def synthetic_images(folder: Path, count: int, height: int, width: int, seed: int = 0) -> Path:

@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from . import __version__
 from .errors import ArtifactError, DependencyError, require
@@ -45,7 +45,7 @@ _ORT_TYPES = {"float": "float32", "double": "float64", "float16": "float16", "bf
               "int8": "int8", "uint8": "uint8", "int16": "int16", "uint16": "uint16", "int32": "int32",
               "uint32": "uint32", "int64": "int64", "uint64": "uint64", "bool": "bool", "string": "object"}
 
-Dim = int | str  # a static size, or the name of a dynamic one ("?" when it has none)
+Dim = Union[int, str]  # a static size, or the name of a dynamic one ("?" when it has none)
 
 
 @dataclass(frozen=True)

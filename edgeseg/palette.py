@@ -40,7 +40,7 @@ def _bit_spread(value: int) -> tuple[int, int, int]:
 
 
 def _far_from_disagreement(colour: tuple[int, int, int]) -> bool:
-    return max(abs(a - b) for a, b in zip(colour, DISAGREEMENT_COLOUR, strict=True)) > MIN_DISTANCE
+    return max(abs(a - b) for a, b in zip(colour, DISAGREEMENT_COLOUR)) > MIN_DISTANCE
 
 
 def _generated(num_classes: int) -> list[tuple[int, int, int]]:

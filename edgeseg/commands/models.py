@@ -79,6 +79,6 @@ def models_cmd(input_size: tuple[int, int], pattern: str | None, num_classes: in
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     align = ["<", "<", "<", ">", ">"]
     for row in [header, *rows]:
-        click.echo("  ".join(f"{str(v):{a}{w}}" for v, a, w in zip(row, align, widths, strict=True)))
+        click.echo("  ".join(f"{str(v):{a}{w}}" for v, a, w in zip(row, align, widths)))
     click.echo(f"\nparams for {num_classes} classes. GMACs = 10^9 multiply-accumulates of Conv/ConvTranspose/Linear "
                "layers for one image (batch 1); GFLOPs ~ 2 x GMACs. The HRNet paper's 'GFLOPs' count MACs.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from ..spec import InputSpec
 from .build import SYNTH_CALIB_SEED, SYNTH_VAL_SEED, BuildOptions
 from .step_cache import StepRunner
 
-Log = Callable[[str], None]
+# typing's generics, not collections.abc's: these aliases are evaluated at import, and Python 3.8 runs them
+Log = typing.Callable[[str], None]
 # progress(label) -> (on_progress(done, total), close): the CLI's commands._common.progress_callback
-Progress = Callable[[str], tuple[Callable[[int, int], None], Callable[[], None]]]
+Progress = typing.Callable[[str], typing.Tuple[typing.Callable[[int, int], None], typing.Callable[[], None]]]
 
 
 def _counted(progress: Progress) -> Callable[..., Any]:

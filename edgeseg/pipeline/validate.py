@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+import typing
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +32,8 @@ from ..spec import InputSpec, preprocess
 from .artifacts import candidate_input_spec, load_manifest, open_backend
 
 T = TypeVar("T")
-Progress = Callable[..., Iterable[Any]]  # progress(items, label=..., length=...)
+# progress(items, label=..., length=...); typing's generics: the alias is evaluated at import, on Python 3.8 too
+Progress = typing.Callable[..., typing.Iterable[Any]]
 VALIDATION_FILE = "validation.json"
 OVERLAY_DIR = "validation_overlays"
 SYNTHETIC_SAMPLES = 8  # frames for a PyTorch reference when no --data is given

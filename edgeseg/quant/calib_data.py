@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Dict
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from ..fileio import sha256_files
 from ..images import IMAGE_EXTENSIONS, list_images, load_image
 from ..spec import InputSpec, preprocess
 
-Batch = dict[str, np.ndarray]
+Batch = Dict[str, np.ndarray]  # typing.Dict: evaluated at import, and Python 3.8 runs it
 
 
 def rank_images(folder: str | os.PathLike[str], seed: int = 0) -> list[Path]:

@@ -170,7 +170,7 @@ def effective_amax(graph: Any, ranges: Ranges) -> dict[str, float]:
     amax = {name: ranges.amax(name) for name in ranges.tensors}
     for node in graph.node:  # graph order: a Concat of Concats sees its inputs' widened ranges
         if node.op_type == "Concat" and node.output[0] in amax:
-            names = [name.removesuffix(DEQUANTIZED) for name in node.input]
+            names = [name[:-len(DEQUANTIZED)] if name.endswith(DEQUANTIZED) else name for name in node.input]
             inputs = [amax[name] for name in names if name in amax]
             amax[node.output[0]] = max([amax[node.output[0]], *inputs])
     return amax

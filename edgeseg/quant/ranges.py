@@ -177,7 +177,7 @@ def compute_ranges(
     minmax_only = method == "minmax"
     done = 0
     for batch in batches:
-        values = dict(zip([o.name for o in session.get_outputs()], session.run(None, batch), strict=True))
+        values = dict(zip([o.name for o in session.get_outputs()], session.run(None, batch)))
         values.update(batch)  # graph inputs are not session outputs
         for name, histogram in histograms.items():
             if minmax_only:

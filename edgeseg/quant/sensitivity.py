@@ -69,7 +69,9 @@ class Sensitivity:
 def score_predictions(labels: Sequence[np.ndarray], predictions: Sequence[np.ndarray], num_classes: int) -> Score:
     confusion = np.zeros((num_classes, num_classes), np.int64)
     same = total = 0
-    for truth, pred in zip(labels, predictions, strict=True):
+    if len(labels) != len(predictions):
+        raise ValueError(f"{len(labels)} label maps but {len(predictions)} predictions")
+    for truth, pred in zip(labels, predictions):
         confusion += confusion_matrix(pred, truth, num_classes)
         same += int(np.count_nonzero(pred == truth))
         total += truth.size

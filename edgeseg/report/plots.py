@@ -113,8 +113,10 @@ def iou_bar_chart(path: str | os.PathLike[str], class_names: Sequence[str],
 def legend_plot(path: str | os.PathLike[str], class_names: Sequence[str], colours: np.ndarray, *,
                 title: str = "Class colours") -> Path:
     """One swatch per class with its name and hex colour, plus the disagreement colour."""
+    if len(class_names) != len(colours):
+        raise ValueError(f"{len(class_names)} class names but {len(colours)} colours")
     plt = _pyplot()
-    entries = [(name, tuple(int(c) for c in colour)) for name, colour in zip(class_names, colours, strict=True)]
+    entries = [(name, tuple(int(c) for c in colour)) for name, colour in zip(class_names, colours)]
     entries.append(("disagreement (validation overlays)", DISAGREEMENT_COLOUR))
     columns = 1 if len(entries) <= 20 else 2 if len(entries) <= 60 else 4
     rows = -(-len(entries) // columns)

@@ -74,8 +74,10 @@ def _latency_summary(bench: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _legend(names: Sequence[str], colours: np.ndarray) -> list[dict[str, Any]]:
     """index, class name and hex colour of every class, as overlays and ``edgeseg run`` draw them."""
+    if len(names) != len(colours):
+        raise ValueError(f"{len(names)} class names but {len(colours)} colours")
     return [{"index": i, "class": name, "colour": hex_colour(colour)}
-            for i, (name, colour) in enumerate(zip(names, colours, strict=True))]
+            for i, (name, colour) in enumerate(zip(names, colours))]
 
 
 def _accuracy_summary(validation: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -1,25 +1,47 @@
 """GPU pre/post-processing kernels and their numpy references (layer 1).
 
-``GpuKernels`` compiles kernels.cu once per process with pycuda's SourceModule (lazy)
+``GpuKernels`` loads kernels.cu's kernels once per process (pycuda imported lazily)
 and launches: preprocess (uint8 HWC frame -> normalised CHW float32/float16 straight
 into the engine's input buffer; the maths of ``edgeseg.spec.preprocess``), argmax
 (NCHW logits -> uint8 mask) and a colour overlay. ``numpy_argmax``, ``numpy_overlay``
 and ``resize_mask_nearest`` are the host references (and the CPU path's code).
+
+Loading: the package ships kernels.cu compiled ahead of time to PTX (kernels_ptx/, built by
+scripts/build_kernels.py with NVRTC 12, PTX ISA 7.4/7.8 so that drivers from CUDA 11.4 on can
+JIT it) for compute_72 (Xavier), compute_87 (Orin) and compute_90 (H100/H200-class). The PTX of
+the highest arch <= the current device's compute capability is loaded with
+``pycuda.driver.module_from_buffer``: no nvcc, no header preprocessing, no writable cache dir.
+The manifest records the sha256 of the kernels.cu the PTX was built from; the PTX is used only
+when that equals the kernels.cu installed beside it (and the PTX its own recorded hash).
+
+When no shipped PTX can be used (a GPU older than 7.2, a stale or incomplete package, a driver
+that refuses the PTX), a ``KernelFallbackWarning`` says why and kernels.cu is compiled with
+pycuda's SourceModule as before (JetPack and CUDA dev machines have nvcc); if that fails too, an
+``ArtifactError`` gives both reasons and names the regeneration script. Falling back instead of
+refusing keeps a developer who edits kernels.cu working before regenerating (CI fails until the
+PTX is regenerated: tests/runtime/test_kernels_ptx.py) and keeps older GPUs on the nvcc path.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..errors import ArtifactError, ConfigError, InputError
 from ..palette import class_palette
 from ..spec import CHANNEL_ORDERS, InputSpec
 
 KERNEL_SOURCE = Path(__file__).with_name("kernels.cu")
+PTX_DIR = Path(__file__).with_name("kernels_ptx")
+PTX_MANIFEST = PTX_DIR / "manifest.json"
+REGENERATE = "python scripts/build_kernels.py in a source checkout (its --help says which wheels it needs)"
+KERNEL_NAMES = ("preprocess_f32", "preprocess_f16", "argmax_f32", "argmax_f16", "overlay")  # extern "C" names
 BLOCK_2D = (16, 16, 1)
 BLOCK_1D = (256, 1, 1)
 MAX_CLASSES = 256  # the mask is uint8
@@ -80,19 +102,126 @@ def numpy_overlay(frame: np.ndarray, mask: np.ndarray, palette: np.ndarray, alph
     return np.minimum(np.float32(255.0), np.floor(blended + np.float32(0.5))).astype(np.uint8)
 
 
+class KernelFallbackWarning(RuntimeWarning):
+    """The shipped PTX could not be used: kernels.cu is compiled with nvcc (SourceModule) instead."""
+
+
+class ShippedPtxUnusable(Exception):
+    """Why no shipped PTX fits this device or this package (the message is the reason)."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _arch_number(capability: str | tuple[int, int]) -> int:
+    """(8, 7), "8.7" or "compute_87" -> 87."""
+    if isinstance(capability, tuple):
+        major, minor = capability
+    elif capability.startswith("compute_"):
+        number = int(capability.split("_", 1)[1])
+        major, minor = divmod(number, 10)
+    else:
+        major_text, minor_text = capability.split(".")
+        major, minor = int(major_text), int(minor_text)
+    return int(major) * 10 + int(minor)
+
+
+def select_arch(capability: str | tuple[int, int], arches: Any) -> str | None:
+    """The highest ``compute_XY`` among ``arches`` that is <= the compute capability (``(8, 9)`` or "8.9").
+
+    The driver JIT-compiles PTX for any GPU at least as new as its arch (compute_87 PTX runs on an 8.9 GPU,
+    compute_90 PTX on 10.0 and 12.0), never for an older one: None when every arch is newer than the device.
+    """
+    device = _arch_number(capability)
+    fitting = [arch for arch in arches if _arch_number(arch) <= device]
+    return max(fitting, key=_arch_number) if fitting else None
+
+
+def load_ptx_manifest(path: Path = PTX_MANIFEST) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ShippedPtxUnusable(f"the shipped PTX manifest {path} cannot be read ({exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("ptx"), dict):
+        raise ShippedPtxUnusable(f"the shipped PTX manifest {path} has no 'ptx' table")
+    return manifest
+
+
+def shipped_ptx(capability: str | tuple[int, int], folder: Path = PTX_DIR,
+                source: Path = KERNEL_SOURCE) -> tuple[str, bytes]:
+    """(arch, PTX bytes) of the shipped PTX for this compute capability; ShippedPtxUnusable says why not."""
+    manifest = load_ptx_manifest(folder / PTX_MANIFEST.name)
+    built_from, current = manifest.get("source_sha256"), _sha256(source.read_bytes())
+    if built_from != current:
+        raise ShippedPtxUnusable(f"the shipped PTX is stale: built from kernels.cu sha256 {built_from}, "
+                                 f"but {source} has sha256 {current}")
+    arch = select_arch(capability, manifest["ptx"])
+    if arch is None:
+        label = ".".join(map(str, capability)) if isinstance(capability, tuple) else capability
+        raise ShippedPtxUnusable(f"no shipped PTX fits compute capability {label} "
+                                 f"(shipped: {', '.join(sorted(manifest['ptx']))})")
+    entry = manifest["ptx"][arch]
+    try:
+        ptx = (folder / entry["file"]).read_bytes()
+    except (OSError, KeyError, TypeError) as exc:
+        raise ShippedPtxUnusable(f"the shipped {arch} PTX cannot be read ({exc})") from None
+    if _sha256(ptx) != entry.get("sha256"):
+        raise ShippedPtxUnusable(f"the shipped {arch} PTX {entry['file']} does not match its manifest hash")
+    return arch, ptx
+
+
 _MODULE: Any = None
+_ORIGIN: str | None = None
 _MODULE_LOCK = threading.Lock()
 
 
+def kernels_origin() -> str | None:
+    """Where this process's kernels came from ("shipped PTX compute_87", "kernels.cu via nvcc"), None before."""
+    return _ORIGIN
+
+
+def _source_module(reason: str) -> Any:
+    """kernels.cu through nvcc (pycuda's SourceModule), as before the PTX was shipped."""
+    from ..errors import require
+
+    compiler = require("pycuda.compiler", extra="trt", purpose="the GPU kernels")
+    try:
+        # no --use_fast_math: the kernels must match the numpy references bit for bit where possible
+        return compiler.SourceModule(KERNEL_SOURCE.read_text(), no_extern_c=True, options=["-O3"])
+    except Exception as exc:  # nvcc missing (pytools ExecError, an OSError) or failing (CompileError)
+        raise ArtifactError("the GPU kernels cannot be loaded",
+                            found=f"{reason}; compiling kernels.cu with nvcc failed too: {type(exc).__name__}: {exc}",
+                            fix=f"regenerate the shipped PTX ({REGENERATE}), or install nvcc") from exc
+
+
+def _load_module() -> tuple[Any, str]:
+    """(module, origin) for the current CUDA context's device: the shipped PTX, else kernels.cu via nvcc."""
+    from . import cuda
+
+    driver = cuda.driver()
+    capability = tuple(driver.Context.get_device().compute_capability())
+    try:
+        arch, ptx = shipped_ptx((int(capability[0]), int(capability[1])))
+    except ShippedPtxUnusable as exc:
+        reason = str(exc)
+    else:
+        try:
+            # PTX is loaded as a NUL-terminated string; the driver JIT-compiles it for this GPU
+            return driver.module_from_buffer(ptx + b"\0"), f"shipped PTX {arch}"
+        except getattr(driver, "Error", RuntimeError) as exc:  # e.g. CUDA_ERROR_UNSUPPORTED_PTX_VERSION
+            reason = f"the driver refused the shipped {arch} PTX: {exc}"
+    warnings.warn(f"{reason}; compiling kernels.cu with nvcc instead (regenerate: {REGENERATE})",
+                  KernelFallbackWarning, stacklevel=3)
+    return _source_module(reason), "kernels.cu via nvcc"
+
+
 def _compiled() -> Any:
-    global _MODULE
+    """The kernels' module, loaded once per process (with the CUDA context current)."""
+    global _MODULE, _ORIGIN
     with _MODULE_LOCK:
         if _MODULE is None:
-            from ..errors import require
-
-            compiler = require("pycuda.compiler", extra="trt", purpose="the GPU kernels")
-            # no --use_fast_math: the kernels must match the numpy references bit for bit where possible
-            _MODULE = compiler.SourceModule(KERNEL_SOURCE.read_text(), no_extern_c=True, options=["-O3"])
+            _MODULE, _ORIGIN = _load_module()
         return _MODULE
 
 
@@ -111,6 +240,7 @@ class GpuKernels:
         self.swap = np.int32(frame_order != spec.channel_order)
         mean, inv_std = normalisation(spec)
         self.norm = [np.float32(v) for v in (*mean, *inv_std)]
+        # the kernels are extern "C" in kernels.cu: these are the PTX's .entry names (KERNEL_NAMES)
         self._pre = {np.dtype(np.float32): module.get_function("preprocess_f32"),
                      np.dtype(np.float16): module.get_function("preprocess_f16")}
         self._argmax = {np.dtype(np.float32): module.get_function("argmax_f32"),
