@@ -5,8 +5,9 @@ plan (``engine.versions``) and the calibration cache (``trt_cache_format``); it 
 imports nothing but the stdlib and ``errors``, so the robot, ``quant`` and ``engine`` can all use it.
 
 Version facts: 8.5 needs EXPLICIT_BATCH and precision flags; 8.6 added VERSION_COMPATIBLE and
-builder_optimization_level; 10.x offers STRONGLY_TYPED (used for Q/DQ networks); DLA support ended with 10.7;
-11.x is always strongly typed and has no precision flags and no calibrators.
+builder_optimization_level; 10.x offers STRONGLY_TYPED (used for Q/DQ networks); DLA support ended with 10.7
+and came back in 11.4.1 (AGX Orin, JetPack 7.2.2+); 11.x is always strongly typed and has no precision flags
+and no calibrators.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from .errors import ConfigError, EdgesegError
 
 _VERSION_RE = re.compile(r"^\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?")
+# The releases that build for and run on the DLA (TrtVersion.has_dla), as error messages name them.
+DLA_RELEASES = "TensorRT 10.7 or earlier, or 11.4.1 or later (AGX Orin, JetPack 7.2.2+)"
 
 
 @dataclass(frozen=True, order=True)
@@ -88,7 +91,8 @@ class TrtVersion:
 
     @property
     def has_dla(self) -> bool:
-        return (self.major, self.minor) <= (10, 7)
+        """DLA support ended with 10.7 (10.8 to 11.4.0 have none) and came back in 11.4.1: DLA_RELEASES."""
+        return self < TrtVersion(10, 8) or self >= TrtVersion(11, 4, 1)
 
     @property
     def has_version_compatible(self) -> bool:

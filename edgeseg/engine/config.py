@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ..trt_version import DLA_RELEASES
 
 if TYPE_CHECKING:
     from .versions import TrtVersion
@@ -64,9 +65,12 @@ class BuildConfig:
         if self.dla_core is not None:
             if not version.has_dla:
                 raise ConfigError(
-                    f"TensorRT {version} has no DLA support (DLA support ended with TensorRT 10.7)",
-                    found=f"--dla-core {self.dla_core}",
-                    fix="drop --dla-core to build for the GPU, or build on JetPack 5/6 (TensorRT <= 10.7)",
+                    f"TensorRT {version} has no DLA support (DLA support ended with TensorRT 10.7 and came back "
+                    "in 11.4.1)",
+                    expected=DLA_RELEASES,
+                    found=f"--dla-core {self.dla_core} with TensorRT {version}",
+                    fix="drop --dla-core to build for the GPU, or build on JetPack 5/6 (TensorRT <= 10.7) or "
+                        "JetPack 7.2.2+ on AGX Orin (TensorRT >= 11.4.1)",
                 )
             if self.precision == "fp32":
                 raise ConfigError(

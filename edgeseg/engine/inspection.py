@@ -59,14 +59,14 @@ def inspect_engine(engine: tensorrt.ICudaEngine, trt: Any) -> dict[str, Any]:
     return normalise_layer_information(text)
 
 
-def inspect_serialized_engine(trt: Any, engine_bytes: bytes, *,
-                              version_compatible: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def inspect_serialized_engine(trt: Any, engine_bytes: bytes, *, version_compatible: bool,
+                              dla_core: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(layers.json content, I/O tensors) of an engine just built: deserialised the way the robot will
-    (``runtime.trt.load_engine``: the process logger, host code allowed when version compatible), read,
-    then freed, the engine before its runtime."""
+    (``runtime.trt.load_engine``: the process logger, host code allowed when version compatible, the DLA core
+    set when built for one), read, then freed, the engine before its runtime."""
     from ..runtime.trt import engine_io_tensors, load_engine
 
-    runtime, engine = load_engine(trt, engine_bytes, version_compatible=version_compatible,
+    runtime, engine = load_engine(trt, engine_bytes, version_compatible=version_compatible, dla_core=dla_core,
                                   what="the engine just built")
     try:
         return inspect_engine(engine, trt), engine_io_tensors(engine, trt)

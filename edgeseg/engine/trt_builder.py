@@ -127,8 +127,8 @@ def build_engine(
     # One process-wide logger (TensorRT keeps the first it is given); this build's messages are captured.
     with capture_log(trt, verbose=config.verbose) as log:
         engine_bytes, fallback = _build_serialized(trt, info, config, plan, calibration_batches, log)
-        layers, io_tensors = inspect_serialized_engine(trt, engine_bytes,
-                                                       version_compatible=config.version_compatible)
+        layers, io_tensors = inspect_serialized_engine(trt, engine_bytes, version_compatible=config.version_compatible,
+                                                       dla_core=config.dla_core if plan.use_dla else None)
     gpu_name, capability = gpu if gpu is not None else _gpu_info()
     manifest = _manifest(info, spec, config, plan, version, io_tensors, gpu_name, capability, fallback)
     return BuildResult(engine_bytes, manifest, layers, plan, fallback, list(log.warnings))

@@ -21,10 +21,11 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, require
+from ..errors import ConfigError, DependencyError, require
 from ..fileio import atomic_write_bytes
 from .qdq_trt import concat_shared_ranges, concat_spanning_ranges
 from .ranges import Ranges
@@ -59,6 +60,23 @@ class OrtInt8Options:
                               found=repr(self.activation_type))
 
 
+MIN_ORT_FOR_SAVED_RANGES = "1.27"
+
+
+def check_saved_ranges_support(calibrate: Any) -> None:
+    """quantize_static takes saved ranges (no second calibration pass) from onnxruntime 1.27 on; older ones
+    (e.g. 1.19, the last for Python 3.8 / JetPack 5) cannot write model.int8.ort.onnx this way."""
+    if not hasattr(calibrate, "save_tensors_data"):
+        import onnxruntime
+
+        raise DependencyError(
+            "this onnxruntime cannot write the CPU INT8 model from saved ranges",
+            expected=f"onnxruntime >= {MIN_ORT_FOR_SAVED_RANGES}", found=f"onnxruntime {onnxruntime.__version__}",
+            fix="calibrate on the workstation (pip install -U onnxruntime, Python 3.10+) and build on the Jetson "
+                "from its model.int8.onnx: edgeseg build --onnx DIR/model.int8.onnx --backend tensorrt",
+        )
+
+
 @contextlib.contextmanager
 def _quiet_logging() -> Iterator[None]:
     """onnxruntime's quantizer logs advice ('consider pre-processing') at WARNING on the root logger."""
@@ -81,6 +99,7 @@ def quantize_for_onnxruntime(
     options.check()
     quantization = require("onnxruntime.quantization", purpose="ONNX Runtime INT8 models")
     calibrate = require("onnxruntime.quantization.calibrate", purpose="ONNX Runtime INT8 models")
+    check_saved_ranges_support(calibrate)
     onnx = require("onnx", purpose="ONNX Runtime INT8 models")
     model = onnx.load(str(onnx_path), load_external_data=False)
     concat_in_int8 = options.op_types is None or "Concat" in options.op_types

@@ -7,8 +7,9 @@ set_tensor_address, execute_async_v3 on a non-default stream). ``infer`` is the
 Backend host path (its buffers and context are made on first use); ``execution(input_ptr,
 output_ptr)`` gives the Segmenter a bound execution context to enqueue on its own streams
 (one per buffer set). ``load_engine`` is the one place an engine is deserialised (the build's
-inspection uses it too): the process-wide logger (``trt_logger``), and host code allowed for
-version-compatible engines. ``close()`` frees contexts, engine and runtime in that order.
+inspection uses it too): the process-wide logger (``trt_logger``), host code allowed for
+version-compatible engines, and the DLA core set for engines built for one. ``close()`` frees contexts,
+engine and runtime in that order.
 """
 
 from __future__ import annotations
@@ -80,14 +81,39 @@ def allow_engine_host_code(runtime: tensorrt.Runtime, version_compatible: bool) 
     return False
 
 
-def load_engine(trt: Any, data: bytes, *, version_compatible: bool, what: str = "the engine",
-                fix: str = FIX_REBUILD) -> tuple[tensorrt.Runtime, tensorrt.ICudaEngine]:
+def engine_dla_core(manifest: Manifest | None) -> int | None:
+    """The DLA core the engine was built for (the build records ``dla`` and ``config.dla_core``), else None."""
+    build = manifest.build if manifest is not None else {}
+    core = (build.get("config") or {}).get("dla_core")
+    if not build.get("dla") or core is None:
+        return None
+    if isinstance(core, bool) or not isinstance(core, int) or core < 0:
+        raise ArtifactError("the manifest records an invalid DLA core", expected="a core number (0, 1, ...)",
+                            found=repr(core), fix="rebuild the folder: edgeseg build --force ...")
+    return core
+
+
+def use_dla_core(runtime: tensorrt.Runtime, core: int, what: str) -> None:
+    """Run the engine about to be deserialised on DLA core ``core``, as it was built (TensorRT >= 8.5)."""
+    cores = int(runtime.num_DLA_cores)
+    if core >= cores:
+        raise ArtifactError(f"{what} was built for DLA core {core}, which this device does not have",
+                            expected=f"DLA core {core}", found=f"{cores} DLA core(s)",
+                            fix="rebuild the engine on this device (for the GPU, or for one of its DLA cores)")
+    runtime.DLA_core = core
+
+
+def load_engine(trt: Any, data: bytes, *, version_compatible: bool, dla_core: int | None = None,
+                what: str = "the engine", fix: str = FIX_REBUILD) -> tuple[tensorrt.Runtime, tensorrt.ICudaEngine]:
     """(runtime, engine) deserialised with the process logger; ArtifactError with TensorRT's errors if refused.
+    ``dla_core``: the core an engine built for the DLA runs on (``engine_dla_core``), set before deserialising.
 
     The engine keeps its runtime alive; free the engine first (``del``), then the runtime."""
     with capture_log(trt) as log:
         runtime: tensorrt.Runtime = trt.Runtime(process_logger(trt))
         allow_engine_host_code(runtime, version_compatible)
+        if dla_core is not None:
+            use_dla_core(runtime, dla_core, what)
         engine: tensorrt.ICudaEngine | None = runtime.deserialize_cuda_engine(data)
     if engine is None:
         raise ArtifactError(f"TensorRT cannot deserialise {what}", found=log.tail() or "no error logged", fix=fix)
@@ -165,7 +191,7 @@ class TensorRTSession:
             fix = FIX_REBUILD if manifest is not None else FIX_REBUILD + NO_MANIFEST
             self._runtime, self._engine = load_engine(
                 self.trt, path.read_bytes(), version_compatible=engine_is_version_compatible(manifest),
-                what=str(path), fix=fix)
+                dla_core=engine_dla_core(manifest), what=str(path), fix=fix)
             try:
                 self._setup_io(manifest)
             except BaseException:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers.fake_tensorrt import FakeBuilderConfig, FakeTrtFactory
-from helpers.tiny_onnx import save_conv_onnx
+from helpers.tiny_onnx import conv_model, save_conv_onnx, with_metadata
 
 from edgeseg.engine.config import BuildConfig
 from edgeseg.engine.manifest import load_manifest, write_engine
@@ -73,6 +73,25 @@ def test_dla_build_reports_fallback_layers(tmp_path: Path, fake_trt: FakeTrtFact
     with pytest.raises(ConfigError, match="GPU fallback is off"):
         build_engine(tmp_path / "m.onnx", BuildConfig(precision="fp16", dla_core=0, gpu_fallback=False),
                      trt=fake, gpu=(None, None))
+
+
+def test_dla_build_on_tensorrt_11_4_1_records_and_deserialises_on_its_core(tmp_path: Path,
+                                                                           fake_trt: FakeTrtFactory) -> None:
+    """DLA is back in TensorRT 11.4.1; 11.0 to 11.4.0 refuse it. The build records the core, and the engine is
+    inspected on that core (the Runtime's DLA_core set before deserialising), as the robot will run it."""
+    onnx = pytest.importorskip("onnx")
+    onnx_path = tmp_path / "m.onnx"  # float16 tensors: TensorRT 11 builds it fp16 (strongly typed)
+    onnx.save(with_metadata(conv_model(fp16=True), spec=InputSpec(32, 64), num_classes=4), str(onnx_path))
+    fake = fake_trt("11.4.1.10")
+    result = build_engine(onnx_path, BuildConfig(precision="fp16", dla_core=1), trt=fake, gpu=(None, None))
+    assert fake.record["config"].default_device_type == fake.DeviceType.DLA and fake.record["config"].DLA_core == 1
+    assert fake.record["deserialised_dla_core"] == 1
+    assert result.manifest.build["dla"] is True and result.manifest.build["config"]["dla_core"] == 1
+    with pytest.raises(ConfigError, match="came back in 11.4.1"):
+        build_engine(onnx_path, BuildConfig(precision="fp16", dla_core=1), trt=fake_trt("11.4.0.5"), gpu=(None, None))
+    gpu_only = fake_trt("11.4.1.10")
+    build_engine(onnx_path, BuildConfig(precision="fp16"), trt=gpu_only, gpu=(None, None))
+    assert gpu_only.record["deserialised_dla_core"] == -1  # a GPU engine: the Runtime's DLA core stays unset
 
 
 def test_parser_error_names_the_onnx_node(tmp_path: Path, fake_trt: FakeTrtFactory) -> None:

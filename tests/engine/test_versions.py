@@ -54,19 +54,24 @@ def test_implicit_int8_uses_calibrator_and_weak_typing(version: str) -> None:
     assert "STRONGLY_TYPED" not in plan.network_flags  # calibrators need a weakly typed network
 
 
+# DLA support ended with 10.7 and came back in 11.4.1 (AGX Orin, JetPack 7.2.2+)
 @pytest.mark.parametrize(("version", "dla"), [("8.5.2", True), ("8.6.1", True), ("10.0.1", True), ("10.3.0", True),
-                                              ("10.7.0", True), ("10.13.0", False), ("11.0.0", False)])
+                                              ("10.7.0", True), ("10.7.9", True), ("10.8.0", False),
+                                              ("10.13.0", False), ("11.0.0", False), ("11.4.0", False),
+                                              ("11.4.1", True), ("11.5.0", True), ("12.0.0", True)])
 def test_dla_availability(version: str, dla: bool) -> None:
     assert TrtVersion.parse(version).has_dla is dla
-    config = BuildConfig(precision="fp16", dla_core=0)
+    # TensorRT 11 builds strongly typed: a float ONNX cannot become fp16 there, the Q/DQ one is int8
+    precision, facts = ("int8", QDQ) if TrtVersion.parse(version).always_strongly_typed else ("fp16", FLOAT)
+    config = BuildConfig(precision=precision, dla_core=0)
     if dla:
-        plan = plan_build(version, config, FLOAT)
+        plan = plan_build(version, config, facts)
         assert plan.use_dla and "GPU_FALLBACK" in plan.builder_flags
-        no_fallback = plan_build(version, BuildConfig(precision="fp16", dla_core=0, gpu_fallback=False), FLOAT)
+        no_fallback = plan_build(version, BuildConfig(precision=precision, dla_core=0, gpu_fallback=False), facts)
         assert "GPU_FALLBACK" not in no_fallback.builder_flags
     else:
-        with pytest.raises(ConfigError, match="DLA"):
-            plan_build(version, config, FLOAT)
+        with pytest.raises(ConfigError, match="DLA support ended with TensorRT 10.7 and came back in 11.4.1"):
+            plan_build(version, config, facts)
 
 
 @pytest.mark.parametrize(("version", "implicit"), [("8.5.2", True), ("10.0.1", True), ("10.13.0", True),

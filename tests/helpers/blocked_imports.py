@@ -31,11 +31,12 @@ sys.path.insert(0, {root!r})
 """
 
 
-def run_without(code: str, blocked: Iterable[str], *, timeout: float = 120,
-                cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_without(code: str, blocked: Iterable[str], *, timeout: float = 120, cwd: str | Path | None = None,
+                python: str | Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``code`` (dedented) with the top-level modules in ``blocked`` unimportable and the repository
-    root first on sys.path (``sys`` is already imported); stdout and stderr are captured as text."""
+    root first on sys.path (``sys`` is already imported); stdout and stderr are captured as text.
+    ``python``: another interpreter (a Python 3.8, tests/test_python38.py) instead of this one."""
     names = tuple(sorted(set(blocked)))
     prelude = _PRELUDE.format(blocked=names, root=str(ROOT))
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
+    return subprocess.run([str(python or sys.executable), "-c", prelude + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)

@@ -12,9 +12,11 @@ Like TensorRT, a fake keeps the first logger any Builder, OnnxParser or Runtime 
 later message there (NVIDIA/TensorRT#1475); ``record["loggers"]`` lists every logger it was handed. A
 version-compatible build (BuilderFlag.VERSION_COMPATIBLE) serialises with ``VC_MARKER``; the Runtime
 (``engine_host_code_allowed`` from 8.6 on; 8.5's Runtime has no such attribute, as in TensorRT 8.5)
-refuses such bytes unless host code is allowed. Engines keep their runtime and contexts their engine
-alive (pybind11 keep_alive, as the real bindings), and each appends ``"context"``, ``"engine"`` or
-``"runtime"`` to ``record["events"]`` when freed, so tests can check the order of frees.
+refuses such bytes unless host code is allowed; it has ``dla_cores`` DLA cores and records the ``DLA_core``
+it deserialised with (-1: unset, as TensorRT's) in ``record["deserialised_dla_core"]``. Engines keep their
+runtime and contexts their engine alive (pybind11 keep_alive, as the real bindings), and each appends
+``"context"``, ``"engine"`` or ``"runtime"`` to ``record["events"]`` when freed, so tests can check the order
+of frees.
 """
 
 from __future__ import annotations
@@ -272,7 +274,8 @@ def make_fake_trt(version: str = "10.3.0.30", *, parse_ok: bool = True, build_ok
     """A fresh fake ``tensorrt`` of ``version``. The parser fails on node 1 (GridSample) unless ``parse_ok``;
     the build logs an error and returns None unless ``build_ok``; engines' ``execute_async_v3`` returns
     ``execute_ok``; the network's layers are Conv_0 and Resize_0 (which cannot run on the DLA).
-    ``fake.record``: builder, network_flags, config, parsed, deserialised, loggers, events."""
+    ``fake.record``: builder, network_flags, config, parsed, deserialised (+ deserialised_dla_core), loggers,
+    events."""
     record: dict[str, Any] = {"loggers": [], "events": []}
     kept: list[Any] = []  # TensorRT's one logger pointer
 
@@ -332,13 +335,16 @@ def make_fake_trt(version: str = "10.3.0.30", *, parse_ok: bool = True, build_ok
             return self.errors[i]
 
     class Runtime:  # TensorRT 8.5: no engine_host_code_allowed, and no attribute can be added (pybind11)
-        __slots__ = ("__weakref__", "logger")
+        __slots__ = ("__weakref__", "logger", "DLA_core")
+        num_DLA_cores = dla_cores
 
         def __init__(self, logger: Any) -> None:
             self.logger = adopt(logger)
+            self.DLA_core = -1
 
         def deserialize_cuda_engine(self, data: bytes) -> FakeEngine | None:
             record["deserialised"] = data
+            record["deserialised_dla_core"] = self.DLA_core
             if not data.startswith(b"SERIALIZED-ENGINE"):
                 self.logger.log(Severity.ERROR, "Serialization assertion failed: magic tag does not match")
                 return None

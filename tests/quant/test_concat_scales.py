@@ -98,3 +98,14 @@ def test_cpu_int8_keeps_concat_in_float_and_each_input_at_its_own_range(tmp_path
     with_concat = OrtInt8Options(op_types=(*CPU_INT8_OPS, "Concat"))
     shared = onnx.load(str(quantize_for_onnxruntime(path, full, tmp_path / "shared.onnx", with_concat)))
     assert _scale_of(shared, "skip") == pytest.approx(2 * AMAX["up"] / 255, rel=1e-3)
+
+
+def test_an_onnxruntime_without_saved_ranges_is_a_clear_dependency_error() -> None:
+    from types import SimpleNamespace
+
+    from edgeseg.errors import DependencyError
+    from edgeseg.quant.qdq_ort import check_saved_ranges_support
+
+    with pytest.raises(DependencyError, match="onnxruntime >= 1.27"):
+        check_saved_ranges_support(SimpleNamespace())  # onnxruntime 1.19's calibrate module has no such function
+    check_saved_ranges_support(SimpleNamespace(save_tensors_data=lambda *a: None))

@@ -5,6 +5,8 @@
 - One process-wide TensorRT logger: a second session still reports the errors TensorRT logged for it.
 - close(): execution contexts, then the engine, then the runtime; device memory, events and streams freed;
   all with the CUDA context pushed; idempotent. A session driven by a GpuLoop makes no host-path context.
+- DLA engines: the Runtime's DLA_core is set to the core the build recorded, before deserialising; a core
+  the device lacks is refused with what to do.
 """
 
 from __future__ import annotations
@@ -39,11 +41,15 @@ def gpu(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
     return types.SimpleNamespace(trt=trt, events=events, context=context, driver=driver)
 
 
-def engine_folder(folder: Path, *, version_compatible: bool = False, data: bytes | None = None) -> Path:
-    """model.engine + manifest.json as a build writes them (the engine's hash recorded)."""
+def engine_folder(folder: Path, *, version_compatible: bool = False, data: bytes | None = None,
+                  dla_core: int | None = None) -> Path:
+    """model.engine + manifest.json as a build writes them (the engine's hash recorded; for a DLA build, the
+    plan's ``dla`` and the config's ``dla_core``)."""
+    build: dict[str, Any] = {"version_compatible": version_compatible, "dla": dla_core is not None,
+                             "config": {"dla_core": dla_core}}
     manifest = engine_manifest(model="tiny_net", num_classes=4, input_spec=SPEC, precision="fp16",
                                tensorrt_version="10.3.0.30", io_tensors=IO, gpu_name="Fake GPU",
-                               compute_capability="8.7", build={"version_compatible": version_compatible})
+                               compute_capability="8.7", build=build)
     if data is None:
         data = b"SERIALIZED-ENGINE" + (VC_MARKER if version_compatible else b"")
     return write_engine(folder, data, manifest)
@@ -196,3 +202,24 @@ def test_session_closed_first_still_frees_contexts_before_the_engine(tmp_path: P
     loop.close()  # frees the buffers; no context is released twice
     assert gpu.events.count("context") == 2 and all(a.freed for a in gpu.driver.allocations)
     assert gpu.driver.unpushed == []
+
+
+# -- 4. DLA engines -------------------------------------------------------------------------------------------
+
+def test_dla_engine_deserialises_on_the_core_it_was_built_for(tmp_path: Path, gpu: Any) -> None:
+    session = open_session(gpu, engine_folder(tmp_path, dla_core=1))
+    assert gpu.trt.record["deserialised_dla_core"] == 1
+    assert session._runtime is not None and session._runtime.DLA_core == 1
+    session.close()
+
+
+def test_gpu_engine_leaves_the_dla_core_unset(tmp_path: Path, gpu: Any) -> None:
+    open_session(gpu, engine_folder(tmp_path)).close()
+    assert gpu.trt.record["deserialised_dla_core"] == -1
+
+
+def test_dla_core_the_device_lacks_is_refused(tmp_path: Path, gpu: Any) -> None:
+    with pytest.raises(ArtifactError) as info:
+        open_session(gpu, engine_folder(tmp_path, dla_core=2))  # the fake device has cores 0 and 1
+    assert "built for DLA core 2" in str(info.value) and "2 DLA core(s)" in str(info.value)
+    assert "deserialised" not in gpu.trt.record
