@@ -105,7 +105,7 @@ def quantize_for_onnxruntime(
     concat_in_int8 = options.op_types is None or "Concat" in options.op_types
     # an int8 Concat wants one range for its inputs and output (their union); a float one wants each input
     # kept at its own range (the union coarsened backbone tensors that also feed a decoder Concat)
-    shared = concat_shared_ranges(model, ranges) if concat_in_int8 else concat_spanning_ranges(model, ranges)
+    shared = concat_shared_ranges(model, ranges) if concat_in_int8 else concat_spanning_ranges(model.graph, ranges)
     tensors = calibrate.TensorsData(calibrate.CalibrationMethod.MinMax, {
         name: calibrate.TensorData(lowest=np.array(r.min, np.float32), highest=np.array(r.max, np.float32))
         for name, r in shared.items()

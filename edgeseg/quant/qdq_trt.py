@@ -167,13 +167,7 @@ def effective_amax(graph: Any, ranges: Ranges) -> dict[str, float]:
     and an entropy threshold computed on it follows the majority input and clips the others away (a
     resized ASPP branch beside a low-level projection). Inputs keep their own ranges. Works on the float
     graph and on the Q/DQ one (a Concat there reads ``X_dequantized``, which is ``X``)."""
-    amax = {name: ranges.amax(name) for name in ranges.tensors}
-    for node in graph.node:  # graph order: a Concat of Concats sees its inputs' widened ranges
-        if node.op_type == "Concat" and node.output[0] in amax:
-            names = [name[:-len(DEQUANTIZED)] if name.endswith(DEQUANTIZED) else name for name in node.input]
-            inputs = [amax[name] for name in names if name in amax]
-            amax[node.output[0]] = max([amax[node.output[0]], *inputs])
-    return amax
+    return {name: r.amax for name, r in concat_spanning_ranges(graph, ranges).items()}
 
 
 def _concat_groups(graph, index: _Graph, ranges: Ranges) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -215,16 +209,17 @@ def concat_shared_ranges(model, ranges: Ranges) -> dict[str, TensorRange]:  # ty
     return shared
 
 
-def concat_spanning_ranges(model, ranges: Ranges) -> dict[str, TensorRange]:  # type: ignore[no-untyped-def]
-    """Every tensor's own range, except that a Concat output spans its inputs' (``effective_amax`` with
-    min and max, for asymmetric quantizers)."""
+def concat_spanning_ranges(graph: Any, ranges: Ranges) -> dict[str, TensorRange]:
+    """Every tensor's own range, except that a Concat output spans its inputs' (min, max and amax; see
+    ``effective_amax``). Works on the float graph and on the Q/DQ one."""
     spanning = dict(ranges.tensors)
-    for node in model.graph.node:  # graph order: nested Concats see their inputs widened
+    for node in graph.node:  # graph order: a Concat of Concats sees its inputs' widened ranges
         out = node.output[0] if node.op_type == "Concat" else None
         if out in spanning:
-            members = [spanning[name] for name in (*node.input, out) if name in spanning]
-            low, high = min(r.min for r in members), max(r.max for r in members)
-            spanning[out] = TensorRange(low, high, max(-low, high))
+            names = [name[:-len(DEQUANTIZED)] if name.endswith(DEQUANTIZED) else name for name in node.input]
+            members = [spanning[name] for name in (*names, out) if name in spanning]
+            spanning[out] = TensorRange(min(r.min for r in members), max(r.max for r in members),
+                                        max(r.amax for r in members))
     return spanning
 
 
