@@ -96,29 +96,26 @@ def fallback(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: Buil
 
 def _search(fp32_onnx: Path, calib_dir: Path, options: BuildOptions, out: Path, backend: str, log: Log,
             progress: Progress | None) -> dict[str, Any]:
+    from ..onnx_model import load_onnx
     from ..quant.fallback import Trial, greedy_fallback
-    from ..quant.pipeline import layer_sensitivity, write_int8_models
+    from ..quant.pipeline import layer_sensitivity, write_ort_int8, write_trt_int8
     from ..quant.ranges import load_ranges
-    from .validate import ValidationConfig, validate_candidate
 
-    ranges, config = load_ranges(out / "ranges.json"), calibrate_config(options)
-    gates = ValidationConfig(min_agreement=options.min_agreement, max_miou_drop=options.max_miou_drop,
-                             threads=options.threads)
+    ranges, config, model = load_ranges(out / "ranges.json"), calibrate_config(options), load_onnx(fp32_onnx)
     with tempfile.TemporaryDirectory(prefix="edgeseg-fallback-") as tmp:
         work = Path(tmp)
         candidates: dict[int, Path] = {}
 
         def evaluate(kept: Any) -> Trial:
-            trt_path, ort_path, _ = write_int8_models(fp32_onnx, ranges, work, config, float_layers=list(kept))
-            candidate = trt_path if backend == "tensorrt" else ort_path  # TensorRT's file, simulated here
-            keep = work / f"trial_{len(kept)}{candidate.suffix}"
+            # only the backend's own file: TensorRT's Q/DQ model (simulated here) or the CPU INT8 model
+            candidate = (write_trt_int8(model, ranges, work, config, float_layers=list(kept)) if backend == "tensorrt"
+                         else write_ort_int8(fp32_onnx, model, ranges, work, config, float_layers=list(kept)))
+            keep = work / f"trial_{len(kept)}.int8.onnx"
             shutil.copyfile(candidate, keep)
             candidates[len(kept)] = keep
-            result = validate_candidate(keep, out / REFERENCE_FILE, config=gates, write=False,
-                                        raise_on_failure=False)
-            truth = result.ground_truth or {}
-            return Trial(list(kept), result.passed, float(result.parity["agreement"]),
-                         truth.get("miou_drop_points"), list(result.gates["failures"]))
+            verdict = _gate_verdict(keep, out / REFERENCE_FILE, options)
+            return Trial(list(kept), verdict["passed"], verdict["agreement"], verdict["miou_drop_points"],
+                         verdict["failures"])
 
         def ranking() -> list[str]:
             log("fallback: the all-INT8 candidate misses a gate; ranking layers on calibration frames")
@@ -141,27 +138,46 @@ def _search(fp32_onnx: Path, calib_dir: Path, options: BuildOptions, out: Path, 
     return summary
 
 
+def _gate_verdict(candidate: Path, reference: Path, options: BuildOptions) -> dict[str, Any]:
+    """``candidate`` against reference.npz with the build's gates, nothing written."""
+    from .validate import ValidationConfig, validate_candidate
+
+    gates = ValidationConfig(min_agreement=options.min_agreement, max_miou_drop=options.max_miou_drop,
+                             threads=options.threads)
+    result = validate_candidate(candidate, reference, config=gates, write=False, raise_on_failure=False)
+    return {"passed": result.passed, "agreement": float(result.parity["agreement"]),
+            "miou_drop_points": (result.ground_truth or {}).get("miou_drop_points"),
+            "failures": list(result.gates["failures"])}
+
+
+def _side_by_side_p50(candidates: dict[str, Path], threads: int, iterations: int, warmup: int
+                      ) -> tuple[dict[str, float], Any]:
+    """Each ONNX file timed interleaved on one random input: (name -> p50 ms, the run's load average)."""
+    import numpy as np
+
+    from .bench import benchmark, ort_runner
+
+    runners = [ort_runner(path, name, "int8" if "int8" in path.name else "fp32", threads)
+               for name, path in candidates.items()]
+    try:
+        x = np.random.default_rng(0).standard_normal(runners[0].input_shape or ()).astype(np.float32)
+        timed = benchmark(runners, [x], iterations=iterations, warmup=warmup)
+    finally:
+        for runner in runners:
+            runner.close()
+    return {stats.name: round(stats.p50_ms, 3) for stats in timed.runners}, timed.load_average
+
+
 def _latency_cost(candidates: dict[int, Path], kept: int, backend: str, options: BuildOptions) -> dict[str, Any]:
     """The all-INT8 and the final candidate timed side by side (CPU only: an engine is timed by bench)."""
     if kept == 0 or backend != "onnxruntime":
         return {"note": "no layer kept" if kept == 0 else "TensorRT: the engine's latency is in bench.json"}
-    import numpy as np
-
     from .artifacts import usable_cores
-    from .bench import benchmark, ort_runner
 
     threads = options.threads or usable_cores()
-    runners = [ort_runner(candidates[0], "all-int8", "int8", threads),
-               ort_runner(candidates[kept], "with-fallback", "int8", threads)]
-    try:
-        x = np.random.default_rng(0).standard_normal(runners[0].input_shape or ()).astype(np.float32)
-        timed = benchmark(runners, [x], iterations=LATENCY_ITERATIONS, warmup=2)
-    finally:
-        for runner in runners:
-            runner.close()
-    return {**{stats.name: round(stats.p50_ms, 3) for stats in timed.runners},
-            "iterations": LATENCY_ITERATIONS, "threads": threads}
-
+    p50, _ = _side_by_side_p50({"all-int8": candidates[0], "with-fallback": candidates[kept]}, threads,
+                               LATENCY_ITERATIONS, warmup=2)
+    return {**p50, "iterations": LATENCY_ITERATIONS, "threads": threads}
 
 def sensitivity(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: BuildOptions, out: Path,
                 done: dict[str, bool], progress: Progress | None) -> None:
@@ -212,39 +228,25 @@ def pick_fastest(rows: dict[str, dict[str, Any]], *, default: str) -> str:
 
 
 def _measure_and_pick(candidates: list[Path], options: BuildOptions, out: Path, log: Log) -> dict[str, Any]:
-    import numpy as np
-
     from .artifacts import usable_cores
-    from .bench import benchmark, ort_runner
-    from .validate import ValidationConfig, validate_candidate
 
     reference = out / REFERENCE_FILE
-    gates = ValidationConfig(min_agreement=options.min_agreement, max_miou_drop=options.max_miou_drop,
-                             threads=options.threads)
     rows: dict[str, dict[str, Any]] = {}
     for path in candidates:
         if reference.is_file():
-            result = validate_candidate(path, reference, config=gates, write=False, raise_on_failure=False)
-            rows[path.name] = {"passed": result.passed, "agreement": result.parity["agreement"],
-                               "miou_drop_points": (result.ground_truth or {}).get("miou_drop_points"),
-                               "failures": result.gates["failures"]}
+            rows[path.name] = _gate_verdict(path, reference, options)
         else:  # nothing to check INT8 against: only the float model is trusted as is
             rows[path.name] = {"passed": "int8" not in path.name, "failures": [f"no {REFERENCE_FILE}"]}
     threads = options.threads or usable_cores()
-    runners = [ort_runner(path, path.name, "int8" if "int8" in path.name else "fp32", threads) for path in candidates]
-    try:
-        x = np.random.default_rng(0).standard_normal(runners[0].input_shape or ()).astype(np.float32)
-        timed = benchmark(runners, [x], iterations=options.bench_iterations, warmup=3)
-    finally:
-        for r in runners:
-            r.close()
-    for stats in timed.runners:
-        rows[stats.name]["p50_ms"] = round(stats.p50_ms, 3)
+    p50, load = _side_by_side_p50({path.name: path for path in candidates}, threads, options.bench_iterations,
+                                  warmup=3)
+    for name, ms in p50.items():
+        rows[name]["p50_ms"] = ms
     chosen = pick_fastest(rows, default=candidates[0].name)
     why = "; ".join(f"{name}: p50 {row['p50_ms']:.2f} ms, gates {'passed' if row['passed'] else 'failed'}"
                     for name, row in rows.items())
     log(f"best: {chosen} ({why})")
     summary = {"chosen": chosen, "candidates": rows, "why": why, "threads": threads,
-               "iterations": options.bench_iterations, "load_average": timed.load_average}
+               "iterations": options.bench_iterations, "load_average": load}
     atomic_write_json(out / SELECTION_FILE, summary)
     return summary

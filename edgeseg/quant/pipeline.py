@@ -179,20 +179,38 @@ def write_int8_models(
 ) -> tuple[Path, Path, dict[str, float]]:
     """model.int8.onnx (lint-checked) and model.int8.ort.onnx from ``ranges``; ``float_layers`` (the
     fallback's choice) stay in float in both, on top of ``config.keep_fp_layers``."""
-    source, target = Path(onnx_path), Path(out_dir)
-    model = load_onnx(source)
-    keep = tuple(dict.fromkeys([*config.keep_fp_layers, *float_layers]))
+    model = load_onnx(onnx_path)
     clock = time.perf_counter()
-    quantized = quantize_for_tensorrt(model, ranges, keep_fp_layers=keep, concat_scales=config.concat_scales)
-    # never write a model TensorRT would mis-build, or one whose scales waste most int8 levels
-    check_qdq(quantized, source=TRT_INT8_NAME, ranges=ranges)
-    trt_path = atomic_write_bytes(target / TRT_INT8_NAME, quantized.SerializeToString())
+    trt_path = write_trt_int8(model, ranges, out_dir, config, float_layers=float_layers)
     seconds = {"qdq_tensorrt": round(time.perf_counter() - clock, 2)}
     clock = time.perf_counter()
-    ort_options = replace(config.ort, nodes_to_exclude=tuple(resolve_keep_fp_layers(model, keep)))
-    ort_path = quantize_for_onnxruntime(source, ranges, target / ORT_INT8_NAME, ort_options)
+    ort_path = write_ort_int8(onnx_path, model, ranges, out_dir, config, float_layers=float_layers)
     seconds["qdq_onnxruntime"] = round(time.perf_counter() - clock, 2)
     return trt_path, ort_path, seconds
+
+
+def _kept(config: CalibrateConfig, float_layers: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*config.keep_fp_layers, *float_layers]))
+
+
+def write_trt_int8(model, ranges: Ranges, out_dir: str | os.PathLike[str],  # type: ignore[no-untyped-def]
+                   config: CalibrateConfig, *, float_layers: Sequence[str] = ()) -> Path:
+    """model.int8.onnx: Q/DQ for TensorRT from the float ``model`` (an onnx.ModelProto), lint-checked."""
+    quantized = quantize_for_tensorrt(model, ranges, keep_fp_layers=_kept(config, float_layers),
+                                      concat_scales=config.concat_scales)
+    # never write a model TensorRT would mis-build, or one whose scales waste most int8 levels
+    check_qdq(quantized, source=TRT_INT8_NAME, ranges=ranges)
+    return atomic_write_bytes(Path(out_dir) / TRT_INT8_NAME, quantized.SerializeToString())
+
+
+def write_ort_int8(onnx_path: str | os.PathLike[str], model, ranges: Ranges,  # type: ignore[no-untyped-def]
+                   out_dir: str | os.PathLike[str], config: CalibrateConfig, *,
+                   float_layers: Sequence[str] = ()) -> Path:
+    """model.int8.ort.onnx: ONNX Runtime's CPU INT8 of ``onnx_path`` (``model`` is it, loaded, to resolve
+    the layer names kept in float)."""
+    kept = resolve_keep_fp_layers(model, _kept(config, float_layers))
+    options = replace(config.ort, nodes_to_exclude=tuple(kept))
+    return quantize_for_onnxruntime(onnx_path, ranges, Path(out_dir) / ORT_INT8_NAME, options)
 
 
 
