@@ -35,6 +35,11 @@ def calibrate_config(options: BuildOptions):  # -> quant.pipeline.CalibrateConfi
                            concat_scales=options.concat_scales)
 
 
+def _quantize_inputs(fp32_onnx: Path, out: Path) -> dict[str, str]:
+    """What every step after the calibration pass depends on: the float model and its ranges."""
+    return {"onnx": sha256_file(fp32_onnx), "ranges": sha256_file(out / "ranges.json")}
+
+
 def calibrate(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: BuildOptions, out: Path,
               done: dict[str, bool], progress: Progress | None) -> dict[str, Any]:
     from ..images import list_images
@@ -64,7 +69,7 @@ def quantize(runner: StepRunner, fp32_onnx: Path, options: BuildOptions, out: Pa
     from ..quant.pipeline import write_int8_models
     from ..quant.ranges import load_ranges
 
-    key = {"onnx": sha256_file(fp32_onnx), "ranges": sha256_file(out / "ranges.json"),
+    key = {**_quantize_inputs(fp32_onnx, out),
            "concat_scales": options.concat_scales, "float_layers": float_layers, "version": __version__}
 
     def run() -> dict[str, Any]:
@@ -84,7 +89,7 @@ def fallback(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: Buil
     if not reference.is_file():
         log(f"warning: --fallback auto needs {REFERENCE_FILE} to check the gates; no fallback")
         return None
-    key = {"onnx": sha256_file(fp32_onnx), "ranges": sha256_file(out / "ranges.json"),
+    key = {**_quantize_inputs(fp32_onnx, out),
            "reference": sha256_file(reference), "backend": backend, "concat_scales": options.concat_scales,
            "gates": [options.min_agreement, options.max_miou_drop], "cap": options.fallback_cap,
            "version": __version__}
@@ -186,7 +191,7 @@ def sensitivity(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: B
     from ..quant.ranges import load_ranges
     from ..quant.sensitivity import SENSITIVITY_JSON, SENSITIVITY_MD
 
-    key = {"onnx": sha256_file(fp32_onnx), "ranges": sha256_file(out / "ranges.json"),
+    key = {**_quantize_inputs(fp32_onnx, out),
            "concat_scales": options.concat_scales, "version": __version__}
 
     def run() -> None:

@@ -176,8 +176,9 @@ def compute_ranges(
     histograms = {name: AbsHistogram() for name in tensors}
     minmax_only = method == "minmax"
     done = 0
+    outputs = [o.name for o in session.get_outputs()]
     for batch in batches:
-        values = dict(zip([o.name for o in session.get_outputs()], session.run(None, batch)))
+        values = dict(zip(outputs, session.run(None, batch)))
         values.update(batch)  # graph inputs are not session outputs
         for name, histogram in histograms.items():
             if minmax_only:
