@@ -26,7 +26,7 @@ from ..fileio import read_json, sha256_file
 from ..manifest import Manifest
 from . import cuda
 from .compat import check_engine_compatibility, check_io_tensors
-from .trt_logger import capture_log, process_logger
+from .trt_logger import capture_log, enum_name, process_logger
 
 if TYPE_CHECKING:  # the stubs type-check every TensorRT call below (tests/test_typecheck.py)
     import tensorrt
@@ -34,10 +34,6 @@ if TYPE_CHECKING:  # the stubs type-check every TensorRT call below (tests/test_
 # TensorRT DataType member name -> numpy dtype name (bf16/fp8/int4 have no numpy twin)
 DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
           "BOOL": "bool", "UINT8": "uint8"}
-
-
-def _name(member: Any) -> str:
-    return str(getattr(member, "name", member)).split(".")[-1]
 
 
 def dims_list(dims: tensorrt.Dims) -> list[int]:
@@ -50,10 +46,10 @@ def engine_io_tensors(engine: tensorrt.ICudaEngine, trt: Any = None) -> list[dic
     tensors = []
     for index in range(int(engine.num_io_tensors)):
         name = engine.get_tensor_name(index)
-        dtype = _name(engine.get_tensor_dtype(name))
+        dtype = enum_name(engine.get_tensor_dtype(name))
         tensors.append({
             "name": name,
-            "mode": _name(engine.get_tensor_mode(name)),
+            "mode": enum_name(engine.get_tensor_mode(name)),
             "shape": dims_list(engine.get_tensor_shape(name)),
             "dtype": DTYPES.get(dtype, dtype.lower()),
         })

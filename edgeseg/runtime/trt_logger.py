@@ -27,9 +27,11 @@ from typing import Any
 ERROR_LEVELS = frozenset({"INTERNAL_ERROR", "ERROR"})
 
 
-def severity_name(level: Any) -> str:
-    """``trt.ILogger.Severity.ERROR`` -> ``"ERROR"`` (pybind11 enums have ``.name``; fakes may pass strings)."""
-    return str(getattr(level, "name", level)).split(".")[-1]
+def enum_name(member: Any) -> str:
+    """A TensorRT enum member's name: ``trt.ILogger.Severity.ERROR`` -> ``"ERROR"`` (pybind11 enums have
+    ``.name``; fakes may pass strings)."""
+    return str(getattr(member, "name", member)).split(".")[-1]
+
 
 
 @dataclass
@@ -90,7 +92,7 @@ def _make_logger(trt: Any) -> Any:
         def log(self, severity: Any, msg: str) -> None:
             # TensorRT calls this from C++, where an exception cannot pass: never raise out of it.
             try:
-                sink.dispatch(severity_name(severity), str(msg))
+                sink.dispatch(enum_name(severity), str(msg))
             except KeyboardInterrupt:
                 _thread.interrupt_main()  # deliver Ctrl-C once control is back in Python
             except Exception:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers.fake_tensorrt import Severity, make_fake_trt
 
-from edgeseg.runtime.trt_logger import capture_log, process_logger, severity_name
+from edgeseg.runtime.trt_logger import capture_log, enum_name, process_logger
 
 
 def test_one_logger_per_tensorrt_module_made_on_first_use() -> None:
@@ -52,6 +52,6 @@ def test_log_never_raises_into_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None
     logger.log(Severity.ERROR, "x")  # TensorRT calls log() from C++: an exception there aborts the process
 
 
-def test_severity_names() -> None:
-    assert severity_name(Severity.INTERNAL_ERROR) == "INTERNAL_ERROR"
-    assert severity_name("Severity.WARNING") == "WARNING"
+def test_enum_names() -> None:
+    assert enum_name(Severity.INTERNAL_ERROR) == "INTERNAL_ERROR"
+    assert enum_name("Severity.WARNING") == "WARNING"
