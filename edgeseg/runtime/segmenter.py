@@ -143,6 +143,7 @@ class Segmenter:
         self._pending: deque[int] = deque()
         self._frame_shapes: dict[int, tuple[int, int]] = {}
         self._next_slot = 0
+        self._closed = False
 
     @property
     def name(self) -> str:
@@ -225,6 +226,8 @@ class Segmenter:
     # -- asynchronous API -----------------------------------------------------------------
     def submit(self, frame: np.ndarray) -> None:
         """Start one frame; at most two may be pending. A bad frame raises InputError and queues nothing."""
+        if self._closed:  # its buffers (GPU slots, backend session) are freed: fail here, not deep inside them
+            raise UsageError("this Segmenter is closed", fix="create a new one (Segmenter.from_artifacts(...))")
         if len(self._pending) >= DEPTH:
             raise UsageError(f"{DEPTH} frames are already pending", fix="call result() before submitting more")
         check_frame(frame)
@@ -261,6 +264,11 @@ class Segmenter:
         return out
 
     def close(self) -> None:
+        """Free the GPU loop, then the backend; idempotent. Frames still pending are dropped."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pending.clear()
         if self._gpu is not None:
             self._gpu.close()
         self.backend.close()

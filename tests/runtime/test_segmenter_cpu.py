@@ -126,6 +126,9 @@ def test_options_are_checked_and_close_closes_the_backend() -> None:
     with Segmenter(backend, SPEC) as seg:
         seg(frame())
     assert backend.closed
+    with pytest.raises(UsageError, match="closed"):
+        seg(frame())  # a clear error, not one from a freed buffer
+    seg.close()  # idempotent
 
 
 def test_no_memory_growth_over_200_frames_with_the_fake_backend() -> None:
