@@ -97,6 +97,7 @@ class BenchResult:
     created: str = ""
     load_average: dict[str, Any] = field(default_factory=dict)  # 1-minute load at start/end of the timing
     plot_note: str = ""  # why there is no latency plot (matplotlib missing), else empty
+    source_latency: dict[str, Any] | None = None  # bench --source: capture-to-mask (pipeline/source_bench.py)
 
     def ratios(self) -> dict[str, dict[str, float | None]]:
         """p50 of each runner divided by each baseline's p50 (< 1 = faster than the baseline)."""
@@ -361,8 +362,10 @@ def _inputs(spec: Any, runners: Sequence[Runner]) -> list[np.ndarray]:
 
 
 def run_bench(plan: BenchPlan, *, iterations: int = 50, warmup: int = 10, plot: bool = True,
-              progress: Callable[..., Iterable[Any]] | None = None) -> tuple[BenchResult, list[Path]]:
-    """Time the plan's runners, write bench.json (and the latency plot) into ``plan.out_dir``."""
+              progress: Callable[..., Iterable[Any]] | None = None,
+              source_latency: dict[str, Any] | None = None) -> tuple[BenchResult, list[Path]]:
+    """Time the plan's runners, write bench.json (and the latency plot) into ``plan.out_dir``, with
+    ``source_latency`` (bench --source) when given."""
     try:
         result = benchmark(plan.runners, plan.inputs, iterations, warmup, progress=progress)
     finally:
@@ -372,6 +375,7 @@ def run_bench(plan: BenchPlan, *, iterations: int = 50, warmup: int = 10, plot: 
     result.skipped = list(plan.skipped)
     result.machine = machine_info()
     result.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result.source_latency = source_latency
     written = [atomic_write_json(plan.out_dir / BENCH_FILE, result.to_dict())]
     if plot:
         try:
