@@ -17,6 +17,7 @@ _LAZY = {
     "model_from_weights": ".checkpoint",
     "read_checkpoint_info": ".checkpoint",
     "save_checkpoint": ".checkpoint",
+    "save_safetensors": ".checkpoint",
     "load_backbone_weights": ".weights",
     "load_weights": ".weights",
 }

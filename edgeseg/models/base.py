@@ -7,6 +7,8 @@ resized bilinearly (align_corners=False) to the input size.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,9 +37,22 @@ class SegmentationModel(nn.Module):
 
 
 def init_conv_bn(model: nn.Module) -> None:
-    """Kaiming-normal convs (fan_out, ReLU), zero biases; BatchNorm weight 1, bias 0."""
+    """Kaiming-normal convs (fan_out, ReLU), zero biases; BatchNorm weight 1, bias 0.
+
+    Grouped (depthwise) convs: std sqrt(1 / fan_out of one group). torch's fan_out counts every
+    output channel, so each depthwise conv shrank its input ~channels-fold and an untrained
+    ShuffleNetV2 in eval mode had a stride-32 feature of ~1e-6 (random-weight DeepLabV3 exports
+    were all ties). Gain 1, not 2: ShuffleNetV2's depthwise convs feed a BN without ReLU; the
+    separable decoders share it, which keeps untrained logits at a few units.
+    """
     for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(module, nn.Conv2d) and module.groups > 1:
+            height, width = module.kernel_size
+            fan_out = module.out_channels // module.groups * height * width
+            nn.init.normal_(module.weight, 0.0, math.sqrt(1.0 / fan_out))  # the same draws, rescaled
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)

@@ -6,6 +6,9 @@ Checkpoint (``torch.save`` of a plain dict, loadable with ``weights_only=True``)
      "input_spec": InputSpec.to_dict(), "state_dict": {...}, "model_options": {...},
      "edgeseg_version": str, optional "epoch", "metrics", "optimizer"}
 
+``save_safetensors`` writes the same as a .safetensors file (no pickle): the state dict as
+tensors, the other fields as JSON in the metadata; reading it gives the same dict.
+
 ``model_from_weights`` is the one way from a weights file to a model (export, build, validate,
 bench, train resume/eval and the torch runtime backend all use it): a checkpoint names its
 model, classes, input spec and model options; a plain state dict needs the model name from
@@ -15,6 +18,7 @@ bytes safely and matching keys is ``weights.py``'s job.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from collections.abc import Mapping, Sequence
@@ -26,11 +30,11 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..errors import ModelError, UsageError
+from ..errors import ModelError, UsageError, require
 from ..fileio import atomic_open
 from ..spec import InputSpec
 from .registry import create_model, model_info
-from .weights import CHECKPOINT_FORMAT, _load_into, _read, extract_state_dict
+from .weights import CHECKPOINT_FORMAT, SAFETENSORS_METADATA_KEY, _load_into, _read, extract_state_dict
 
 PLAIN_DEFAULT_CLASSES = 19  # create_model's default: plain weights when neither caller nor file says otherwise
 _CHECKPOINT_FIELDS = ("format", "model", "num_classes", "classes", "input_spec", "state_dict", "model_options")
@@ -39,6 +43,36 @@ _CHECKPOINT_FIELDS = ("format", "model", "num_classes", "classes", "input_spec",
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, model_name: str, classes: Sequence[str],
                     input_spec: InputSpec, model_options: Mapping[str, Any] | None = None, **extra: Any) -> Path:
     """Write an edgeseg checkpoint atomically; ``extra`` adds e.g. epoch, metrics, optimizer."""
+    checkpoint = _checkpoint_fields(model, model_name=model_name, classes=classes, input_spec=input_spec,
+                                    model_options=model_options, extra=extra)
+    checkpoint["state_dict"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    with atomic_open(path, "wb") as handle:
+        torch.save(checkpoint, handle)
+    return Path(path)
+
+
+def save_safetensors(path: str | os.PathLike[str], model: nn.Module, *, model_name: str, classes: Sequence[str],
+                     input_spec: InputSpec, model_options: Mapping[str, Any] | None = None, **extra: Any) -> Path:
+    """The same checkpoint as ``save_checkpoint`` as a .safetensors file (no pickle): the tensors, and the other
+    fields as JSON in the metadata, so ``--weights FILE.safetensors`` needs no --model. ``extra`` must be JSON."""
+    st = require("safetensors.torch", extra="desktop", purpose="writing .safetensors weights")
+    fields = _checkpoint_fields(model, model_name=model_name, classes=classes, input_spec=input_spec,
+                                model_options=model_options, extra=extra)
+    try:
+        metadata = {SAFETENSORS_METADATA_KEY: json.dumps(fields)}
+    except TypeError as exc:
+        raise ModelError("checkpoint fields for a .safetensors file must be JSON values", found=str(exc)) from None
+    # contiguous copies: safetensors refuses views and tensors that share memory
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    data = st.save(state, metadata=metadata)
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def _checkpoint_fields(model: nn.Module, *, model_name: str, classes: Sequence[str], input_spec: InputSpec,
+                       model_options: Mapping[str, Any] | None, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Every checkpoint field but the state dict, checked."""
     num_classes = int(getattr(model, "num_classes", len(classes)))
     if len(classes) != num_classes:
         raise ModelError("class names do not match the model", expected=f"{num_classes} names",
@@ -48,21 +82,16 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, model_nam
     clash = sorted(reserved & set(extra))
     if clash:
         raise ModelError("extra checkpoint fields clash with reserved ones", found=", ".join(clash))
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    checkpoint = {
+    return {
         "format": CHECKPOINT_FORMAT,
         "model": model_name,
         "num_classes": num_classes,
         "classes": [str(c) for c in classes],
         "input_spec": input_spec.to_dict(),
-        "state_dict": state,
         "model_options": dict(model_options or {}),
         "edgeseg_version": __version__,
         **extra,
     }
-    with atomic_open(path, "wb") as handle:
-        torch.save(checkpoint, handle)
-    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, fix: str | None = None) -> dict[str, Any]:
@@ -187,10 +216,13 @@ def _checkpoint_info(target: Path, obj: Any, *, model: str | None, num_classes: 
             extra={k: v for k, v in checkpoint.items() if k not in _CHECKPOINT_FIELDS})
     else:
         if model is None:
+            plain = "a .safetensors file without edgeseg metadata" if target.suffix.lower() == ".safetensors" \
+                else kind
             raise UsageError(f"{source} holds weights but not the name of their model",
                              expected="--model NAME with plain weights, or an edgeseg checkpoint (the best.pt / "
-                                      "last.pt of edgeseg train names its model)",
-                             found=f"{kind} with {len(state)} tensors",
+                                      "last.pt of edgeseg train names its model; so does the best.safetensors "
+                                      "of edgeseg train --save-safetensors)",
+                             found=f"{plain} with {len(state)} tensors",
                              fix="pass --model NAME (`edgeseg models` lists them)")
         count = num_classes if num_classes is not None else default_num_classes
         info = CheckpointInfo(path=target, model=model, num_classes=int(count or PLAIN_DEFAULT_CLASSES),

@@ -11,10 +11,11 @@ Decoder: the low-level feature (stride 4 by default, 8 optional) is projected 1x
 concatenated, then two 3x3 convs of 256 (BN, ReLU). The class head (1x1) is not part of
 this module; ``SegmentationModel`` resizes the logits to the input size.
 
-``separable=True`` (off by default) is the paper's mobile option: the atrous ASPP branches
-and the two decoder convs become depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU.
-With plain convs the two 256-ch 3x3 convs at stride 4 dominate the cost (about 42 of the
-46 GMACs of the x0.5 model at 512x1024).
+``separable=True`` (off by default; registered as ``shufflenetv2_<width>_deeplabv3plus_sep``)
+is the paper's mobile option: the atrous ASPP branches and the two decoder convs become
+depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU. With plain convs the two 256-ch
+3x3 convs at stride 4 dominate the cost (about 42 of the 46 GMACs of the x0.5 model at
+512x1024; 6.6 GMACs separable). DeepLabV3 (``deeplabv3.py``) reuses ``ASPP``.
 """
 
 from __future__ import annotations

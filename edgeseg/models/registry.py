@@ -18,7 +18,7 @@ from ..errors import InternalError, ModelError
 class ModelInfo:
     name: str
     family: str  # "shufflenetv2" or "hrnet"
-    decoder: str  # "deeplabv3plus", "dspp", "mdspp", "hrnetv2", "ocr"
+    decoder: str  # "deeplabv3plus", "deeplabv3plus_sep", "deeplabv3", "dspp", "mdspp", "hrnetv2", "ocr"
     factory: Callable[..., Any]
     description: str = ""
     default_input_size: tuple[int, int] = (512, 1024)

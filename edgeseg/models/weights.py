@@ -1,13 +1,16 @@
 """Weights files: safe, explained reading and loading of state dicts (layer 3, torch).
 
-Every file is read with ``torch.load(weights_only=True)``: a pickle holding anything but
-tensors and plain containers is refused (ModelError) and never executed. Key and shape
-mismatches name the keys and the fix. The checkpoint format and the file -> model path are
-in ``checkpoint.py``.
+Every ``.pt``/``.pth`` file is read with ``torch.load(weights_only=True)``: a pickle holding
+anything but tensors and plain containers is refused (ModelError) and never executed. A
+``.safetensors`` file is read with ``safetensors.torch.load_file`` (no pickle at all); when
+its metadata holds edgeseg's checkpoint fields (``save_safetensors`` in ``checkpoint.py``)
+it reads as an edgeseg checkpoint, else as a bare state dict. Key and shape mismatches name
+the keys and the fix. The checkpoint format and the file -> model path are in ``checkpoint.py``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shlex
@@ -20,15 +23,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ModelError, require
 
 CHECKPOINT_FORMAT = "edgeseg-checkpoint-1"
+SAFETENSORS_SUFFIX = ".safetensors"
+# The safetensors metadata key (metadata is str -> str) holding the checkpoint fields as JSON.
+SAFETENSORS_METADATA_KEY = "edgeseg_checkpoint"
 # Keys that generic training scripts use for the model's state dict, most specific first.
 GENERIC_STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model")
 # ImageNet classifier parts of backbone files that a segmentation backbone does not have.
 BACKBONE_CLASSIFIER_PREFIXES = ("conv5.", "fc.", "incre_modules.", "downsamp_modules.", "final_layer.",
                                 "classifier.")
 _SHOWN = 5  # how many key names an error message lists
+# edgeseg HRNet config -> timm model name (hrnet_make_keys.py records their keys).
+TIMM_HRNET_NAMES = {"w18_small_v1": "hrnet_w18_small", "w18_small_v2": "hrnet_w18_small_v2"}
 
 
 @dataclass
@@ -47,8 +55,10 @@ class WeightsReport:
 def _read(path: str | os.PathLike[str]) -> tuple[Path, Any]:
     target = Path(path)
     if not target.is_file():
-        raise ModelError("weights file not found", expected="an existing .pt/.pth file", found=str(target),
-                         fix="check the --weights path")
+        raise ModelError("weights file not found", expected="an existing .pt/.pth/.safetensors file",
+                         found=str(target), fix="check the --weights path")
+    if target.suffix.lower() == SAFETENSORS_SUFFIX:
+        return target, _read_safetensors(target)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
             warnings.simplefilter("ignore", UserWarning)
@@ -72,6 +82,37 @@ def _read(path: str | os.PathLike[str]) -> tuple[Path, Any]:
         raise _corrupt(target, exc) from None
 
 
+def _read_safetensors(target: Path) -> dict[str, Any]:
+    """A bare state dict, or an edgeseg checkpoint dict when the metadata carries its fields."""
+    st = require("safetensors.torch", extra="desktop", purpose=f"reading {target.name}")
+    try:
+        state = st.load_file(str(target), device="cpu")
+        with st.safe_open(str(target), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except PermissionError:
+        raise ModelError(f"cannot read the weights file {target}: permission denied",
+                         fix=f"chmod u+r {shlex.quote(str(target))}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # SafetensorError (bad header, truncated data), OSError...
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ModelError(f"{target} is not a readable safetensors file (truncated, or another format)",
+                         expected="a file written by safetensors (an 8-byte header length, a JSON header, data)",
+                         found=f"{type(exc).__name__}: {first_line}",
+                         fix="copy or download it again; a torch.save file must end in .pt or .pth") from None
+    if SAFETENSORS_METADATA_KEY not in metadata:
+        return state
+    try:
+        fields = json.loads(metadata[SAFETENSORS_METADATA_KEY])
+    except ValueError as exc:
+        raise ModelError(f"{target} has broken edgeseg metadata", found=f"{type(exc).__name__}: {exc}",
+                         fix="write the file again with edgeseg.models.save_safetensors") from None
+    if not isinstance(fields, dict):
+        raise ModelError(f"{target} has broken edgeseg metadata", expected="a JSON object",
+                         found=type(fields).__name__)
+    return {**fields, "format": CHECKPOINT_FORMAT, "state_dict": state}
+
+
 def _unpickler_detail(exc: BaseException) -> str:
     """The specific reason inside torch's long weights_only message."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -84,18 +125,21 @@ def _unpickler_detail(exc: BaseException) -> str:
 
 def _corrupt(target: Path, exc: BaseException, detail: str | None = None) -> ModelError:
     first_line = detail or (str(exc).strip().splitlines() or [""])[0][:300]
+    head = b""
     try:
         with open(target, "rb") as handle:
             head = handle.read(16)
         start = f"; the file starts with {head!r} ({target.stat().st_size} bytes)"
     except OSError:
         start = ""
+    fix = ("pass the best.pt / last.pt that `edgeseg train --out RUN` wrote, or a state dict saved with "
+           "torch.save; if this file was copied, copy it again")
+    if head[8:10] == b'{"':  # a little-endian header length, then JSON: the safetensors layout
+        fix = f"this looks like a safetensors file: rename it to {target.with_suffix(SAFETENSORS_SUFFIX).name}"
     return ModelError(f"{target} is not a PyTorch checkpoint (truncated, or not written by torch.save)",
                       expected="a file written by torch.save: a zip archive (starts with b'PK') or a pickle of "
                                "tensors (plain pickle files with objects are not read)",
-                      found=f"{type(exc).__name__}: {first_line}{start}",
-                      fix="pass the best.pt / last.pt that `edgeseg train --out RUN` wrote, or a state dict "
-                          "saved with torch.save; if this file was copied, copy it again")
+                      found=f"{type(exc).__name__}: {first_line}{start}", fix=fix)
 
 
 def _is_tensor_dict(obj: Any) -> bool:
@@ -179,7 +223,7 @@ def _check_keys(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.
             n = classes_in_file.pop()
             fix = f"the checkpoint has {n} classes: pass --num-classes {n}"
         else:
-            fix = "pass the --model and --num-classes the weights were trained with"
+            fix = hint or "pass the --model and --num-classes the weights were trained with"
         raise ModelError(
             f"{source} have {len(mismatched)} tensor(s) with the wrong shape",
             expected=f"{key}: {list(want)}",
@@ -213,7 +257,8 @@ def _load_into(model: nn.Module, target: Path, obj: Any, *, strict: bool = True)
 
 
 def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> WeightsReport:
-    """Load an ImageNet backbone file into ``model.backbone``, dropping its classifier keys."""
+    """Load an ImageNet backbone file (torchvision ShuffleNetV2, timm/official HRNet; .pth or .safetensors)
+    into ``model.backbone``, dropping its classifier keys; or the backbone of a segmentation checkpoint."""
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
         raise ModelError("the model has no .backbone to load ImageNet weights into",
@@ -221,10 +266,60 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> Wei
     target, obj = _read(path)
     kind, state = extract_state_dict(obj, source=str(target))
     expected = backbone.state_dict()
-    dropped = sorted(k for k in state if k not in expected and k.startswith(BACKBONE_CLASSIFIER_PREFIXES))
-    state = {k: v for k, v in state.items() if k not in dropped}
+    dropped: list[str] = []
+    if not any(k in expected for k in state) and any(k.startswith("backbone.") for k in state):
+        # a segmentation checkpoint (e.g. trained on Cityscapes): its backbone, not its decoder and head
+        dropped = sorted(k for k in state if not k.startswith("backbone."))
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    classifier = sorted(k for k in state if k not in expected and k.startswith(BACKBONE_CLASSIFIER_PREFIXES))
+    state = {k: v for k, v in state.items() if k not in classifier}
+    dropped += classifier
     check_finite(state, source=f"the backbone weights in {target}")
-    _check_keys(expected, state, source=f"the backbone weights in {target}", strict=True, num_classes=None,
-                hint="use the ImageNet weights of the same backbone and width (e.g. shufflenet_v2_x1_0 for x1.0)")
+    if set(state) != set(expected) or any(state[k].shape != v.shape for k, v in expected.items()):
+        _check_keys(expected, state, source=f"the backbone weights in {target}", strict=True, num_classes=None,
+                    hint=_backbone_fix(backbone, state))
     backbone.load_state_dict(state, strict=True)
     return WeightsReport(target, kind, len(state), dropped=dropped)
+
+
+def pretrained_backbone(model_name: str, path: str | os.PathLike[str], *, log: Any = None,
+                        **model_options: Any) -> nn.Module:
+    """The backbone of ``model_name`` with the weights of ``path`` (``load_backbone_weights``): checked before a
+    run reads its data, then copied into the run's model (the backbone does not depend on the class count)."""
+    from .registry import create_model
+
+    probe = create_model(model_name, num_classes=1, **model_options)
+    report = load_backbone_weights(probe, path)
+    if log is not None:
+        left_out = f"; left out {len(report.dropped)} classifier/head tensors" if report.dropped else ""
+        log(f"backbone weights: {report.num_tensors} tensors from {report.path} ({report.kind}{left_out})")
+    return probe.backbone
+
+
+def imagenet_source(backbone: nn.Module) -> str:
+    """Where the ImageNet weights of a zoo backbone come from (torchvision / timm names)."""
+    width = getattr(backbone, "width", None)
+    if isinstance(width, str):  # ShuffleNetV2Backbone
+        return f"torchvision's shufflenet_v2_{width} weights (ShuffleNet_V2_{width.upper()}_Weights.IMAGENET1K_V1)"
+    config = getattr(getattr(backbone, "config", None), "name", None)
+    if isinstance(config, str):  # HRNetBackbone
+        return f"timm's {TIMM_HRNET_NAMES.get(config, config)} weights"
+    return "the ImageNet weights of the same backbone and width"
+
+
+def _backbone_fix(backbone: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """The fix for a backbone file that does not fit: the zoo backbone it does fit, or the file to get."""
+    from .hrnet import HRNET_CONFIGS, HRNetBackbone
+    from .shufflenetv2 import WIDTH_CHANNELS, ShuffleNetV2Backbone
+
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    candidates: list[tuple[str, Any]] = [(f"shufflenetv2_{w}_", lambda w=w: ShuffleNetV2Backbone(w))
+                                         for w in WIDTH_CHANNELS]
+    candidates += [(f"hrnet_{name}", lambda c=c: HRNetBackbone(c)) for name, c in HRNET_CONFIGS.items()]
+    for prefix, build in candidates:
+        with torch.device("meta"):  # shapes only: no memory, no init
+            layout = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+        if layout == shapes:
+            return (f"these are {prefix.rstrip('_')} backbone weights: train a {prefix}* model "
+                    f"(`edgeseg models --pattern '{prefix}*'`), or pass {imagenet_source(backbone)}")
+    return f"pass {imagenet_source(backbone)}"

@@ -1,4 +1,5 @@
-"""DeepLabV3+, DSPP, MDSPP and the SPEED decoder on ShuffleNetV2, and their 12 registrations."""
+"""DeepLabV3+ (dense and separable), DeepLabV3, DSPP, MDSPP and the SPEED decoder on ShuffleNetV2, and their 20
+registrations."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from torch import nn
 
 from edgeseg.errors import ConfigError, ModelError
 from edgeseg.models import create_model, list_models, model_info
-from edgeseg.models.deeplabv3plus import DeepLabV3PlusDecoder
+from edgeseg.models.deeplabv3 import DeepLabV3Decoder
+from edgeseg.models.deeplabv3plus import ASPP, DeepLabV3PlusDecoder
 from edgeseg.models.shufflenetv2 import ShuffleNetV2Backbone
 from edgeseg.models.speed_decoder import DSPP, MDSPP, SPEEDDecoder
 
 WIDTHS = ("x0_5", "x1_0", "x1_5", "x2_0")
-DECODERS = ("deeplabv3plus", "dspp", "mdspp")
+DECODERS = ("deeplabv3plus", "deeplabv3plus_sep", "deeplabv3", "dspp", "mdspp")
 
 
 def _features(backbone: ShuffleNetV2Backbone, height: int, width: int) -> list[torch.Tensor]:
@@ -73,6 +75,33 @@ def test_separable_deeplabv3plus_uses_depthwise_atrous_and_decoder_convs():
         assert tuple(light(torch.randn(1, 3, 64, 128)).shape) == (1, 3, 64, 128)
     with pytest.raises(ModelError, match="true or false"):
         create_model("shufflenetv2_x0_5_deeplabv3plus", separable="yes")
+
+
+def test_registered_separable_deeplabv3plus_is_the_separable_option():
+    named = create_model("shufflenetv2_x1_0_deeplabv3plus_sep", num_classes=3)
+    option = create_model("shufflenetv2_x1_0_deeplabv3plus", num_classes=3, separable=True)
+    shapes = lambda model: {k: tuple(v.shape) for k, v in model.state_dict().items()}  # noqa: E731
+    assert shapes(named) == shapes(option)  # same layers: checkpoints of either load into the other
+    assert named.decoder.separable and named.model_name == "shufflenetv2_x1_0_deeplabv3plus_sep"
+    assert create_model("shufflenetv2_x0_5_deeplabv3plus_sep", output_stride=8).decoder.aspp.rates == (12, 24, 36)
+    with pytest.raises(ModelError, match="does not take that option"):
+        create_model("shufflenetv2_x0_5_deeplabv3plus_sep", separable=False)
+
+
+@pytest.mark.parametrize(("output_stride", "rates"), [(16, (6, 12, 18)), (8, (12, 24, 36)), (32, (3, 6, 9))])
+def test_deeplabv3_is_aspp_on_the_deepest_feature(output_stride, rates):
+    model = create_model("shufflenetv2_x0_5_deeplabv3", num_classes=3, output_stride=output_stride).eval()
+    assert isinstance(model.decoder, DeepLabV3Decoder) and isinstance(model.decoder.aspp, ASPP)
+    assert model.decoder.aspp.rates == rates and model.backbone.output_stride == output_stride
+    assert [m for m in model.decoder.modules() if isinstance(m, nn.Conv2d)][0].in_channels == 192  # stage4 x0.5
+    seen: list[tuple[int, ...]] = []
+    model.head.register_forward_hook(lambda module, inputs, output: seen.append(tuple(output.shape)))
+    with torch.no_grad():
+        logits = model(torch.randn(1, 3, 64, 128))
+    assert seen == [(1, 3, 64 // output_stride, 128 // output_stride)]  # the head works at the output stride
+    assert tuple(logits.shape) == (1, 3, 64, 128)  # ... and the model resizes to the input
+    with pytest.raises(ModelError, match="does not take that option"):
+        create_model("shufflenetv2_x0_5_deeplabv3", low_level_stride=4)
 
 
 def test_deeplabv3plus_rejects_an_unknown_low_level_stride():
@@ -182,14 +211,17 @@ def test_speed_models_have_no_adaptive_pooling_and_stay_light():
 
 # ---- registration ------------------------------------------------------------------------------
 
-def test_twelve_shufflenetv2_models_are_registered():
+def test_twenty_shufflenetv2_models_are_registered():
     names = list_models("shufflenetv2_*")
-    assert names == sorted(f"shufflenetv2_{w}_{d}" for w in WIDTHS for d in DECODERS)
+    assert names == sorted(f"shufflenetv2_{w}_{d}" for w in WIDTHS for d in DECODERS) and len(names) == 20
     for name in names:
         info = model_info(name)
         assert info.family == "shufflenetv2"
-        assert info.decoder == name.rsplit("_", 1)[1]
+        assert info.decoder == name.split("_", 3)[3]  # shufflenetv2_<w>_<w>_<decoder>
         assert info.default_input_size == (512, 1024)
+        width = ".".join(name.split("_")[1:3])
+        assert info.description.startswith(f"ShuffleNetV2 {width} + "), info.description
+        assert ("separable" in info.description) == name.endswith("_sep")
 
 
 def test_models_use_the_backbone_width_and_init_batchnorm():
@@ -197,6 +229,23 @@ def test_models_use_the_backbone_width_and_init_batchnorm():
     assert model.backbone.width == "x1_5" and model.head.out_channels == 7
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in norms)
+
+
+def test_untrained_models_keep_their_deepest_feature_alive():
+    """Depthwise convs initialised with the fan_out of one group: torch's kaiming fan_out counts every channel and
+    shrank the stride-32 feature to ~1e-6, so an untrained DeepLabV3 (head on that feature only) gave all ties;
+    logits stay at a few units (absolute tolerances and INT8 checks of random models rely on it)."""
+    torch.manual_seed(0)
+    model = create_model("shufflenetv2_x1_0_deeplabv3", num_classes=19).eval()
+    depthwise = model.backbone.stage3[1].branch2[3]
+    assert depthwise.groups == depthwise.in_channels == 116
+    assert 0.25 < float(depthwise.weight.std()) < 0.42  # sqrt(1 / 9) = 0.33, not sqrt(2 / (116 * 9)) = 0.04
+    with torch.no_grad():
+        features = model.backbone(torch.randn(1, 3, 128, 128))
+        logits = model(torch.randn(1, 3, 128, 128))
+    assert 0.05 < float(features[-1].std()) < 2 and float(logits.abs().max()) < 50
+    top2 = logits.topk(2, dim=1).values
+    assert float(((top2[:, 0] - top2[:, 1]) < 1e-3).float().mean()) < 0.01
 
 
 def test_unknown_factory_option_is_a_model_error():
