@@ -41,6 +41,7 @@ class Manifest:
     num_classes: int
     input_spec: InputSpec
     classes: list[str] = field(default_factory=list)
+    class_colors: list[list[int]] = field(default_factory=list)  # the training data's colours ([]: the palette's)
     precision: str = "fp32"
     backend: str = "onnxruntime"
     artifacts: dict[str, str] = field(default_factory=dict)  # role -> file name
@@ -111,6 +112,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "model": ((str,), "a model name"),
     "num_classes": ((int,), "a whole number of classes"),
     "classes": ((list,), "a list of class names"),
+    "class_colors": ((list,), "a list of [r, g, b] class colours"),
     "precision": ((str,), "fp32 | fp16 | int8 | best"),
     "backend": ((str,), "tensorrt | onnxruntime"),
     "artifacts": ((dict,), "an object: role -> file name"),

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 from . import __version__
 from .errors import ArtifactError, DependencyError, require
+from .palette import stored_colours
 from .spec import InputSpec
 
 # metadata_props keys written by ``edgeseg export`` (every value is a string; classes and input_spec are JSON)
@@ -32,6 +34,7 @@ KEY_MODEL = "model"
 KEY_NUM_CLASSES = "num_classes"
 KEY_CLASSES = "classes"
 KEY_INPUT_SPEC = "input_spec"
+KEY_CLASS_COLORS = "class_colors"  # optional: the training data's colours, [[r, g, b], ...] (JSON)
 EXPORT_KEYS = (KEY_VERSION, KEY_MODEL, KEY_NUM_CLASSES, KEY_CLASSES, KEY_INPUT_SPEC)
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -92,6 +95,10 @@ class OnnxModelInfo:
     @property
     def classes(self) -> list[str]:
         return classes_from_metadata(self.metadata)
+
+    @property
+    def class_colors(self) -> list[list[int]]:
+        return class_colors_from_metadata(self.metadata)
 
     @property
     def output_channels(self) -> int | None:
@@ -159,10 +166,20 @@ def classes_from_metadata(metadata: dict[str, str]) -> list[str]:
     return [str(c) for c in value] if isinstance(value, list) else []
 
 
+def class_colors_from_metadata(metadata: dict[str, str]) -> list[list[int]]:
+    """The training data's class colours in ``metadata`` ([] when absent or unreadable: colours are cosmetic,
+    ``edgeseg.palette.class_palette`` fills in)."""
+    try:
+        value = json.loads(metadata.get(KEY_CLASS_COLORS, "[]"))
+    except json.JSONDecodeError:
+        return []
+    return stored_colours(value, len(value) if isinstance(value, list) else 0)
+
+
 def decode_metadata(metadata: dict[str, str]) -> dict[str, Any]:
     """``metadata`` with the export's JSON fields decoded and num_classes an int (strict: raises ValueError)."""
     props: dict[str, Any] = dict(metadata)
-    for key in (KEY_CLASSES, KEY_INPUT_SPEC):
+    for key in (KEY_CLASSES, KEY_INPUT_SPEC, KEY_CLASS_COLORS):
         if key in props:
             props[key] = json.loads(props[key])
     if KEY_NUM_CLASSES in props:
@@ -204,21 +221,26 @@ def remove_metadata(model: Any, *, prefix: str) -> None:
     model.metadata_props.extend(kept)
 
 
-def export_metadata(*, model: str, num_classes: int, classes: list[str], input_spec: InputSpec) -> dict[str, str]:
-    """The metadata_props ``edgeseg export`` writes (the contract every reader above decodes)."""
-    return {
+def export_metadata(*, model: str, num_classes: int, classes: list[str], input_spec: InputSpec,
+                    class_colors: Sequence[Sequence[int]] = ()) -> dict[str, str]:
+    """The metadata_props ``edgeseg export`` writes (the contract every reader above decodes); class colours
+    only when the training data had its own."""
+    values = {
         KEY_VERSION: __version__,
         KEY_MODEL: model,
         KEY_NUM_CLASSES: str(num_classes),
         KEY_CLASSES: json.dumps(list(classes)),
         KEY_INPUT_SPEC: json.dumps(input_spec.to_dict(), sort_keys=True),
     }
+    if class_colors:
+        values[KEY_CLASS_COLORS] = json.dumps([[int(v) for v in c] for c in class_colors])
+    return values
 
 
 def write_export_metadata(proto: Any, *, model: str, num_classes: int, classes: list[str],
-                          input_spec: InputSpec) -> None:
+                          input_spec: InputSpec, class_colors: Sequence[Sequence[int]] = ()) -> None:
     set_metadata(proto, export_metadata(model=model, num_classes=num_classes, classes=classes,
-                                        input_spec=input_spec))
+                                        input_spec=input_spec, class_colors=class_colors))
 
 
 # -- graph facts on a loaded onnx.ModelProto ------------------------------------------------------

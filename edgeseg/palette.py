@@ -9,6 +9,7 @@ models disagree; it is kept away from every palette colour so it cannot pass for
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,11 @@ def _bit_spread(value: int) -> tuple[int, int, int]:
         b |= ((value >> 2) & 1) << (7 - shift)
         value >>= 3
     return r, g, b
+
+
+def voc_colours(count: int) -> list[tuple[int, int, int]]:
+    """The Pascal VOC colour map: class ``k`` is ``_bit_spread(k)`` (background black, as VOC draws it)."""
+    return [_bit_spread(value) for value in range(count)]
 
 
 def _far_from_disagreement(colour: tuple[int, int, int]) -> bool:
@@ -79,6 +85,15 @@ def class_palette(num_classes: int, classes_json_colours: Sequence[Sequence[int]
     given = _checked(classes_json_colours or [])[:num_classes]
     colours[: len(given)] = given
     return np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
+
+
+def stored_colours(value: Any, num_classes: int) -> list[list[int]]:
+    """Class colours as a checkpoint or ONNX metadata stores them ([[r, g, b], ...], one per class), or []
+    when absent or malformed: colours are cosmetic, ``class_palette`` fills in."""
+    ok = isinstance(value, (list, tuple)) and len(value) == num_classes and all(
+        isinstance(c, (list, tuple)) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+        for c in value)
+    return [[int(v) for v in c] for c in value] if ok else []
 
 
 def hex_colour(colour: Sequence[int]) -> str:

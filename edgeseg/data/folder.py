@@ -42,11 +42,16 @@ class Sample:
 
 @dataclass
 class FolderDataset:
+    """Image/mask pairs with their classes: the folder format, or a public dataset read by
+    ``edgeseg.data.adapters`` (whose masks hold raw ids that ``label_map`` turns into train ids)."""
+
     root: Path
     samples: list[Sample]
     classes: list[str]
     colors: list[tuple[int, int, int]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why) left out by skip_bad
+    label_map: np.ndarray | None = None  # 256 uint8: raw mask value -> train id; None: masks hold train ids
+    name: str = ""  # what the commands print, e.g. "cityscapes val"
 
     @property
     def num_classes(self) -> int:
@@ -56,9 +61,14 @@ class FolderDataset:
         return len(self.samples)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(uint8 HxWx3 RGB image, uint8 HxW mask) of sample ``index``."""
+        """(uint8 HxWx3 RGB image, uint8 HxW mask in train ids) of sample ``index``."""
         sample = self.samples[index]
-        return load_image(sample.image), load_mask(sample.mask)
+        return load_image(sample.image), self.read_mask(sample.mask)
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        """A mask file of this dataset in train ids (255 = ignore)."""
+        mask = load_mask(path)
+        return mask if self.label_map is None else self.label_map[mask]
 
 
 def _names(paths: list, more: int | None = None) -> str:
@@ -149,13 +159,8 @@ def open_folder_dataset(
     samples, skipped = _pairs(images_dir, masks_dir, stems, split, skip_bad)
     classes, colors = _classes(classes_dir, num_classes, classes_hint)
     if verify:
-        samples, bad, max_label = _verify(samples, len(classes) or None, on_item, classes_hint)
-        if bad and not skip_bad:
-            raise InputError(
-                f"{len(bad)} files cannot be read",
-                found=_names([f"{p} ({why})" for p, why in bad]),
-                fix="replace or delete them, or pass --skip-bad to leave them out",
-            )
+        samples, bad, max_label = verify_samples(samples, len(classes) or None, skip_bad=skip_bad, on_item=on_item,
+                                                 classes_hint=classes_hint)
         skipped += bad
         if not classes:
             classes = [f"class_{k}" for k in range(max_label + 1)]
@@ -222,8 +227,32 @@ def _classes_fix(first: str, hint: str) -> str:
     return f"{first}, or {hint}" if hint else first
 
 
+def verify_samples(
+    samples: list[Sample],
+    num_classes: int | None,
+    *,
+    skip_bad: bool,
+    on_item: Callable[[int, int], None] | None = None,
+    classes_hint: str = "",
+    read_mask: Callable[[Path], np.ndarray] = load_mask,
+) -> tuple[list[Sample], list[tuple[Path, str]], int]:
+    """(readable samples, unreadable (file, why), largest label): every pair decoded and its labels checked.
+
+    Unreadable files stop it unless ``skip_bad``; ``read_mask`` gives the mask in train ids (adapters map raw ids).
+    """
+    samples, bad, max_label = _verify(samples, num_classes, on_item, classes_hint, read_mask)
+    if bad and not skip_bad:
+        raise InputError(
+            f"{len(bad)} files cannot be read",
+            found=_names([f"{p} ({why})" for p, why in bad]),
+            fix="replace or delete them, or pass --skip-bad to leave them out",
+        )
+    return samples, bad, max_label
+
+
 def _verify(
-    samples: list[Sample], num_classes: int | None, on_item: Callable[[int, int], None] | None, classes_hint: str = ""
+    samples: list[Sample], num_classes: int | None, on_item: Callable[[int, int], None] | None, classes_hint: str = "",
+    read_mask: Callable[[Path], np.ndarray] = load_mask,
 ) -> tuple[list[Sample], list[tuple[Path, str]], int]:
     good, bad = [], []
     mismatched, out_of_range = [], []
@@ -237,7 +266,7 @@ def _verify(
             bad.append((sample.image, exc.problem))
             continue
         try:
-            mask = load_mask(sample.mask)
+            mask = read_mask(sample.mask)
         except InputError as exc:
             bad.append((sample.mask, exc.problem))
             continue

@@ -58,6 +58,7 @@ class ExportConfig:
     num_reference_samples: int = 8  # synthetic frames when no sample_images are given
     seed: int = 0
     classes: list[str] = field(default_factory=list)
+    class_colors: list[list[int]] = field(default_factory=list)  # the training data's colours ([]: the palette's)
     sample_images: list[Path] = field(default_factory=list)  # reference frames from these instead
     sample_masks: list[Path] = field(default_factory=list)  # their ground truth (same order), or empty
     samples_source: str = ""  # where the sample images come from, recorded in reference.npz
@@ -305,7 +306,7 @@ def _checked_graph(model: nn.Module, inputs: np.ndarray, config: ExportConfig, n
     say("check: graph hygiene for TensorRT")
     require_clean_graph(model_proto)
     write_export_metadata(model_proto, model=config.model, num_classes=config.num_classes,
-                          classes=config.class_names, input_spec=config.input_spec)
+                          classes=config.class_names, input_spec=config.input_spec, class_colors=config.class_colors)
     laps("check")
     return model_proto
 

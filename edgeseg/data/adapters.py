@@ -1,0 +1,305 @@
+"""Public datasets in their own on-disk layouts (numpy only; Python 3.8): Cityscapes, CamVid, VOC, ADE20K.
+
+Each adapter pairs images with masks where the dataset keeps them and maps the raw mask values
+to train ids (``edgeseg.data.labels``), so no conversion script is needed. What it returns is
+a ``FolderDataset`` (``label_map`` set), verified like a folder dataset. A layout that is not
+the expected one is an ``InputError`` naming the folder looked for, what is there, the nearest
+name, and the splits found with their pair counts.
+
+    cityscapes  ROOT/leftImg8bit/<split>/<city>/*_leftImg8bit.png + ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png
+    camvid      ROOT/<split>/*.png + ROOT/<split>annot/*.png  (the SegNet layout: train, val, test)
+    voc         ROOT/JPEGImages/*.jpg + ROOT/SegmentationClass/*.png + ROOT/ImageSets/Segmentation/<split>.txt
+                (ROOT may also be VOCdevkit, holding VOC2012)
+    ade20k      ROOT/images/<split>/*.jpg + ROOT/annotations/<split>/*.png  (ADEChallengeData2016)
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from ..images import IMAGE_EXTENSIONS
+from . import labels
+from .folder import FolderDataset, Sample, _names, verify_samples
+
+# typing's generics: these aliases are evaluated at import, and Python 3.8 runs them
+Pairs = typing.Tuple[typing.List[Sample], typing.List[Path]]  # (samples, masks that are missing)
+OnItem = typing.Optional[typing.Callable[[int, int], None]]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    kind: str
+    title: str
+    layout: str  # the expected layout, for error messages
+    classes: tuple[str, ...]
+    colours: tuple[tuple[int, int, int], ...]  # () : the generated palette of edgeseg.palette
+    label_map: Callable[[], np.ndarray]
+    own_split: dict[str, str]  # the project's split names (train/val) -> the dataset's own
+    base: Callable[[Path], Path]  # ROOT -> the folder the layout starts in
+    splits: Callable[[Path], list[str]]  # the splits present
+    pairs: Callable[[Path, str], Pairs]
+    images: Callable[[Path, str], list[Path]]
+
+
+def _dirs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def _files(folder: Path, suffix: str | None = None) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in
+                  ((suffix,) if suffix else IMAGE_EXTENSIONS))
+
+
+def _by_stem(images: list[Path], masks_dir: Path) -> Pairs:
+    """Each image with ``masks_dir/<stem>.png``; the masks that do not exist are listed apart."""
+    samples, missing = [], []
+    for image in images:
+        mask = masks_dir / (image.stem + ".png")
+        if mask.is_file():
+            samples.append(Sample(image.stem, image, mask))
+        else:
+            missing.append(mask)
+    return samples, missing
+
+
+def nearest(name: str, choices: list[str]) -> str | None:
+    """The choice most like ``name`` (case-insensitive), if any is close."""
+    lowered = {c.lower(): c for c in choices}
+    found = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
+    return lowered[found[0]] if found else None
+
+
+def require_dir(path: Path, root: Path, adapter: Adapter) -> Path:
+    """``path`` (under ``root``) when it is a folder; else an InputError at the first missing component."""
+    if path.is_dir():
+        return path
+    current = root
+    for part in path.relative_to(root).parts:
+        if not (current / part).is_dir():
+            present = _dirs(current)
+            near = nearest(part, present)
+            found = f"{current} holds " + (", ".join(present[:10]) if present else "no folders")
+            fix = f"did you mean {current / near}? " if near else ""
+            raise InputError(f"{adapter.kind}: {current / part} not found", expected=adapter.layout, found=found,
+                             fix=fix + f"point ROOT at the {adapter.title} folder ({adapter.kind}:ROOT[:split])")
+        current = current / part
+    return path
+
+
+# -- Cityscapes --------------------------------------------------------------------------------
+CS_IMAGE, CS_MASK = "_leftImg8bit.png", "_gtFine_labelIds.png"
+
+
+def _cityscapes_images(root: Path, split: str) -> list[Path]:
+    folder = require_dir(root / "leftImg8bit" / split, root, CITYSCAPES)
+    return [p for city in _dirs(folder) for p in sorted((folder / city).glob("*" + CS_IMAGE))]
+
+
+def _cityscapes_pairs(root: Path, split: str) -> Pairs:
+    images = _cityscapes_images(root, split)
+    masks_dir = require_dir(root / "gtFine" / split, root, CITYSCAPES)
+    samples, missing = [], []
+    for image in images:
+        base = image.name[: -len(CS_IMAGE)]
+        mask = masks_dir / image.parent.name / (base + CS_MASK)
+        if mask.is_file():
+            samples.append(Sample(base, image, mask))
+        else:
+            missing.append(mask)
+    return samples, missing
+
+
+CITYSCAPES = Adapter(
+    "cityscapes", "Cityscapes",
+    "ROOT/leftImg8bit/<split>/<city>/*_leftImg8bit.png with ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png",
+    labels.CITYSCAPES_CLASSES, tuple(labels.cityscapes_colours()), labels.cityscapes_lut,
+    {"training": "train", "validation": "val", "testing": "test"},
+    lambda root: root, lambda root: _dirs(root / "leftImg8bit"), _cityscapes_pairs, _cityscapes_images,
+)
+
+
+# -- CamVid (the SegNet layout) ------------------------------------------------------------------
+def _camvid_images(root: Path, split: str) -> list[Path]:
+    return _files(require_dir(root / split, root, CAMVID))
+
+
+def _camvid_pairs(root: Path, split: str) -> Pairs:
+    return _by_stem(_camvid_images(root, split), require_dir(root / (split + "annot"), root, CAMVID))
+
+
+CAMVID = Adapter(
+    "camvid", "CamVid (SegNet layout)",
+    "ROOT/<split>/*.png with ROOT/<split>annot/*.png, split train | val | test (the SegNet CamVid layout; "
+    "masks hold 0..10 and 11 = void)",
+    labels.CAMVID_CLASSES, labels.CAMVID_COLOURS, labels.camvid_lut,
+    {"training": "train", "validation": "val", "testing": "test"},
+    lambda root: root, lambda root: [d for d in _dirs(root) if (root / (d + "annot")).is_dir()],
+    _camvid_pairs, _camvid_images,
+)
+
+
+# -- Pascal VOC 2012 -----------------------------------------------------------------------------
+def _voc_base(root: Path) -> Path:
+    for base in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
+        if (base / "JPEGImages").is_dir():
+            return base
+    return root  # require_dir below names what is missing
+
+
+def _voc_ids(root: Path, split: str) -> list[str]:
+    folder = require_dir(root / "ImageSets" / "Segmentation", root, VOC)
+    listing = folder / (split + ".txt")
+    if not listing.is_file():
+        present = [p.stem for p in _files(folder, ".txt")]
+        near = nearest(split, present)
+        raise InputError(f"voc: {listing} not found", expected=VOC.layout,
+                         found="split lists: " + (", ".join(present) or "none"),
+                         fix=f"did you mean voc:ROOT:{near}?" if near else "pass voc:ROOT:SPLIT with a listed split")
+    return [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+
+
+def _voc_images(root: Path, split: str) -> list[Path]:
+    folder = require_dir(root / "JPEGImages", root, VOC)
+    ids = _voc_ids(root, split)
+    absent = [i for i in ids if not (folder / (i + ".jpg")).is_file()]
+    if absent:
+        raise InputError(f"voc: {len(absent)} ids in {split}.txt have no image in {folder}", found=_names(absent),
+                         fix="re-extract VOCtrainval (JPEGImages), or fix the split list")
+    return [folder / (i + ".jpg") for i in ids]
+
+
+def _voc_pairs(root: Path, split: str) -> Pairs:
+    return _by_stem(_voc_images(root, split), require_dir(root / "SegmentationClass", root, VOC))
+
+
+VOC = Adapter(
+    "voc", "Pascal VOC 2012",
+    "ROOT/JPEGImages/*.jpg, ROOT/SegmentationClass/*.png (palette PNGs) and ROOT/ImageSets/Segmentation/"
+    "<split>.txt, split train | val | trainval (ROOT: VOC2012, or the VOCdevkit holding it)",
+    labels.VOC_CLASSES, tuple(labels.voc_class_colours()), labels.voc_lut,
+    {"training": "train", "validation": "val"},
+    _voc_base, lambda root: sorted(p.stem for p in _files(root / "ImageSets" / "Segmentation", ".txt")),
+    _voc_pairs, _voc_images,
+)
+
+
+# -- ADE20K SceneParsing ---------------------------------------------------------------------------
+def _ade_base(root: Path) -> Path:
+    return root / "ADEChallengeData2016" if (root / "ADEChallengeData2016" / "images").is_dir() else root
+
+
+def _ade_images(root: Path, split: str) -> list[Path]:
+    return _files(require_dir(root / "images" / split, root, ADE20K))
+
+
+def _ade_pairs(root: Path, split: str) -> Pairs:
+    return _by_stem(_ade_images(root, split), require_dir(root / "annotations" / split, root, ADE20K))
+
+
+ADE20K = Adapter(
+    "ade20k", "ADE20K SceneParsing (ADEChallengeData2016)",
+    "ROOT/images/<split>/*.jpg with ROOT/annotations/<split>/*.png, split training | validation "
+    "(ROOT: ADEChallengeData2016, or the folder holding it)",
+    labels.ADE20K_CLASSES, (), labels.ade20k_lut,
+    {"train": "training", "val": "validation"},
+    _ade_base, lambda root: [d for d in _dirs(root / "images") if (root / "annotations" / d).is_dir()],
+    _ade_pairs, _ade_images,
+)
+
+ADAPTERS: dict[str, Adapter] = {a.kind: a for a in (CITYSCAPES, CAMVID, VOC, ADE20K)}
+
+
+# -- opening ------------------------------------------------------------------------------------------
+def _base(adapter: Adapter, root: Path) -> Path:
+    if not root.is_dir():
+        raise InputError(f"{adapter.kind}: dataset folder {root} does not exist", expected=adapter.layout,
+                         found=str(root))
+    return adapter.base(root)
+
+
+def pair_counts(adapter: Adapter, base: Path) -> dict[str, int]:
+    """Pairs found per split (the error messages' census)."""
+    counts = {}
+    for split in adapter.splits(base):
+        try:
+            counts[split] = len(adapter.pairs(base, split)[0])
+        except InputError:
+            counts[split] = 0
+    return counts
+
+
+def resolve_split(adapter: Adapter, base: Path, split: str, *, masks: bool = True) -> str:
+    """The dataset's own name of ``split`` (train -> training for ADE20K), checked to be there (with its masks
+    unless ``masks`` is False)."""
+    own = adapter.own_split.get(split, split)
+    present = adapter.splits(base)
+    if own in present:
+        return own
+    if not present or not masks:  # the listing names the first folder that is missing, with the nearest name
+        (adapter.pairs if masks else adapter.images)(base, own)
+        if not masks:
+            return own
+    aliases = [name for name, target in adapter.own_split.items() if target in present and name != target]
+    near = nearest(split, present + aliases)
+    counts = pair_counts(adapter, base)
+    raise InputError(f"{adapter.kind}: no {split!r} split in {base}", expected=adapter.layout,
+                     found="splits " + ", ".join(f"{s} ({pairs_text(counts.get(s, 0))})" for s in present),
+                     fix=(f"did you mean {near!r}? " if near else "") + f"pass {adapter.kind}:ROOT:SPLIT with SPLIT "
+                         "one of " + ", ".join(present + [f"{a} (= {adapter.own_split[a]})" for a in aliases]))
+
+
+def pairs_text(count: int) -> str:
+    return f"{count} pair" + ("" if count == 1 else "s")
+
+
+def open_adapter(kind: str, root: Path, split: str, *, num_classes: int | None = None, skip_bad: bool = False,
+                 verify: bool = True, on_item: OnItem = None, classes_hint: str = "") -> FolderDataset:
+    """Index (and by default verify) ``split`` of a public dataset; see the module docstring."""
+    adapter = ADAPTERS[kind]
+    classes = list(adapter.classes)
+    if num_classes is not None and num_classes != len(classes):
+        fix = f"pass a model trained on the {len(classes)} {adapter.title} classes"
+        raise ConfigError(f"the number of classes disagrees with the {adapter.title} classes",
+                          expected=f"{len(classes)} ({kind})", found=str(num_classes),
+                          fix=f"{fix}, or {classes_hint}" if classes_hint else fix)
+    base = _base(adapter, Path(root))
+    own = resolve_split(adapter, base, split)
+    samples, missing = adapter.pairs(base, own)
+    if missing and not skip_bad:
+        raise InputError(f"{kind}: {len(missing)} of {len(samples) + len(missing)} {own} images have no mask",
+                         expected=adapter.layout, found="missing: " + _names(missing),
+                         fix="add the masks, or pass --skip-bad to leave those images out")
+    skipped = [(m, "missing mask") for m in missing]
+    dataset = FolderDataset(base, samples, classes, colors=list(adapter.colours), skipped=skipped,
+                            label_map=adapter.label_map(), name=f"{kind} {own}")
+    if verify:
+        hint = f"check that {base} is an unmodified {adapter.title} download ({adapter.layout})"
+        dataset.samples, bad, _ = verify_samples(samples, len(classes), skip_bad=skip_bad, on_item=on_item,
+                                                 classes_hint=hint, read_mask=dataset.read_mask)
+        dataset.skipped += bad
+    if not dataset.samples:
+        counts = pair_counts(adapter, base)
+        raise InputError(f"{kind}: no usable {own} pairs in {base}", expected=adapter.layout,
+                         found=", ".join(f"{s}: {pairs_text(n)}" for s, n in counts.items()) or "no splits",
+                         fix=f"pass a split that has pairs ({kind}:ROOT:SPLIT)")
+    return dataset
+
+
+def adapter_images(kind: str, root: Path, split: str) -> list[Path]:
+    """The images of ``split`` (masks not needed: calibration)."""
+    adapter = ADAPTERS[kind]
+    base = _base(adapter, Path(root))
+    own = resolve_split(adapter, base, split, masks=False)
+    images = adapter.images(base, own)
+    if not images:
+        raise InputError(f"{kind}: no images in the {own} split of {base}", expected=adapter.layout)
+    return images
