@@ -29,7 +29,7 @@ import pytest
 from helpers.blocked_imports import run_without
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY_PACKAGES = ("edgeseg.commands", "edgeseg.runtime", "edgeseg.pipeline")  # every module in these
+ENTRY_PACKAGES = ("edgeseg.commands", "edgeseg.runtime", "edgeseg.pipeline", "edgeseg.ros2")  # every module in these
 ENTRY_MODULES = ("edgeseg.__main__", "edgeseg.cli")
 TORCH = {"torch", "torchvision"}  # imported at module level: the torch layer (desktop only)
 DESKTOP_ONLY = ("torch", "torchvision", "onnx", "onnxsim")  # blocked when the modules are imported under 3.8

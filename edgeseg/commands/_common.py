@@ -6,6 +6,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
@@ -33,6 +34,69 @@ class SizeType(click.ParamType):
 
 
 SIZE = SizeType()
+
+
+class DatasetType(click.ParamType):
+    """``DIR`` or ``KIND:ROOT[:split]`` (edgeseg.data.datasets); an unknown KIND is a usage error (exit 2).
+
+    ``exists``: ROOT must exist (else exit 2, as click.Path(exists=True) did for the options that had it).
+    """
+
+    name = "DATASET"
+
+    def __init__(self, exists: bool = False) -> None:
+        self.exists = exists
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from ..data.datasets import DatasetSpec, parse_dataset_spec
+        from ..errors import UsageError
+
+        if isinstance(value, DatasetSpec):
+            return value
+        try:
+            spec = parse_dataset_spec(value)
+        except UsageError as exc:
+            self.fail(exc.format(), param, ctx)
+        if self.exists and not spec.root.is_dir():
+            self.fail(f"{spec.root} is not a folder" if spec.root.exists() else f"{spec.root} does not exist",
+                      param, ctx)
+        return spec
+
+
+DATASET = DatasetType()
+
+
+class CalibType(click.ParamType):
+    """``--calib``: an image folder, ``bag:PATH`` (a ROS bag) or ``KIND:ROOT[:split]`` (a dataset's images);
+    what it names must exist (else exit 2). ``resolve_calib`` turns the value into a calibration source."""
+
+    name = "CALIB"
+    folder = click.Path(exists=True, file_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value)
+        if text.startswith("bag:"):
+            if not Path(text[4:]).expanduser().exists():
+                self.fail(f"bag {text[4:]} does not exist", param, ctx)
+            return text  # quant.calib_data.calib_source makes it a BagCalibSource with --topic
+        spec = DatasetType(exists=True).convert(value, param, ctx)
+        return self.folder.convert(spec.root, param, ctx) if spec.is_folder and spec.split is None else spec
+
+
+def resolve_calib(value: Any, topic: str | None) -> Any:
+    """A --calib value (CalibType) + --topic as what quant.calib_data reads: a folder Path, a BagCalibSource,
+    or an ImageListSource with a dataset's images (resolved here: data/ sits above quant/)."""
+    from ..data.datasets import DatasetSpec, dataset_image_paths
+    from ..quant.calib_data import ImageListSource, calib_source
+
+    if isinstance(value, DatasetSpec):
+        value = ImageListSource(str(value), value.root, tuple(dataset_image_paths(value)))
+    return calib_source(value, topic)
+CALIB_HELP = ("an image folder (searched recursively), bag:PATH (a ROS 1 .bag, ROS 2 .mcap/.db3 or rosbag2 "
+              "folder; --topic picks the image topic: frames spread over the recording, near-duplicates skipped), "
+              "or a dataset's images: cityscapes:ROOT[:split], camvid:, voc:, ade20k: (train split by default)")
+DATASET_HELP = ("DIR (images/ + masks/ [+ classes.json]), or cityscapes:ROOT[:split], camvid:ROOT[:split], "
+                "voc:ROOT[:split], ade20k:ROOT[:split]")
 POSITIVE = click.IntRange(min=1)  # counts and thread numbers: 0 is rejected up front (exit 2)
 
 

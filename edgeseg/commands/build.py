@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..quant.fallback import DEFAULT_CAP, FALLBACK_MODES
 from ..quant.qdq_trt import CONCAT_SCALES
 from ..quant.ranges import DEFAULT_METHOD, METHODS
-from ._common import POSITIVE, SIZE, echo_step, progress_callback, quote, summary_table
+from ._common import (
+    CALIB_HELP,
+    DATASET_HELP,
+    POSITIVE,
+    SIZE,
+    CalibType,
+    DatasetType,
+    echo_step,
+    progress_callback,
+    quote,
+    resolve_calib,
+    summary_table,
+)
 
 TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
           "not_run": "build NOT VALIDATED (no reference to check against)"}
+TOPIC_HELP = "Image topic of a --calib bag:PATH [default: the bag's only image topic]."
 
 
 @click.command("build")
@@ -26,8 +40,9 @@ TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
               help="Engine precision (default int8). best: TensorRT picks per layer among INT8/FP16; on the CPU "
                    "the fastest of FP32 and INT8 that passes the gates is kept (selection.json says why).")
 @click.option("--int8", "int8_flag", is_flag=True, help="Same as --precision int8.")
-@click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Calibration image folder (default: ./calib, else synthetic scenes).")
+@click.option("--calib", type=CalibType(), default=None,
+              help=f"Calibration frames: {CALIB_HELP} [default: ./calib, else synthetic scenes].")
+@click.option("--topic", default=None, help=TOPIC_HELP)
 @click.option("--calib-images", type=POSITIVE, default=100, show_default=True, help="Images used for calibration.")
 @click.option("--calib-method", type=click.Choice(METHODS), default=None,
               help=f"Activation range method [default: {DEFAULT_METHOD}; the demo model uses the method its "
@@ -41,9 +56,10 @@ TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
               help="Most layers --fallback auto may keep in float before the build fails.")
 @click.option("--sensitivity", is_flag=True,
               help="Rank the quantized layers (each alone in float) into sensitivity.md even without a fallback.")
-@click.option("--val", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Labelled folder (images/ + masks/): reference frames and mIoU against ground truth "
-                   "[default: the demo's held-out scenes, else calibration frames without ground truth].")
+@click.option("--val", type=DatasetType(exists=True), default=None,
+              help=f"Labelled data: {DATASET_HELP} (a folder is used whole, a public dataset's val split unless "
+                   ":split is given): reference frames and mIoU against ground truth [default: the demo's held-out "
+                   "scenes, else calibration frames without ground truth].")
 @click.option("--val-images", type=POSITIVE, default=None,
               help="Frames kept in reference.npz [default: up to 32, fewer at large input sizes].")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True)
@@ -54,8 +70,9 @@ TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
 @click.option("--threads", type=POSITIVE, default=None, help="CPU threads for ONNX Runtime / PyTorch.")
 @click.option("--force", is_flag=True, help="Redo every step even when its inputs are unchanged.")
 def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, input_size: tuple[int, int] | None,
-              precision: str | None, int8_flag: bool, calib: Path | None, calib_images: int, calib_method: str | None,
-              concat_scales: str, fallback: str, fallback_cap: int, sensitivity: bool, val: Path | None,
+              precision: str | None, int8_flag: bool, calib: Path | str | None, topic: str | None, calib_images: int,
+              calib_method: str | None,
+              concat_scales: str, fallback: str, fallback_cap: int, sensitivity: bool, val: Any,
               val_images: int | None, backend: str, out: Path | None,
               min_agreement: float, max_miou_drop: float, threads: int | None, force: bool) -> None:
     """Export, calibrate, build and validate an INT8 engine in one command.
@@ -69,7 +86,8 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
     if int8_flag and precision not in (None, "int8"):
         raise UsageError("--int8 conflicts with --precision " + str(precision), fix="pass only one of them")
     options = BuildOptions(model=model_name, weights=weights, onnx=onnx, input_size=input_size,
-                           precision=precision or "int8", calib=calib, calib_images=calib_images,
+                           precision=precision or "int8", calib=resolve_calib(calib, topic) if calib or topic else None,
+                           calib_images=calib_images,
                            calib_method=calib_method, concat_scales=concat_scales, fallback=fallback,
                            fallback_cap=fallback_cap, sensitivity=sensitivity, val=val, val_images=val_images,
                            backend=backend, out=out,
@@ -120,9 +138,24 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
 def _example_source(options: object, out: Path) -> str:
     """A folder of frames that exists, so the "next:" run command runs as printed."""
     val = getattr(options, "val", None)
-    candidates = [Path(val) / "images" if val else None, getattr(options, "calib", None), Path("calib"),
+    candidates = [_val_images(val) if val else None, getattr(options, "calib", None), Path("calib"),
                   out / "calib_synth" / "images"]
     for folder in candidates:
-        if folder is not None and Path(folder).is_dir():
+        if isinstance(folder, Path) and folder.is_dir():  # a --calib bag:PATH is no folder of frames
             return str(folder)
     return "IMAGES_OR_VIDEO"
+
+
+def _val_images(val: Any) -> Path | None:
+    """The folder holding the --val images (a public dataset's: the first image's folder)."""
+    from ..data.datasets import as_dataset_spec, dataset_image_paths
+    from ..errors import InputError
+
+    spec = as_dataset_spec(val)
+    if spec.is_folder:
+        return spec.root / "images"
+    try:
+        images = dataset_image_paths(spec, "val")
+    except InputError:
+        return None
+    return images[0].parent if images else None

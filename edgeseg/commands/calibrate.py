@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..quant.qdq_trt import CONCAT_SCALES
 from ..quant.ranges import DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
 from ..quant.sensitivity import SENSITIVITY_FRAMES
-from ._common import POSITIVE, progress_callback, quote, summary_table
+from ._common import CALIB_HELP, POSITIVE, CalibType, progress_callback, quote, resolve_calib, summary_table
 
 
 @click.command("calibrate")
 @click.option("--onnx", "onnx_path", required=True, type=click.Path(path_type=Path),
               help="model.onnx written by edgeseg export.")
-@click.option("--calib", "calib_dir", required=True, type=click.Path(path_type=Path),
-              help="Folder of calibration images (jpg/png/bmp, searched recursively).")
+@click.option("--calib", "calib_dir", required=True, type=CalibType(), help=f"Calibration frames: {CALIB_HELP}.")
+@click.option("--topic", default=None, help="Image topic of a bag:PATH --calib [default: the bag's only image topic].")
 @click.option("--method", type=click.Choice(METHODS), default=DEFAULT_METHOD, show_default=True,
               help="How activation ranges are chosen: percentile of |x|, entropy (TensorRT's KL), or min/max.")
 @click.option("--calib-images", type=POSITIVE, default=100, show_default=True,
-              help="Number of images sampled (seeded) from the folder.")
+              help="Number of images sampled (seeded) from the folder, or frames from the bag.")
 @click.option("--batch-size", type=POSITIVE, default=1, show_default=True,
               help="Images per calibration batch (must match the model's static batch).")
 @click.option("--percentile", type=click.FloatRange(min=0, max=100, min_open=True), default=DEFAULT_PERCENTILE,
@@ -39,7 +40,7 @@ from ._common import POSITIVE, progress_callback, quote, summary_table
               help="Calibration frames each sensitivity candidate runs on.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output folder [default: the ONNX file's folder].")
-def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: int, batch_size: int,
+def calibrate_cmd(onnx_path: Path, calib_dir: Any, topic: str | None, method: str, calib_images: int, batch_size: int,
                   percentile: float, seed: int, trt_version: str, keep_fp: tuple[str, ...], concat_scales: str,
                   sensitivity: bool, sensitivity_frames: int, out_dir: Path | None) -> None:
     """Calibrate an exported model on images and write its INT8 artifacts.
@@ -55,6 +56,8 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: i
     from ..quant.pipeline import CalibrateConfig, calibrate_model, layer_sensitivity
     from ..quant.ranges import load_ranges
 
+    calib = resolve_calib(calib_dir, topic)  # a folder Path, a bag or a dataset's image list
+
     config = CalibrateConfig(method=method, calib_images=calib_images, batch_size=batch_size,
                              percentile=percentile, seed=seed, trt_version=trt_version, keep_fp_layers=keep_fp,
                              concat_scales=concat_scales)
@@ -66,7 +69,7 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: i
         prepare_out_dir(onnx_path.parent)
     on_progress, close = progress_callback("calibrating")  # a bar in a terminal, periodic lines when piped
     try:
-        result = calibrate_model(onnx_path, calib_dir, config, out_dir=out_dir, on_progress=on_progress)
+        result = calibrate_model(onnx_path, calib, config, out_dir=out_dir, on_progress=on_progress)
     except BaseException:
         if created and out_dir is not None:  # an early failure leaves no empty --out behind
             remove_if_empty(out_dir)
@@ -77,7 +80,7 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: i
     if sensitivity:
         on_progress, close = progress_callback("sensitivity (candidates)")
         try:
-            _, ranked = layer_sensitivity(onnx_path, calib_dir, load_ranges(result.ranges_path), config,
+            _, ranked = layer_sensitivity(onnx_path, calib, load_ranges(result.ranges_path), config,
                                           frames=sensitivity_frames, out_dir=result.out_dir, on_progress=on_progress)
         finally:
             close()
@@ -91,6 +94,7 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: i
         ("method", method + (f" ({percentile})" if method == "percentile" else "")),
         ("Concat scales", concat_scales),
         ("images", f"{len(images.used)} used of {images.requested} requested, {len(images.skipped)} skipped"),
+        *_bag_rows(images.bag),
         ("tensors", str(result.num_tensors)),
         ("time", ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())),
     ]
@@ -106,3 +110,14 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Path, method: str, calib_images: i
         f"edgeseg validate --candidate {quote(result.ort_int8_path)} --reference {quote(reference)}",
         f"edgeseg build --onnx {quote(result.trt_int8_path)} --precision int8",
     ])
+
+
+def _bag_rows(bag: dict | None) -> list[tuple[str, str]]:
+    """The summary's lines about a bag's frames (none for a folder)."""
+    if not bag:
+        return []
+    stamps = bag["stamps_ns"]
+    span = f", stamps {stamps[0] / 1e9:.3f} .. {stamps[-1] / 1e9:.3f} s" if stamps else ""
+    return [("bag", f"{bag['bag']} ({bag['storage']}), topic {bag['topic']}"),
+            ("frames", f"{bag['kept']} of {bag['messages']} messages, spread evenly{span}; "
+                       f"{bag['skipped_duplicates']} near-duplicate(s) skipped")]

@@ -51,7 +51,8 @@ def resolve_export_options(*, model: str | None, num_classes: int | None, input_
 @click.command("export")
 @click.option("--model", "model_name", default=None, help="Registered model name (see `edgeseg models`).")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="State dict or checkpoint; an edgeseg checkpoint also supplies model, classes and input spec.")
+              help="State dict or checkpoint (.pt/.pth, or .safetensors: no pickle); an edgeseg checkpoint also "
+                   "supplies model, classes and input spec.")
 @click.option("--num-classes", type=click.IntRange(1, 255), default=None,
               help="Classes (default 19, or the checkpoint's).")
 @click.option("--input-size", type=SIZE, default=None, help="HxW, multiples of 32 (default: the checkpoint's).")
@@ -74,6 +75,7 @@ def export_cmd(model_name: str | None, weights: Path | None, num_classes: int | 
     from ..fileio import prepare_out_dir, remove_if_empty
     from ..images import list_images
     from ..models import create_model, model_from_weights, model_info, read_checkpoint_info
+    from ..palette import stored_colours
 
     # A contradicting --model/--num-classes or a plain state dict without --model fails here, before any work.
     checkpoint = read_checkpoint_info(weights, model=model_name, num_classes=num_classes) if weights else None
@@ -96,9 +98,10 @@ def export_cmd(model_name: str | None, weights: Path | None, num_classes: int | 
         else:
             model, loaded = model_from_weights(weights, model=name, num_classes=count)
             _err(f"weights: {loaded.num_tensors} tensors from {loaded.path} ({loaded.kind})")
+        colours = stored_colours(checkpoint.extra.get("class_colors"), count) if checkpoint else []
         config = ExportConfig(model=name, num_classes=count, input_spec=spec, batch=batch, opset=opset,
                               simplify=not no_simplify, num_reference_samples=num_samples, classes=classes,
-                              sample_images=samples)
+                              class_colors=colours, sample_images=samples)
         result = export_onnx(model, config, out, log=_err)
     except BaseException:
         if created:  # a failed export leaves no empty --out behind

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ._common import POSITIVE, SIZE, quote, summary_table
+from ._common import DATASET, DATASET_HELP, POSITIVE, SIZE, quote, summary_table
+
+if TYPE_CHECKING:
+    from ..data.datasets import DatasetSpec
 
 DIR = click.Path(file_okay=False, path_type=Path)
 FILE = click.Path(dir_okay=False, path_type=Path)
@@ -38,9 +42,10 @@ class _StepDisplay:
 @click.option("--model", required=True, help="Registered model name (see `edgeseg models`).")
 @click.option(
     "--data",
-    type=DIR,
+    type=DATASET,
     required=True,
-    help="Folder dataset (images/, masks/, classes.json; splits as train/ + val/ sub-folders or train.txt/val.txt).",
+    help=f"Training data: {DATASET_HELP}. A folder's splits: train/ + val/ sub-folders or train.txt/val.txt; "
+         "a public dataset's: train and val unless :split is given.",
 )
 @click.option("--input-size", type=SIZE, required=True, help="Model input size HxW (multiples of 32).")
 @click.option("--epochs", type=POSITIVE, default=30, show_default=True)
@@ -55,12 +60,18 @@ class _StepDisplay:
 @click.option("--threads", type=POSITIVE, default=None, help="torch CPU threads [default: all cores].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", type=FILE, default=None, help="Continue from a last.pt of the same run.")
-@click.option("--val-data", type=DIR, default=None, help="Validation folder [default: DATA/val or DATA/val.txt].")
+@click.option("--val-data", type=DATASET, default=None,
+              help="Validation data, as --data (a folder is used whole) [default: the val split of --data].")
 @click.option("--skip-bad", is_flag=True, help="Leave out unreadable files and images without masks (listed).")
 @click.option("--device", default=None, help="torch device [default: cuda when available, else cpu].")
+@click.option("--backbone-weights", type=FILE, default=None,
+              help="ImageNet weights for the backbone (.pth or .safetensors): torchvision shufflenet_v2_x* for "
+                   "shufflenetv2_x*, timm hrnet_w18_small(_v2) for hrnet_w18_small_v1/v2; classifier keys dropped.")
+@click.option("--save-safetensors", is_flag=True,
+              help="Also write OUT/best.safetensors: the best model without pickle, model name in its metadata.")
 def train_cmd(
     model: str,
-    data: Path,
+    data: DatasetSpec,
     input_size: tuple[int, int],
     epochs: int,
     out: Path,
@@ -72,9 +83,11 @@ def train_cmd(
     threads: int | None,
     seed: int,
     resume: Path | None,
-    val_data: Path | None,
+    val_data: DatasetSpec | None,
     skip_bad: bool,
     device: str | None,
+    backbone_weights: Path | None,
+    save_safetensors: bool,
 ) -> None:
     """Train a segmentation model; writes OUT/best.pt and OUT/last.pt after every epoch."""
     from ..fileio import prepare_out_dir, remove_if_empty
@@ -100,6 +113,8 @@ def train_cmd(
         val_data=val_data,
         skip_bad=skip_bad,
         device=device,
+        backbone_weights=backbone_weights,
+        save_safetensors=save_safetensors,
     )
     try:
         result = train(config, log=lambda line: click.echo(line, err=True), on_step=_StepDisplay())
@@ -114,7 +129,7 @@ def train_cmd(
         f"in {result.seconds / 60:.1f} min",
         [("best", str(result.best_path)), ("last", str(result.last_path)), ("history", str(out / "history.json"))],
         [
-            f"edgeseg eval --model {model} --weights {best} --data {quote(val_data or data)}",
+            f"edgeseg eval --model {model} --weights {best} --data {quote(val_data or _without_split(data))}",
             f"edgeseg export --model {model} --weights {best} --input-size {h}x{w} "
             f"--out {quote(Path('engines') / (out.resolve().name or model))}",
         ],
@@ -123,8 +138,11 @@ def train_cmd(
 
 @click.command("eval")
 @click.option("--model", default=None, help="Model name (checked against the checkpoint) [default: the checkpoint's].")
-@click.option("--weights", type=FILE, required=True, help="Checkpoint (best.pt / last.pt / a shipped asset).")
-@click.option("--data", type=DIR, required=True, help="Folder dataset to score (its val split if it has one).")
+@click.option("--weights", type=FILE, required=True,
+              help="Checkpoint (best.pt / last.pt / best.safetensors / a shipped asset).")
+@click.option("--data", type=DATASET, required=True,
+              help=f"Data to score: {DATASET_HELP} (its val split unless :split is given; a folder without one: "
+                   "all of it).")
 @click.option("--input-size", type=SIZE, default=None, help="Evaluate at this size [default: the checkpoint's].")
 @click.option("--batch-size", type=POSITIVE, default=8, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
@@ -133,7 +151,7 @@ def train_cmd(
 def eval_cmd(
     model: str | None,
     weights: Path,
-    data: Path,
+    data: DatasetSpec,
     input_size: tuple[int, int] | None,
     batch_size: int,
     workers: int,
@@ -155,5 +173,12 @@ def eval_cmd(
     summary_table(
         f"{result.images} images at {spec.height}x{spec.width}: mIoU {result.miou:.4f}, "
         f"pixel accuracy {result.pixel_accuracy:.4f}",
-        result.rows(),
+        [*result.rows(), ("ignored pixels", f"{result.ignored_pixels} of {result.pixels} (label 255, not scored)")],
     )
+
+
+def _without_split(data: DatasetSpec) -> DatasetSpec:
+    """A public dataset without its training split, so that eval takes its val split."""
+    from ..data.datasets import DatasetSpec
+
+    return data if data.is_folder else DatasetSpec(data.kind, data.root)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ._common import progress, quote, summary_table
+from ._common import DATASET, DATASET_HELP, progress, quote, summary_table
 
 DEFAULT_GATES = (0.99, 0.5)
 
@@ -53,8 +53,9 @@ def print_validation(result: Any) -> None:
 @click.option("--model", "model_name", default=None, help="Run this PyTorch model as the reference (with --weights).")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Weights or edgeseg checkpoint of the PyTorch reference.")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder with images/ (+ masks/<stem>.png for ground truth).")
+@click.option("--data", "data_dir", type=DATASET, default=None,
+              help=f"Frames to check on: a folder of images, or {DATASET_HELP} (its val split unless :split is "
+                   "given); masks add ground-truth scores.")
 @click.option("--max-images", type=click.IntRange(min=1), default=None, help="Use at most N images/samples.")
 @click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=None,
               help="Gate: minimum fraction of pixels whose argmax matches PyTorch [default: the build's gate from "
@@ -67,7 +68,7 @@ def print_validation(result: Any) -> None:
               help="Where validation.json and overlays go (default: the candidate's folder).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime.")
 def validate_cmd(candidate: Path, reference: Path | None, model_name: str | None, weights: Path | None,
-                 data_dir: Path | None, max_images: int | None, min_agreement: float | None,
+                 data_dir: Any, max_images: int | None, min_agreement: float | None,
                  max_miou_drop: float | None,
                  worst_k: int, out: Path | None, threads: int | None) -> None:
     """Compare a candidate with the PyTorch model it came from: logits, argmax agreement, per-class IoU.

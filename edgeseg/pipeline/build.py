@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.datasets import DatasetSpec
 from ..engine.config import PRECISIONS
 from ..errors import AccuracyError, ArtifactError, ConfigError, UsageError
 from ..fileio import prepare_out_dir, read_json, remove_if_empty, remove_stale_temp_files
 from ..lock import LOCK_FILE, folder_lock
 from ..manifest import MANIFEST_FILE, Manifest, write_manifest
+from ..quant.calib_data import CalibSource
 from ..quant.fallback import DEFAULT_CAP, check_fallback
 from ..quant.ranges import DEFAULT_METHOD, METHODS
 from ..report.writer import write_report
@@ -46,14 +48,14 @@ class BuildOptions:
     onnx: Path | None = None
     input_size: tuple[int, int] | None = None
     precision: str = "int8"
-    calib: Path | None = None
+    calib: CalibSource | None = None  # a folder, bag:PATH --topic T, or a dataset's images (commands resolve it)
     calib_images: int = 100
     calib_method: str | None = None  # None: DEFAULT_CALIB_METHOD, or the method the demo model records
     concat_scales: str = "separate"  # Q/DQ for TensorRT: separate | shared
     fallback: str = "off"  # off | auto: keep the most harmful layers in float until the gates pass
     fallback_cap: int = DEFAULT_CAP  # at most this many layers in float
     sensitivity: bool = False  # rank the quantized layers (sensitivity.md) even without a fallback
-    val: Path | None = None
+    val: DatasetSpec | Path | None = None  # a path: the folder format
     val_images: int | None = None  # frames kept in reference.npz (None: reference.default_sample_count)
     backend: str = "auto"  # auto | tensorrt | onnxruntime
     out: Path | None = None
@@ -222,7 +224,7 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
     manifest = steps.assemble_manifest(meta, spec, options, backend, out, candidate, calibration, engine_info,
                                        validation, why, bench)
     written = write_report(out, manifest=manifest, validation=validation, bench=bench, calibration=calibration,
-                           export=(export_info or {}).get("export"))
+                           export=(export_info or {}).get("export"), class_colours=manifest.class_colors)
     written.append(write_manifest(out, manifest))  # last: the folder's promise, from this run's results only
     return BuildResult(out, manifest, backend, candidate, validation, bench, done, written, notices)
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..data.datasets import DatasetSpec, summary
+from ..data.folder import FolderDataset
 from ..errors import ArtifactError, ConfigError, InputError, UsageError
 from ..fileio import sha256_file, sha256_files
 from ..manifest import Manifest
@@ -68,72 +70,92 @@ def _quote(path: Path | str) -> str:
 def model_info(options: BuildOptions) -> dict[str, Any]:
     """Model name, classes and input spec from the checkpoint (or the options for plain/random weights)."""
     from ..models.checkpoint import PLAIN_DEFAULT_CLASSES, read_checkpoint_info
+    from ..palette import stored_colours
 
     weights = read_checkpoint_info(options.weights, model=options.model) if options.weights is not None else None
     if weights is not None and weights.full_checkpoint and weights.input_spec is not None:
         spec = weights.input_spec
         info = {"model": weights.model, "num_classes": weights.num_classes, "classes": list(weights.classes),
-                "model_options": dict(weights.model_options)}
+                "model_options": dict(weights.model_options),
+                "class_colors": stored_colours(weights.extra.get("class_colors"), weights.num_classes)}
     else:
         if options.model is None:  # plain weights without --model failed above, naming the file
             raise UsageError("--model is required with plain weights or without weights",
                              fix="pass --model NAME (edgeseg models lists them)")
         spec = InputSpec(*(options.input_size or (512, 1024)))
-        classes = _val_classes(options.val)  # random or plain weights: as many classes as the data to check against
+        classes, colours = _val_classes(options.val)  # random or plain weights: the classes of the data to check
         info = {"model": options.model, "num_classes": len(classes) or PLAIN_DEFAULT_CLASSES, "classes": classes,
-                "model_options": {}}
+                "model_options": {}, "class_colors": [list(c) for c in colours]}
     if options.input_size is not None and options.input_size != spec.size:
         spec = InputSpec(**{**spec.to_dict(), "height": options.input_size[0], "width": options.input_size[1]})
     info["spec"] = spec
     return info
 
 
-def _val_classes(val_dir: Path | None) -> list[str]:
-    from ..data.folder import read_classes
+def _val_classes(val: DatasetSpec | Path | None) -> tuple[list[str], list[tuple[int, int, int]]]:
+    """The --val data's class names and colours ([] and []: none declared)."""
+    from ..data.datasets import dataset_classes
 
-    if val_dir is None or not (Path(val_dir) / "classes.json").is_file():
-        return []
-    return list(read_classes(Path(val_dir) / "classes.json")[0])
+    return dataset_classes(val) if val is not None else ([], [])
 
 
 def reference_samples(options: BuildOptions, spec: InputSpec, num_classes: int, out: Path,
                       log: Log) -> tuple[list[Path], list[Path], str]:
     """(images, masks, where from) for reference.npz: the validation set, else the calibration images."""
-    from ..reference import default_sample_count
+    from ..quant.calib_data import BagCalibSource, ImageListSource, write_bag_frames
+    from ..reference import DEFAULT_SAMPLES, default_sample_count
 
-    val_dir = options.val
+    val_dir: DatasetSpec | Path | None = options.val
     if val_dir is None and options.demo:
         val_dir = synthetic_set(out / "val_synth", 32, spec.size, SYNTH_VAL_SEED, log)
+    dataset = None
     if val_dir is not None:
-        images, masks = _labelled(val_dir, num_classes)
+        dataset = _labelled(val_dir, num_classes)
+        images, masks = [s.image for s in dataset.samples], [s.mask for s in dataset.samples]
         source = f"validation set {val_dir}"
+        log(f"validation data {summary(dataset)}")
     else:
         from ..images import list_images
 
         calib_dir = options.calib or default_calib(out, spec, log)
-        images, masks, source = list_images(calib_dir), [], f"calibration images {calib_dir}"
+        where = f"calibration images {calib_dir}"
+        if isinstance(calib_dir, BagCalibSource):  # as PNG files: the export step hashes and reads files
+            calib_dir = write_bag_frames(calib_dir, out / "calib_bag_frames", options.val_images or DEFAULT_SAMPLES)
+        images = list(calib_dir.paths) if isinstance(calib_dir, ImageListSource) else list_images(calib_dir)
+        masks, source = [], where
         if not images:
             raise InputError(f"no images in {calib_dir}", expected="*.jpg / *.png files",
                              fix="pass --calib DIR with frames from the robot's camera")
     count = options.val_images or default_sample_count(*spec.size, available=len(images))
     picked = _evenly(len(images), count)
     source += f" ({len(picked)} of {len(images)} images)"
-    return [images[i] for i in picked], [masks[i] for i in picked] if masks else [], source
+    picked_masks = [masks[i] for i in picked] if masks else []
+    if dataset is not None and dataset.label_map is not None:  # raw ids on disk: reference.npz wants train ids
+        picked_masks = _train_id_masks(dataset, picked_masks, out / "val_masks")
+    return [images[i] for i in picked], picked_masks, source
 
 
-def _labelled(val_dir: Path, num_classes: int) -> tuple[list[Path], list[Path]]:
-    from ..data.folder import open_folder_dataset
+def _train_id_masks(dataset: FolderDataset, masks: list[Path], folder: Path) -> list[Path]:
+    """``masks`` mapped to train ids, written once into ``folder`` (their hashes key the export step)."""
+    from ..images import save_png
 
+    return [save_png(folder / f"{path.stem}.png", dataset.read_mask(path)) for path in masks]
+
+
+def _labelled(val: DatasetSpec | Path, num_classes: int) -> FolderDataset:
+    """The --val data, unverified: a folder used whole (unless it names a split), a public dataset's val split."""
+    from ..data.datasets import as_dataset_spec, open_dataset
+
+    spec = as_dataset_spec(val)
     try:
-        dataset = open_folder_dataset(val_dir, verify=False, num_classes=num_classes,
-                                      classes_hint="pass the --weights trained on these classes")
+        return open_dataset(spec, None if spec.is_folder else "val", verify=False, num_classes=num_classes,
+                            classes_hint="pass the --weights trained on these classes")
     except (InputError, ConfigError) as exc:
         fix = exc.fix
-        if "have no mask" in exc.problem or "not a dataset folder" in exc.problem:
+        if spec.is_folder and ("have no mask" in exc.problem or "not a dataset folder" in exc.problem):
             fix = ("--val needs labelled images (DIR/images + DIR/masks); to validate without ground truth "
                    "leave --val out (calibration frames are used)")
-        raise type(exc)(f"--val {val_dir}: {exc.problem}", expected=exc.expected, found=exc.found, fix=fix) from None
-    return [s.image for s in dataset.samples], [s.mask for s in dataset.samples]
+        raise type(exc)(f"--val {spec}: {exc.problem}", expected=exc.expected, found=exc.found, fix=fix) from None
 
 
 def _evenly(total: int, count: int) -> list[int]:
@@ -153,7 +175,8 @@ def export_or_take(runner: StepRunner, options: BuildOptions, out: Path, done: d
     spec = info["spec"]
     images, masks, source = reference_samples(options, spec, info["num_classes"], out, log)
     key = {"weights": sha256_file(options.weights) if options.weights else "random", "model": options.model,
-           "size": spec.size, "samples": sha256_files(images + masks), "version": __version__}
+           "size": spec.size, "samples": sha256_files(images + masks), "colours": info["class_colors"],
+           "version": __version__}
     outcome = runner.run("export", key, [out / "model.onnx", out / REFERENCE_FILE],
                          lambda: _export(options, info, images, masks, source, out, log))
     done["export"] = outcome.skipped
@@ -194,7 +217,8 @@ def _export(options: BuildOptions, info: dict[str, Any], images: list[Path], mas
     else:  # the checkpoint's own model options build the model it was trained as
         model, _ = model_from_weights(options.weights, model=info["model"], num_classes=info["num_classes"])
     config = ExportConfig(model=info["model"], num_classes=info["num_classes"], input_spec=info["spec"],
-                          classes=info["classes"], sample_images=images, sample_masks=masks, samples_source=source)
+                          classes=info["classes"], class_colors=info["class_colors"], sample_images=images,
+                          sample_masks=masks, samples_source=source)
     result = export_onnx(model, config, out, log=log)
     return {"model": info["model"], "num_classes": info["num_classes"], "classes": info["classes"],
             "input_spec": info["spec"].to_dict(), "export": result.to_dict()}
@@ -275,12 +299,14 @@ def validate(runner: StepRunner, candidate: Path, options: BuildOptions, out: Pa
         log(f"warning: not validated: {why}")
         return None, why
     val_dir = options.val if options.onnx is not None else None  # else ground truth travels in reference.npz
+    val_files: list[Path] = []
     if val_dir is not None:
-        _labelled(val_dir, _reference_classes(reference))
+        val_data = _labelled(val_dir, _reference_classes(reference))
+        val_files = sorted({p for sample in val_data.samples for p in (sample.image, sample.mask)})
     config = ValidationConfig(min_agreement=options.min_agreement, max_miou_drop=options.max_miou_drop,
                               threads=options.threads, max_images=None)
     key = {"candidate": sha256_file(candidate), "reference": sha256_file(reference),
-           "val": sha256_files(sorted(Path(val_dir).rglob("*.*"))) if val_dir else None,
+           "val": [str(val_dir), sha256_files(val_files)] if val_dir else None,
            "gates": [options.min_agreement, options.max_miou_drop], "version": __version__}
 
     def run() -> dict[str, Any]:
@@ -324,9 +350,11 @@ def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptio
                       candidate: Path, calibration: dict[str, Any] | None, engine: dict[str, Any],
                       validation: dict[str, Any] | None, why: str, bench: dict[str, Any] | None) -> Manifest:
     """The manifest of this run: its files with their hashes, its verdict, its measurements."""
+    from ..onnx_model import class_colors_from_metadata
     from .artifacts import discover_artifacts
 
     classes = json.loads(meta.get("classes", "[]") or "[]")
+    colours = class_colors_from_metadata(meta)
     present = discover_artifacts(out)
     if candidate.resolve().parent != out.resolve():  # --onnx elsewhere: the robot needs it in the folder
         raise ArtifactError("the candidate is outside the build folder", found=str(candidate),
@@ -338,7 +366,8 @@ def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptio
     role = next((r for r, name in artifacts.items() if name == candidate.name), None)
     manifest = Manifest(
         model=meta.get("model", "unknown"), num_classes=int(meta.get("num_classes", len(classes) or 1)),
-        input_spec=spec, classes=classes, precision=options.precision, backend=backend, artifacts=artifacts,
+        input_spec=spec, classes=classes, class_colors=colours, precision=options.precision, backend=backend,
+        artifacts=artifacts,
         hashes=hashes, calibration=calibration or {},
         validation=_verdict(validation, why, role, candidate, hashes[role] if role else sha256_file(candidate)),
         accuracy=_accuracy_summary(validation), latency=_latency_summary(bench))

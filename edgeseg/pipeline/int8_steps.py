@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import __version__
 from ..fileio import atomic_write_json, sha256_file, sha256_files
+from ..quant.calib_data import BagCalibSource, CalibSource, ImageListSource
 from ..reference import REFERENCE_FILE
 from .build import BuildOptions
 from .build_steps import Log, Progress
@@ -40,12 +41,25 @@ def _quantize_inputs(fp32_onnx: Path, out: Path) -> dict[str, str]:
     return {"onnx": sha256_file(fp32_onnx), "ranges": sha256_file(out / "ranges.json")}
 
 
-def calibrate(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: BuildOptions, out: Path,
-              done: dict[str, bool], progress: Progress | None) -> dict[str, Any]:
+def _calib_identity(calib_dir: CalibSource | ImageListSource) -> str:
+    """What the calibration step's cache key holds of its frames: the folder's images, the bag + topic, or the
+    dataset spec + its images."""
     from ..images import list_images
+
+    if isinstance(calib_dir, BagCalibSource):
+        from ..runtime.bags import bag_sha256
+
+        return "bag:" + bag_sha256(calib_dir.path, calib_dir.topic)
+    if isinstance(calib_dir, ImageListSource):
+        return f"{calib_dir.label}:" + sha256_files(list(calib_dir.paths))
+    return sha256_files(list_images(calib_dir))
+
+
+def calibrate(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,
+              out: Path, done: dict[str, bool], progress: Progress | None) -> dict[str, Any]:
     from ..quant.pipeline import calibrate_ranges
 
-    key = {"onnx": sha256_file(fp32_onnx), "calib": sha256_files(list_images(calib_dir)),
+    key = {"onnx": sha256_file(fp32_onnx), "calib": _calib_identity(calib_dir),
            "method": options.calib_method, "n": options.calib_images, "version": __version__}
 
     def run() -> dict[str, Any]:
@@ -56,8 +70,11 @@ def calibrate(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: Bui
         finally:
             if close is not None:
                 close()
-        return {"method": options.calib_method, "folder": str(calib_dir), "images": len(images.used),
-                "skipped": [list(s) for s in images.skipped], "tensors": len(ranges.tensors), "seconds": seconds}
+        result = {"method": options.calib_method, "folder": str(calib_dir), "images": len(images.used),
+                  "skipped": [list(s) for s in images.skipped], "tensors": len(ranges.tensors), "seconds": seconds}
+        if images.bag is not None:  # the bag, topic and frame stamps, as ranges.json records them
+            result["bag"] = images.bag
+        return result
 
     outcome = runner.run("calibrate", key, [out / "ranges.json", out / "calibration.cache"], run)
     done["calibrate"] = outcome.skipped
@@ -82,8 +99,9 @@ def quantize(runner: StepRunner, fp32_onnx: Path, options: BuildOptions, out: Pa
     return dict(outcome.result or {})
 
 
-def fallback(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: BuildOptions, out: Path, backend: str,
-             done: dict[str, bool], log: Log, progress: Progress | None) -> dict[str, Any] | None:
+def fallback(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,
+             out: Path, backend: str, done: dict[str, bool], log: Log,
+             progress: Progress | None) -> dict[str, Any] | None:
     """The layers to keep in float (fallback.json), or None when there is no reference to aim at."""
     reference = out / REFERENCE_FILE
     if not reference.is_file():
@@ -99,8 +117,8 @@ def fallback(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: Buil
     return dict(outcome.result or {})
 
 
-def _search(fp32_onnx: Path, calib_dir: Path, options: BuildOptions, out: Path, backend: str, log: Log,
-            progress: Progress | None) -> dict[str, Any]:
+def _search(fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions, out: Path, backend: str,
+            log: Log, progress: Progress | None) -> dict[str, Any]:
     from ..onnx_model import load_onnx
     from ..quant.fallback import Trial, greedy_fallback
     from ..quant.pipeline import layer_sensitivity, write_ort_int8, write_trt_int8
@@ -184,8 +202,8 @@ def _latency_cost(candidates: dict[int, Path], kept: int, backend: str, options:
                                LATENCY_ITERATIONS, warmup=2)
     return {**p50, "iterations": LATENCY_ITERATIONS, "threads": threads}
 
-def sensitivity(runner: StepRunner, fp32_onnx: Path, calib_dir: Path, options: BuildOptions, out: Path,
-                done: dict[str, bool], progress: Progress | None) -> None:
+def sensitivity(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,
+                out: Path, done: dict[str, bool], progress: Progress | None) -> None:
     """``--sensitivity`` without a fallback: sensitivity.json/.md/.png for the report."""
     from ..quant.pipeline import layer_sensitivity
     from ..quant.ranges import load_ranges

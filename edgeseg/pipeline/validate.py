@@ -13,30 +13,31 @@ from __future__ import annotations
 import os
 import re
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from ..data.folder import _split_files, open_folder_dataset, read_classes
-from ..errors import AccuracyError, ArtifactError, InputError, UsageError, require
+from ..data.datasets import SpecLike
+from ..errors import AccuracyError, ArtifactError, UsageError, require
 from ..fileio import atomic_write_json
-from ..images import list_images, load_image, load_mask, save_png
+from ..images import save_png
 from ..onnx_model import OnnxModelInfo, read_onnx_model
+from ..palette import class_palette, stored_colours
 from ..parity import ParityTally, resize_nearest
-from ..reference import load_reference, synthetic_frames
+from ..reference import load_reference
 from ..report.plots import disagreement_overlay
 from ..spec import InputSpec, preprocess
 from .artifacts import candidate_input_spec, load_manifest, open_backend
+from .validation_data import data_samples, synthetic_samples
 
 T = TypeVar("T")
 # progress(items, label=..., length=...); typing's generics: the alias is evaluated at import, on Python 3.8 too
 Progress = typing.Callable[..., typing.Iterable[Any]]
 VALIDATION_FILE = "validation.json"
 OVERLAY_DIR = "validation_overlays"
-SYNTHETIC_SAMPLES = 8  # frames for a PyTorch reference when no --data is given
 ACCURACY_FIX = ("re-calibrate: `edgeseg calibrate --method percentile`, more calibration images "
                 "(`--calib-images 500`), or keep the first/last layers in FP16; for an FP32 candidate, "
                 "check it was exported from these weights")
@@ -101,7 +102,7 @@ def validate_candidate(
     candidate_path: str | os.PathLike[str],
     reference: str | os.PathLike[str] | TorchReference,
     *,
-    data_dir: str | os.PathLike[str] | None = None,
+    data_dir: SpecLike | None = None,
     config: ValidationConfig | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
@@ -134,7 +135,7 @@ def validate_candidate(
     )
     if write:
         out = Path(out_dir) if out_dir is not None else candidate.parent
-        result.files = [str(p) for p in write_overlays(out, tally, tally.num_classes)]
+        result.files = [str(p) for p in write_overlays(out, tally, tally.num_classes, compared.colours)]
         result.files.insert(0, str(atomic_write_json(out / VALIDATION_FILE, result.to_dict())))
     if raise_on_failure and not result.passed:
         raise gate_error(result)
@@ -152,6 +153,7 @@ class _Compared:
     classes: list[str]
     data_classes: list[str]
     notes: list[str]
+    colours: list[list[int]] = field(default_factory=list)  # the candidate's class colours, else the data's
 
 
 def _against_pytorch(reference: TorchReference, backend: Any, candidate: Path, data_dir: Any,
@@ -171,8 +173,9 @@ def _against_pytorch(reference: TorchReference, backend: Any, candidate: Path, d
     classes = _candidate_classes(candidate, info) or list(weights.classes)
     tally = ParityTally(weights.num_classes, keep_worst=config.worst_k)
     _check_input_shape(backend, spec, candidate)
-    samples = (_data_samples(data_dir, config.max_images, weights.num_classes) if data_dir
-               else _synthetic_samples(spec, notes))
+    samples = (data_samples(data_dir, config.max_images, weights.num_classes) if data_dir
+               else synthetic_samples(spec, notes))
+    notes += [samples.summary] if samples.summary else []
     run_reference = _torch_runner(model, spec)
     try:
         for name, frame, truth in show(samples.items, label="validating", length=samples.count):
@@ -181,7 +184,8 @@ def _against_pytorch(reference: TorchReference, backend: Any, candidate: Path, d
             tally.add(name, run_reference.infer(x), backend.infer(x), frame, truth_small)
     finally:
         run_reference.close()
-    return _Compared(tally, spec, str(reference.weights), "pytorch", classes, samples.classes, notes)
+    colours = _candidate_colours(candidate, info) or [list(c) for c in samples.colours]
+    return _Compared(tally, spec, str(reference.weights), "pytorch", classes, samples.classes, notes, colours)
 
 
 def _against_reference_file(reference: Path, backend: Any, candidate: Path, data_dir: Any,
@@ -205,9 +209,12 @@ def _against_reference_file(reference: Path, backend: Any, candidate: Path, data
         tally.add_compact(f"sample_{i:03d}", ref.labels[i], ref.top2[i], backend.infer(ref.inputs(i)),
                           ref.frames[i], truth)
     data_classes: list[str] = []
+    colours = _candidate_colours(candidate, info)
     if data_dir is not None:
-        samples = _data_samples(data_dir, config.max_images, ref.num_classes)
+        samples = data_samples(data_dir, config.max_images, ref.num_classes)
         data_classes = samples.classes
+        colours = colours or [list(c) for c in samples.colours]
+        notes += [samples.summary] if samples.summary else []
         if samples.with_truth:
             notes.append("ground truth: candidate only (no PyTorch reference on these images; "
                          "pass --model/--weights to run it)")
@@ -217,7 +224,7 @@ def _against_reference_file(reference: Path, backend: Any, candidate: Path, data
         else:
             notes.append(f"{data_dir} has no masks: no ground-truth scores")
     return _Compared(tally, spec, str(reference), "reference.npz", _candidate_classes(candidate, info), data_classes,
-                     notes)
+                     notes, colours)
 
 
 # -- gates ---------------------------------------------------------------------------------
@@ -307,65 +314,6 @@ def _output_classes(backend: Any) -> int | None:
     return shape[1] if len(shape) == 4 and isinstance(shape[1], int) and shape[1] > 0 else None
 
 
-# -- samples ---------------------------------------------------------------------------------
-@dataclass
-class _Samples:
-    items: Iterator[tuple[str, np.ndarray, np.ndarray | None]] | list[Any]
-    count: int
-    with_truth: bool
-    classes: list[str] = field(default_factory=list)  # from the data's classes.json (or generic names)
-
-
-def _data_samples(data_dir: str | os.PathLike[str], max_images: int | None, num_classes: int) -> _Samples:
-    """The images of a folder dataset (its val split when it has one: DIR/val/ or DIR/val.txt), paired with
-    their masks by ``edgeseg.data.folder``, the one parser of that layout; a folder without masks, or a plain
-    folder of images, is validated without ground truth."""
-    root = Path(data_dir)
-    split = "val" if (root / "val" / "images").is_dir() or (root / "val.txt").is_file() else None
-    if split is None and not (root / "images").is_dir():
-        return _unlabelled(list_images(root), root, root, max_images)  # frames only: nothing to pair
-    images_dir, masks_dir, stems, classes_dir = _split_files(root, split)
-    if not masks_dir.is_dir() or not any(masks_dir.glob("*.png")):
-        images = [p for p in list_images(images_dir) if stems is None or p.stem in stems]
-        return _unlabelled(images, images_dir, classes_dir, max_images)
-    dataset = open_folder_dataset(root, split, num_classes=num_classes, verify=False, skip_bad=True,
-                                  classes_hint=f"validate a model trained on these classes (this one has "
-                                               f"{num_classes})")
-    missing = [path for path, _why in dataset.skipped]  # verify=False: only masks that do not exist
-    if missing:
-        total = len(missing) + len(dataset.samples)
-        raise InputError(f"{len(missing)} of {total} images in {images_dir} have no mask",
-                         expected=f"a mask {masks_dir}/<stem>.png for every image",
-                         found=", ".join(p.name for p in missing[:5]) + (" ..." if len(missing) > 5 else ""),
-                         fix="add the masks, or remove those images")
-    picked = dataset.samples[: max_images or len(dataset.samples)]
-
-    def load() -> Iterator[tuple[str, np.ndarray, np.ndarray | None]]:
-        for sample in picked:
-            frame, truth = load_image(sample.image), load_mask(sample.mask)
-            if truth.shape != frame.shape[:2]:
-                raise InputError(f"mask {sample.mask} does not match its image", expected=str(frame.shape[:2]),
-                                 found=str(truth.shape))
-            yield sample.stem, frame, truth
-
-    return _Samples(load(), len(picked), True, list(dataset.classes))
-
-
-def _unlabelled(images: list[Path], folder: Path, classes_dir: Path, max_images: int | None) -> _Samples:
-    """Frames without ground truth (class names from a classes.json beside them, if any)."""
-    if not images:
-        raise InputError(f"no images in {folder}", expected="DIR/images/*.png|jpg (+ DIR/masks/<stem>.png)")
-    picked = images[: max_images or len(images)]
-    names = read_classes(classes_dir / "classes.json")[0] if (classes_dir / "classes.json").is_file() else []
-    return _Samples(((p.stem, load_image(p), None) for p in picked), len(picked), False, names)
-
-
-def _synthetic_samples(spec: InputSpec, notes: list[str]) -> _Samples:
-    frames = synthetic_frames(SYNTHETIC_SAMPLES, spec.height, spec.width, seed=0)
-    notes.append(f"no --data: {SYNTHETIC_SAMPLES} synthetic frames (seed 0) were used")
-    return _Samples([(f"synthetic_{i:03d}", f, None) for i, f in enumerate(frames)], len(frames), False)
-
-
 # -- the PyTorch reference (torch imported only here) --------------------------------------------
 def _torch_model(ref: TorchReference, candidate_classes: int | None) -> tuple[Any, Any]:
     """(model, CheckpointInfo) of the reference weights: ``edgeseg.models.model_from_weights`` decides."""
@@ -395,6 +343,17 @@ def _candidate_classes(candidate: Path, info: OnnxModelInfo | None) -> list[str]
         return []  # names are cosmetic; the spec checks above catch broken artifacts
 
 
+def _candidate_colours(candidate: Path, info: OnnxModelInfo | None) -> list[list[int]]:
+    """The class colours the candidate was exported with (its metadata, else its build's manifest); []: none."""
+    try:
+        if info is not None and info.class_colors:
+            return info.class_colors
+        manifest = load_manifest(candidate.parent)
+        return stored_colours(manifest.class_colors, manifest.num_classes) if manifest else []
+    except (ValueError, ArtifactError):
+        return []  # colours are cosmetic
+
+
 def _class_names(names: list[str], count: int) -> list[str]:
     return [names[i] if i < len(names) else f"class_{i}" for i in range(count)]
 
@@ -403,8 +362,10 @@ def _argmax(logits: np.ndarray) -> np.ndarray:
     return np.asarray(logits)[0].argmax(axis=0).astype(np.uint8)
 
 
-def write_overlays(out_dir: Path, tally: ParityTally, num_classes: int) -> list[Path]:
-    """PNG per kept image (lowest agreement first); stale overlays of an earlier run are removed."""
+def write_overlays(out_dir: Path, tally: ParityTally, num_classes: int,
+                   colours: Sequence[Sequence[int]] | None = None) -> list[Path]:
+    """PNG per kept image (lowest agreement first), masks in ``colours`` (the class palette fills in); stale
+    overlays of an earlier run are removed."""
     folder = Path(out_dir) / OVERLAY_DIR
     if folder.is_dir():
         for old in folder.glob("worst_*.png"):
@@ -412,7 +373,8 @@ def write_overlays(out_dir: Path, tally: ParityTally, num_classes: int) -> list[
     written = []
     for rank, item in enumerate(tally.worst(), start=1):
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.name)[:60]
-        image = disagreement_overlay(item.frame, item.reference, item.candidate, num_classes)
+        image = disagreement_overlay(item.frame, item.reference, item.candidate, num_classes,
+                                     colours=class_palette(num_classes, colours))
         written.append(save_png(folder / f"worst_{rank:02d}_{safe}.png", image))
     return written
 

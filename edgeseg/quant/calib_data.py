@@ -5,16 +5,21 @@ chosen set depends only on the seed and the folder's contents, never on the orde
 filesystem lists them in (and adding an unrelated image changes at most one choice).
 Files that cannot be read (corrupt, zero-byte, a text file named ``.jpg``) are skipped by
 name and replaced by the next image in the ranking; the skips are reported.
+
+A ROS bag (``--calib bag:PATH --topic T``: ``BagCalibSource``) gives frames spread evenly over the
+recording with near-duplicates skipped (runtime.bags.BagSampler; the seed plays no part), and its
+provenance (bag, topic, frame stamps) is recorded beside the frame names.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict
+from typing import Any, Callable, Dict, Iterable, Union
 
 import numpy as np
 
@@ -26,10 +31,76 @@ from ..spec import InputSpec, preprocess
 Batch = Dict[str, np.ndarray]  # typing.Dict: evaluated at import, and Python 3.8 runs it
 
 
+@dataclass(frozen=True)
+class BagCalibSource:
+    """Calibration frames from an image topic of a ROS bag (``--calib bag:PATH [--topic T]``)."""
+
+    path: Path
+    topic: str | None = None  # None: the bag's only image topic
+
+    def __str__(self) -> str:
+        return f"bag:{self.path}" + (f" (topic {self.topic})" if self.topic else "")
+
+
+@dataclass(frozen=True)
+class ImageListSource:
+    """Calibration images a dataset names (``--calib cityscapes:ROOT[:split]``): ``paths`` under ``root``,
+    ranked and sampled like a folder's. The commands layer resolves the spec (data/ is above quant/)."""
+
+    label: str  # the spec as typed: what reports and errors print
+    root: Path
+    paths: tuple[Path, ...]
+
+    def __str__(self) -> str:
+        return self.label
+
+
+# what the calibration readers take (typing.Union: evaluated at import, and Python 3.8 runs it)
+CalibSource = Union[str, "os.PathLike[str]", BagCalibSource, ImageListSource]
+
+
+def calib_source(value: Any, topic: str | None = None) -> Any:
+    """``--calib`` and ``--topic`` as a calibration source: ``bag:PATH`` -> BagCalibSource, else the folder."""
+    from ..errors import UsageError
+    from ..runtime.bags import BAG_PREFIX, strip_bag_prefix
+
+    if isinstance(value, (BagCalibSource, ImageListSource)):
+        if topic is not None and isinstance(value, ImageListSource):
+            raise UsageError("--topic is for a bag", found=f"--calib {value} --topic {topic}",
+                             fix=f"pass --calib bag:PATH --topic {topic}, or leave --topic out")
+        return value
+    if str(value).startswith(BAG_PREFIX):
+        return BagCalibSource(strip_bag_prefix(str(value)), topic)
+    if topic is not None:
+        raise UsageError("--topic is for a bag", found=f"--calib {value} --topic {topic}",
+                         fix=f"pass --calib bag:PATH --topic {topic}, or leave --topic out")
+    return value
+
+
+def write_bag_frames(source: BagCalibSource, folder: Path, count: int) -> Path:
+    """``count`` frames of the bag (sampled as for calibration) as ``folder``/<frame name>.png: where an image
+    folder is needed (the reference frames a build exports with). PNGs of another sample are removed."""
+    from ..images import save_png
+    from ..runtime.bags import BagSampler
+
+    wanted = set()
+    for frame in BagSampler(source.path, source.topic, count):
+        target = folder / f"{frame.name}.png"
+        wanted.add(target)
+        if not target.is_file():  # the same frame gives the same file: a rerun rewrites nothing
+            save_png(target, frame.rgb)
+    for stale in set(folder.glob("*.png")) - wanted:
+        stale.unlink()
+    return folder
+
+
 def rank_images(folder: str | os.PathLike[str], seed: int = 0) -> list[Path]:
     """All images under ``folder`` in a seeded, filesystem-order-independent order."""
-    root = Path(folder)
-    files = list_images(root)
+    return rank_paths(Path(folder), list_images(folder), seed)
+
+
+def rank_paths(root: Path, files: Iterable[Path], seed: int = 0) -> list[Path]:
+    """``files`` (under ``root``) ranked by a seeded hash of their relative paths."""
 
     def key(path: Path) -> str:
         relative = path.relative_to(root).as_posix()
@@ -57,6 +128,9 @@ class CalibrationImages:
     used: list[Path] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
     ignored: list[str] = field(default_factory=list)  # non-image files in the folder
+    # a bag: ``used`` are root/<frame name> (not files), ``bag`` its provenance, ``digests`` the frames' pixels
+    bag: dict[str, Any] | None = None
+    digests: list[str] = field(default_factory=list)
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -67,6 +141,11 @@ class CalibrationImages:
 
     def sha256(self) -> str:
         """Hash of the used files' names and contents (the calibration set's identity)."""
+        if self.bag is not None:  # the frames' names (index + stamp) and decoded pixels
+            digest = hashlib.sha256()
+            for name, pixels in zip(self.names, self.digests):
+                digest.update(f"{name}:{pixels}".encode())
+            return digest.hexdigest()
         return sha256_files(self.used)
 
 
@@ -79,7 +158,7 @@ class CalibrationFeed:
 
     def __init__(
         self,
-        folder: str | os.PathLike[str],
+        folder: CalibSource,
         spec: InputSpec,
         *,
         count: int = 100,
@@ -101,8 +180,18 @@ class CalibrationFeed:
         self.spec = spec
         self.batch_size = batch_size
         self.frame_order = frame_order
-        self.candidates = rank_images(folder, seed)
-        self.images = CalibrationImages(Path(folder), count, ignored=non_image_files(folder))
+        self._bag: Any = None
+        if isinstance(folder, BagCalibSource):
+            self._bag = self._open_bag(folder, count)
+            self.target = min(count, self._bag.messages) // batch_size * batch_size
+            self._consumed = False
+            return
+        if isinstance(folder, ImageListSource):
+            self.candidates = rank_paths(folder.root, folder.paths, seed)
+            self.images = CalibrationImages(folder.root, count)
+        else:
+            self.candidates = rank_images(folder, seed)
+            self.images = CalibrationImages(Path(folder), count, ignored=non_image_files(folder))
         if len(self.candidates) < batch_size:
             raise InputError(
                 f"too few images in {folder} for one calibration batch",
@@ -115,6 +204,30 @@ class CalibrationFeed:
         self.target = min(count, len(self.candidates)) // batch_size * batch_size
         self._consumed = False
 
+    def _open_bag(self, source: BagCalibSource, count: int) -> Any:  # -> runtime.bags.BagSampler
+        from ..runtime.bags import BagSampler
+
+        sampler = BagSampler(source.path, source.topic, count)
+        self.candidates = []
+        self.images = CalibrationImages(source.path, count, bag={})
+        if sampler.messages < self.batch_size:
+            raise InputError(
+                f"too few frames on {sampler.topic} in bag {source.path} for one calibration batch",
+                expected=f"at least {self.batch_size} frame(s) (ideally {count})",
+                found=f"{sampler.messages} message(s)",
+                fix="record longer, or pass another --topic",
+            )
+        return sampler
+
+    def _loaders(self) -> Iterable[tuple[Path, Callable[[], np.ndarray], Any]]:
+        """(name path, load(), bag frame or None) per candidate, in the order they are tried."""
+        if self._bag is None:
+            for path in self.candidates:
+                yield path, functools.partial(load_image, path), None
+            return
+        for frame in self._bag:  # already decoded: its loader hands the array over
+            yield self.images.root / frame.name, functools.partial(np.asarray, frame.rgb), frame
+
     @property
     def num_batches(self) -> int:
         """Batches the feed will yield if no image has to be skipped."""
@@ -125,22 +238,30 @@ class CalibrationFeed:
             raise RuntimeError("a CalibrationFeed can be iterated only once")
         self._consumed = True
         pending: list[np.ndarray] = []
-        for path in self.candidates:
+        stamps: list[tuple[int, int]] = []  # (index, stamp) of the bag frames used
+        for path, load, bag_frame in self._loaders():
             if len(self.images.used) >= self.target:
                 break
             try:
-                frame = load_image(path)
+                frame = load()
             except InputError as exc:
                 self.images.skipped.append((self.images.relative(path), exc.problem))
                 continue
             pending.append(preprocess(frame, self.spec, self.frame_order))
             self.images.used.append(path)
+            if bag_frame is not None:
+                stamps.append((bag_frame.index, bag_frame.stamp_ns))
+                self.images.digests.append(hashlib.sha256(frame.tobytes()).hexdigest())
             if len(pending) == self.batch_size:
                 yield {self.spec.input_name: np.concatenate(pending, axis=0)}
                 pending = []
         # leftover images (only after skips) cannot fill a batch: they are not used
         if pending:
             del self.images.used[-len(pending):]
+            del stamps[len(self.images.used):], self.images.digests[len(self.images.used):]
+        if self._bag is not None:
+            self.images.skipped += self._bag.skipped
+            self.images.bag = self._bag.provenance(stamps)
         if not self.images.used:
             skipped = "; ".join(f"{name}: {why}" for name, why in self.images.skipped[:5])
             raise InputError(

@@ -22,7 +22,7 @@ from ..fileio import atomic_write_bytes, sha256_file
 from ..onnx_model import input_dims, input_spec_of, load_onnx
 from ..spec import InputSpec
 from ..trt_cache_format import cache_header
-from .calib_data import CalibrationFeed, CalibrationImages
+from .calib_data import CalibrationFeed, CalibrationImages, CalibSource
 from .lint import check_qdq
 from .qdq_ort import ORT_INT8_NAME, OrtInt8Options, quantize_for_onnxruntime
 from .qdq_trt import CONCAT_SCALES, quantize_for_tensorrt, resolve_keep_fp_layers
@@ -106,7 +106,7 @@ def _check_batch(model, spec: InputSpec, batch_size: int) -> None:  # type: igno
 
 def calibrate_model(
     onnx_path: str | os.PathLike[str],
-    calib_dir: str | os.PathLike[str],
+    calib_dir: CalibSource,
     config: CalibrateConfig | None = None,
     *,
     out_dir: str | os.PathLike[str] | None = None,
@@ -127,7 +127,7 @@ def calibrate_model(
 
 def calibrate_ranges(
     onnx_path: str | os.PathLike[str],
-    calib_dir: str | os.PathLike[str],
+    calib_dir: CalibSource,
     config: CalibrateConfig,
     *,
     out_dir: str | os.PathLike[str],
@@ -161,6 +161,7 @@ def calibrate_ranges(
         percentile=config.percentile if config.method == "percentile" else None,
         images=feed.images.names, skipped=[[name, why] for name, why in feed.images.skipped],
         derived={k: v for k, v in sorted(derived_tensors(model).items()) if k in tensors},
+        source=feed.images.bag,
     )
     save_ranges(ranges, target / RANGES_NAME)
     order = [i.name for i in model.graph.input] + [o for n in model.graph.node for o in n.output]
@@ -216,7 +217,7 @@ def write_ort_int8(onnx_path: str | os.PathLike[str], model, ranges: Ranges,  # 
 
 def layer_sensitivity(
     onnx_path: str | os.PathLike[str],
-    calib_dir: str | os.PathLike[str],
+    calib_dir: CalibSource,
     ranges: Ranges,
     config: CalibrateConfig,
     *,

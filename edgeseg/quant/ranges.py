@@ -50,6 +50,7 @@ class Ranges:
     skipped: list[list[str]] = field(default_factory=list)
     derived: dict[str, str] = field(default_factory=dict)  # tensor -> tensor its range was copied from
     format: int = RANGES_FORMAT
+    source: dict[str, Any] | None = None  # frames from a ROS bag: its path, topic, frame stamps (None: a folder)
 
     def amax(self, name: str) -> float:
         return self.tensors[name].amax
@@ -57,6 +58,8 @@ class Ranges:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["tensors"] = {k: asdict(v) for k, v in sorted(self.tensors.items())}
+        if data["source"] is None:  # a folder's ranges.json stays as it was
+            del data["source"]
         return data
 
     @classmethod

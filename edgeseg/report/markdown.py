@@ -184,6 +184,13 @@ def _latency(report: dict[str, Any]) -> list[str]:
                 f"({load.get('usable_cores')} usable cores)"]
     for note in lat.get("notes") or []:
         out += [f"- **{note}**" if "NOISY" in note or "SLOWER" in note else f"- {note}"]  # warnings stand out
+    src = lat.get("source_latency")
+    if src:  # bench --source
+        out += ["", f"Capture-to-mask on `{src['source']['text']}` ({src['backend']}, {src['frames']} frames, "
+                    f"clock `{src['clock']}`: {src.get('meaning', '')}):", ""]
+        out += _table(["p50 ms", "p90 ms", "p99 ms", "jitter ms (p99-p50)", "FPS", "dropped", "dropped if live"],
+                      [[src["p50_ms"], src["p90_ms"], src["p99_ms"], src["jitter_ms"], src.get("fps"),
+                        src.get("dropped"), src.get("dropped_if_live")]])
     if "latency" in report.get("plots", {}):
         out += ["", f"![Latency per backend]({report['plots']['latency']})"]
     return out + [""]

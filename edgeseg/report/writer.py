@@ -69,7 +69,9 @@ def _latency_summary(bench: dict[str, Any] | None) -> dict[str, Any] | None:
             "order": bench.get("order"), "input_shape": bench.get("input_shape"),
             "load_average": bench.get("load_average") or None,
             # recomputed: a bench.json written before these notes existed gets them too
-            "noisy": bool(noise_reasons(bench)), "notes": latency_notes(bench)}
+            "noisy": bool(noise_reasons(bench)), "notes": latency_notes(bench),
+            "source_latency": {k: v for k, v in (bench.get("source_latency") or {}).items() if k != "samples_ms"}
+            or None}
 
 
 def _legend(names: Sequence[str], colours: np.ndarray) -> list[dict[str, Any]]:
@@ -121,7 +123,8 @@ def write_report(build_dir: str | os.PathLike[str], *, manifest: Manifest | dict
                  export: Any = None, class_colours: Sequence[Sequence[int]] | None = None) -> list[Path]:
     """Write report.md, report.json and the plots into ``build_dir``; return the paths written.
 
-    ``class_colours``: the data set's classes.json colours, when it has them (they win over the palette).
+    ``class_colours``: the training data's colours (the manifest's ``class_colors``, from classes.json or a
+    public dataset's table), when it had them (they win over the palette).
     """
     root = Path(build_dir)
     if isinstance(manifest, dict):

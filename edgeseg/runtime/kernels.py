@@ -28,6 +28,7 @@ import hashlib
 import json
 import threading
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,10 @@ def resize_mask_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray
     return np.ascontiguousarray(mask[rows[:, None], cols[None, :]])
 
 
-def default_palette(num_classes: int) -> np.ndarray:
-    """The class palette of ``edgeseg.palette`` (uint8 Cx3): the same colours as reports and overlays."""
-    return class_palette(num_classes)
+def default_palette(num_classes: int, colours: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """The class palette of ``edgeseg.palette`` (uint8 Cx3): the same colours as reports and overlays
+    (``colours``: the training data's, e.g. a build's manifest ``class_colors``, win)."""
+    return class_palette(num_classes, colours)
 
 
 def numpy_overlay(frame: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import numpy as np
 from ..errors import ArtifactError, ConfigError, UsageError
 from ..fileio import sha256_file
 from ..manifest import MANIFEST_FILE, Manifest, check_validated, read_manifest, verified_artifact
+from ..palette import stored_colours
 from ..spec import CHANNEL_ORDERS, InputSpec, check_frame, preprocess
 from .backend import Backend
 from .kernels import nearest_index, numpy_argmax
@@ -121,6 +123,7 @@ class Segmenter:
     warning: str | None = None  # why the file is not trusted, when allow_unvalidated let it run
     validation_status: str = ""
     num_classes: int = 0
+    class_colors: Sequence[Sequence[int]] = ()  # the build's class colours (manifest), () : the palette's
 
     def __init__(self, backend: Any, spec: InputSpec, *, frame_order: str = "RGB", output_size: str = "model",
                  gpu_loop: Any = None) -> None:
@@ -190,6 +193,7 @@ class Segmenter:
         segmenter.model_file, segmenter.precision, segmenter.warning = source, precision, warning
         segmenter.validation_status = manifest.validation_status if chosen != "torch" else "reference"
         segmenter.num_classes = manifest.num_classes
+        segmenter.class_colors = stored_colours(manifest.class_colors, manifest.num_classes)
         return segmenter
 
     @staticmethod

@@ -16,7 +16,7 @@ import os
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ..data.folder import FolderDataset, open_folder_dataset
+from ..data.datasets import DatasetSpec, as_dataset_spec, default_split, open_dataset, summary
+from ..data.folder import FolderDataset
 from ..data.torch_dataset import SegmentationDataset
 from ..errors import ConfigError, InputError
 from ..fileio import atomic_write_json
 from ..metrics import IGNORE_INDEX, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from ..models import create_model, model_from_weights, read_checkpoint_info
-from ..models.checkpoint import load_checkpoint, save_checkpoint
+from ..models.checkpoint import load_checkpoint, save_checkpoint, save_safetensors
+from ..models.weights import pretrained_backbone
 from ..spec import InputSpec
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -41,7 +43,7 @@ DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.02}
 @dataclass
 class TrainConfig:
     model: str
-    data: Path
+    data: DatasetSpec | Path  # a path: the folder format
     out: Path
     input_size: tuple[int, int]
     epochs: int = 30
@@ -52,13 +54,15 @@ class TrainConfig:
     workers: int = 2
     seed: int = 0
     resume: Path | None = None
-    val_data: Path | None = None  # None: DATA/val (sub-folder or val.txt)
+    val_data: DatasetSpec | Path | None = None  # None: DATA's val split (folder: DATA/val/ or DATA/val.txt)
     model_options: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None  # torch CPU threads; None: all cores
     warmup_steps: int = 50
     max_steps_per_epoch: int | None = None  # for quick tests
     skip_bad: bool = False
     device: str | None = None  # None: cuda when available
+    backbone_weights: Path | None = None  # ImageNet backbone file for a new run (load_backbone_weights)
+    save_safetensors: bool = False  # best.safetensors beside best.pt: the same model, readable without pickle
 
 
 @dataclass
@@ -68,6 +72,8 @@ class EvalResult:
     per_class_iou: list[float]  # NaN where a class is absent from target and prediction
     classes: list[str]
     images: int
+    ignored_pixels: int = 0  # target pixels labelled 255, left out of every score
+    pixels: int = 0  # all target pixels (at model resolution)
 
     def rows(self) -> list[tuple[str, str]]:
         return [
@@ -135,17 +141,19 @@ def evaluate(
 ) -> EvalResult:
     model.eval()
     confusion = np.zeros((num_classes, num_classes), np.int64)
-    images = 0
+    images = ignored = pixels = 0
     for inputs, targets in loader:
         logits = model(inputs.to(device))
         pred = logits.argmax(1).cpu().numpy()
-        confusion += confusion_matrix(pred, targets.numpy(), num_classes)
+        target = targets.numpy()
+        confusion += confusion_matrix(pred, target, num_classes)
+        ignored += int(np.count_nonzero(target == IGNORE_INDEX))
+        pixels += target.size
         images += len(inputs)
         if on_batch:
             on_batch(len(inputs))
-    return EvalResult(
-        mean_iou(confusion), pixel_accuracy(confusion), iou_per_class(confusion).tolist(), list(classes), images
-    )
+    return EvalResult(mean_iou(confusion), pixel_accuracy(confusion), iou_per_class(confusion).tolist(),
+                      list(classes), images, ignored, pixels)
 
 
 # ---------------------------------------------------------------- training
@@ -165,21 +173,25 @@ def _check(config: TrainConfig) -> None:
         raise ConfigError("--workers must be 0 or more", found=str(config.workers))
     if config.lr is not None and not config.lr > 0:
         raise ConfigError("--lr must be positive", found=str(config.lr))
+    if config.resume is not None and config.backbone_weights is not None:
+        raise ConfigError("--backbone-weights starts a new run; --resume continues one", found="both given",
+                          fix="drop --backbone-weights: the --resume checkpoint holds the trained backbone")
 
 
 def open_splits(config: TrainConfig) -> tuple[FolderDataset, FolderDataset]:
-    """The training and validation folders of ``config``."""
-    root = Path(config.data)
-    has_split = (root / "train" / "images").is_dir() or (root / "train.txt").is_file()
-    train = open_folder_dataset(root, "train" if has_split else None, skip_bad=config.skip_bad)
+    """The training and validation sets of ``config`` (any layout ``edgeseg.data.datasets`` reads)."""
+    data = as_dataset_spec(config.data)
+    train = open_dataset(data, default_split(data, "train"), skip_bad=config.skip_bad)
     hint = f"use validation data with the {train.num_classes} classes of the training data"
     if config.val_data is not None:
-        val = open_folder_dataset(config.val_data, None, num_classes=train.num_classes, skip_bad=config.skip_bad,
-                                  classes_hint=hint)
-    elif (root / "val" / "images").is_dir() or (root / "val.txt").is_file():
-        val = open_folder_dataset(root, "val", num_classes=train.num_classes, skip_bad=config.skip_bad,
-                                  classes_hint=hint)
+        val_data = as_dataset_spec(config.val_data)  # a folder is used whole, a public dataset's val split
+        val = open_dataset(val_data, None if val_data.is_folder else "val", num_classes=train.num_classes,
+                           skip_bad=config.skip_bad, classes_hint=hint)
+    elif not data.is_folder or default_split(data, "val") is not None:
+        val = open_dataset(data.root if data.is_folder else DatasetSpec(data.kind, data.root), "val",
+                           num_classes=train.num_classes, skip_bad=config.skip_bad, classes_hint=hint)
     else:
+        root = data.root
         base = root.resolve()
         val_dir = shlex.quote(str(base.parent / f"{base.name}-val"))
         height, width = config.input_size
@@ -206,6 +218,8 @@ def train(
     # A wrong --resume file fails before the dataset is verified (minutes on a large set).
     saved = (read_checkpoint_info(config.resume, require_checkpoint=RESUME_FIX) if config.resume is not None
              else None)
+    backbone = (pretrained_backbone(config.model, config.backbone_weights, log=log, **config.model_options)
+                if config.backbone_weights is not None else None)  # so does a wrong --backbone-weights file
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % (1 << 32))
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
@@ -214,13 +228,17 @@ def train(
     for folder, what in ((train_set, "training"), (val_set, "validation")):
         for path, why in folder.skipped:
             log(f"skipped {what} file {path}: {why}")
+        log(f"{what} data {summary(folder)}")
     spec = InputSpec(*config.input_size)
     classes = train_set.classes
     model, model_options = _model(config, saved, classes, spec)
+    if backbone is not None:
+        model.backbone.load_state_dict(backbone.state_dict())
     model = model.to(device)
     lr = config.lr or DEFAULT_LR[config.optimizer]
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     run = _Run(model, _optimizer(config, model, lr), lr, device, scaler)
+    run.class_colors = [list(c) for c in train_set.colors]  # the dataset's palette travels in the checkpoint
     start_epoch = _resume(run, saved, config, log)
     train_data = SegmentationDataset(train_set, spec, train=True, seed=config.seed)
     val_data = SegmentationDataset(val_set, spec, train=False)
@@ -268,6 +286,7 @@ class _Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_miou: float = -1.0
     best_epoch: int = -1
+    class_colors: list[list[int]] = field(default_factory=list)  # the training data's colours ([]: none)
 
 
 def _model(config: TrainConfig, saved: Any, classes: list[str], spec: InputSpec
@@ -335,13 +354,18 @@ def _save_epoch(run: _Run, config: TrainConfig, out: Path, epoch: int, result: E
                 spec: InputSpec, model_options: dict[str, Any]) -> None:
     """best.pt when the validation mIoU improved, last.pt (with the optimizer, to resume) and history.json."""
     options = {"model_options": model_options}
+    colours = {"class_colors": run.class_colors} if run.class_colors else {}  # read back by build/export
     if result.miou > run.best_miou:
         run.best_miou, run.best_epoch = result.miou, epoch
         write_checkpoint(out / "best.pt", run.model, name=config.model, classes=classes, spec=spec, **options,
-                         extra={"epoch": epoch,
+                         extra={**colours, "epoch": epoch,
                                 "metrics": {"val_miou": result.miou, "per_class_iou": result.per_class_iou}})
+        if config.save_safetensors:
+            save_safetensors(out / "best.safetensors", run.model, model_name=config.model, classes=classes,
+                             input_spec=spec, model_options=model_options, epoch=epoch,
+                             metrics={"val_miou": result.miou, "per_class_iou": result.per_class_iou})
     write_checkpoint(out / "last.pt", run.model, name=config.model, classes=classes, spec=spec, **options,
-                     extra={"epoch": epoch, "metrics": {"val_miou": result.miou},
+                     extra={**colours, "epoch": epoch, "metrics": {"val_miou": result.miou},
                             "optimizer": run.optimizer.state_dict(), "best_miou": run.best_miou,
                             "best_epoch": run.best_epoch, "history": run.history})
     atomic_write_json(out / "history.json", {"config": _config_dict(config), "history": run.history})
@@ -366,12 +390,13 @@ def _check_resume(saved: Any, config: TrainConfig, classes: list[str], spec: Inp
 
 
 def _config_dict(config: TrainConfig) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    # vars, not asdict: a DatasetSpec is written as the text the user typed, not as a nested object
+    return {k: (str(v) if isinstance(v, (Path, DatasetSpec)) else v) for k, v in vars(config).items()}
 
 
 def evaluate_folder(
     weights: str | os.PathLike[str],
-    data: str | os.PathLike[str],
+    data: DatasetSpec | str | os.PathLike[str],
     *,
     model: str | None = None,
     input_size: tuple[int, int] | None = None,
@@ -381,18 +406,25 @@ def evaluate_folder(
     device: str | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[EvalResult, InputSpec]:
-    """Score checkpoint ``weights`` on a folder dataset (its ``val`` split when it has one)."""
+    """Score checkpoint ``weights`` on a dataset (its ``val`` split when it has one; see ``open_dataset``)."""
     net, saved = model_from_checkpoint(weights, name=model)
     spec = InputSpec.from_dict(saved["input_spec"])
     if input_size is not None:
         spec = InputSpec(**{**spec.to_dict(), "height": input_size[0], "width": input_size[1]})
-    root = Path(data)
-    split = "val" if (root / "val" / "images").is_dir() or (root / "val.txt").is_file() else None
-    folder = open_folder_dataset(root, split, num_classes=int(saved["num_classes"]), skip_bad=skip_bad,
-                                 classes_hint=f"pass --weights of a model trained on these classes "
-                                              f"(this one has {saved['num_classes']})")
+    dataset = as_dataset_spec(data)
+    folder = open_dataset(dataset, default_split(dataset, "val"), num_classes=int(saved["num_classes"]),
+                          skip_bad=skip_bad, classes_hint=f"pass --weights of a model trained on these classes "
+                                                          f"(this one has {saved['num_classes']})")
     for path, why in folder.skipped:
         log(f"skipped {path}: {why}")
+    log(summary(folder))
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loader = DataLoader(SegmentationDataset(folder, spec, train=False), batch_size=batch_size, num_workers=workers)
-    return evaluate(net.to(target), loader, folder.num_classes, list(saved["classes"]), target), spec
+    names = _eval_names(folder.classes, list(saved["classes"]))
+    return evaluate(net.to(target), loader, folder.num_classes, names, target), spec
+
+
+def _eval_names(data_names: list[str], checkpoint_names: list[str]) -> list[str]:
+    """The dataset's class names, unless they are only generic ``class_k`` ones and the checkpoint has names."""
+    generic = all(name == f"class_{k}" for k, name in enumerate(data_names))
+    return checkpoint_names if generic and len(checkpoint_names) == len(data_names) else list(data_names)

@@ -317,7 +317,9 @@ def test_synth_next_commands_run_as_printed(tmp_path: Path) -> None:
     assert again.exit_code == 0, again.output
     assert train_cmd[:2] == ["edgeseg", "train"]
     context = main.get_command(click.Context(main), "train").make_context("train", train_cmd[2:])  # type: ignore[union-attr]
-    assert context.params["data"] == train and context.params["val_data"] == train.parent / "val"
+    data, val_data = context.params["data"], context.params["val_data"]  # parsed dataset specs: folders
+    assert (data.kind, data.root) == ("folder", train)
+    assert (val_data.kind, val_data.root) == ("folder", train.parent / "val")
 
 
 def test_train_next_commands_have_out_and_quotes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

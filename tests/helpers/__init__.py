@@ -7,4 +7,6 @@
   (fixture ``fake_trt`` in tests/conftest.py).
 - ``fake_pycuda``: a fake CUDA context and ``pycuda.driver`` for ``edgeseg.runtime.cuda``, recording frees.
 - ``zoo``: the first registered model of each decoder family, and the smallest input a model accepts.
+- ``bags``: small ROS bags (ROS 2 sqlite3/mcap, ROS 1) of Image / CompressedImage frames, written with rosbags.
+- ``imagenet_files``: torchvision ShuffleNetV2 / timm HRNet ImageNet files, written from the golden key lists.
 """
