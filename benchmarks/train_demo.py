@@ -181,7 +181,7 @@ TEST_SEED = 3  # never used for training (0), epoch selection (1) or calibration
 def score_demo(asset_json: Path, work: Path) -> dict:
     """The shipped checkpoint on its validation set (seed 1: picked the best epoch) and on an unseen test set."""
     from edgeseg.fileio import read_json
-    from edgeseg.training.trainer import evaluate_folder
+    from edgeseg.training.evaluation import evaluate_folder
 
     info = read_json(asset_json, what="demo model description")
     scene = tuple(info.get("scene_size", info["input_size"]))

@@ -158,7 +158,7 @@ def eval_cmd(
     skip_bad: bool,
 ) -> None:
     """Score a checkpoint: mIoU, pixel accuracy and IoU per class (masks resized to the model size, nearest)."""
-    from ..training.trainer import evaluate_folder
+    from ..training.evaluation import evaluate_folder
 
     result, spec = evaluate_folder(
         weights,

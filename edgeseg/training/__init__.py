@@ -8,7 +8,7 @@ from .._lazy import lazy_exports
 _LAZY = {
     "TrainConfig": ".trainer",
     "train": ".trainer",
-    "evaluate_folder": ".trainer",
+    "evaluate_folder": ".evaluation",
 }
 
 __all__ = [*_LAZY]

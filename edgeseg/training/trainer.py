@@ -11,7 +11,6 @@ written atomically in the edgeseg checkpoint format. ``resume`` continues from a
 
 from __future__ import annotations
 
-import math
 import os
 import shlex
 import time
@@ -30,11 +29,12 @@ from ..data.folder import FolderDataset
 from ..data.torch_dataset import SegmentationDataset
 from ..errors import ConfigError, InputError
 from ..fileio import atomic_write_json
-from ..metrics import IGNORE_INDEX, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
+from ..metrics import IGNORE_INDEX
 from ..models import create_model, model_from_weights, read_checkpoint_info
 from ..models.checkpoint import load_checkpoint, save_checkpoint, save_safetensors
 from ..models.weights import pretrained_backbone
 from ..spec import InputSpec
+from .evaluation import EvalResult, evaluate
 
 OPTIMIZERS = ("adamw", "sgd")
 DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.02}
@@ -66,23 +66,6 @@ class TrainConfig:
 
 
 @dataclass
-class EvalResult:
-    miou: float
-    pixel_accuracy: float
-    per_class_iou: list[float]  # NaN where a class is absent from target and prediction
-    classes: list[str]
-    images: int
-    ignored_pixels: int = 0  # target pixels labelled 255, left out of every score
-    pixels: int = 0  # all target pixels (at model resolution)
-
-    def rows(self) -> list[tuple[str, str]]:
-        return [
-            (name, "absent" if math.isnan(iou) else f"{iou:.4f}")
-            for name, iou in zip(self.classes, self.per_class_iou, strict=True)
-        ]
-
-
-@dataclass
 class TrainResult:
     best_miou: float
     best_epoch: int
@@ -110,50 +93,12 @@ def write_checkpoint(
     )
 
 
-# What to pass instead of a file that is not an edgeseg checkpoint (eval and --resume have no --num-classes).
-EVAL_FIX = "pass a checkpoint written by edgeseg train: edgeseg eval --weights RUN/best.pt --data DIR"
+# What to pass instead of a file that is not an edgeseg checkpoint (--resume has no --num-classes).
 RESUME_FIX = "pass the last.pt of the run to continue (RUN/last.pt), or start a new run without --resume"
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, fix: str | None = None) -> dict[str, Any]:
     return load_checkpoint(path, fix=fix)
-
-
-def model_from_checkpoint(path: str | os.PathLike[str], *, name: str | None = None) -> tuple[torch.nn.Module, dict]:
-    """(model in eval mode with the checkpoint's weights, checkpoint dict without the state dict).
-
-    ``edgeseg.models.model_from_weights`` builds it (with the checkpoint's model options); float16 weights load
-    as float32; a ``name`` other than the checkpoint's model is a ModelError.
-    """
-    model, info = model_from_weights(path, model=name, require_checkpoint=EVAL_FIX)
-    return model.float().eval(), info.checkpoint_dict()
-
-
-# ---------------------------------------------------------------- evaluation
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module,
-    loader: DataLoader,
-    num_classes: int,
-    classes: list[str],
-    device: torch.device,
-    on_batch: Callable[[int], None] | None = None,
-) -> EvalResult:
-    model.eval()
-    confusion = np.zeros((num_classes, num_classes), np.int64)
-    images = ignored = pixels = 0
-    for inputs, targets in loader:
-        logits = model(inputs.to(device))
-        pred = logits.argmax(1).cpu().numpy()
-        target = targets.numpy()
-        confusion += confusion_matrix(pred, target, num_classes)
-        ignored += int(np.count_nonzero(target == IGNORE_INDEX))
-        pixels += target.size
-        images += len(inputs)
-        if on_batch:
-            on_batch(len(inputs))
-    return EvalResult(mean_iou(confusion), pixel_accuracy(confusion), iou_per_class(confusion).tolist(),
-                      list(classes), images, ignored, pixels)
 
 
 # ---------------------------------------------------------------- training
@@ -392,39 +337,3 @@ def _check_resume(saved: Any, config: TrainConfig, classes: list[str], spec: Inp
 def _config_dict(config: TrainConfig) -> dict[str, Any]:
     # vars, not asdict: a DatasetSpec is written as the text the user typed, not as a nested object
     return {k: (str(v) if isinstance(v, (Path, DatasetSpec)) else v) for k, v in vars(config).items()}
-
-
-def evaluate_folder(
-    weights: str | os.PathLike[str],
-    data: DatasetSpec | str | os.PathLike[str],
-    *,
-    model: str | None = None,
-    input_size: tuple[int, int] | None = None,
-    batch_size: int = 8,
-    workers: int = 0,
-    skip_bad: bool = False,
-    device: str | None = None,
-    log: Callable[[str], None] = print,
-) -> tuple[EvalResult, InputSpec]:
-    """Score checkpoint ``weights`` on a dataset (its ``val`` split when it has one; see ``open_dataset``)."""
-    net, saved = model_from_checkpoint(weights, name=model)
-    spec = InputSpec.from_dict(saved["input_spec"])
-    if input_size is not None:
-        spec = InputSpec(**{**spec.to_dict(), "height": input_size[0], "width": input_size[1]})
-    dataset = as_dataset_spec(data)
-    folder = open_dataset(dataset, default_split(dataset, "val"), num_classes=int(saved["num_classes"]),
-                          skip_bad=skip_bad, classes_hint=f"pass --weights of a model trained on these classes "
-                                                          f"(this one has {saved['num_classes']})")
-    for path, why in folder.skipped:
-        log(f"skipped {path}: {why}")
-    log(summary(folder))
-    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    loader = DataLoader(SegmentationDataset(folder, spec, train=False), batch_size=batch_size, num_workers=workers)
-    names = _eval_names(folder.classes, list(saved["classes"]))
-    return evaluate(net.to(target), loader, folder.num_classes, names, target), spec
-
-
-def _eval_names(data_names: list[str], checkpoint_names: list[str]) -> list[str]:
-    """The dataset's class names, unless they are only generic ``class_k`` ones and the checkpoint has names."""
-    generic = all(name == f"class_{k}" for k, name in enumerate(data_names))
-    return checkpoint_names if generic and len(checkpoint_names) == len(data_names) else list(data_names)

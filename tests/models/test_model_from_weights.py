@@ -241,7 +241,8 @@ def test_segmenter_torch_backend(checkpoint, tmp_path: Path, write_build_manifes
 
 def test_train_resume_and_eval_keep_the_options(tmp_path: Path) -> None:
     from edgeseg.data.generate import SynthConfig, write_synthetic_dataset
-    from edgeseg.training.trainer import TrainConfig, model_from_checkpoint, read_checkpoint, train
+    from edgeseg.training.evaluation import model_from_checkpoint
+    from edgeseg.training.trainer import TrainConfig, read_checkpoint, train
 
     write_synthetic_dataset(SynthConfig(out=tmp_path / "data" / "train", num=4, height=64, width=64, seed=0))
     write_synthetic_dataset(SynthConfig(out=tmp_path / "data" / "val", num=2, height=64, width=64, seed=1))

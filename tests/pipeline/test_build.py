@@ -29,7 +29,7 @@ def test_shipped_demo_model_matches_its_description() -> None:
 def test_shipped_demo_model_segments_held_out_scenes(tmp_path: Path) -> None:
     # Re-scores the checkpoint instead of trusting the JSON: 16 scenes of the seed no step has seen.
     from edgeseg.data.generate import SynthConfig, write_synthetic_dataset
-    from edgeseg.training.trainer import evaluate_folder
+    from edgeseg.training.evaluation import evaluate_folder
 
     info = build.demo_defaults()
     height, width = info["input_size"]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from edgeseg.metrics import IGNORE_INDEX
-from edgeseg.training.trainer import evaluate
+from edgeseg.training.evaluation import evaluate
 
 
 class _Fixed(nn.Module):

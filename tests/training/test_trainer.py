@@ -14,14 +14,8 @@ from edgeseg.errors import ConfigError, InputError, ModelError
 from edgeseg.models import registry
 from edgeseg.models.base import SegmentationModel
 from edgeseg.spec import InputSpec, preprocess
-from edgeseg.training.trainer import (
-    TrainConfig,
-    evaluate_folder,
-    model_from_checkpoint,
-    read_checkpoint,
-    train,
-    write_checkpoint,
-)
+from edgeseg.training.evaluation import evaluate_folder, model_from_checkpoint
+from edgeseg.training.trainer import TrainConfig, read_checkpoint, train, write_checkpoint
 
 TINY = "test_tiny_seg"
 
