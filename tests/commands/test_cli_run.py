@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers.bags import default_stamps, gradient_frames, write_image_bag
+from helpers.fake_capture import FakeCapture
 from helpers.tiny_onnx import write_images
 from helpers.validated_build import validated_build
 
@@ -111,26 +112,10 @@ def test_run_folder_writes_pngs_and_run_json(build: Path, tmp_path: Path) -> Non
     assert data["source"]["kind"] == "folder" and "machine" in data
 
 
-class FakeCamera:
-    """A camera delivering a frame every ``period`` s (stamps grow), ``count`` frames, then nothing."""
+class FakeCamera(FakeCapture):
+    """A camera delivering a frame every 2 ms (stamps grow), 400 frames, then nothing."""
 
-    period, count = 0.002, 400
-
-    def __init__(self, *args: object) -> None:
-        self.reads = 0
-
-    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
-        return True
-
-    def read(self) -> tuple[bool, np.ndarray | None]:
-        time.sleep(self.period)
-        self.reads += 1
-        if self.reads > self.count:
-            return False, None
-        return True, np.full((24, 32, 3), self.reads % 256, np.uint8)
-
-    def release(self) -> None:
-        pass
+    period, count, shape = 0.002, 400, (24, 32, 3)
 
 
 def test_run_live_camera_to_bag_counts_drops(build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,5 +8,6 @@
 - ``fake_pycuda``: a fake CUDA context and ``pycuda.driver`` for ``edgeseg.runtime.cuda``, recording frees.
 - ``zoo``: the first registered model of each decoder family, and the smallest input a model accepts.
 - ``bags``: small ROS bags (ROS 2 sqlite3/mcap, ROS 1) of Image / CompressedImage frames, written with rosbags.
+- ``fake_capture``: a fake ``cv2.VideoCapture`` (a camera that delivers N frames, then stops).
 - ``imagenet_files``: torchvision ShuffleNetV2 / timm HRNet ImageNet files, written from the golden key lists.
 """

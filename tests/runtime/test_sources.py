@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers.bags import default_stamps, gradient_frames, write_image_bag
+from helpers.fake_capture import FakeCapture
 from helpers.tiny_onnx import write_images
 
 from edgeseg.errors import DependencyError, InputError, UsageError
@@ -206,28 +207,8 @@ def test_bag_frames(tmp_path: Path, storage: str, name: str, compressed: str | N
 
 
 # -- live: the grab-newest policy ---------------------------------------------------------------------------
-class Burst:
-    """A capture delivering ``count`` frames ``period`` s apart (pixel value = frame number), then failing."""
-
-    count, period = 60, 0.001
-
-    def __init__(self, *args: object) -> None:
-        self.reads = 0
-
-    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
-        return True
-
-    def read(self) -> tuple[bool, np.ndarray | None]:
-        time.sleep(self.period)
-        self.reads += 1
-        return (True, np.full((4, 4, 3), self.reads, np.uint8)) if self.reads <= self.count else (False, None)
-
-    def release(self) -> None:
-        pass
-
-    def set(self, prop: int, value: float) -> bool:
-        self.settings = {**getattr(self, "settings", {}), prop: value}
-        return True
+class Burst(FakeCapture):
+    """60 frames 1 ms apart, then failing; the fake cv2's camera reports 90 fps."""
 
     def get(self, prop: int) -> float:
         return 90.0 if prop == 5 else 0.0  # CAP_PROP_FPS of fake_cv2
