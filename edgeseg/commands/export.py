@@ -111,4 +111,12 @@ def export_cmd(model_name: str | None, weights: Path | None, num_classes: int | 
         _err(f"note: {notice}")
     summary_table(f"export passed: {name} {spec.height}x{spec.width}, {count} classes",
                   export_summary_rows(result),
-                  [f"edgeseg calibrate --onnx {quote(result.onnx_path)} --calib calib/"])
+                  [f"edgeseg calibrate --onnx {quote(result.onnx_path)} --calib {_calib_folder()}"])
+
+
+def _calib_folder() -> str:
+    """./calib when it holds frames (a checkout's), else a placeholder the user must replace: a printed command
+    names no folder that does not exist."""
+    from ..images import list_images
+
+    return "calib/" if Path("calib").is_dir() and list_images("calib") else "DIR_OF_CAMERA_FRAMES"

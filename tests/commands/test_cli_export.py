@@ -65,7 +65,16 @@ def test_export_end_to_end_on_a_tiny_model(tmp_path: Path, tiny_model: str) -> N
     assert result.exit_code == 0, result.output
     assert (out / "model.onnx").is_file() and (out / "reference.npz").is_file()
     assert "export passed" in result.stdout and "argmax" in result.stdout
-    assert f"edgeseg calibrate --onnx {out / 'model.onnx'} --calib calib/" in result.stdout
+    assert f"edgeseg calibrate --onnx {out / 'model.onnx'} --calib calib/" in result.stdout  # the checkout's calib/
+
+
+def test_the_next_command_names_no_missing_calib_folder(tmp_path: Path, tiny_model: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./calib here
+    out = tmp_path / "tiny"
+    result = invoke("export", "--model", tiny_model, "--input-size", "64x64", "--num-classes", "4", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "--calib DIR_OF_CAMERA_FRAMES" in result.stdout and "calib/" not in result.stdout
     assert "random weights, accuracy numbers are meaningless" in result.stderr
     reference = load_reference(out / "reference.npz")
     assert reference.labels.shape == (16, 64, 64) and reference.top2.shape == (16, 2, 64, 64)
