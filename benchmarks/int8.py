@@ -143,7 +143,7 @@ def measure_model(name: str, height: int, width: int, calib: Path, work: Path, *
         for label, options in {
             "ort_int8_s8s8": OrtInt8Options(activation_type="int8"),
             "ort_int8_per_tensor": OrtInt8Options(per_channel=False),
-            "ort_int8_reduce_range": OrtInt8Options(reduce_range=True),
+            "ort_int8_full_range": OrtInt8Options(reduce_range=False),
             "ort_int8_qoperator": OrtInt8Options(quant_format="qoperator"),
             "ort_int8_conv_only": OrtInt8Options(op_types=("Conv",)),
         }.items():
