@@ -76,7 +76,9 @@ class CalibType(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         text = str(value)
         if text.startswith("bag:"):
-            if not Path(text[4:]).expanduser().exists():
+            from ..runtime.bags import strip_bag_prefix
+
+            if not strip_bag_prefix(text).exists():
                 self.fail(f"bag {text[4:]} does not exist", param, ctx)
             return text  # quant.calib_data.calib_source makes it a BagCalibSource with --topic
         spec = DatasetType(exists=True).convert(value, param, ctx)
@@ -95,6 +97,7 @@ def resolve_calib(value: Any, topic: str | None) -> Any:
 CALIB_HELP = ("an image folder (searched recursively), bag:PATH (a ROS 1 .bag, ROS 2 .mcap/.db3 or rosbag2 "
               "folder; --topic picks the image topic: frames spread over the recording, near-duplicates skipped), "
               "or a dataset's images: cityscapes:ROOT[:split], camvid:, voc:, ade20k: (train split by default)")
+CALIB_TOPIC_HELP = "Image topic of a --calib bag:PATH [default: the bag's only image topic]."
 DATASET_HELP = ("DIR (images/ + masks/ [+ classes.json]), or cityscapes:ROOT[:split], camvid:ROOT[:split], "
                 "voc:ROOT[:split], ade20k:ROOT[:split]")
 POSITIVE = click.IntRange(min=1)  # counts and thread numbers: 0 is rejected up front (exit 2)

@@ -12,6 +12,7 @@ from ..quant.qdq_trt import CONCAT_SCALES
 from ..quant.ranges import DEFAULT_METHOD, METHODS
 from ._common import (
     CALIB_HELP,
+    CALIB_TOPIC_HELP,
     DATASET_HELP,
     POSITIVE,
     SIZE,
@@ -26,7 +27,6 @@ from ._common import (
 
 TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
           "not_run": "build NOT VALIDATED (no reference to check against)"}
-TOPIC_HELP = "Image topic of a --calib bag:PATH [default: the bag's only image topic]."
 
 
 @click.command("build")
@@ -42,7 +42,7 @@ TOPIC_HELP = "Image topic of a --calib bag:PATH [default: the bag's only image t
 @click.option("--int8", "int8_flag", is_flag=True, help="Same as --precision int8.")
 @click.option("--calib", type=CalibType(), default=None,
               help=f"Calibration frames: {CALIB_HELP} [default: ./calib, else synthetic scenes].")
-@click.option("--topic", default=None, help=TOPIC_HELP)
+@click.option("--topic", default=None, help=CALIB_TOPIC_HELP)
 @click.option("--calib-images", type=POSITIVE, default=100, show_default=True, help="Images used for calibration.")
 @click.option("--calib-method", type=click.Choice(METHODS), default=None,
               help=f"Activation range method [default: {DEFAULT_METHOD}; the demo model uses the method its "

@@ -10,14 +10,23 @@ import click
 from ..quant.qdq_trt import CONCAT_SCALES
 from ..quant.ranges import DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
 from ..quant.sensitivity import SENSITIVITY_FRAMES
-from ._common import CALIB_HELP, POSITIVE, CalibType, progress_callback, quote, resolve_calib, summary_table
+from ._common import (
+    CALIB_HELP,
+    CALIB_TOPIC_HELP,
+    POSITIVE,
+    CalibType,
+    progress_callback,
+    quote,
+    resolve_calib,
+    summary_table,
+)
 
 
 @click.command("calibrate")
 @click.option("--onnx", "onnx_path", required=True, type=click.Path(path_type=Path),
               help="model.onnx written by edgeseg export.")
 @click.option("--calib", "calib_dir", required=True, type=CalibType(), help=f"Calibration frames: {CALIB_HELP}.")
-@click.option("--topic", default=None, help="Image topic of a bag:PATH --calib [default: the bag's only image topic].")
+@click.option("--topic", default=None, help=CALIB_TOPIC_HELP)
 @click.option("--method", type=click.Choice(METHODS), default=DEFAULT_METHOD, show_default=True,
               help="How activation ranges are chosen: percentile of |x|, entropy (TensorRT's KL), or min/max.")
 @click.option("--calib-images", type=POSITIVE, default=100, show_default=True,

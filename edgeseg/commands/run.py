@@ -14,7 +14,6 @@ from ._common import POSITIVE, quote, summary_table
 SOURCE_HELP = ("Image folder, image or video file, camera index (0), v4l2:///dev/video0, csi://0, rtsp://..., "
                "gst:PIPELINE ! appsink, or bag:PATH (.mcap/.db3/.bag; with --topic). Cameras take "
                "?width=W&height=H&framerate=F (csi://0?width=1920&height=1080&framerate=30&flip=2).")
-BAG_SUFFIXES = (".mcap", ".db3", ".bag")
 RUN_FILE = "run.json"
 LIVE_TOPIC = "/camera/image_raw"  # the input topic live frames stand for: output topics derive from it
 
@@ -104,8 +103,9 @@ def _plan_outputs(src: Any, save: Path | None, mask_topic: str | None, overlay_t
                   json_file: Path | None) -> Outputs:
     """What --save / --json / topics mean for this source; bad combinations exit 2 before any work."""
     from ..errors import UsageError
+    from ..runtime.sources import BAG_EXTENSIONS
 
-    bag = save if save is not None and save.suffix.lower() in BAG_SUFFIXES else None
+    bag = save if save is not None and save.suffix.lower() in BAG_EXTENSIONS else None
     if bag is not None and not src.stamped:
         raise UsageError(f"--save {save} writes a bag, whose messages need header stamps and frame ids; "
                          f"--source {src.text} (a {src.kind}) has none",
@@ -126,7 +126,8 @@ def _plan_outputs(src: Any, save: Path | None, mask_topic: str | None, overlay_t
         from ..runtime.bag_writer import BagMaskWriter
 
         require("rosbags", extra="ros", purpose=f"--save {bag}")
-        BagMaskWriter(bag, src.topic or LIVE_TOPIC, mask_topic=mask_topic, overlay_topic=overlay_topic)  # checks
+        checked = BagMaskWriter(bag, src.topic or LIVE_TOPIC, mask_topic=mask_topic, overlay_topic=overlay_topic)
+        outputs.mask_topic, outputs.overlay_topic = checked.mask_topic, checked.overlay_topic  # the defaults resolved
     return outputs
 
 
@@ -231,7 +232,7 @@ def _finish(artifacts: Path, seg: Any, src: Any, outputs: Outputs, outcome: Outc
     if outputs.png_dir is not None:
         rows.append(("overlays", f"{outcome.written} PNGs in {outputs.png_dir}"))
     if outputs.bag is not None:
-        writer_topics = _bag_topics(src, outputs)
+        writer_topics = [outputs.mask_topic, outputs.overlay_topic]
         rows.append(("bag", f"{outputs.bag}: {outcome.bag_messages} masks + overlays on {', '.join(writer_topics)}"))
     if outputs.json is not None:
         rows.append(("figures", str(_write_json(seg, src, outputs, outcome))))
@@ -241,13 +242,6 @@ def _finish(artifacts: Path, seg: Any, src: Any, outputs: Outputs, outcome: Outc
         info = "rosbag info" if outputs.bag.suffix.lower() == ".bag" else "ros2 bag info"
         next_commands.append(f"{info} {quote(outputs.bag)}   (or open it in Foxglove / RViz)")
     summary_table("run finished", rows, next_commands)
-
-
-def _bag_topics(src: Any, outputs: Outputs) -> list[str]:
-    from ..runtime.bag_writer import default_output_topics
-
-    mask, overlay = default_output_topics(src.topic or LIVE_TOPIC)
-    return [outputs.mask_topic or mask, outputs.overlay_topic or overlay]
 
 
 def _write_json(seg: Any, src: Any, outputs: Outputs, outcome: Outcome) -> Path:
@@ -266,7 +260,7 @@ def _write_json(seg: Any, src: Any, outputs: Outputs, outcome: Outcome) -> Path:
             "latency": outcome.latency.to_dict(),
             "outputs": {"overlays": str(outputs.png_dir) if outputs.png_dir else None,
                         "bag": str(outputs.bag) if outputs.bag else None,
-                        "bag_topics": _bag_topics(src, outputs) if outputs.bag else None,
+                        "bag_topics": [outputs.mask_topic, outputs.overlay_topic] if outputs.bag else None,
                         "bag_messages_per_topic": outcome.bag_messages},
             "machine": machine_info()}
     assert outputs.json is not None

@@ -152,7 +152,10 @@ def dataset_image_paths(spec: SpecLike, split: str | None = None) -> list[Path]:
         return list_images(spec.root)
     images_dir, _masks, stems, _classes = _split_files(spec.root, chosen)
     images = list_images(images_dir)
-    return images if stems is None else [p for p in images if p.stem in set(stems)]
+    if stems is None:
+        return images
+    wanted = set(stems)
+    return [p for p in images if p.stem in wanted]
 
 
 def dataset_classes(spec: SpecLike) -> tuple[list[str], list[tuple[int, int, int]]]:

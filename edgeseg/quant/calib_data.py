@@ -64,14 +64,11 @@ def calib_source(value: Any, topic: str | None = None) -> Any:
     from ..errors import UsageError
     from ..runtime.bags import BAG_PREFIX, strip_bag_prefix
 
-    if isinstance(value, (BagCalibSource, ImageListSource)):
-        if topic is not None and isinstance(value, ImageListSource):
-            raise UsageError("--topic is for a bag", found=f"--calib {value} --topic {topic}",
-                             fix=f"pass --calib bag:PATH --topic {topic}, or leave --topic out")
+    if isinstance(value, BagCalibSource):
         return value
     if str(value).startswith(BAG_PREFIX):
         return BagCalibSource(strip_bag_prefix(str(value)), topic)
-    if topic is not None:
+    if topic is not None:  # a folder or a dataset's images
         raise UsageError("--topic is for a bag", found=f"--calib {value} --topic {topic}",
                          fix=f"pass --calib bag:PATH --topic {topic}, or leave --topic out")
     return value

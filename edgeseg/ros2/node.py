@@ -67,7 +67,7 @@ class EdgesegNode:
         self.segmenter = Segmenter.from_artifacts(params.artifacts, backend=params.backend, output_size="frame")
         core = SegmentationCore(self.segmenter, factory=rclpy_factory(ros.Image), alpha=params.overlay_alpha,
                                 palette=default_palette(self.segmenter.num_classes, self.segmenter.class_colors),
-                                frame_order=params.frame_order)
+                                frame_order=params.frame_order, overlay=params.publish_overlay)
         reliable = ros.QoSProfile(depth=1)  # reliable, keep last: RViz's and Foxglove's defaults connect
         self.mask_pub = self.node.create_publisher(ros.Image, params.mask_topic, reliable)
         self.overlay_pub = (self.node.create_publisher(ros.Image, params.overlay_topic, reliable)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..runtime.kernels import default_palette, numpy_overlay, resize_mask_nearest
-from ..runtime.ros_image import MessageFactory, mask_to_image_msg, msg_to_rgb, rgb_to_image_msg
+from ..runtime.ros_image import MessageFactory, mask_to_image_msg, msg_to_rgb, rgb_to_image_msg, typestore_factory
 
 FRAME_ORDERS = ("auto", "RGB", "BGR")
 SWAPPED = {"RGB": ("bgr8", "bgra8"), "BGR": ("rgb8", "rgba8")}  # forced order -> labels it contradicts
@@ -89,11 +89,12 @@ class SegmentationCore:
 
     def __init__(self, segment: Callable[[np.ndarray], np.ndarray], *, factory: MessageFactory | None = None,
                  typestore: Any = None, palette: np.ndarray | None = None, alpha: float = 0.5,
-                 frame_order: str = "auto") -> None:
+                 frame_order: str = "auto", overlay: bool = True) -> None:
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError("overlay alpha must lie in [0, 1]", found=str(alpha))
         self.segment = segment
-        self.factory, self.typestore = factory, typestore
+        self.factory = factory if factory is not None else typestore_factory(typestore)  # built once, not per message
+        self.overlay = overlay  # False: no blend, (mask_msg, None)
         self.palette = palette if palette is not None else default_palette(256)
         self.alpha = alpha
         self.frame_order = check_frame_order(frame_order)
@@ -110,11 +111,11 @@ class SegmentationCore:
         mask = self.segment(rgb)  # may be a view of the Segmenter's buffer: serialized before the next call
         if mask.shape != rgb.shape[:2]:
             mask = resize_mask_nearest(mask, rgb.shape[0], rgb.shape[1])
+        mask_msg = mask_to_image_msg(np.ascontiguousarray(mask, dtype=np.uint8), msg.header, factory=self.factory)
+        if not self.overlay:
+            return mask_msg, None
         overlay = numpy_overlay(rgb, mask, self.palette, self.alpha)
-        mask_msg = mask_to_image_msg(np.ascontiguousarray(mask, dtype=np.uint8), msg.header,
-                                     typestore=self.typestore, factory=self.factory)
-        overlay_msg = rgb_to_image_msg(overlay, msg.header, typestore=self.typestore, factory=self.factory)
-        return mask_msg, overlay_msg
+        return mask_msg, rgb_to_image_msg(overlay, msg.header, factory=self.factory)
 
 
 class Worker:

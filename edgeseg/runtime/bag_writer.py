@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import InputError, UsageError, require
 from .bags import BagFrame
 from .kernels import default_palette, numpy_overlay, resize_mask_nearest
-from .ros_image import IMAGE_TYPE, default_typestore, mask_to_image_msg, rgb_to_image_msg
+from .ros_image import IMAGE_TYPE, default_typestore, mask_to_image_msg, rgb_to_image_msg, typestore_factory
 
 OUTPUT_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3", ".bag": "ros1", "": "mcap"}
 MASK_SUFFIX = "/edgeseg/mask"
@@ -78,6 +78,7 @@ class BagMaskWriter:
         self.store: Any = None
         self._tmp: Path | None = None
         self._writer: Any = None
+        self._factory: Any = None
         self._connections: tuple[Any, Any] = (None, None)
 
     def _inner(self) -> Path:
@@ -99,6 +100,7 @@ class BagMaskWriter:
             self._writer.open()
             self._connections = tuple(self._writer.add_connection(topic, IMAGE_TYPE, typestore=self.store)
                                       for topic in (self.mask_topic, self.overlay_topic))
+            self._factory = typestore_factory(self.store)  # once: every frame's two messages use it
         except BaseException:
             self._discard()
             raise
@@ -117,8 +119,8 @@ class BagMaskWriter:
         header = _header(int(stamp_ns), frame_id)
         serialize = self.store.serialize_ros1 if self.ros1 else self.store.serialize_cdr
         when = int(log_time_ns) if log_time_ns else int(stamp_ns)
-        for connection, msg in zip(self._connections, (mask_to_image_msg(mask, header, typestore=self.store),
-                                                       rgb_to_image_msg(overlay, header, typestore=self.store))):
+        for connection, msg in zip(self._connections, (mask_to_image_msg(mask, header, factory=self._factory),
+                                                       rgb_to_image_msg(overlay, header, factory=self._factory))):
             self._writer.write(connection, when, serialize(msg, IMAGE_TYPE))
         self.count += 1
 

@@ -261,12 +261,3 @@ def bag_sha256(path: str | Path, topic: str | None = None) -> str:
     digest = hashlib.sha256(sha256_files(bag_files(path)).encode())
     digest.update(f"\0{topic or ''}".encode())
     return digest.hexdigest()
-
-
-def __getattr__(name: str) -> Any:
-    # the writer lives in bag_writer.py (a module of its own size) but is part of this module's API
-    if name == "BagMaskWriter":
-        from .bag_writer import BagMaskWriter
-
-        return BagMaskWriter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

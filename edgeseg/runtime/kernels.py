@@ -98,7 +98,7 @@ def numpy_overlay(frame: np.ndarray, mask: np.ndarray, palette: np.ndarray, alph
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError("overlay alpha must lie in [0, 1]", found=str(alpha))
     h, w = frame.shape[:2]
-    labels = np.minimum(resize_mask_nearest(mask, h, w), len(palette) - 1)
+    labels = np.minimum(mask if mask.shape == (h, w) else resize_mask_nearest(mask, h, w), len(palette) - 1)
     a = np.float32(alpha)
     blended = frame.astype(np.float32) * (np.float32(1.0) - a) + palette[labels].astype(np.float32) * a
     return np.minimum(np.float32(255.0), np.floor(blended + np.float32(0.5))).astype(np.uint8)

@@ -193,11 +193,6 @@ def _number(key: str, value: str, raw: str) -> int:
     return int(value)
 
 
-def describe_source(source: str) -> str:
-    """The kind of a source text (folder, image, video, camera, v4l2, csi, rtsp, gst, bag)."""
-    return parse_source(source).kind
-
-
 # -- before any work -------------------------------------------------------------------------------------
 def prepare_source(source: Source) -> Source:
     """Check what reading ``source`` needs before any work: OpenCV (with GStreamer where it must have it),
