@@ -302,13 +302,12 @@ def _save_epoch(run: _Run, config: TrainConfig, out: Path, epoch: int, result: E
     colours = {"class_colors": run.class_colors} if run.class_colors else {}  # read back by build/export
     if result.miou > run.best_miou:
         run.best_miou, run.best_epoch = result.miou, epoch
+        best = {**colours, "epoch": epoch, "metrics": {"val_miou": result.miou, "per_class_iou": result.per_class_iou}}
         write_checkpoint(out / "best.pt", run.model, name=config.model, classes=classes, spec=spec, **options,
-                         extra={**colours, "epoch": epoch,
-                                "metrics": {"val_miou": result.miou, "per_class_iou": result.per_class_iou}})
-        if config.save_safetensors:
+                         extra=best)
+        if config.save_safetensors:  # the same fields as best.pt, so both build the same report and overlays
             save_safetensors(out / "best.safetensors", run.model, model_name=config.model, classes=classes,
-                             input_spec=spec, model_options=model_options, epoch=epoch,
-                             metrics={"val_miou": result.miou, "per_class_iou": result.per_class_iou})
+                             input_spec=spec, model_options=model_options, **best)
     write_checkpoint(out / "last.pt", run.model, name=config.model, classes=classes, spec=spec, **options,
                      extra={**colours, "epoch": epoch, "metrics": {"val_miou": result.miou},
                             "optimizer": run.optimizer.state_dict(), "best_miou": run.best_miou,

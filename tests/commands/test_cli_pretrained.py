@@ -42,6 +42,9 @@ def test_train_from_imagenet_safetensors_then_eval_and_export(tmp_path: Path) ->
         in result.output
     model, info = model_from_weights(out / "best.safetensors")  # names its model: no --model
     assert info.model == MODEL and info.input_spec is not None and info.input_spec.size == (64, 64)
+    _, pickled = model_from_weights(out / "best.pt")  # the same fields as best.pt, the class colours included
+    assert info.extra["class_colors"] == pickled.extra["class_colors"] and len(info.extra["class_colors"]) == 6
+    assert {k: info.extra[k] for k in ("epoch", "metrics")} == {k: pickled.extra[k] for k in ("epoch", "metrics")}
     convs = [k for k, v in model.backbone.state_dict().items() if v.dim() == 4]
     assert len(convs) > 40
     for key in convs:
