@@ -15,7 +15,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from ..errors import DependencyError
-from .node_core import LatestFrameSlot, NodeParameters, SegmentationCore, Worker, stats_line
+from ..runtime.frame_slot import LatestFrameSlot
+from .node_core import NodeParameters, SegmentationCore, Worker, stats_line
 
 ROS_INSTALL = ("install ROS 2 (https://docs.ros.org, e.g. Humble: apt install ros-humble-ros-base) and "
                "`source /opt/ros/humble/setup.bash` before starting the node; rclpy is not on PyPI")

@@ -3,75 +3,25 @@
 - ``SegmentationCore``: image message -> (mono8 mask message, rgb8 overlay message) with the input's
   header, through any ``segment(rgb) -> mask`` callable (a Segmenter). Messages are built by a factory
   (ros_image.MessageFactory): rclpy's in the node, a rosbags typestore's in the tests.
-- ``LatestFrameSlot``: the drop policy. A camera faster than the model must not build a queue (every
-  published mask would be older than the last): the slot holds one pending frame, a new frame replaces
-  it and counts as a drop, and the worker always takes the newest.
+- ``LatestFrameSlot`` (runtime/frame_slot.py, shared with the live camera loop): the drop policy. The
+  subscription callback puts each frame; the worker thread takes the newest.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import ConfigError
+from ..runtime.frame_slot import LatestFrameSlot
 from ..runtime.kernels import default_palette, numpy_overlay, resize_mask_nearest
 from ..runtime.ros_image import MessageFactory, mask_to_image_msg, msg_to_rgb, rgb_to_image_msg, typestore_factory
 
 FRAME_ORDERS = ("auto", "RGB", "BGR")
 SWAPPED = {"RGB": ("bgr8", "bgra8"), "BGR": ("rgb8", "rgba8")}  # forced order -> labels it contradicts
-
-
-@dataclass
-class SlotStats:
-    received: int = 0
-    dropped: int = 0  # frames replaced before the worker took them
-    taken: int = 0
-
-
-class LatestFrameSlot:
-    """A single-slot, keep-the-latest buffer between the subscription callback and the worker thread."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: Any = None
-        self._pending = False
-        self._closed = False
-        self.stats = SlotStats()
-
-    def put(self, item: Any) -> bool:
-        """Offer a frame (never blocks); True when it replaced a pending one (a drop)."""
-        with self._cond:
-            replaced = self._pending
-            self.stats.received += 1
-            self.stats.dropped += int(replaced)
-            self._item, self._pending = item, True
-            self._cond.notify()
-            return replaced
-
-    def take(self, timeout: float | None = None) -> Any:
-        """The newest pending frame, waiting up to ``timeout`` s (None: forever); None on timeout or close."""
-        with self._cond:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while not self._pending and not self._closed:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return None
-                self._cond.wait(left)
-            if not self._pending:
-                return None
-            item, self._item, self._pending = self._item, None, False
-            self.stats.taken += 1
-            return item
-
-    def close(self) -> None:
-        """Wake every waiting ``take`` (they return None once the slot is empty)."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
 
 
 def check_frame_order(frame_order: str) -> str:

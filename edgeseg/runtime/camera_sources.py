@@ -11,11 +11,12 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from ..errors import DependencyError, InputError
+from .frame_slot import LatestFrameSlot
 from .sources import Frame, FrameStream, Source, SourceStats
 
 CSI_DEFAULT = (1280, 720, 30)  # width, height, framerate: a mode every Jetson CSI sensor driver offers
@@ -160,24 +161,36 @@ def video_frames(cv2: Any, source: Source, stats: SourceStats) -> FrameStream:
         capture.release()
 
 
+def camera_reads(capture: Any, max_failures: int, stop: Callable[[], bool] = lambda: False
+                 ) -> Iterator[tuple[np.ndarray, float, int]]:
+    """(bgr, capture time, wall-clock ns) of each frame ``capture.read()`` returns, until ``stop()`` or
+    ``max_failures`` failed reads in a row (then ``no_frame_reason``)."""
+    failures = 0
+    while not stop():
+        ok, bgr = capture.read()
+        captured, wall = time.monotonic(), time.time_ns()
+        if not ok or bgr is None:
+            failures += 1
+            if failures >= max_failures:
+                return
+            continue
+        failures = 0
+        yield bgr, captured, wall
+
+
+def no_frame_reason(max_failures: int) -> str:
+    return f"camera delivered no frame {max_failures} times in a row"
+
+
 def sequential_live_frames(cv2: Any, source: Source, stats: SourceStats, max_failures: int) -> FrameStream:
     """Every frame OpenCV returns, read in the caller's thread (what OpenCV buffers is not seen)."""
     capture = open_capture(cv2, source, stats)
-    failures = 0
     try:
-        while True:
-            ok, bgr = capture.read()
-            captured, wall = time.monotonic(), time.time_ns()
-            if not ok or bgr is None:
-                failures += 1
-                if failures >= max_failures:
-                    stats.ended_because = f"camera delivered no frame {max_failures} times in a row"
-                    return
-                continue
-            failures = 0
+        for bgr, captured, wall in camera_reads(capture, max_failures):
             stats.frames += 1
             stats.delivered += 1
             yield Frame(f"{stats.frames:06d}", _rgb(bgr), captured, "grab", stats.delivered, wall, LIVE_FRAME_ID)
+        stats.ended_because = no_frame_reason(max_failures)
     finally:
         capture.release()
 
@@ -186,61 +199,48 @@ LIVE_FRAME_ID = "camera"  # header frame_id of live frames (a bag written from a
 
 
 class LatestFrameGrabber:
-    """A thread reads ``capture`` as fast as it delivers and keeps only the newest frame.
+    """A thread reads ``capture`` as fast as it delivers into a keep-the-newest ``LatestFrameSlot``.
 
     ``delivered`` counts the frames read; ``dropped`` those replaced by a newer one before ``take()``.
     """
 
     def __init__(self, capture: Any, *, max_failures: int = 30) -> None:
         self.capture, self.max_failures = capture, max_failures
-        self.delivered = self.dropped = 0
         self.ended_because = ""
         self.error: BaseException | None = None
-        self._latest: tuple[np.ndarray, float, int, int] | None = None
-        self._ended = self._stop = False
-        self._cond = threading.Condition()
+        self._slot = LatestFrameSlot()
+        self._stop = False
         self._thread = threading.Thread(target=self._run, name="edgeseg-grab", daemon=True)
+
+    @property
+    def delivered(self) -> int:
+        return self._slot.stats.received
+
+    @property
+    def dropped(self) -> int:
+        return self._slot.stats.dropped
 
     def start(self) -> LatestFrameGrabber:
         self._thread.start()
         return self
 
     def _run(self) -> None:
-        failures = 0
+        why = "stopped"
         try:
-            while not self._stop:
-                ok, bgr = self.capture.read()
-                captured, wall = time.monotonic(), time.time_ns()
-                if not ok or bgr is None:
-                    failures += 1
-                    if failures >= self.max_failures:
-                        self._end(f"camera delivered no frame {self.max_failures} times in a row")
-                        return
-                    continue
-                failures = 0
-                with self._cond:
-                    self.dropped += self._latest is not None
-                    self.delivered += 1
-                    self._latest = (bgr, captured, wall, self.delivered)
-                    self._cond.notify()
+            for bgr, captured, wall in camera_reads(self.capture, self.max_failures, lambda: self._stop):
+                self._slot.put((bgr, captured, wall, self._slot.stats.received + 1))
+            if not self._stop:
+                why = no_frame_reason(self.max_failures)
         except Exception as exc:  # an OpenCV error in the thread: the loop raises it as an input error
             self.error = exc
-            self._end(f"reading failed: {type(exc).__name__}: {exc}")
-        self._end("stopped")
-
-    def _end(self, why: str) -> None:
-        with self._cond:
-            if not self._ended:
-                self._ended, self.ended_because = True, why
-            self._cond.notify_all()
+            why = f"reading failed: {type(exc).__name__}: {exc}"
+        self.ended_because = why
+        self._slot.close()
 
     def take(self) -> tuple[np.ndarray, float, int, int] | None:
         """(bgr, captured, wall-clock ns, delivered count) of the newest frame not yet taken; None at the end."""
-        with self._cond:
-            while self._latest is None and not self._ended:
-                self._cond.wait(timeout=1.0)
-            item, self._latest = self._latest, None
-            return item
+        item: tuple[np.ndarray, float, int, int] | None = self._slot.take()
+        return item
 
     def stop(self) -> bool:
         """Stop the thread; False when it is still stuck in ``read()`` after GRAB_JOIN_S."""

@@ -11,7 +11,8 @@ import pytest
 from helpers.bags import make_compressed_msg, make_image_msg, typestore
 
 from edgeseg.errors import ConfigError, DependencyError
-from edgeseg.ros2.node_core import LatestFrameSlot, NodeParameters, SegmentationCore, Worker, stats_line
+from edgeseg.ros2.node_core import NodeParameters, SegmentationCore, Worker, stats_line
+from edgeseg.runtime.frame_slot import LatestFrameSlot
 from edgeseg.runtime.kernels import default_palette, numpy_overlay
 from edgeseg.runtime.ros_image import image_msg_to_rgb, stamp_ns
 
