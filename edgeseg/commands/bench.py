@@ -96,10 +96,9 @@ def _check_source_options(artifacts: Path | None, source: str | None, topic: str
 
 def _time_source(artifacts: Any, src: Any, warmup: int, max_frames: int | None, threads: int,
                  allow_unvalidated: bool) -> dict[str, Any]:
-    from ..pipeline.source_bench import LIVE_FRAMES, bench_source
+    from ..pipeline.source_bench import bench_source, frame_limit
 
-    total = max_frames or (LIVE_FRAMES if src.live else None)
-    shown = Progress(f"capture-to-mask on {src.text}", total)
+    shown = Progress(f"capture-to-mask on {src.text}", frame_limit(src, max_frames))
     try:
         timed = bench_source(artifacts, src, warmup=warmup, max_frames=max_frames, threads=threads,
                              allow_unvalidated=allow_unvalidated, on_frame=shown.update)

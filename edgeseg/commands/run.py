@@ -188,7 +188,7 @@ def _segment(seg: Any, stream: Any, outcome: Outcome, outputs: Outputs, writer: 
 
     palette = default_palette(seg.num_classes, getattr(seg, "class_colors", None))  # the build's colours
     recorder, stats = outcome.recorder, outcome.stats
-    for frame, mask in timed_masks(seg, stream, recorder):
+    for frame, mask in timed_masks(seg, stream, recorder, max_frames=max_frames):
         overlay = None
         if outputs.png_dir is not None or writer is not None or cv2 is not None:
             overlay = numpy_overlay(frame.rgb, mask, palette, alpha)
@@ -208,9 +208,8 @@ def _segment(seg: Any, stream: Any, outcome: Outcome, outputs: Outputs, writer: 
             p50, fps = recorder.recent()
             click.echo(f"{len(recorder)} frames; last 50: capture-to-mask p50 {p50:.1f} ms, "
                        f"{fps or 0.0:.1f} FPS", err=True)
-        if max_frames is not None and len(recorder) >= max_frames:
-            stats.ended_because = f"--max-frames {max_frames}"
-            break
+    if max_frames is not None and len(recorder) >= max_frames and not stats.ended_because:
+        stats.ended_because = f"--max-frames {max_frames}"
 
 
 def _finish(artifacts: Path, seg: Any, src: Any, outputs: Outputs, outcome: Outcome) -> None:

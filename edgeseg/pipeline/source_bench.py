@@ -18,6 +18,11 @@ from ..runtime.sources import Source, SourceStats, frames
 LIVE_FRAMES = 300
 
 
+def frame_limit(source: Source, max_frames: int | None) -> int | None:
+    """How many frames to time: ``max_frames``, else LIVE_FRAMES for a live source, else the whole source."""
+    return max_frames if max_frames is not None else (LIVE_FRAMES if source.live else None)
+
+
 def bench_source(artifacts: str | os.PathLike[str], source: Source, *, warmup: int = 10,
                  max_frames: int | None = None, threads: int | None = None, allow_unvalidated: bool = False,
                  on_frame: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -26,19 +31,19 @@ def bench_source(artifacts: str | os.PathLike[str], source: Source, *, warmup: i
     from ..errors import UsageError
     from ..runtime.segmenter import Segmenter
 
-    limit = max_frames if max_frames is not None else (LIVE_FRAMES if source.live else None)
+    limit = frame_limit(source, max_frames)
     seg = Segmenter.from_artifacts(artifacts, output_size="frame", threads=threads,
                                    allow_unvalidated=allow_unvalidated)
     stats = SourceStats()
     recorder = LatencyRecorder(warmup_frames=1)
     try:
         with contextlib.closing(frames(source, stats)) as stream:
-            for count, _ in enumerate(timed_masks(seg, stream, recorder, warmup_calls=warmup), 1):
+            count = 0
+            for count, _ in enumerate(timed_masks(seg, stream, recorder, max_frames=limit, warmup_calls=warmup), 1):
                 if on_frame is not None:
                     on_frame(count)
-                if limit is not None and count >= limit:
-                    stats.ended_because = f"{limit} frames" + ("" if max_frames is not None else " (live default)")
-                    break
+            if limit is not None and count >= limit:
+                stats.ended_because = f"{limit} frames" + ("" if max_frames is not None else " (live default)")
     finally:
         seg.close()
     summary = recorder.summary(stats.nominal_fps)

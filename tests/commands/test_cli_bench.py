@@ -64,6 +64,14 @@ def test_bench_source_bag_reports_capture_to_mask(tmp_path: Path) -> None:
     assert timed["p50_ms"] <= timed["p90_ms"] <= timed["p99_ms"] and timed["fps"] > 0
     assert timed["dropped"] == 0 and timed["dropped_if_live"] is not None and timed["backend"] == "onnxruntime"
     assert "edgeseg run --artifacts" in result.output  # the next command runs the same source
+    assert timed["ended_because"] == "end of bag"
+
+    result = CliRunner().invoke(main, ["bench", "--artifacts", str(build), "--source", f"bag:{bag}", "--topic",
+                                       "/cam/image", "--max-frames", "3", "--iterations", "1", "--warmup", "0",
+                                       "--threads", "1", "--no-plot"])
+    assert result.exit_code == 0, result.output
+    timed = json.loads((build / "bench.json").read_text())["source_latency"]
+    assert timed["ended_because"] == "3 frames" and timed["frames"] == 2  # the first frame is warm-up
 
 
 @pytest.mark.parametrize(("args", "message"), [
