@@ -17,8 +17,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..runtime.frame_slot import LatestFrameSlot
-from ..runtime.kernels import default_palette, numpy_overlay, resize_mask_nearest
-from ..runtime.ros_image import MessageFactory, mask_to_image_msg, msg_to_rgb, rgb_to_image_msg, typestore_factory
+from ..runtime.kernels import default_palette
+from ..runtime.ros_image import MessageFactory, msg_to_rgb, segmentation_msgs, typestore_factory
 
 FRAME_ORDERS = ("auto", "RGB", "BGR")
 SWAPPED = {"RGB": ("bgr8", "bgra8"), "BGR": ("rgb8", "rgba8")}  # forced order -> labels it contradicts
@@ -59,13 +59,8 @@ class SegmentationCore:
     def process(self, msg: Any) -> tuple[Any, Any]:
         rgb = self.to_rgb(msg)
         mask = self.segment(rgb)  # may be a view of the Segmenter's buffer: serialized before the next call
-        if mask.shape != rgb.shape[:2]:
-            mask = resize_mask_nearest(mask, rgb.shape[0], rgb.shape[1])
-        mask_msg = mask_to_image_msg(np.ascontiguousarray(mask, dtype=np.uint8), msg.header, factory=self.factory)
-        if not self.overlay:
-            return mask_msg, None
-        overlay = numpy_overlay(rgb, mask, self.palette, self.alpha)
-        return mask_msg, rgb_to_image_msg(overlay, msg.header, factory=self.factory)
+        return segmentation_msgs(rgb, mask, msg.header, self.factory, palette=self.palette, alpha=self.alpha,
+                                 with_overlay=self.overlay)
 
 
 class Worker:

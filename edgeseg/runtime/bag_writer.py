@@ -28,8 +28,8 @@ import numpy as np
 
 from ..errors import InputError, UsageError, require
 from .bags import BagFrame
-from .kernels import default_palette, numpy_overlay, resize_mask_nearest
-from .ros_image import IMAGE_TYPE, default_typestore, mask_to_image_msg, rgb_to_image_msg, typestore_factory
+from .kernels import default_palette
+from .ros_image import IMAGE_TYPE, default_typestore, segmentation_msgs, typestore_factory
 
 OUTPUT_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3", ".bag": "ros1", "": "mcap"}
 MASK_SUFFIX = "/edgeseg/mask"
@@ -111,16 +111,11 @@ class BagMaskWriter:
         """One frame's mask (resized to the frame, nearest) and overlay (computed unless given)."""
         if self._writer is None:
             raise RuntimeError("BagMaskWriter is not open: use it as a context manager")
-        height, width = rgb.shape[:2]
-        if mask.shape != (height, width):
-            mask = resize_mask_nearest(mask, height, width)
-        if overlay is None:
-            overlay = numpy_overlay(rgb, mask, self.palette, self.alpha)
-        header = _header(int(stamp_ns), frame_id)
+        messages = segmentation_msgs(rgb, mask, _header(int(stamp_ns), frame_id), self._factory,
+                                     palette=self.palette, alpha=self.alpha, overlay=overlay)
         serialize = self.store.serialize_ros1 if self.ros1 else self.store.serialize_cdr
         when = int(log_time_ns) if log_time_ns else int(stamp_ns)
-        for connection, msg in zip(self._connections, (mask_to_image_msg(mask, header, factory=self._factory),
-                                                       rgb_to_image_msg(overlay, header, factory=self._factory))):
+        for connection, msg in zip(self._connections, messages):
             self._writer.write(connection, when, serialize(msg, IMAGE_TYPE))
         self.count += 1
 

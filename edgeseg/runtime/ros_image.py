@@ -9,7 +9,8 @@ rosbags' message classes (bags, tests) and rclpy's (the ROS 2 node):
 - ``compressed_msg_to_rgb``: ``sensor_msgs/CompressedImage`` in jpeg or png (image_transport's
   ``"rgb8; jpeg compressed bgr8"`` format strings too), decoded with Pillow.
 - ``mask_to_image_msg`` (mono8) and ``rgb_to_image_msg`` (rgb8) build output messages with the input's
-  stamp and frame_id, from a rosbags typestore (ROS 2 Humble by default; pass a ROS 1 one for ``.bag``)
+  stamp and frame_id; ``segmentation_msgs`` makes both from a frame and its mask (the node's and the
+  bag writer's output), from a rosbags typestore (ROS 2 Humble by default; pass a ROS 1 one for ``.bag``)
   or any ``factory(header, height, width, encoding, step, data)`` (the node passes rclpy's).
 """
 
@@ -21,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import InputError, require
+from .kernels import numpy_overlay, resize_mask_nearest
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -196,3 +198,19 @@ def rgb_to_image_msg(rgb: np.ndarray, header: Any, *, typestore: Any = None,
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise InputError("an rgb8 message needs a uint8 HxWx3 image", found=f"{rgb.dtype} {rgb.shape}")
     return _image(rgb, header, "rgb8", typestore, factory)
+
+
+def segmentation_msgs(rgb: np.ndarray, mask: np.ndarray, header: Any, factory: MessageFactory, *,
+                      palette: np.ndarray, alpha: float, overlay: np.ndarray | None = None,
+                      with_overlay: bool = True) -> tuple[Any, Any | None]:
+    """(mono8 mask message, rgb8 overlay message) of one frame, both with ``header``. The mask is resized to
+    the frame (nearest); the overlay is blended unless given, and None when ``with_overlay`` is False."""
+    height, width = rgb.shape[:2]
+    if mask.shape != (height, width):
+        mask = resize_mask_nearest(mask, height, width)
+    mask_msg = mask_to_image_msg(np.ascontiguousarray(mask, dtype=np.uint8), header, factory=factory)
+    if not with_overlay:
+        return mask_msg, None
+    if overlay is None:
+        overlay = numpy_overlay(rgb, mask, palette, alpha)
+    return mask_msg, rgb_to_image_msg(overlay, header, factory=factory)
