@@ -272,10 +272,10 @@ def _gui_opencv() -> Any:
     import sys
 
     from ..errors import DependencyError, require
+    from ..runtime.camera_sources import opencv_build_value
 
     cv2 = require("cv2", extra="video", purpose="--show")
-    gui = next((line.split(":", 1)[1].strip() for line in cv2.getBuildInformation().splitlines()
-                if line.strip().startswith("GUI:")), "")
+    gui = opencv_build_value(cv2.getBuildInformation(), "GUI")
     if gui.upper() in ("", "NONE"):
         raise DependencyError("--show needs OpenCV with a GUI; the installed one is headless",
                               found=f"cv2 {cv2.__version__}, GUI: {gui or 'none'}",

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..runtime.frame_slot import LatestFrameSlot
-from ..runtime.kernels import default_palette
+from ..runtime.kernels import check_alpha, default_palette
 from ..runtime.ros_image import MessageFactory, msg_to_rgb, segmentation_msgs, typestore_factory
 
 FRAME_ORDERS = ("auto", "RGB", "BGR")
@@ -40,13 +40,11 @@ class SegmentationCore:
     def __init__(self, segment: Callable[[np.ndarray], np.ndarray], *, factory: MessageFactory | None = None,
                  typestore: Any = None, palette: np.ndarray | None = None, alpha: float = 0.5,
                  frame_order: str = "auto", overlay: bool = True) -> None:
-        if not 0.0 <= alpha <= 1.0:
-            raise ConfigError("overlay alpha must lie in [0, 1]", found=str(alpha))
         self.segment = segment
         self.factory = factory if factory is not None else typestore_factory(typestore)  # built once, not per message
         self.overlay = overlay  # False: no blend, (mask_msg, None)
         self.palette = palette if palette is not None else default_palette(256)
-        self.alpha = alpha
+        self.alpha = check_alpha(alpha)  # here, not at the first message
         self.frame_order = check_frame_order(frame_order)
 
     def to_rgb(self, msg: Any) -> np.ndarray:
@@ -125,8 +123,7 @@ class NodeParameters:
             raise ConfigError("the node needs the artifacts parameter", expected="a build folder (engines/NAME)",
                               fix="ros2 launch ... artifacts:=engines/NAME, or --ros-args -p artifacts:=engines/NAME")
         check_frame_order(self.frame_order)
-        if not 0.0 <= self.overlay_alpha <= 1.0:
-            raise ConfigError("overlay_alpha must lie in [0, 1]", found=str(self.overlay_alpha))
+        check_alpha(self.overlay_alpha, "overlay_alpha")
         mask, overlay = default_output_topics(self.input_topic)
         return NodeParameters(**{**self.__dict__, "mask_topic": self.mask_topic or mask,
                                  "overlay_topic": self.overlay_topic or overlay})

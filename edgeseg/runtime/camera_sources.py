@@ -53,13 +53,18 @@ def is_jetson() -> bool:
     return Path("/etc/nv_tegra_release").is_file()
 
 
-def opencv_gstreamer(build_information: str) -> str:
-    """The value of the ``GStreamer:`` line of ``cv2.getBuildInformation()`` ("NO" where there is none)."""
+def opencv_build_value(build_information: str, name: str) -> str:
+    """The value of the ``name:`` line of ``cv2.getBuildInformation()`` ("" where there is none)."""
     for line in build_information.splitlines():
         key, sep, value = line.strip().partition(":")
-        if sep and key.strip() == "GStreamer":
-            return value.strip() or "NO"
-    return "NO"
+        if sep and key.strip() == name:
+            return value.strip()
+    return ""
+
+
+def opencv_gstreamer(build_information: str) -> str:
+    """The value of the ``GStreamer:`` line ("NO" where there is none)."""
+    return opencv_build_value(build_information, "GStreamer") or "NO"
 
 
 def has_gstreamer(cv2: Any) -> bool:

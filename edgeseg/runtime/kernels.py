@@ -93,10 +93,16 @@ def default_palette(num_classes: int, colours: Sequence[Sequence[int]] | None = 
     return class_palette(num_classes, colours)
 
 
+def check_alpha(alpha: float, name: str = "overlay alpha") -> float:
+    """The overlay's blend weight of the class colour, in [0, 1]."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"{name} must lie in [0, 1]", found=str(alpha))
+    return alpha
+
+
 def numpy_overlay(frame: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """frame * (1 - alpha) + palette[mask] * alpha at frame resolution (mask sampled nearest)."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ConfigError("overlay alpha must lie in [0, 1]", found=str(alpha))
+    check_alpha(alpha)
     h, w = frame.shape[:2]
     labels = np.minimum(mask if mask.shape == (h, w) else resize_mask_nearest(mask, h, w), len(palette) - 1)
     a = np.float32(alpha)
