@@ -19,16 +19,6 @@ from .errors import ArtifactError, InputError
 from .metrics import IGNORE_INDEX, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 
 
-def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of a label map (pixel centres), so labels are never blended."""
-    src_h, src_w = mask.shape
-    if (src_h, src_w) == (height, width):
-        return mask
-    ys = np.minimum(((np.arange(height) + 0.5) * (src_h / height)).astype(np.intp), src_h - 1)
-    xs = np.minimum(((np.arange(width) + 0.5) * (src_w / width)).astype(np.intp), src_w - 1)
-    return mask[ys][:, xs]
-
-
 def _finite_or_none(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 

@@ -155,6 +155,20 @@ def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return top * (1 - wy)[:, None, None] + bottom * wy[:, None, None]
 
 
+def nearest_index(dst: int, src: int) -> np.ndarray:
+    """Half-pixel nearest source index per destination index (integer maths, as the GPU overlay)."""
+    return ((2 * np.arange(dst, dtype=np.int64) + 1) * src) // (2 * dst)
+
+
+def resize_mask_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of a label map (pixel centres), so labels are never blended; the same
+    array when it already has that size."""
+    if mask.shape[:2] == (height, width):
+        return mask
+    rows, cols = nearest_index(height, mask.shape[0]), nearest_index(width, mask.shape[1])
+    return np.ascontiguousarray(mask[rows[:, None], cols[None, :]])
+
+
 def check_frame(frame: Any) -> np.ndarray:
     """A uint8 HxWx3 array, or an InputError saying what was wrong."""
     if not isinstance(frame, np.ndarray):

@@ -26,10 +26,10 @@ from ..fileio import atomic_write_json
 from ..images import save_png
 from ..onnx_model import OnnxModelInfo, read_onnx_model
 from ..palette import class_palette, stored_colours
-from ..parity import ParityTally, resize_nearest
+from ..parity import ParityTally
 from ..reference import load_reference
 from ..report.plots import disagreement_overlay
-from ..spec import InputSpec, preprocess
+from ..spec import InputSpec, preprocess, resize_mask_nearest
 from .artifacts import candidate_input_spec, load_manifest, open_backend
 from .validation_data import data_samples, synthetic_samples
 
@@ -180,7 +180,7 @@ def _against_pytorch(reference: TorchReference, backend: Any, candidate: Path, d
     try:
         for name, frame, truth in show(samples.items, label="validating", length=samples.count):
             x = preprocess(frame, spec, "RGB")
-            truth_small = resize_nearest(truth, spec.height, spec.width) if truth is not None else None
+            truth_small = resize_mask_nearest(truth, spec.height, spec.width) if truth is not None else None
             tally.add(name, run_reference.infer(x), backend.infer(x), frame, truth_small)
     finally:
         run_reference.close()
@@ -220,7 +220,7 @@ def _against_reference_file(reference: Path, backend: Any, candidate: Path, data
                          "pass --model/--weights to run it)")
             for _name, frame, truth in show(samples.items, label="ground truth", length=samples.count):
                 pred = _argmax(backend.infer(preprocess(frame, spec, "RGB")))
-                tally.add_truth(resize_nearest(truth, spec.height, spec.width), pred, None)
+                tally.add_truth(resize_mask_nearest(truth, spec.height, spec.width), pred, None)
         else:
             notes.append(f"{data_dir} has no masks: no ground-truth scores")
     return _Compared(tally, spec, str(reference), "reference.npz", _candidate_classes(candidate, info), data_classes,

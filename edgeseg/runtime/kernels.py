@@ -4,7 +4,7 @@
 and launches: preprocess (uint8 HWC frame -> normalised CHW float32/float16 straight
 into the engine's input buffer; the maths of ``edgeseg.spec.preprocess``), argmax
 (NCHW logits -> uint8 mask) and a colour overlay. ``numpy_argmax``, ``numpy_overlay``
-and ``resize_mask_nearest`` are the host references (and the CPU path's code).
+and ``spec.resize_mask_nearest`` are the host references (and the CPU path's code).
 
 Loading: the package ships kernels.cu compiled ahead of time to PTX (kernels_ptx/, built by
 scripts/build_kernels.py with NVRTC 12, PTX ISA 7.4/7.8 so that drivers from CUDA 11.4 on can
@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import ArtifactError, ConfigError, InputError
 from ..palette import class_palette
-from ..spec import CHANNEL_ORDERS, InputSpec
+from ..spec import CHANNEL_ORDERS, InputSpec, resize_mask_nearest
 
 KERNEL_SOURCE = Path(__file__).with_name("kernels.cu")
 PTX_DIR = Path(__file__).with_name("kernels_ptx")
@@ -77,16 +77,6 @@ def numpy_argmax(logits: np.ndarray, out: np.ndarray | None = None, scratch: np.
     return out
 
 
-def nearest_index(dst: int, src: int) -> np.ndarray:
-    """Half-pixel nearest source index per destination index (integer maths, as the GPU overlay)."""
-    return ((2 * np.arange(dst, dtype=np.int64) + 1) * src) // (2 * dst)
-
-
-def resize_mask_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    rows, cols = nearest_index(height, mask.shape[0]), nearest_index(width, mask.shape[1])
-    return np.ascontiguousarray(mask[rows[:, None], cols[None, :]])
-
-
 def default_palette(num_classes: int, colours: Sequence[Sequence[int]] | None = None) -> np.ndarray:
     """The class palette of ``edgeseg.palette`` (uint8 Cx3): the same colours as reports and overlays
     (``colours``: the training data's, e.g. a build's manifest ``class_colors``, win)."""
@@ -104,7 +94,7 @@ def numpy_overlay(frame: np.ndarray, mask: np.ndarray, palette: np.ndarray, alph
     """frame * (1 - alpha) + palette[mask] * alpha at frame resolution (mask sampled nearest)."""
     check_alpha(alpha)
     h, w = frame.shape[:2]
-    labels = np.minimum(mask if mask.shape == (h, w) else resize_mask_nearest(mask, h, w), len(palette) - 1)
+    labels = np.minimum(resize_mask_nearest(mask, h, w), len(palette) - 1)
     a = np.float32(alpha)
     blended = frame.astype(np.float32) * (np.float32(1.0) - a) + palette[labels].astype(np.float32) * a
     return np.minimum(np.float32(255.0), np.floor(blended + np.float32(0.5))).astype(np.uint8)

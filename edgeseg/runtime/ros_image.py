@@ -22,7 +22,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import InputError, require
-from .kernels import numpy_overlay, resize_mask_nearest
+from ..spec import resize_mask_nearest
+from .kernels import numpy_overlay
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"

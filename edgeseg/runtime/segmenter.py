@@ -31,9 +31,9 @@ from ..errors import ArtifactError, ConfigError, UsageError
 from ..fileio import sha256_file
 from ..manifest import MANIFEST_FILE, Manifest, check_validated, read_manifest, verified_artifact
 from ..palette import stored_colours
-from ..spec import CHANNEL_ORDERS, InputSpec, check_frame, preprocess
+from ..spec import CHANNEL_ORDERS, InputSpec, check_frame, nearest_index, preprocess
 from .backend import Backend
-from .kernels import nearest_index, numpy_argmax
+from .kernels import numpy_argmax
 
 BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "torch")
 OUTPUT_SIZES = ("model", "frame")

@@ -14,10 +14,10 @@ from helpers.tiny_onnx import class_names
 from edgeseg.errors import AccuracyError, ArtifactError, InputError
 from edgeseg.images import load_image, save_png
 from edgeseg.palette import DISAGREEMENT_COLOUR
-from edgeseg.parity import ParityTally, resize_nearest
+from edgeseg.parity import ParityTally
 from edgeseg.pipeline.validate import OVERLAY_DIR, TorchReference, ValidationConfig, agree_on_spec, validate_candidate
 from edgeseg.reference import Reference, preprocess_frames, save_reference, synthetic_frames
-from edgeseg.spec import InputSpec
+from edgeseg.spec import InputSpec, resize_mask_nearest
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -127,7 +127,7 @@ def test_nan_logits_are_counted_and_worst_images_kept_lowest_first() -> None:
 
 def test_resize_nearest_keeps_labels() -> None:
     mask = np.array([[0, 1], [2, 255]], dtype=np.uint8)
-    big = resize_nearest(mask, 4, 6)
+    big = resize_mask_nearest(mask, 4, 6)
     assert big.shape == (4, 6) and set(np.unique(big)) == {0, 1, 2, 255}
     assert (big[:2, :3] == 0).all() and (big[2:, 3:] == 255).all()
 

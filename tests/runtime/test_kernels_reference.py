@@ -9,12 +9,10 @@ from edgeseg.errors import ConfigError
 from edgeseg.runtime.kernels import (
     KERNEL_SOURCE,
     default_palette,
-    nearest_index,
     normalisation,
     numpy_overlay,
-    resize_mask_nearest,
 )
-from edgeseg.spec import InputSpec, preprocess
+from edgeseg.spec import InputSpec, nearest_index, preprocess, resize_mask_nearest
 
 
 def test_nearest_index_is_half_pixel() -> None:

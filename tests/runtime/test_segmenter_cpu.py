@@ -13,9 +13,9 @@ from helpers.tiny_models import conv_net
 from edgeseg.errors import ArtifactError, ConfigError, InputError, UsageError
 from edgeseg.manifest import Manifest
 from edgeseg.runtime.backend import Backend
-from edgeseg.runtime.kernels import numpy_argmax, resize_mask_nearest
+from edgeseg.runtime.kernels import numpy_argmax
 from edgeseg.runtime.segmenter import Segmenter, choose_backend
-from edgeseg.spec import InputSpec, preprocess
+from edgeseg.spec import InputSpec, preprocess, resize_mask_nearest
 
 SPEC = InputSpec(32, 64)
 RNG = np.random.default_rng(0)
