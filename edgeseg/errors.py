@@ -8,6 +8,9 @@ escapes is a bug in edgeseg and keeps its traceback.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class EdgesegError(Exception):
     """Base class of every error the user can act on."""
@@ -71,6 +74,13 @@ class AccuracyError(EdgesegError):
 
 class InternalError(Exception):
     """A bug in edgeseg: should never happen, keeps its traceback."""
+
+
+def close_names(name: str, choices: Iterable[str], n: int = 1) -> list[str]:
+    """Up to ``n`` of ``choices`` most like ``name`` (case-insensitive, as spelled in ``choices``), for a
+    "did you mean" in an error's fix."""
+    lowered = {c.lower(): c for c in choices}
+    return [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)]
 
 
 DESKTOP_INSTALL = "pip install torch==2.13.0 && pip install 'edgeseg[desktop]'"  # torch first: no CUDA build

@@ -15,7 +15,6 @@ name, and the splits found with their pair counts.
 
 from __future__ import annotations
 
-import difflib
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, close_names
 from ..images import IMAGE_EXTENSIONS
 from . import labels
 from .folder import FolderDataset, Sample, _names, verify_samples
@@ -73,9 +72,7 @@ def _by_stem(images: list[Path], masks_dir: Path) -> Pairs:
 
 def nearest(name: str, choices: list[str]) -> str | None:
     """The choice most like ``name`` (case-insensitive), if any is close."""
-    lowered = {c.lower(): c for c in choices}
-    found = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
-    return lowered[found[0]] if found else None
+    return next(iter(close_names(name, choices)), None)
 
 
 def require_dir(path: Path, root: Path, adapter: Adapter) -> Path:

@@ -6,12 +6,11 @@ and ``list_models``. Registration is explicit and a duplicate name is a bug.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InternalError, ModelError
+from ..errors import InternalError, ModelError, close_names
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ def model_info(name: str) -> ModelInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=4, cutoff=0.5)
+        close = close_names(name, _REGISTRY, n=4)
         raise ModelError(
             f"unknown model {name!r}",
             expected="one of the registered models",

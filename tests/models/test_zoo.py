@@ -78,6 +78,8 @@ def test_unknown_model_suggests_close_names() -> None:
     with pytest.raises(ModelError, match="unknown model") as info:
         create_model("shufflenetv2_x1_0_deeplab")
     assert "shufflenetv2_x1_0_deeplabv3plus" in str(info.value)
+    with pytest.raises(ModelError, match="did you mean hrnet_w18_small_v1"):  # case does not hide the name
+        create_model("HRNet_W18_Small_V1")
 
 
 def test_duplicate_registration_raises() -> None:
