@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, InputError, close_names
-from ..images import IMAGE_EXTENSIONS
+from ..images import list_images
 from . import labels
-from .folder import FolderDataset, Sample, _names, verify_samples
+from .folder import FolderDataset, Sample, _names, pair_masks, verify_samples
 
 # typing's generics: these aliases are evaluated at import, and Python 3.8 runs them
 Pairs = typing.Tuple[typing.List[Sample], typing.List[Path]]  # (samples, masks that are missing)
@@ -51,23 +51,14 @@ def _dirs(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
-def _files(folder: Path, suffix: str | None = None) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in
-                  ((suffix,) if suffix else IMAGE_EXTENSIONS))
+def _split_lists(folder: Path) -> list[str]:
+    """The split names of a folder of ``<split>.txt`` lists (VOC's ImageSets/Segmentation)."""
+    return sorted(p.stem for p in folder.glob("*.txt") if p.is_file()) if folder.is_dir() else []
 
 
 def _by_stem(images: list[Path], masks_dir: Path) -> Pairs:
     """Each image with ``masks_dir/<stem>.png``; the masks that do not exist are listed apart."""
-    samples, missing = [], []
-    for image in images:
-        mask = masks_dir / (image.stem + ".png")
-        if mask.is_file():
-            samples.append(Sample(image.stem, image, mask))
-        else:
-            missing.append(mask)
-    return samples, missing
+    return pair_masks(((image.stem, image) for image in images), lambda stem, _: masks_dir / f"{stem}.png")
 
 
 def nearest(name: str, choices: list[str]) -> str | None:
@@ -104,15 +95,8 @@ def _cityscapes_images(root: Path, split: str) -> list[Path]:
 def _cityscapes_pairs(root: Path, split: str) -> Pairs:
     images = _cityscapes_images(root, split)
     masks_dir = require_dir(root / "gtFine" / split, root, CITYSCAPES)
-    samples, missing = [], []
-    for image in images:
-        base = image.name[: -len(CS_IMAGE)]
-        mask = masks_dir / image.parent.name / (base + CS_MASK)
-        if mask.is_file():
-            samples.append(Sample(base, image, mask))
-        else:
-            missing.append(mask)
-    return samples, missing
+    return pair_masks(((image.name[: -len(CS_IMAGE)], image) for image in images),
+                      lambda base, image: masks_dir / image.parent.name / (base + CS_MASK))
 
 
 CITYSCAPES = Adapter(
@@ -126,7 +110,7 @@ CITYSCAPES = Adapter(
 
 # -- CamVid (the SegNet layout) ------------------------------------------------------------------
 def _camvid_images(root: Path, split: str) -> list[Path]:
-    return _files(require_dir(root / split, root, CAMVID))
+    return list_images(require_dir(root / split, root, CAMVID), recursive=False)
 
 
 def _camvid_pairs(root: Path, split: str) -> Pairs:
@@ -156,7 +140,7 @@ def _voc_ids(root: Path, split: str) -> list[str]:
     folder = require_dir(root / "ImageSets" / "Segmentation", root, VOC)
     listing = folder / (split + ".txt")
     if not listing.is_file():
-        present = [p.stem for p in _files(folder, ".txt")]
+        present = _split_lists(folder)
         near = nearest(split, present)
         raise InputError(f"voc: {listing} not found", expected=VOC.layout,
                          found="split lists: " + (", ".join(present) or "none"),
@@ -184,7 +168,7 @@ VOC = Adapter(
     "<split>.txt, split train | val | trainval (ROOT: VOC2012, or the VOCdevkit holding it)",
     labels.VOC_CLASSES, tuple(labels.voc_class_colours()), labels.voc_lut,
     {"training": "train", "validation": "val"},
-    _voc_base, lambda root: sorted(p.stem for p in _files(root / "ImageSets" / "Segmentation", ".txt")),
+    _voc_base, lambda root: _split_lists(root / "ImageSets" / "Segmentation"),
     _voc_pairs, _voc_images,
 )
 
@@ -195,7 +179,7 @@ def _ade_base(root: Path) -> Path:
 
 
 def _ade_images(root: Path, split: str) -> list[Path]:
-    return _files(require_dir(root / "images" / split, root, ADE20K))
+    return list_images(require_dir(root / "images" / split, root, ADE20K), recursive=False)
 
 
 def _ade_pairs(root: Path, split: str) -> Pairs:
@@ -239,12 +223,10 @@ def resolve_split(adapter: Adapter, base: Path, split: str, *, masks: bool = Tru
     unless ``masks`` is False)."""
     own = adapter.own_split.get(split, split)
     present = adapter.splits(base)
-    if own in present:
+    if own in present or not masks:  # without masks: the caller's listing of the images says what is missing
         return own
-    if not present or not masks:  # the listing names the first folder that is missing, with the nearest name
-        (adapter.pairs if masks else adapter.images)(base, own)
-        if not masks:
-            return own
+    if not present:  # the listing names the first folder that is missing, with the nearest name
+        adapter.pairs(base, own)
     aliases = [name for name, target in adapter.own_split.items() if target in present and name != target]
     near = nearest(split, present + aliases)
     counts = pair_counts(adapter, base)

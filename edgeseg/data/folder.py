@@ -19,7 +19,7 @@ data or ``num_classes`` is wrong.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from ..fileio import read_json
-from ..images import IMAGE_EXTENSIONS, load_image, load_mask
+from ..images import list_images, load_image, load_mask
 from ..metrics import IGNORE_INDEX
 
 MAX_NAMED = 5  # how many file names an error message lists before "... and N more"
@@ -174,10 +174,23 @@ def open_folder_dataset(
     return FolderDataset(root, samples, classes, colors, skipped)
 
 
+def pair_masks(images: Iterable[tuple[str, Path]], mask_of: Callable[[str, Path], Path]
+               ) -> tuple[list[Sample], list[Path]]:
+    """Each ``(name, image)`` with its mask ``mask_of(name, image)``; the masks that do not exist, listed apart."""
+    samples, missing = [], []
+    for name, image in images:
+        mask = mask_of(name, image)
+        if mask.is_file():
+            samples.append(Sample(name, image, mask))
+        else:
+            missing.append(mask)
+    return samples, missing
+
+
 def _pairs(images_dir: Path, masks_dir: Path, stems: list[str] | None, split: str | None, skip_bad: bool
            ) -> tuple[list[Sample], list[tuple[Path, str]]]:
     """(image, mask) pairs by stem, in the split list's order when there is one; missing masks skipped or refused."""
-    by_stem = {p.stem: p for p in sorted(images_dir.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS}
+    by_stem = {p.stem: p for p in list_images(images_dir, recursive=False)}
     if stems is not None:
         absent = [s for s in stems if s not in by_stem]
         if absent:
@@ -189,14 +202,7 @@ def _pairs(images_dir: Path, masks_dir: Path, stems: list[str] | None, split: st
         by_stem = {s: by_stem[s] for s in stems}
     if not by_stem:
         raise InputError(f"no images in {images_dir}", expected="*.jpg / *.png files", found="an empty folder")
-    samples: list[Sample] = []
-    missing = []
-    for stem, image in by_stem.items():
-        mask = masks_dir / f"{stem}.png"
-        if mask.is_file():
-            samples.append(Sample(stem, image, mask))
-        else:
-            missing.append(mask)
+    samples, missing = pair_masks(by_stem.items(), lambda stem, _: masks_dir / f"{stem}.png")
     if missing and not skip_bad:
         raise InputError(
             f"{len(missing)} of {len(by_stem)} images have no mask",
