@@ -291,6 +291,7 @@ def validate(runner: StepRunner, candidate: Path, options: BuildOptions, out: Pa
              log: Log, progress: Progress | None) -> tuple[dict[str, Any] | None, str]:
     """The candidate against reference.npz (the robot's check); (None, why) when there is no reference."""
     from .validate import ValidationConfig, validate_candidate
+    from .validation_data import data_samples
 
     reference = out / REFERENCE_FILE
     if not reference.is_file():
@@ -300,9 +301,8 @@ def validate(runner: StepRunner, candidate: Path, options: BuildOptions, out: Pa
         return None, why
     val_dir = options.val if options.onnx is not None else None  # else ground truth travels in reference.npz
     val_files: list[Path] = []
-    if val_dir is not None:
-        val_data = _labelled(val_dir, _reference_classes(reference))
-        val_files = sorted({p for sample in val_data.samples for p in (sample.image, sample.mask)})
+    if val_dir is not None:  # the files validate_candidate scores (DIR/val when there is one), listed, not read
+        val_files = sorted(set(data_samples(val_dir, None, _reference_classes(reference)).files))
     config = ValidationConfig(min_agreement=options.min_agreement, max_miou_drop=options.max_miou_drop,
                               threads=options.threads, max_images=None)
     key = {"candidate": sha256_file(candidate), "reference": sha256_file(reference),

@@ -29,6 +29,7 @@ class Samples:
     classes: list[str] = field(default_factory=list)  # from the data's classes.json (or generic names)
     colours: list[tuple[int, int, int]] = field(default_factory=list)  # the data's own colours, if any
     summary: str = ""  # e.g. "cityscapes val: 500 pairs", a note of the validation
+    files: list[Path] = field(default_factory=list)  # the images and masks ``items`` reads (a cache key's input)
 
 
 def data_samples(data_dir: SpecLike, max_images: int | None, num_classes: int) -> Samples:
@@ -70,7 +71,8 @@ def _labelled(dataset: FolderDataset, max_images: int | None) -> Samples:
                                  found=str(truth.shape))
             yield sample.stem, frame, truth
 
-    return Samples(load(), len(picked), True, list(dataset.classes), list(dataset.colors), summary(dataset))
+    return Samples(load(), len(picked), True, list(dataset.classes), list(dataset.colors), summary(dataset),
+                   [p for sample in picked for p in (sample.image, sample.mask)])
 
 
 def _unlabelled(images: list[Path], folder: Path, classes_dir: Path, max_images: int | None) -> Samples:
@@ -79,7 +81,7 @@ def _unlabelled(images: list[Path], folder: Path, classes_dir: Path, max_images:
         raise InputError(f"no images in {folder}", expected="DIR/images/*.png|jpg (+ DIR/masks/<stem>.png)")
     picked = images[: max_images or len(images)]
     names = read_classes(classes_dir / "classes.json")[0] if (classes_dir / "classes.json").is_file() else []
-    return Samples(((p.stem, load_image(p), None) for p in picked), len(picked), False, names)
+    return Samples(((p.stem, load_image(p), None) for p in picked), len(picked), False, names, files=picked)
 
 
 def synthetic_samples(spec: InputSpec, notes: list[str]) -> Samples:

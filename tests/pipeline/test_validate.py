@@ -294,6 +294,19 @@ def test_data_splits_and_classes_come_from_the_folder_dataset_parser(tmp_path: P
         validate_candidate(onnx_path, ref, data_dir=data, write=False)
 
 
+def test_the_files_scored_are_listed_without_reading_them(tmp_path: Path) -> None:
+    """``Samples.files`` keys the build's cached validation: the split that is scored, images and masks."""
+    from edgeseg.pipeline.validation_data import data_samples
+
+    split = make_data(tmp_path / "split" / "val", count=2)
+    make_data(tmp_path / "split", count=3)  # DIR/images too: DIR/val is what is scored, so what is keyed
+    samples = data_samples(tmp_path / "split", None, 3)
+    assert sorted(samples.files) == sorted([*(split / "images").iterdir(), *(split / "masks").iterdir()])
+    plain = make_data(tmp_path / "plain", count=2, masks=False)
+    (plain / "images" / "img0.png").write_bytes(b"not an image")  # listed, not read: no error yet
+    assert sorted(data_samples(plain, None, 3).files) == sorted((plain / "images").iterdir())
+
+
 def test_images_without_masks_are_validated_without_ground_truth(tmp_path: Path, tiny_registered) -> None:
     model, onnx_path = export_tiny(tmp_path / "build")
     weights = tmp_path / "tiny.pt"
