@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ..data.datasets import DatasetSpec, as_dataset_spec, default_split, open_dataset, summary
+from ..data.datasets import DatasetSpec, as_dataset_spec, default_split, has_split, open_dataset, summary
 from ..data.folder import FolderDataset
 from ..data.torch_dataset import SegmentationDataset
 from ..errors import ConfigError, InputError
@@ -132,7 +132,7 @@ def open_splits(config: TrainConfig) -> tuple[FolderDataset, FolderDataset]:
         val_data = as_dataset_spec(config.val_data)  # a folder is used whole, a public dataset's val split
         val = open_dataset(val_data, None if val_data.is_folder else "val", num_classes=train.num_classes,
                            skip_bad=config.skip_bad, classes_hint=hint)
-    elif not data.is_folder or default_split(data, "val") is not None:
+    elif not data.is_folder or has_split(data, "val"):  # folder:DIR:train too: DIR's val split, if any
         val = open_dataset(data.root if data.is_folder else DatasetSpec(data.kind, data.root), "val",
                            num_classes=train.num_classes, skip_bad=config.skip_bad, classes_hint=hint)
     else:

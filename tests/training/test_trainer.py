@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +150,10 @@ def test_bad_configs(tiny_model, data, tmp_path):
         train(_config(data, tmp_path, optimizer="lion"))
     with pytest.raises(InputError, match="no validation data"):
         train(_config(data / "train", tmp_path))
+    shutil.copytree(data / "train", tmp_path / "only" / "train")  # a train split and no val split
+    with pytest.raises(InputError, match="no validation data") as info:
+        train(_config(f"folder:{tmp_path / 'only'}:train", tmp_path))
+    assert "--val-data" in str(info.value)
     with pytest.raises(ConfigError, match="another model or class list"):
         train(_config(data, tmp_path / "x", epochs=1), log=lambda _: None)
         train(_config(data, tmp_path / "y", model="shufflenetv2_x0_5_dspp", resume=tmp_path / "x" / "last.pt"))
