@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from ..data.datasets import DatasetSpec, as_dataset_spec, default_split, open_dataset, summary
 from ..data.torch_dataset import SegmentationDataset
+from ..errors import ModelError
 from ..metrics import IGNORE_INDEX, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from ..models import model_from_weights
 from ..spec import InputSpec
@@ -32,6 +33,7 @@ class EvalResult:
     images: int
     ignored_pixels: int = 0  # target pixels labelled 255, left out of every score
     pixels: int = 0  # all target pixels (at model resolution)
+    nonfinite_images: int = 0  # images whose logits hold a NaN or an Inf (their argmax means nothing)
 
     def rows(self) -> list[tuple[str, str]]:
         return [
@@ -61,9 +63,10 @@ def evaluate(
 ) -> EvalResult:
     model.eval()
     confusion = np.zeros((num_classes, num_classes), np.int64)
-    images = ignored = pixels = 0
+    images = ignored = pixels = nonfinite = 0
     for inputs, targets in loader:
         logits = model(inputs.to(device))
+        nonfinite += int((~torch.isfinite(logits)).flatten(1).any(1).sum())
         pred = logits.argmax(1).cpu().numpy()
         target = targets.numpy()
         confusion += confusion_matrix(pred, target, num_classes)
@@ -73,7 +76,7 @@ def evaluate(
         if on_batch:
             on_batch(len(inputs))
     return EvalResult(mean_iou(confusion), pixel_accuracy(confusion), iou_per_class(confusion).tolist(),
-                      list(classes), images, ignored, pixels)
+                      list(classes), images, ignored, pixels, nonfinite)
 
 
 def evaluate_folder(
@@ -103,7 +106,12 @@ def evaluate_folder(
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loader = DataLoader(SegmentationDataset(folder, spec, train=False), batch_size=batch_size, num_workers=workers)
     names = _eval_names(folder.classes, list(saved["classes"]))
-    return evaluate(net.to(target), loader, folder.num_classes, names, target), spec
+    result = evaluate(net.to(target), loader, folder.num_classes, names, target)
+    if result.nonfinite_images:
+        raise ModelError(f"the model's logits are NaN or Inf on {result.nonfinite_images} of {result.images} "
+                         "images: no score is meaningful", found=str(weights),
+                         fix="check the checkpoint (a training run whose loss diverged?) and its input size")
+    return result, spec
 
 
 def _eval_names(data_names: list[str], checkpoint_names: list[str]) -> list[str]:

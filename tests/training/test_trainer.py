@@ -141,7 +141,15 @@ def test_evaluate_folder_scores_a_checkpoint(tiny_model, data, tmp_path):
     scored, spec = evaluate_folder(result.last_path, data / "val")
     assert spec.size == (64, 128) and scored.images == 4
     assert scored.miou == pytest.approx(result.history[-1]["val_miou"])  # same policy as training evaluation
-    assert len(scored.rows()) == 6
+    assert len(scored.rows()) == 6 and scored.nonfinite_images == 0
+
+    broken = torch.load(result.last_path, weights_only=False)  # finite weights whose activations overflow
+    for key, value in broken["state_dict"].items():
+        if value.dim() == 4:
+            broken["state_dict"][key] = value * 1e30
+    torch.save(broken, tmp_path / "nan.pt")
+    with pytest.raises(ModelError, match="NaN or Inf on 4 of 4 images"):
+        evaluate_folder(tmp_path / "nan.pt", data / "val")
 
 
 def test_bad_configs(tiny_model, data, tmp_path):
