@@ -233,10 +233,10 @@ def _int8_models(runner: StepRunner, fp32_onnx: Path, spec: Any, options: BuildO
                  done: dict[str, bool], log: Callable[[str], None], progress: Callable[..., Any] | None
                  ) -> dict[str, Any]:
     """calibrate -> [fallback | sensitivity] -> quantize; what the manifest records under ``calibration``."""
-    from . import build_steps as steps
     from . import int8_steps
+    from .build_data import default_calib
 
-    calib_dir = options.calib or steps.default_calib(out, spec, log)
+    calib_dir = options.calib or default_calib(out, spec, log)
     calibration = int8_steps.calibrate(runner, fp32_onnx, calib_dir, options, out, done, progress)
     float_layers: list[str] = []
     if options.fallback == "auto":

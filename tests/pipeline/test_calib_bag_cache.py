@@ -40,7 +40,7 @@ def test_the_calibration_key_follows_the_bag_and_topic(tmp_path: Path) -> None:
 
 
 def test_reference_frames_from_a_bag_are_written_as_pngs(tmp_path: Path) -> None:
-    from edgeseg.pipeline.build_steps import reference_samples
+    from edgeseg.pipeline.build_data import reference_samples
 
     bag = write_image_bag(tmp_path / "rec.bag", "ros1", gradient_frames(10, SPEC.height, SPEC.width))
     options = BuildOptions(model="x", calib=BagCalibSource(bag, None), val_images=4)

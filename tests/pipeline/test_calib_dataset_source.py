@@ -43,7 +43,7 @@ def test_the_calibration_key_follows_the_dataset_images(tmp_path: Path) -> None:
 
 
 def test_reference_frames_come_from_the_dataset_images(tmp_path: Path) -> None:
-    from edgeseg.pipeline.build_steps import reference_samples
+    from edgeseg.pipeline.build_data import reference_samples
 
     root = write_cityscapes(tmp_path / "cs", {"train": 4})
     options = BuildOptions(model="x", calib=source(f"cityscapes:{root}:train"), val_images=2)
