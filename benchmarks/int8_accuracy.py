@@ -157,6 +157,33 @@ def validate(candidate: Path, out_dir: Path, args: argparse.Namespace, log: Path
             "passed": bool(agreement >= MIN_AGREEMENT and drop is not None and drop <= MAX_DROP)}
 
 
+MARGINS = (0.1, 0.3, 0.5)  # logit gaps reported: a pixel whose top-1/top-2 gap is below the INT8 logit error flips
+
+
+def logit_margins(onnx_path: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Share of test pixels whose FP32 top-1/top-2 logit gap is below each of MARGINS (same frames as validate):
+    how close the model is to flipping, whatever the quantizer."""
+    import onnxruntime as ort
+
+    from edgeseg.onnx_model import input_spec_of, load_onnx
+    from edgeseg.pipeline.validation_data import data_samples
+    from edgeseg.spec import preprocess
+
+    model = load_onnx(onnx_path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name, spec = session.get_inputs()[0].name, input_spec_of(model)
+    samples = data_samples(args.test, args.max_test_images, int(session.get_outputs()[0].shape[1]))
+    below, total = np.zeros(len(MARGINS), np.int64), 0
+    for _stem, frame, _truth in samples.items:
+        top = np.sort(session.run(None, {name: preprocess(frame, spec)})[0][0], axis=0)
+        gap = top[-1] - top[-2]
+        below += [int(np.count_nonzero(gap < m)) for m in MARGINS]
+        total += gap.size
+    return {f"{m:g}": float(b / max(total, 1)) for m, b in zip(MARGINS, below, strict=True)}
+
+
 def code_state() -> str:
     """The commit the edgeseg code came from, and any uncommitted change under edgeseg/ (it changes the numbers)."""
     def git(*cmd: str) -> str:
@@ -194,6 +221,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     export += ["--model", args.model] if args.model else []
     export += ["--input-size", args.input_size] if args.input_size else []
     seconds["export"] = round(run(export, log)[1], 1)
+    margins = logit_margins(work / "model.onnx", args)
     candidates: list[tuple[str, str, Path]] = [("FP32 ONNX (model.onnx)", "-", work / "model.onnx")]
     for method in args.methods:
         print(f"calibrating: {method}", flush=True)
@@ -233,6 +261,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "input_size": f"{spec.get('height', '?')}x{spec.get('width', '?')}",
             "calib": shown(args.calib), "calib_images": args.calib_images, "test": shown(args.test),
             "test_scenes": rows[0]["images"], "conditions": cond, "seconds": seconds, "rows": rows,
+            "logit_margins": margins,
             "notes": list(dict.fromkeys([*notes, *args.note])),
             "work": str(work), "command": "python benchmarks/int8_accuracy.py " + shlex.join(args.argv),
             "data_commands": [c for c in (synth_command(args.calib), synth_command(args.test)) if c]}
@@ -275,6 +304,9 @@ def markdown(report: dict[str, Any]) -> str:
             drop = "-" if r["drop_points"] is None else f"{r['drop_points']:.2f}"
             out.append(f"| {r['candidate']} | {r['calibration']} | {pct(r['agreement'])} | {pct(r['miou_pytorch'])} "
                        f"-> {pct(r['miou_candidate'])} | {drop} | {'pass' if r['passed'] else 'fail'} |")
+        if sec.get("logit_margins"):
+            gaps = ", ".join(f"{v * 100:.2f} % below {k}" for k, v in sec["logit_margins"].items())
+            out += ["", f"How close the model is to flipping (FP32 top-1 minus top-2 logit, test pixels): {gaps}."]
         out += ["", "Conditions:", "",
                 f"- date {c['date']}; machine {c['machine']}; Python {c['python']}",
                 f"- edgeseg code {c.get('code', '?')}: onnxruntime {c['onnxruntime']}, torch {c['torch']}, "
