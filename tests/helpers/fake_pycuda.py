@@ -5,6 +5,12 @@
 "device memory", "stream" and "event" when those are freed, and lists in ``driver.unpushed`` every free
 that happened with no context pushed. Share ``events`` with a fake tensorrt's ``record["events"]`` to see
 the TensorRT frees in the same sequence.
+
+Device memory is real bytes: ``driver.memory`` maps each live allocation's address to a bytearray, the async
+copies move bytes between it and host arrays (a copy to or from an address that is not a live allocation fails,
+as an illegal address does on a GPU), and a free removes it. Pass a fake tensorrt's ``device_memory`` as
+``memory`` so its engines read and write the same bytes; ``NumpyKernels`` are the preprocess/argmax kernels
+computed with the numpy reference on that memory.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class FakeAllocation:
     def free(self) -> None:
         assert not self.freed, "device memory freed twice"
         self.freed = True
+        del self.driver.memory[self.address]
         self.driver.note("device memory")
 
 
@@ -80,9 +87,10 @@ class FakeEvent:
 
 
 class FakeDriver:
-    def __init__(self, context: FakeCudaContext) -> None:
+    def __init__(self, context: FakeCudaContext, memory: dict[int, bytearray] | None = None) -> None:
         self.context = context
-        self.addresses = itertools.count(0x1000, 0x1000)
+        self.memory: dict[int, bytearray] = memory if memory is not None else {}
+        self.addresses = itertools.count(0x100000, 0x100000)
         self.allocations: list[FakeAllocation] = []
         self.unpushed: list[str] = []
 
@@ -92,8 +100,10 @@ class FakeDriver:
             self.unpushed.append(what)
 
     def mem_alloc(self, nbytes: int) -> FakeAllocation:
-        self.allocations.append(FakeAllocation(self, nbytes))
-        return self.allocations[-1]
+        allocation = FakeAllocation(self, nbytes)
+        self.memory[allocation.address] = bytearray(nbytes)
+        self.allocations.append(allocation)
+        return allocation
 
     def pagelocked_empty(self, shape: tuple[int, ...], dtype: Any, mem_flags: Any = None) -> np.ndarray:
         return np.zeros(shape, dtype)
@@ -105,16 +115,68 @@ class FakeDriver:
         return FakeEvent(self)
 
     def memcpy_htod_async(self, dst: int, src: np.ndarray, stream: FakeStream) -> None:
-        pass
+        data = np.ascontiguousarray(src).tobytes()
+        device = device_bytes(self.memory, dst, len(data))
+        device[: len(data)] = data
 
     def memcpy_dtoh_async(self, dst: np.ndarray, src: int, stream: FakeStream) -> None:
-        pass
+        device = device_bytes(self.memory, src, dst.nbytes)
+        np.copyto(dst, np.frombuffer(device, dst.dtype, count=dst.size).reshape(dst.shape))
+
+    def read(self, address: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A copy of what the allocation at ``address`` holds, as an array."""
+        return read_device(self.memory, address, shape, dtype)
 
 
-def install_fake_driver(monkeypatch: pytest.MonkeyPatch, context: FakeCudaContext) -> FakeDriver:
-    """Make ``edgeseg.runtime.cuda.driver()`` return a FakeDriver for this test."""
+def device_bytes(memory: dict[int, bytearray], address: int, nbytes: int) -> bytearray:
+    """The live allocation at ``address`` (a pointer into the middle of one is not modelled)."""
+    device = memory.get(int(address))
+    assert device is not None, f"no device allocation at {int(address):#x} (freed, or never allocated)"
+    assert nbytes <= len(device), f"{nbytes} bytes do not fit the {len(device)}-byte allocation at {address:#x}"
+    return device
+
+
+def read_device(memory: dict[int, bytearray], address: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape))
+    device = device_bytes(memory, address, count * dtype.itemsize)
+    return np.frombuffer(device, dtype, count=count).reshape(shape).copy()
+
+
+def write_device(memory: dict[int, bytearray], address: int, array: np.ndarray) -> None:
+    data = np.ascontiguousarray(array).tobytes()
+    device_bytes(memory, address, len(data))[: len(data)] = data
+
+
+class NumpyKernels:
+    """GpuKernels' preprocess and argmax computed by the numpy reference on the fake driver's memory, so the
+    GpuLoop's data path (which buffer each step reads and writes) is checked without a GPU."""
+
+    def __init__(self, driver: FakeDriver, spec: Any, frame_order: str = "RGB") -> None:
+        self.driver, self.spec, self.frame_order = driver, spec, frame_order
+
+    def preprocess(self, frame_ptr: int, frame_h: int, frame_w: int, pitch: int, dst_ptr: int,
+                   dst_dtype: Any, stream: Any) -> None:
+        from edgeseg.spec import preprocess
+
+        frame = read_device(self.driver.memory, frame_ptr, (frame_h, pitch // 3, 3), np.uint8)[:, :frame_w]
+        x = preprocess(np.ascontiguousarray(frame), self.spec, self.frame_order)
+        write_device(self.driver.memory, dst_ptr, x.astype(dst_dtype))
+
+    def argmax(self, logits_ptr: int, logits_dtype: Any, channels: int, height: int, width: int,
+               mask_ptr: int, stream: Any) -> None:
+        from edgeseg.runtime.kernels import numpy_argmax
+
+        logits = read_device(self.driver.memory, logits_ptr, (1, channels, height, width), logits_dtype)
+        write_device(self.driver.memory, mask_ptr, numpy_argmax(logits))
+
+
+def install_fake_driver(monkeypatch: pytest.MonkeyPatch, context: FakeCudaContext,
+                        memory: dict[int, bytearray] | None = None) -> FakeDriver:
+    """Make ``edgeseg.runtime.cuda.driver()`` return a FakeDriver for this test (on ``memory``: pass a fake
+    tensorrt's ``device_memory`` so its engines see the driver's bytes)."""
     from edgeseg.runtime import cuda
 
-    fake = FakeDriver(context)
+    fake = FakeDriver(context, memory)
     monkeypatch.setattr(cuda, "driver", lambda: fake)
     return fake

@@ -17,6 +17,12 @@ it deserialised with (-1: unset, as TensorRT's) in ``record["deserialised_dla_co
 runtime and contexts their engine alive (pybind11 keep_alive, as the real bindings), and each appends
 ``"context"``, ``"engine"`` or ``"runtime"`` to ``record["events"]`` when freed, so tests can check the order
 of frees.
+
+Engines compute: ``execute_async_v3`` reads the input from the address bound to "images" in
+``fake.device_memory`` (address -> bytearray; share it with the fake pycuda driver), writes ``fake_net(input)``
+to the address bound to "logits", and logs an illegal address (returning False) when either is not a live
+allocation. The builder drives ``config.int8_calibrator`` as TensorRT's implicit INT8 build does (see
+``calibrate_like_tensorrt``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import json
 import types
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 
 class TrtEnum(enum.Enum):
@@ -173,6 +181,13 @@ class FakeBuilderConfig:
 VC_MARKER = b"+LEAN-RUNTIME"  # what a fake version-compatible engine ends with (the embedded host code)
 
 
+def fake_net(x: np.ndarray) -> np.ndarray:
+    """What every fake engine computes, 1x3xHxW -> 1x4xHxW: the three input channels, then 0.25 minus their
+    mean (so the argmax depends on every input channel)."""
+    x = np.asarray(x, np.float32)
+    return np.concatenate([x, np.float32(0.25) - x.mean(axis=1, keepdims=True)], axis=1).astype(np.float32)
+
+
 class FakeContext:
     """IExecutionContext: keeps its engine alive; appends "context" to the events when freed."""
 
@@ -196,9 +211,20 @@ class FakeContext:
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         self.enqueued += 1
+        logger = self.engine.runtime.logger
         if not self.engine.execute_ok:
-            self.engine.runtime.logger.log(Severity.ERROR, "illegal memory access in kernel 3")
-        return self.engine.execute_ok
+            logger.log(Severity.ERROR, "illegal memory access in kernel 3")
+            return False
+        (name_in, _, shape_in, _), (name_out, _, shape_out, _) = self.engine.io
+        memory = self.engine.memory
+        source, target = self.addresses.get(name_in), self.addresses.get(name_out)
+        if source not in memory or target not in memory:
+            logger.log(Severity.ERROR, f"illegal address: {name_in} at {source}, {name_out} at {target}")
+            return False
+        count_in, count_out = int(np.prod(shape_in)), int(np.prod(shape_out))
+        x = np.frombuffer(memory[source], np.float32, count=count_in).reshape(shape_in)
+        memory[target][: count_out * 4] = fake_net(x).tobytes()
+        return True
 
     def __del__(self) -> None:
         self.engine.events.append("context")
@@ -211,10 +237,12 @@ class FakeEngine:
           ("logits", TensorIOMode.OUTPUT, [1, 4, 32, 64], DataType.FLOAT)]
     num_io_tensors = 2
 
-    def __init__(self, runtime: Any = None, events: list[str] | None = None, execute_ok: bool = True) -> None:
+    def __init__(self, runtime: Any = None, events: list[str] | None = None, execute_ok: bool = True,
+                 memory: dict[int, bytearray] | None = None) -> None:
         self.runtime = runtime  # keep_alive: the runtime outlives its engines
         self.events: list[str] = events if events is not None else []
         self.execute_ok = execute_ok
+        self.memory: dict[int, bytearray] = memory if memory is not None else {}
         self.contexts_created = 0
 
     def create_execution_context(self) -> FakeContext:
@@ -277,6 +305,7 @@ def make_fake_trt(version: str = "10.3.0.30", *, parse_ok: bool = True, build_ok
     ``fake.record``: builder, network_flags, config, parsed, deserialised (+ deserialised_dla_core), loggers,
     events."""
     record: dict[str, Any] = {"loggers": [], "events": []}
+    device_memory: dict[int, bytearray] = {}  # address -> bytes, shared with the fake pycuda driver
     kept: list[Any] = []  # TensorRT's one logger pointer
 
     def adopt(logger: Any) -> Any:
@@ -352,7 +381,7 @@ def make_fake_trt(version: str = "10.3.0.30", *, parse_ok: bool = True, build_ok
                 self.logger.log(Severity.ERROR, "the engine contains host code, but engine host code is not "
                                 "allowed (set IRuntime::setEngineHostCodeAllowed)")
                 return None
-            return FakeEngine(self, record["events"], execute_ok)
+            return FakeEngine(self, record["events"], execute_ok, device_memory)
 
         def __del__(self) -> None:
             record["events"].append("runtime")
@@ -372,7 +401,7 @@ def make_fake_trt(version: str = "10.3.0.30", *, parse_ok: bool = True, build_ok
         "NetworkDefinitionCreationFlag": NetworkDefinitionCreationFlag, "BuilderFlag": BuilderFlag,
         "MemoryPoolType": MemoryPoolType, "ProfilingVerbosity": ProfilingVerbosity, "DeviceType": DeviceType,
         "LayerInformationFormat": LayerInformationFormat, "TensorIOMode": TensorIOMode, "DataType": DataType,
-        "record": record,
+        "record": record, "device_memory": device_memory,
     }
     for key, value in members.items():
         setattr(fake, key, value)

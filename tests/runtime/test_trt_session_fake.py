@@ -7,6 +7,9 @@
   all with the CUDA context pushed; idempotent. A session driven by a GpuLoop makes no host-path context.
 - DLA engines: the Runtime's DLA_core is set to the core the build recorded, before deserialising; a core
   the device lacks is refused with what to do.
+- The data path: the fake copies move bytes and the fake engine computes ``fake_net`` from the address bound
+  to its input, so ``infer`` and the Segmenter's GPU loop must upload the input, bind input and output to the
+  right buffers and set the input shape to return what the numpy reference returns.
 """
 
 from __future__ import annotations
@@ -17,14 +20,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers.fake_pycuda import FakeCudaContext, install_fake_driver
-from helpers.fake_tensorrt import VC_MARKER, make_fake_trt
+from helpers.fake_pycuda import FakeCudaContext, NumpyKernels, install_fake_driver
+from helpers.fake_tensorrt import VC_MARKER, fake_net, make_fake_trt
 
 from edgeseg.engine.manifest import engine_manifest, write_engine
 from edgeseg.errors import ArtifactError, UsageError
 from edgeseg.runtime import gpu_loop
+from edgeseg.runtime.kernels import numpy_argmax
+from edgeseg.runtime.segmenter import Segmenter
 from edgeseg.runtime.trt import TensorRTSession
-from edgeseg.spec import InputSpec
+from edgeseg.spec import InputSpec, preprocess
 
 IO = [{"name": "images", "mode": "INPUT", "shape": [1, 3, 32, 64], "dtype": "float32"},
       {"name": "logits", "mode": "OUTPUT", "shape": [1, 4, 32, 64], "dtype": "float32"}]
@@ -37,7 +42,7 @@ def gpu(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
     trt = make_fake_trt("10.3.0.30")
     events: list[str] = trt.record["events"]
     context = FakeCudaContext(events)
-    driver = install_fake_driver(monkeypatch, context)
+    driver = install_fake_driver(monkeypatch, context, trt.device_memory)
     return types.SimpleNamespace(trt=trt, events=events, context=context, driver=driver)
 
 
@@ -111,7 +116,7 @@ def test_second_session_still_reports_its_tensorrt_errors(tmp_path: Path, gpu: A
 def test_failed_enqueue_reports_the_errors_logged_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trt = make_fake_trt("10.3.0.30", execute_ok=False)
     context = FakeCudaContext(trt.record["events"])
-    install_fake_driver(monkeypatch, context)
+    install_fake_driver(monkeypatch, context, trt.device_memory)
     with pytest.raises(ArtifactError, match="magic tag"):  # an earlier failure, logged to the same logger
         TensorRTSession(engine_folder(tmp_path / "bad", data=b"junk"), trt=trt, cuda_context=context)
     session = TensorRTSession(engine_folder(tmp_path / "good"), trt=trt, cuda_context=context, buffers="device")
@@ -223,3 +228,63 @@ def test_dla_core_the_device_lacks_is_refused(tmp_path: Path, gpu: Any) -> None:
         open_session(gpu, engine_folder(tmp_path, dla_core=2))  # the fake device has cores 0 and 1
     assert "built for DLA core 2" in str(info.value) and "2 DLA core(s)" in str(info.value)
     assert "deserialised" not in gpu.trt.record
+
+
+# -- 5. the data path: upload, addresses, input shape, readback ------------------------------------------------
+
+def test_infer_returns_what_the_engine_computes_from_the_uploaded_input(tmp_path: Path, gpu: Any) -> None:
+    session = open_session(gpu, engine_folder(tmp_path))
+    rng = np.random.default_rng(0)
+    for _ in range(2):  # the second call reuses the host path: its input must be uploaded again
+        x = rng.standard_normal((1, 3, 32, 64)).astype(np.float32)
+        np.testing.assert_array_equal(session.infer(x), fake_net(x))
+    host = session._host
+    assert host is not None
+    context = host.execution.context
+    assert context.addresses == {"images": host.input.device_ptr, "logits": host.output.device_ptr}
+    assert context.input_shapes == {"images": (1, 3, 32, 64)}
+    session.close()
+
+
+class NumpyNet:
+    """The CPU Segmenter's backend computing the same function as the fake engine."""
+
+    name = "numpy"
+    input_name, output_name = "images", "logits"
+    input_shape, output_shape = (1, 3, 32, 64), (1, 4, 32, 64)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return fake_net(x)
+
+    def close(self) -> None:
+        pass
+
+
+def test_segmenter_tensorrt_path_returns_the_numpy_masks(tmp_path: Path, gpu: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpu_loop, "GpuKernels", lambda spec, order="RGB": NumpyKernels(gpu.driver, spec, order))
+    session = open_session(gpu, engine_folder(tmp_path))
+    loop = gpu_loop.GpuLoop(session, SPEC, buffers="device", cuda_graph=False)
+    on_gpu = Segmenter(session, SPEC, gpu_loop=loop)
+    on_cpu = Segmenter(NumpyNet(), SPEC)
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((48, 80, 3), (48, 80, 3), (32, 64, 3))]
+    masks = [on_gpu(frame).copy() for frame in frames]
+    for frame, mask in zip(frames, masks, strict=True):
+        expected = numpy_argmax(fake_net(preprocess(frame, SPEC)))
+        np.testing.assert_array_equal(mask, expected)
+        np.testing.assert_array_equal(on_cpu(frame), expected)
+    assert len({m.tobytes() for m in masks}) == 3  # different frames, different masks: nothing stale
+    for slot in loop.slots:
+        context = slot.execution.context
+        assert context.addresses == {"images": slot.input.device_ptr, "logits": slot.logits.device_ptr}
+        assert context.input_shapes == {"images": (1, 3, 32, 64)}
+    on_gpu.close()
+    on_cpu.close()
+
+
+def test_an_unbound_output_fails_the_enqueue_as_an_illegal_address(tmp_path: Path, gpu: Any) -> None:
+    session = open_session(gpu, engine_folder(tmp_path))
+    execution = session.execution(gpu.driver.mem_alloc(3 * 32 * 64 * 4), 0xDEAD)
+    assert execution.enqueue(types.SimpleNamespace(handle=1)) is False
+    session.close()
