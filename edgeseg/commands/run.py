@@ -27,6 +27,7 @@ class Outputs:
     json: Path | None = None
     mask_topic: str | None = None
     overlay_topic: str | None = None
+    show: bool = False
 
 
 @click.command("run")
@@ -69,7 +70,9 @@ def run_cmd(artifacts: Path, source: str, topic: str | None, backend: str, weigh
     src = parse_source(source, topic=topic)
     outputs = _plan_outputs(src, save, mask_topic, overlay_topic, json_file)
     cv2 = _gui_opencv() if show else None
+    outputs.show = show
     src = prepare_source(src)  # OpenCV / GStreamer / rosbags and the bag's topic, before the model loads
+    _bag_topics(outputs, src)  # the output topics derive from the topic the source resolved
     _prepare_output_folders(outputs)
     seg = Segmenter.from_artifacts(artifacts, backend=backend, output_size="frame", threads=threads,
                                    weights=weights, allow_unvalidated=allow_unvalidated)
@@ -123,12 +126,23 @@ def _plan_outputs(src: Any, save: Path | None, mask_topic: str | None, overlay_t
     outputs = Outputs(png_dir, bag, json_file, mask_topic, overlay_topic)
     if bag is not None:
         from ..errors import require
-        from ..runtime.bag_writer import BagMaskWriter
 
         require("rosbags", extra="ros", purpose=f"--save {bag}")
-        checked = BagMaskWriter(bag, src.topic or LIVE_TOPIC, mask_topic=mask_topic, overlay_topic=overlay_topic)
-        outputs.mask_topic, outputs.overlay_topic = checked.mask_topic, checked.overlay_topic  # the defaults resolved
+        if mask_topic and overlay_topic:
+            _bag_topics(outputs, src)  # both given: a clash is refused before the bag is opened
     return outputs
+
+
+def _bag_topics(outputs: Outputs, src: Any) -> None:
+    """The --save bag's mask and overlay topics, the defaults derived from the source's topic: call it after
+    prepare_source, which resolves a bag's only image topic when --topic was not given."""
+    if outputs.bag is None:
+        return
+    from ..runtime.bag_writer import BagMaskWriter
+
+    checked = BagMaskWriter(outputs.bag, src.topic or LIVE_TOPIC, mask_topic=outputs.mask_topic,
+                            overlay_topic=outputs.overlay_topic)
+    outputs.mask_topic, outputs.overlay_topic = checked.mask_topic, checked.overlay_topic  # the defaults resolved
 
 
 def _prepare_output_folders(outputs: Outputs) -> None:
@@ -196,9 +210,10 @@ def _segment(seg: Any, stream: Any, outcome: Outcome, outputs: Outputs, writer: 
             stem = Path(frame.name).stem if Path(frame.name).suffix.lower() in IMAGE_EXTENSIONS else frame.name
             save_png(outputs.png_dir / f"{stem}.png", overlay)
             outcome.written += 1
-        if writer is not None:
-            writer.write_frame(frame.rgb, mask, stamp_ns=int(frame.stamp_ns or 0), frame_id=frame.frame_id,
-                               overlay=overlay)
+        if writer is not None:  # the input's header stamp (a zero one stays zero) and its log time
+            header = frame.header_stamp_ns if frame.header_stamp_ns is not None else frame.stamp_ns
+            writer.write_frame(frame.rgb, mask, stamp_ns=int(header or 0), frame_id=frame.frame_id,
+                               overlay=overlay, log_time_ns=frame.log_time_ns or frame.stamp_ns or None)
         if cv2 is not None and overlay is not None:
             cv2.imshow("edgeseg", overlay[:, :, ::-1])
             if cv2.waitKey(1) & 0xFF in (27, ord("q")):
@@ -213,21 +228,25 @@ def _segment(seg: Any, stream: Any, outcome: Outcome, outputs: Outputs, writer: 
 
 
 def _finish(artifacts: Path, seg: Any, src: Any, outputs: Outputs, outcome: Outcome) -> None:
-    from ..errors import UsageError
+    from ..errors import InputError
 
     stats, latency = outcome.stats, outcome.latency
-    if latency is None:
-        raise UsageError(f"no frames could be read from {src.text}", found=f"{stats.skipped} unreadable",
-                         fix="check the source (an empty folder, a bag topic without messages, a camera that "
-                             "delivered nothing)")
+    if latency is None:  # a user error like an empty folder's (exit 1), not a bad option
+        raise InputError(f"no frames could be read from {src.text}", found=f"{stats.skipped} unreadable",
+                         fix="check the source (corrupt or unreadable images, a bag topic without messages, a "
+                             "camera that delivered nothing)")
+    left_out = ("the first left out of the figures (one-time set-up)" if latency.warmup_frames
+                else "the only one, in the figures: no warm-up frame to leave out" if stats.frames == 1
+                else "all in the figures")
     rows = [("model file", f"{seg.model_file} ({seg.precision}; build verdict {seg.validation_status})"),
             ("backend", seg.name),
             ("source", f"{src.kind} {src.text}" + (f" topic {src.topic}" if src.topic else "")
              + (f" ({stats.opened_with})" if stats.opened_with else "")),
-            ("frames", f"{stats.frames} ({stats.skipped} unreadable skipped; the first left out of the figures)"),
+            ("frames", f"{stats.frames} ({stats.skipped} unreadable skipped; {left_out})"),
             ("ended because", stats.ended_because or "end of source"),
-            *latency.rows(),
-            ("end-to-end FPS", f"{stats.frames / outcome.wall_s:.1f} (reading, saving and showing included)")]
+            *latency.rows(_loop_includes(outputs, src)),
+            ("wall-clock FPS", f"{stats.frames / outcome.wall_s:.1f} (every frame over the whole run: opening the "
+                               "source and the first frame included)")]
     if outputs.png_dir is not None:
         rows.append(("overlays", f"{outcome.written} PNGs in {outputs.png_dir}"))
     if outputs.bag is not None:
@@ -243,6 +262,18 @@ def _finish(artifacts: Path, seg: Any, src: Any, outputs: Outputs, outcome: Outc
     summary_table("run finished", rows, next_commands)
 
 
+def _loop_includes(outputs: Outputs, src: Any) -> str:
+    """What the loop does between two masks besides segmenting: the end-to-end FPS counts it."""
+    parts = ["reading" + (" and decoding" if src.kind in ("bag", "folder", "image", "video") else "")]
+    if outputs.png_dir is not None:
+        parts.append("writing overlay PNGs")
+    if outputs.bag is not None:
+        parts.append("writing the bag")
+    if outputs.show:
+        parts.append("showing")
+    return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
+
+
 def _write_json(seg: Any, src: Any, outputs: Outputs, outcome: Outcome) -> Path:
     from datetime import datetime, timezone
 
@@ -255,7 +286,8 @@ def _write_json(seg: Any, src: Any, outputs: Outputs, outcome: Outcome) -> Path:
             "build_verdict": seg.validation_status,
             "source": {"text": src.text, "kind": src.kind, "topic": src.topic, "opened_with": stats.opened_with},
             "frames": stats.frames, "skipped": stats.skipped, "ended_because": stats.ended_because or "end of source",
-            "end_to_end_fps": stats.frames / outcome.wall_s if outcome.wall_s > 0 else None,
+            "wall_clock_fps": stats.frames / outcome.wall_s if outcome.wall_s > 0 else None,
+            "fps_includes": _loop_includes(outputs, src),  # what latency.fps (end-to-end) counts besides the model
             "latency": outcome.latency.to_dict(),
             "outputs": {"overlays": str(outputs.png_dir) if outputs.png_dir else None,
                         "bag": str(outputs.bag) if outputs.bag else None,

@@ -80,6 +80,8 @@ class Frame:
     seq: int  # 1-based count of frames the source delivered up to this one (gaps = frames dropped)
     stamp_ns: int | None = None  # bag: header stamp; live: wall clock at grab; video: position; folder: None
     frame_id: str = ""  # bag: header frame_id; live: "camera"
+    log_time_ns: int | None = None  # bag: when the bag recorded it (kept in a --save bag); else None
+    header_stamp_ns: int | None = None  # bag: the header stamp as recorded (0 when the driver never set it)
 
 
 # typing's Generator: Python 3.8 evaluates this line. close() a stream to stop early (a camera's grab thread stops)
@@ -278,5 +280,6 @@ def _bag_frames(source: Source, stats: SourceStats) -> FrameStream:
             stats.frames += 1
             stats.delivered += 1
             yield Frame(message.name, message.rgb, asked, "read", message.index + 1, message.stamp_ns,
-                        message.frame_id)
+                        message.frame_id, message.log_time_ns,
+                        0 if message.stamp_from_log_time else message.stamp_ns)
     stats.ended_because = "end of bag"
