@@ -8,6 +8,10 @@ Its capture time is ``time.monotonic()`` right after OpenCV's ``read()`` returne
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -118,14 +122,52 @@ OPEN_FIXES = {
 }
 
 
+@contextlib.contextmanager
+def native_stderr_captured(cv2: Any) -> Iterator[list[str]]:
+    """What OpenCV, FFmpeg and GStreamer print on file descriptor 2 while the block runs, kept out of the
+    terminal and handed back as lines (a bad video would otherwise print "moov atom not found" above the
+    error that explains it). OpenCV's own logger is silenced for the block too."""
+    lines: list[str] = []
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    previous = None
+    if logging is not None and hasattr(logging, "setLogLevel"):
+        previous = logging.setLogLevel(getattr(logging, "LOG_LEVEL_SILENT", 0))
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real descriptor 2 (an embedding host): nothing to redirect
+        saved = None
+    try:
+        with tempfile.TemporaryFile() as sink:
+            if saved is not None:
+                os.dup2(sink.fileno(), 2)
+            try:
+                yield lines
+            finally:
+                if saved is not None:
+                    os.dup2(saved, 2)
+                    os.close(saved)
+                sink.seek(0)
+                lines.extend(line.strip() for line in sink.read().decode("utf-8", "replace").splitlines()
+                             if line.strip())
+    finally:
+        if previous is not None:
+            logging.setLogLevel(previous)
+
+
 def open_capture(cv2: Any, source: Source, stats: SourceStats) -> Any:
     args, how = capture_target(cv2, source)
     stats.opened_with = how
-    capture = cv2.VideoCapture(*args)
-    if not capture.isOpened():
+    with native_stderr_captured(cv2) as native:
+        capture = cv2.VideoCapture(*args)
+        opened = capture.isOpened()
+    if not opened:
         capture.release()
-        raise InputError(f"cannot open {source.kind} source {source.text}", found=how,
+        said = ("; it said: " + " | ".join(native[-3:])) if native else ""
+        raise InputError(f"cannot open {source.kind} source {source.text}", found=how + said,
                          fix=OPEN_FIXES.get(source.kind, "check the source"))
+    if native:  # opened after all: its warnings may still matter, shown once, after the open
+        sys.stderr.write("\n".join(native) + "\n")
     if source.kind in ("camera", "v4l2"):  # GStreamer pipelines carry their own caps
         for prop, value in (("CAP_PROP_FRAME_WIDTH", source.width), ("CAP_PROP_FRAME_HEIGHT", source.height),
                             ("CAP_PROP_FPS", source.framerate)):

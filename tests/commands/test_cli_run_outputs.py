@@ -100,3 +100,15 @@ def test_fps_rows_say_what_the_end_to_end_figure_counts(build: Path, tmp_path: P
     end_to_end = next(line for line in result.output.splitlines() if "FPS end-to-end" in line)
     assert "writing overlay PNGs" in end_to_end
     assert "FPS mask only" in result.output and "the model alone" in result.output
+
+
+def test_a_bad_video_prints_no_native_warnings_before_the_error(build: Path, tmp_path: Path,
+                                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("cv2")
+    bad = tmp_path / "cut.mp4"
+    bad.write_bytes(b"not a video at all" * 10)
+    result = CliRunner().invoke(main, ["run", "--artifacts", str(build), "--source", str(bad)])
+    native = capfd.readouterr().err  # what FFmpeg / OpenCV wrote on file descriptor 2, outside click's capture
+    assert result.exit_code == 1 and "cannot open video source" in result.output, result.output
+    assert "moov atom" not in native and "[mov" not in native, native
+    assert "moov atom not found" in result.output  # folded into our error's "found" instead
