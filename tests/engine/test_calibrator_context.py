@@ -1,7 +1,9 @@
 """The implicit INT8 calibrator touches device memory only inside the project's CUDA context.
 
 A fake ``pycuda.driver`` (in sys.modules) refuses every allocation, copy and free while no context is
-pushed, with pycuda's own message, as the real driver does on a thread without one.
+pushed, with pycuda's own message, as the real driver does on a thread without one. The implicit INT8 builds
+at the end run ``build_engine`` with it: the fake TensorRT drives ``config.int8_calibrator`` as a real build
+does (read the cache; else get_batch_size, get_batch until None, write the cache).
 """
 
 from __future__ import annotations
@@ -9,14 +11,18 @@ from __future__ import annotations
 import sys
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from helpers.fake_tensorrt import make_fake_trt
+from helpers.fake_tensorrt import FakeBuilderConfig, make_fake_trt
+from helpers.tiny_onnx import save_conv_onnx
 
 import edgeseg.runtime.cuda as runtime_cuda
 from edgeseg.engine.calibrator import make_entropy_calibrator
+from edgeseg.engine.config import BuildConfig
+from edgeseg.engine.trt_builder import build_engine
 
 SHAPE = (1, 3, 2, 2)
 
@@ -153,3 +159,65 @@ def test_a_device_error_is_kept_for_the_builder_and_the_context_popped(pycuda: F
 def test_the_fake_refuses_device_memory_without_a_context(pycuda: FakeDriver) -> None:
     with pytest.raises(LogicError, match="no currently active context"):
         pycuda.mem_alloc(16)
+
+
+# -- implicit INT8 builds: the calibrator driven as TensorRT drives it -----------------------------------------
+
+MODEL_SHAPE = (1, 3, 32, 64)  # tiny_onnx's input
+
+
+def implicit_build(tmp_path: Path, batches: list[np.ndarray] | None, **config: Any) -> Any:
+    fake = make_fake_trt("10.3.0.30")
+    onnx = save_conv_onnx(tmp_path / "model.onnx", relu=True)
+    build_config = BuildConfig(precision="int8", int8_mode="implicit",
+                               calibration_cache=tmp_path / "calibration.cache", **config)
+    result = build_engine(onnx, build_config, calibration_batches=batches, trt=fake, gpu=("Orin", "8.7"))
+    return fake, result
+
+
+def test_implicit_int8_build_calibrates_every_batch_and_writes_the_cache(tmp_path: Path,
+                                                                          pycuda: FakeDriver) -> None:
+    frames = [np.full(MODEL_SHAPE, float(i), np.float32) for i in range(3)]
+    fake, result = implicit_build(tmp_path, frames, builder_optimization_level=5)
+    config = fake.record["config"]
+    assert fake.BuilderFlag.INT8 in config.flags and config.int8_calibrator is not None
+    assert config.builder_optimization_level == 5
+    calibration = fake.record["calibration"]
+    assert calibration["cache_read"] is None and calibration["batch_size"] == 1 and calibration["batches"] == 3
+    assert [float(c.flat[0]) for c in pycuda.copies] == [0.0, 1.0, 2.0]  # every batch uploaded, in order
+    assert pycuda.allocations[0].freed and pycuda.stack == []  # freed inside the context after the build
+    cache = tmp_path / "calibration.cache"
+    assert cache.read_bytes() == calibration["cache_written"]
+    assert cache.read_bytes().startswith(b"TRT-100300-EntropyCalibration2\n")
+    assert len(result.manifest.hashes["calibration_cache"]) == 64
+
+
+def test_implicit_build_from_an_existing_cache_uploads_no_batch(tmp_path: Path, pycuda: FakeDriver) -> None:
+    implicit_build(tmp_path, [np.zeros(MODEL_SHAPE, np.float32)])
+    written = (tmp_path / "calibration.cache").read_bytes()
+    copies = len(pycuda.copies)
+    fake, _ = implicit_build(tmp_path, None)  # the cache alone
+    assert fake.record["calibration"] == {"cache_read": written, "batches": 0}
+    assert len(pycuda.copies) == copies and fake.record["config"].builder_optimization_level == 3
+
+
+def test_a_device_error_inside_the_calibrator_is_raised_by_the_build(tmp_path: Path, pycuda: FakeDriver) -> None:
+    pycuda.fail_alloc = True
+    with pytest.raises(MemoryError, match="out of memory"):  # kept by the calibrator, re-raised after the build
+        implicit_build(tmp_path, [np.zeros(MODEL_SHAPE, np.float32)])
+    assert not (tmp_path / "calibration.cache").exists() and pycuda.stack == []
+
+
+def test_a_batch_of_the_wrong_shape_is_refused_by_the_build(tmp_path: Path, pycuda: FakeDriver) -> None:
+    from edgeseg.errors import InputError
+
+    with pytest.raises(InputError, match="calibration batch 0 has the wrong shape"):
+        implicit_build(tmp_path, [np.zeros((1, 3, 16, 16), np.float32)])
+
+
+def test_the_fake_builder_config_takes_no_misspelled_attribute() -> None:
+    config = FakeBuilderConfig()
+    with pytest.raises(AttributeError):
+        config.builder_optimisation_level = 4  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        config.int8_calibrater = object()  # type: ignore[attr-defined]

@@ -147,9 +147,14 @@ class FakeTimingCache:
 
 
 class FakeBuilderConfig:
-    """IBuilderConfig: keeps what it was given (``flags`` in ``set_flag`` order, ``pools`` by pool type)."""
+    """IBuilderConfig: keeps what it was given (``flags`` in ``set_flag`` order, ``pools`` by pool type).
+    ``__slots__``: like a pybind11 object, it takes no attribute the real one lacks (a misspelling fails)."""
+
+    __slots__ = ("flags", "pools", "timing_cache", "profiling_verbosity", "int8_calibrator", "default_device_type",
+                 "DLA_core", "builder_optimization_level")
 
     def __init__(self) -> None:
+        self.builder_optimization_level = 3  # TensorRT's default
         self.flags: list[BuilderFlag] = []
         self.pools: dict[MemoryPoolType, int] = {}
         self.timing_cache: FakeTimingCache | None = None
@@ -316,6 +321,7 @@ def make_fake_trt(version: str = "10.3.0.30", *, parse_ok: bool = True, build_ok
 
     class Network:
         num_layers = 2
+        explicit_quantization = False  # set by the parser for a Q/DQ model; else INT8 needs a calibrator
 
         def __init__(self, flags: int) -> None:
             self.flags = flags
@@ -346,6 +352,9 @@ def make_fake_trt(version: str = "10.3.0.30", *, parse_ok: bool = True, build_ok
             if not build_ok:
                 self.logger.log(Severity.ERROR, "out of workspace for tactic 7")
                 return None
+            if BuilderFlag.INT8 in config.flags and not network.explicit_quantization:
+                if not calibrate_like_tensorrt(config.int8_calibrator, version, self.logger, record):
+                    return None
             self.logger.log(Severity.WARNING, "weights are fp32")
             lean = BuilderFlag.VERSION_COMPATIBLE in config.flags
             return b"SERIALIZED-ENGINE" + (VC_MARKER if lean else b"")
@@ -353,11 +362,14 @@ def make_fake_trt(version: str = "10.3.0.30", *, parse_ok: bool = True, build_ok
     class OnnxParser:
         def __init__(self, network: Network, logger: Any) -> None:
             adopt(logger)
+            self.network = network
             self.errors = [] if parse_ok else [ParserError(1, "unsupported operator GridSample")]
             self.num_errors = len(self.errors)
 
         def parse_from_file(self, path: str) -> bool:
             record["parsed"] = path
+            with open(path, "rb") as file:  # an op type is stored as plain bytes in the protobuf
+                self.network.explicit_quantization = b"QuantizeLinear" in file.read()
             return parse_ok
 
         def get_error(self, i: int) -> ParserError:
@@ -406,3 +418,37 @@ def make_fake_trt(version: str = "10.3.0.30", *, parse_ok: bool = True, build_ok
     for key, value in members.items():
         setattr(fake, key, value)
     return fake
+
+
+def cache_version_number(version: str) -> int:
+    """The number in a calibration cache's header: major*1000+minor*100+patch on 8.x, major*10000+... from 10."""
+    major, minor, patch = (int(part) for part in (version.split(".") + ["0", "0"])[:3])
+    return (major * 10000 if major >= 10 else major * 1000) + minor * 100 + patch
+
+
+def calibrate_like_tensorrt(calibrator: Any, version: str, logger: Any, record: dict[str, Any]) -> bool:
+    """What an implicit INT8 build does with ``config.int8_calibrator``: a cache from
+    ``read_calibration_cache`` is used as is; otherwise ``get_batch_size``, then ``get_batch(["images"])`` until
+    it returns None, then ``write_calibration_cache`` with the scales. False (an error logged) with no calibrator
+    and no batches. ``record["calibration"]``: what happened."""
+    if calibrator is None:
+        logger.log(Severity.ERROR, "INT8 requested but no calibrator and no dynamic ranges were set")
+        return False
+    cache = calibrator.read_calibration_cache()
+    if cache:
+        record["calibration"] = {"cache_read": bytes(cache), "batches": 0}
+        return True
+    batch_size = int(calibrator.get_batch_size())
+    batches = 0
+    while (pointers := calibrator.get_batch(["images"])) is not None:
+        assert len(pointers) == 1 and all(isinstance(p, int) for p in pointers), pointers
+        batches += 1
+        assert batches < 10_000, "get_batch never returned None"
+    record["calibration"] = {"cache_read": None, "batch_size": batch_size, "batches": batches}
+    if batches == 0:
+        logger.log(Severity.ERROR, "Calibration failure occurred with no scaling factors detected")
+        return False
+    written = f"TRT-{cache_version_number(version)}-EntropyCalibration2\nimages: 3c010a14\nlogits: 3d8c0a2b\n"
+    calibrator.write_calibration_cache(written.encode())
+    record["calibration"]["cache_written"] = written.encode()
+    return True
