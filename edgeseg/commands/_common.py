@@ -81,6 +81,9 @@ class CalibType(click.ParamType):
             if not strip_bag_prefix(text).exists():
                 self.fail(f"bag {text[4:]} does not exist", param, ctx)
             return text  # quant.calib_data.calib_source makes it a BagCalibSource with --topic
+        bare = Path(text).expanduser()
+        if (bare.is_file() and bare.suffix.lower() in (".bag", ".mcap", ".db3")) or (bare / "metadata.yaml").is_file():
+            return "bag:" + str(bare)  # a bare bag path (file or rosbag2 folder), as --source takes it
         spec = DatasetType(exists=True).convert(value, param, ctx)
         return self.folder.convert(spec.root, param, ctx) if spec.is_folder and spec.split is None else spec
 

@@ -92,8 +92,25 @@ def write_bag_frames(source: BagCalibSource, folder: Path, count: int) -> Path:
 
 
 def rank_images(folder: str | os.PathLike[str], seed: int = 0) -> list[Path]:
-    """All images under ``folder`` in a seeded, filesystem-order-independent order."""
-    return rank_paths(Path(folder), list_images(folder), seed)
+    """The calibration images under ``folder`` (``folder_images``) in a seeded, filesystem-order-independent
+    order."""
+    return rank_paths(Path(folder), folder_images(folder), seed)
+
+
+def is_mask_folder(folder: Path) -> bool:
+    """``masks/`` beside an ``images/``: edgeseg's dataset layout, whose PNGs are labels, not camera frames."""
+    return folder.name == "masks" and (folder.parent / "images").is_dir()
+
+
+def folder_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Every image under ``folder`` (recursive) except a dataset's masks: in edgeseg's dataset layout
+    (``images/`` + ``masks/``, at the top or in split folders such as ``train/``) only ``images/`` counts."""
+    root = Path(folder)
+
+    def in_masks(path: Path) -> bool:
+        return any(is_mask_folder(root / part) for part in path.relative_to(root).parents if part != Path("."))
+
+    return [p for p in list_images(root) if not in_masks(p)]
 
 
 def rank_paths(root: Path, files: Iterable[Path], seed: int = 0) -> list[Path]:
@@ -261,6 +278,17 @@ class CalibrationFeed:
             self.images.bag = self._bag.provenance(stamps)
         if not self.images.used:
             skipped = "; ".join(f"{name}: {why}" for name, why in self.images.skipped[:5])
+            if self._bag is not None:
+                from ..runtime.ros_image import SUPPORTED_ENCODINGS
+
+                raise InputError(
+                    f"no usable calibration frame on {self._bag.topic} in bag {self.images.root}",
+                    expected=f"at least {self.batch_size} decodable camera image(s): sensor_msgs/Image in "
+                             + ", ".join(SUPPORTED_ENCODINGS) + ", or a jpeg/png CompressedImage",
+                    found=f"{len(self.images.skipped)} undecodable message(s): {skipped}",
+                    fix="pass --topic with the camera's colour or grey image topic (a depth image such as 16UC1 "
+                        "or 32FC1 is not a camera frame), or republish the camera as rgb8/bgr8 and record again",
+                )
             raise InputError(
                 f"no usable calibration image in {self.images.root}",
                 expected=f"at least {self.batch_size} readable image(s)",
