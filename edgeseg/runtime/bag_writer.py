@@ -6,7 +6,8 @@ Foxglove and RViz show them against the original recording. The target's suffix 
 
   out.mcap / out.db3   a ROS 2 storage file (rosbags and Foxglove open it directly)
   out.bag              a ROS 1 bag
-  out (no suffix)      a rosbag2 folder (mcap + metadata.yaml), what ``ros2 bag play`` takes on every distro
+  out (no suffix)      a rosbag2 folder (mcap + metadata.yaml, version 8: offered_qos_profiles a YAML string, as
+                       Humble's reader needs), what ``ros2 bag play`` takes on every distro
 
 The bag is written into a temporary folder beside the target and renamed into place when closed, so a
 crash never leaves a half-written bag under the final name (rosbags' writers also refuse existing paths).
@@ -32,6 +33,10 @@ from .kernels import default_palette
 from .ros_image import IMAGE_TYPE, default_typestore, segmentation_msgs, typestore_factory
 
 OUTPUT_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3", ".bag": "ros1", "": "mcap"}
+# rosbag2 metadata version: 8 is the newest whose offered_qos_profiles is a YAML string, which Humble reads (from
+# version 4 up its reader takes that field as a string; version 9 writes a list, which Humble cannot parse), and
+# which Iron and Jazzy read too. Humble ignores the fields it does not know (type_description_hash, custom_data).
+METADATA_VERSION = 8
 MASK_SUFFIX = "/edgeseg/mask"
 OVERLAY_SUFFIX = "/edgeseg/overlay"
 PALETTE_CLASSES = 256  # every uint8 label has a colour; class i's colour does not depend on the count
@@ -96,7 +101,7 @@ class BagMaskWriter:
             else:
                 rosbag2 = require("rosbags.rosbag2", extra="ros", purpose="writing ROS bags")
                 plugin = rosbag2.StoragePlugin.SQLITE3 if self.storage == "sqlite3" else rosbag2.StoragePlugin.MCAP
-                self._writer = rosbag2.Writer(self._inner(), version=9, storage_plugin=plugin)
+                self._writer = rosbag2.Writer(self._inner(), version=METADATA_VERSION, storage_plugin=plugin)
             self._writer.open()
             self._connections = tuple(self._writer.add_connection(topic, IMAGE_TYPE, typestore=self.store)
                                       for topic in (self.mask_topic, self.overlay_topic))

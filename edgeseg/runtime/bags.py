@@ -86,12 +86,56 @@ def open_bag(path: str | Path) -> Iterator[Any]:
         reader = highlevel.AnyReader([path], default_typestore=default_typestore())
         reader.open()
     except Exception as exc:  # rosbags, sqlite3 and the mcap parser raise many types for a bad file
-        raise InputError(f"cannot read bag {path}", expected=BAG_KINDS,
-                         found=f"{type(exc).__name__}: {exc}") from None
+        raise _unreadable(path, exc) from None
     try:
         yield reader
     finally:
         reader.close()
+
+
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+
+
+def mcap_profile(path: Path) -> str | None:
+    """The profile of an MCAP file's header record ("ros2", "ros1", ...), or None when it has no readable header."""
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    # magic, then the Header record: opcode 0x01, uint64 length, profile (uint32 length + bytes), library
+    if len(head) < 21 or not head.startswith(MCAP_MAGIC) or head[8] != 0x01:
+        return None
+    size = int.from_bytes(head[17:21], "little")
+    return head[21:21 + size].decode("utf-8", "replace") if 21 + size <= len(head) else None
+
+
+def mcap_is_cut(path: Path) -> bool:
+    """An MCAP file without its closing magic: a recording that was cut (power loss, a killed recorder)."""
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        if handle.tell() < 2 * len(MCAP_MAGIC):
+            return True
+        handle.seek(-len(MCAP_MAGIC), 2)
+        return handle.read() != MCAP_MAGIC
+
+
+def _unreadable(path: Path, exc: Exception) -> InputError:
+    """Why rosbags cannot open ``path``, with the fix for the cases we can tell apart: a cut MCAP recording and
+    an MCAP holding ROS 1 messages (``mcap convert x.bag``)."""
+    found = f"{type(exc).__name__}: {exc}"
+    files = [path] if path.suffix == ".mcap" else sorted(path.glob("*.mcap")) if path.is_dir() else []
+    for mcap in files:
+        if mcap_profile(mcap) == "ros1":
+            return InputError(f"{mcap} holds ROS 1 messages (an MCAP with the ros1 profile, as `mcap convert "
+                              "x.bag` writes): the ROS 2 reader cannot decode them", expected=BAG_KINDS, found=found,
+                              fix="read the ROS 1 bag it was converted from (--source bag:x.bag, --calib bag:x.bag): "
+                                  "edgeseg reads .bag files directly; without it, convert that bag to ROS 2 with "
+                                  "rosbags-convert --src x.bag --dst x_ros2 (pip install rosbags)")
+        if mcap_is_cut(mcap):
+            recovered = mcap.with_name(mcap.stem + "-recovered.mcap")
+            return InputError(f"{mcap} was cut off: the recording did not finish (no MCAP footer), so its index "
+                              "is missing", expected=BAG_KINDS, found=found,
+                              fix=f"recover the messages it holds with the mcap CLI: mcap recover {mcap} -o "
+                                  f"{recovered} (github.com/foxglove/mcap releases), then read {recovered}")
+    return InputError(f"cannot read bag {path}", expected=BAG_KINDS, found=found)
 
 
 def _image_topics(reader: Any) -> dict[str, str]:

@@ -126,8 +126,11 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
 
 
 def compressed_format(text: str) -> str:
-    """``"jpeg"`` or ``"png"`` from a CompressedImage ``format`` ("jpeg", "rgb8; jpeg compressed bgr8", ...)."""
+    """``"jpeg"`` or ``"png"`` from a CompressedImage ``format`` ("jpeg", "rgb8; jpeg compressed bgr8", ...). An
+    empty format is JPEG: the message definition makes jpeg the default."""
     words = str(text).lower().replace(";", " ").split()
+    if not words:
+        return "jpeg"
     if "compresseddepth" in words:
         raise InputError("compressedDepth images are not supported", found=repr(text),
                          expected="a jpeg or png CompressedImage of a camera image")
