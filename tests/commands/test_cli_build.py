@@ -1,4 +1,9 @@
-"""`edgeseg build` / `edgeseg run` end to end on a tiny model (ONNX Runtime INT8 path)."""
+"""`edgeseg build` / `edgeseg run` end to end on a tiny model (ONNX Runtime INT8 path).
+
+The builds run with real gates (GATES): the tiny model's CPU INT8 agrees with PyTorch on about 94 % of the
+pixels. A gate failure is forced with a reference whose labels are scrambled, so it never depends on how well
+INT8 happens to do.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,19 @@ from click.testing import CliRunner
 from edgeseg.cli import main
 
 MODEL = "shufflenetv2_x0_5_mdspp"
+GATES = ["--min-agreement", "0.9", "--max-miou-drop", "5"]  # what the tiny model's CPU INT8 meets (0.94, 0.02)
+GATES_OFF = ["--min-agreement", "0", "--max-miou-drop", "100"]
+
+
+def scrambled_reference(source: Path, target: Path) -> None:
+    """``source``'s reference.npz with every PyTorch label moved to the next class: no candidate can agree."""
+    import dataclasses
+
+    from edgeseg.reference import load_reference, save_reference
+
+    reference = load_reference(source)
+    labels = ((reference.labels.astype(np.int64) + 1) % reference.num_classes).astype(reference.labels.dtype)
+    save_reference(target, dataclasses.replace(reference, labels=labels))
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +46,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> tuple[Pa
     out = tmp_path_factory.mktemp("build") / "tiny"
     result = CliRunner().invoke(main, ["build", "--model", MODEL, "--input-size", "128x128", "--calib",
                                        str(tiny_data / "images"), "--calib-images", "4", "--val", str(tiny_data),
-                                       "--min-agreement", "0", "--max-miou-drop", "100", "--out", str(out)])
+                                       *GATES, "--out", str(out)])
     return out, result
 
 
@@ -40,7 +58,8 @@ def test_build_writes_every_artifact_and_a_summary(built: tuple[Path, object]) -
         assert (out / name).is_file(), name
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"] == MODEL and manifest["precision"] == "int8" and manifest["backend"] == "onnxruntime"
-    assert 0.0 <= manifest["accuracy"]["agreement"] <= 1.0 and "gt_miou_candidate" in manifest["accuracy"]
+    assert manifest["validation"]["status"] == "passed" and manifest["accuracy"]["gates_passed"]
+    assert manifest["accuracy"]["agreement"] >= 0.9 and "gt_miou_candidate" in manifest["accuracy"]
     assert manifest["hashes"]["onnx_int8_cpu"]
     output = result.output  # type: ignore[attr-defined]
     assert "build passed" in output and "edgeseg run --artifacts" in output and "TensorRT is not installed" in output
@@ -51,20 +70,22 @@ def test_second_build_skips_unchanged_steps(built: tuple[Path, object], tiny_dat
     before = (out / "model.int8.onnx").read_bytes()
     result = CliRunner().invoke(main, ["build", "--model", MODEL, "--input-size", "128x128", "--calib",
                                        str(tiny_data / "images"), "--calib-images", "4", "--val", str(tiny_data),
-                                       "--min-agreement", "0", "--max-miou-drop", "100", "--out", str(out)])
+                                       *GATES, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "export (cached)" in result.output and "calibrate (cached)" in result.output
     assert (out / "model.int8.onnx").read_bytes() == before
 
 
-def test_gate_failure_exits_1_without_traceback(built: tuple[Path, object], tiny_data: Path) -> None:
-    out, _ = built
-    result = CliRunner().invoke(main, ["build", "--model", MODEL, "--input-size", "128x128", "--calib",
-                                       str(tiny_data / "images"), "--calib-images", "4", "--min-agreement", "1.0",
-                                       "--max-miou-drop", "0", "--val", str(tiny_data), "--out", str(out)])
-    if result.exit_code == 0:  # random weights happened to agree perfectly: nothing to check
-        pytest.skip("INT8 matched PyTorch on every pixel")
-    assert result.exit_code == 1 and "Traceback" not in result.output
+def test_gate_failure_exits_1_without_traceback(built: tuple[Path, object], tiny_data: Path,
+                                                tmp_path: Path) -> None:
+    built_out, _ = built
+    out = tmp_path / "scrambled"  # the Jetson path: a Q/DQ ONNX with the reference.npz beside it
+    out.mkdir()
+    (out / "model.int8.onnx").write_bytes((built_out / "model.int8.onnx").read_bytes())
+    scrambled_reference(built_out / "reference.npz", out / "reference.npz")
+    build = ["build", "--onnx", str(out / "model.int8.onnx")]
+    result = CliRunner().invoke(main, [*build, *GATES])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert "accuracy gate failed" in result.output and "build FAILED" in result.output
     assert "edgeseg run" not in result.output  # the summary never suggests running a failed build
     manifest = json.loads((out / "manifest.json").read_text())
@@ -75,11 +96,11 @@ def test_gate_failure_exits_1_without_traceback(built: tuple[Path, object], tiny
     assert "--allow-unvalidated" in refused.output and "Traceback" not in refused.output
     allowed = CliRunner().invoke(main, [*run, "--allow-unvalidated"])
     assert allowed.exit_code == 0 and "failed the build's accuracy gates" in allowed.output, allowed.output
-    # the same folder rebuilt with gates it meets is trusted again (every step cached but validation)
-    again = CliRunner().invoke(main, ["build", "--model", MODEL, "--input-size", "128x128", "--calib",
-                                      str(tiny_data / "images"), "--calib-images", "4", "--val", str(tiny_data),
-                                      "--min-agreement", "0", "--max-miou-drop", "100", "--out", str(out)])
+    assert manifest["accuracy"]["agreement"] < 0.2  # the scrambled labels, not INT8, failed it
+    # the same folder rebuilt with gates it meets is trusted again
+    again = CliRunner().invoke(main, [*build, *GATES_OFF])
     assert again.exit_code == 0 and "build passed" in again.output, again.output
+    assert json.loads((out / "manifest.json").read_text())["validation"]["status"] == "passed"
 
 
 def test_run_writes_overlays(built: tuple[Path, object], tiny_data: Path, tmp_path: Path) -> None:
@@ -96,8 +117,8 @@ def test_run_writes_overlays(built: tuple[Path, object], tiny_data: Path, tmp_pa
 
 @pytest.mark.parametrize(
     "args, code",
-    [(["--input-size", "100x100"], 2), (["--model", "no_such_model"], 1), (["--int8", "--precision", "fp32"], 2),
-     (["--backend", "tensorrt", "--model", MODEL], 1), (["--precision", "fp16", "--model", MODEL], 1),
+    [(["--input-size", "100x100"], 2), (["--model", "no_such_model"], 2), (["--int8", "--precision", "fp32"], 2),
+     (["--backend", "tensorrt", "--model", MODEL], 1), (["--precision", "fp16", "--model", MODEL], 2),
      (["--calib-images", "0", "--model", MODEL], 2)],
 )
 def test_bad_options_are_rejected_before_work(args: list[str], code: int, tmp_path: Path) -> None:
@@ -112,13 +133,13 @@ def test_build_from_existing_qdq_onnx_needs_no_calibration(built: tuple[Path, ob
     target.mkdir()
     for name in ("model.int8.onnx", "reference.npz"):  # what a workstation hands to the Jetson
         (target / name).write_bytes((out / name).read_bytes())
-    result = CliRunner().invoke(main, ["build", "--onnx", str(target / "model.int8.onnx"), "--min-agreement", "0",
-                                       "--max-miou-drop", "100"])
+    result = CliRunner().invoke(main, ["build", "--onnx", str(target / "model.int8.onnx"), *GATES])
     assert result.exit_code == 0, result.output
     manifest = json.loads((target / "manifest.json").read_text())
     assert manifest["artifacts"]["onnx_int8_trt"] == "model.int8.onnx"
     validation = json.loads((target / "validation.json").read_text())
-    assert validation["reference_kind"] == "reference.npz" and validation["parity"]["agreement"] > 0.5
+    assert validation["reference_kind"] == "reference.npz" and validation["parity"]["agreement"] >= 0.9
+    assert validation["gates"]["passed"] and validation["gates"]["min_agreement"] == 0.9
     assert np.isfinite(json.loads((target / "bench.json").read_text())["runners"][0]["p50_ms"])
 
 
@@ -148,7 +169,6 @@ def test_reference_holds_validation_frames_with_ground_truth(built: tuple[Path, 
 def test_second_build_into_a_locked_folder_is_refused(built: tuple[Path, object]) -> None:
     import subprocess
     import sys
-    import time
 
     out, _ = built
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from edgeseg.lock import folder_lock\n"
@@ -156,10 +176,10 @@ def test_second_build_into_a_locked_folder_is_refused(built: tuple[Path, object]
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        started = time.monotonic()
         result = CliRunner().invoke(main, ["build", "--onnx", str(out / "model.onnx"), "--precision", "fp32"])
         assert result.exit_code == 1 and f"pid {holder.pid}" in result.output, result.output
-        assert "another edgeseg build is writing" in result.output and time.monotonic() - started < 10
+        assert "another edgeseg build is writing" in result.output
+        assert holder.poll() is None  # refused while the lock was still held: the build did not wait for it
     finally:
         holder.kill()
         holder.wait()
@@ -191,7 +211,7 @@ def test_onnx_elsewhere_takes_the_reference_beside_it(built: tuple[Path, object]
     out, _ = built
     other = tmp_path / "jetson"
     result = CliRunner().invoke(main, ["build", "--onnx", str(out / "model.int8.onnx"), "--out", str(other),
-                                       "--min-agreement", "0", "--max-miou-drop", "100"])
+                                       *GATES])
     assert result.exit_code == 0 and "build passed" in result.output, result.output
     assert (other / "reference.npz").read_bytes() == (out / "reference.npz").read_bytes()
     manifest = json.loads((other / "manifest.json").read_text())
@@ -311,8 +331,7 @@ def test_fallback_auto_tries_ranked_layers_up_to_the_cap_and_says_what_is_next(b
             "--fallback-cap", "2", "--min-agreement", "1.0", "--max-miou-drop", "0"]
     result = CliRunner().invoke(main, args)
     found = json.loads((out / "fallback.json").read_text())
-    if found["trials"][0]["passed"]:
-        pytest.skip("INT8 matched PyTorch on every pixel")
+    assert not found["trials"][0]["passed"]  # INT8 agrees on about 94 % of the pixels, never all of them
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert [len(t["kept"]) for t in found["trials"]] == [0, 1, 2]
     assert found["trials"][2]["kept"] == found["ranking"][:2] and not found["passed"]
@@ -333,18 +352,27 @@ def test_fallback_needs_int8(tmp_path: Path) -> None:
 def test_best_on_the_cpu_validates_and_times_both_and_keeps_the_fastest_that_passes(
         built: tuple[Path, object], tiny_data: Path) -> None:
     out, _ = built
-    result = CliRunner().invoke(main, ["build", "--model", MODEL, "--input-size", "128x128", "--calib",
-                                       str(tiny_data / "images"), "--calib-images", "4", "--val", str(tiny_data),
-                                       "--min-agreement", "0", "--max-miou-drop", "100", "--precision", "best",
-                                       "--out", str(out)])
+    args = ["build", "--model", MODEL, "--input-size", "128x128", "--calib", str(tiny_data / "images"),
+            "--calib-images", "4", "--val", str(tiny_data), "--precision", "best", "--out", str(out)]
+    result = CliRunner().invoke(main, [*args, *GATES])
     assert result.exit_code == 0, result.output
     selection = json.loads((out / "selection.json").read_text())
     rows = selection["candidates"]
     assert set(rows) == {"model.onnx", "model.int8.ort.onnx"} and all(r["passed"] for r in rows.values())
-    assert selection["chosen"] == min(rows, key=lambda name: rows[name]["p50_ms"])
+    assert rows["model.onnx"]["agreement"] >= 0.999 and rows["model.int8.ort.onnx"]["agreement"] >= 0.9
+    assert selection["chosen"] == min(rows, key=lambda name: rows[name]["p50_ms"])  # both pass: the faster
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["validation"]["candidate_file"] == selection["chosen"] and manifest["precision"] == "best"
     assert f"kept {selection['chosen']}" in result.output
+    # a gate INT8 fails (0.94 < 0.99) and FP32 meets: FP32 is kept whichever is faster
+    strict = CliRunner().invoke(main, [*args, "--min-agreement", "0.99", "--max-miou-drop", "5"])
+    assert strict.exit_code == 0, strict.output
+    selection = json.loads((out / "selection.json").read_text())
+    rows = selection["candidates"]
+    assert rows["model.onnx"]["passed"] and not rows["model.int8.ort.onnx"]["passed"]
+    assert selection["chosen"] == "model.onnx" and "kept model.onnx" in strict.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["validation"]["candidate_file"] == "model.onnx" and manifest["validation"]["status"] == "passed"
 
 
 def test_pick_fastest_skips_candidates_that_fail_the_gates() -> None:
