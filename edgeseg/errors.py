@@ -60,6 +60,11 @@ class ModelError(EdgesegError):
     """Unknown model name, incompatible weights, bad model options."""
 
 
+class UnknownModelError(ModelError, UsageError):
+    """A model name that is not registered: the value of an option (--model), so a bad option (exit 2),
+    like an unknown dataset KIND or --precision."""
+
+
 class ArtifactError(EdgesegError):
     """A missing, corrupt or mismatched artifact (ONNX, engine, manifest, cache)."""
 

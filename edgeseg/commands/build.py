@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..quant.fallback import DEFAULT_CAP, FALLBACK_MODES
+from ..quant.fp16_regions import DEFAULT_HIGH_PRECISION, HIGH_PRECISIONS
 from ..quant.qdq_trt import CONCAT_SCALES
 from ..quant.ranges import DEFAULT_METHOD, METHODS
 from ._common import (
@@ -49,6 +50,11 @@ TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
                    "demo_model.json records].")
 @click.option("--concat-scales", type=click.Choice(CONCAT_SCALES), default="separate", show_default=True,
               help="Q/DQ for TensorRT: every tensor keeps its own scale, or Concat groups share a pooled one.")
+@click.option("--high-precision", type=click.Choice(HIGH_PRECISIONS), default=DEFAULT_HIGH_PRECISION,
+              show_default=True,
+              help="INT8 on TensorRT: the precision of the layers outside Q/DQ pairs. fp16: model.int8.onnx carries "
+                   "float16 regions for TensorRT >= 10 (FP32 kept where a range overflows FP16) and the builder sets "
+                   "FP16 beside INT8 where it takes precision flags (8.x); fp32: float32 everywhere.")
 @click.option("--fallback", type=click.Choice(FALLBACK_MODES), default="off", show_default=True,
               help="auto: when a gate fails, keep the layers that cost the most accuracy in float (FP16 on TensorRT, "
                    "FP32 on the CPU), one at a time, until the gates pass.")
@@ -72,7 +78,7 @@ TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
 def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, input_size: tuple[int, int] | None,
               precision: str | None, int8_flag: bool, calib: Path | str | None, topic: str | None, calib_images: int,
               calib_method: str | None,
-              concat_scales: str, fallback: str, fallback_cap: int, sensitivity: bool, val: Any,
+              concat_scales: str, high_precision: str, fallback: str, fallback_cap: int, sensitivity: bool, val: Any,
               val_images: int | None, backend: str, out: Path | None,
               min_agreement: float, max_miou_drop: float, threads: int | None, force: bool) -> None:
     """Export, calibrate, build and validate an INT8 engine in one command.
@@ -88,7 +94,8 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
     options = BuildOptions(model=model_name, weights=weights, onnx=onnx, input_size=input_size,
                            precision=precision or "int8", calib=resolve_calib(calib, topic) if calib or topic else None,
                            calib_images=calib_images,
-                           calib_method=calib_method, concat_scales=concat_scales, fallback=fallback,
+                           calib_method=calib_method, concat_scales=concat_scales, high_precision=high_precision,
+                           fallback=fallback,
                            fallback_cap=fallback_cap, sensitivity=sensitivity, val=val, val_images=val_images,
                            backend=backend, out=out,
                            min_agreement=min_agreement, max_miou_drop=max_miou_drop, force=force, threads=threads)
@@ -98,6 +105,8 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
     rows = [("model", f"{m.model} ({m.num_classes} classes) {m.input_spec.height}x{m.input_spec.width}"),
             ("precision / backend", f"{m.precision} / {result.backend}"),
             ("candidate", str(result.candidate))]
+    if result.calib_opened:  # what an explicit --calib opened
+        rows.append(("calibration", result.calib_opened))
     if acc:
         rows.append(("agreement vs PyTorch", f"{acc.get('agreement', float('nan')):.4f}"))
         rows.append(("mIoU vs PyTorch preds", f"{acc.get('miou_vs_reference', float('nan')):.4f}"))
@@ -121,8 +130,7 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
     verdict = result.manifest.validation
     if not result.passed:
         rows.append(("verdict", "; ".join(verdict.get("failures") or [str(verdict.get("why", ""))])))
-    rows.append(("written", ", ".join(sorted(p.name for p in result.out.iterdir()
-                                             if p.is_file() and not p.name.startswith(".")))))
+    rows.append(("written", ", ".join(p.name for p in result.written) or "nothing (every step was cached)"))
     folder = quote(result.out)
     if result.passed:
         next_commands = [f"edgeseg run --artifacts {folder} --source {quote(_example_source(options, result.out))} "

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InternalError, ModelError, close_names
+from ..errors import InternalError, ModelError, UnknownModelError, close_names
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def model_info(name: str) -> ModelInfo:
         return _REGISTRY[name]
     except KeyError:
         close = close_names(name, _REGISTRY, n=4)
-        raise ModelError(
+        raise UnknownModelError(
             f"unknown model {name!r}",
             expected="one of the registered models",
             found=name,

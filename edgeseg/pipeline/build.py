@@ -27,6 +27,7 @@ from ..lock import LOCK_FILE, folder_lock
 from ..manifest import MANIFEST_FILE, Manifest, write_manifest
 from ..quant.calib_data import CalibSource
 from ..quant.fallback import DEFAULT_CAP, check_fallback
+from ..quant.fp16_regions import DEFAULT_HIGH_PRECISION, HIGH_PRECISIONS
 from ..quant.ranges import DEFAULT_METHOD, METHODS
 from ..report.writer import write_report
 from ..runtime.segmenter import tensorrt_available
@@ -52,6 +53,7 @@ class BuildOptions:
     calib_images: int = 100
     calib_method: str | None = None  # None: DEFAULT_CALIB_METHOD, or the method the demo model records
     concat_scales: str = "separate"  # Q/DQ for TensorRT: separate | shared
+    high_precision: str = DEFAULT_HIGH_PRECISION  # INT8's float layers on TensorRT: fp16 | fp32 (quant/fp16_regions.py)
     fallback: str = "off"  # off | auto: keep the most harmful layers in float until the gates pass
     fallback_cap: int = DEFAULT_CAP  # at most this many layers in float
     sensitivity: bool = False  # rank the quantized layers (sensitivity.md) even without a fallback
@@ -89,6 +91,9 @@ class BuildOptions:
             if wanted and not int8:
                 raise UsageError(f"{option} is about INT8 layers", found=f"--precision {self.precision}",
                                  fix=f"use --precision int8, or drop {option}")
+        if self.high_precision not in HIGH_PRECISIONS:
+            raise UsageError("unknown --high-precision", expected=" | ".join(HIGH_PRECISIONS),
+                             found=self.high_precision)
         if self.calib_method is not None and self.calib_method not in METHODS:
             raise UsageError("unknown calibration method", expected=" | ".join(METHODS), found=self.calib_method)
         if self.backend not in BACKENDS:
@@ -152,8 +157,9 @@ class BuildResult:
     validation: dict[str, Any] | None
     bench: dict[str, Any] | None
     steps: dict[str, bool] = field(default_factory=dict)  # step -> skipped
-    written: list[Path] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)  # the files this run wrote (cached steps wrote none)
     notices: list[str] = field(default_factory=list)
+    calib_opened: str = ""  # what an explicit --calib opened: "folder DIR: N images", "bag PATH /cam: N frames"
 
     @property
     def status(self) -> str:
@@ -169,15 +175,16 @@ def run_build(options: BuildOptions, *, log: Callable[[str], None] = print,
               progress: Callable[..., Any] | None = None) -> BuildResult:
     """Run every step into ``options.out``; ``progress(label) -> (on_progress(done, total), close)`` shows
     long steps (the CLI passes ``commands._common.progress_callback``)."""
+    from .build_checks import check_backend_precision, preflight
+
     options = resolve_options(options, log)
     backend = choose_backend(options.backend)
-    if backend == "onnxruntime" and options.precision == "fp16":
-        raise ConfigError("--precision fp16 needs TensorRT; ONNX Runtime on the CPU runs fp32 or int8",
-                          fix="use --precision int8, fp32 or best here, and fp16 when building on the Jetson")
+    check_backend_precision(backend, options.precision)
+    checked = preflight(options, backend)  # a refused build leaves the folder (and its manifest) as it was
     out, created = prepare_out_dir(Path(options.out or "engines/model"))
     try:
         with folder_lock(out):
-            return _run_locked(options, out, backend, log, progress)
+            return _run_locked(options, out, backend, log, progress, checked)
     except BaseException:
         if created and [p.name for p in out.iterdir()] in ([], [LOCK_FILE]):
             (out / LOCK_FILE).unlink(missing_ok=True)
@@ -186,14 +193,20 @@ def run_build(options: BuildOptions, *, log: Callable[[str], None] = print,
 
 
 def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[str], None],
-                progress: Callable[..., Any] | None) -> BuildResult:
+                progress: Callable[..., Any] | None, checked: Any = None) -> BuildResult:
     from . import build_steps as steps
+    from .build_checks import preflight
+
+    checked = checked if checked is not None else preflight(options, backend)
+    before = _file_stamps(out)
     for stale in remove_stale_temp_files(out):
         log(f"removed {stale.name}, left by an interrupted build")
-    if (out / MANIFEST_FILE).is_file():  # the old promise is void until this run has validated
+    if (out / MANIFEST_FILE).is_file():  # the first step starts: the old promise is void until this run validates
         (out / MANIFEST_FILE).unlink()
     notices = [steps.backend_notice(backend, options.precision, out)]
     log("notice: " + notices[-1])
+    if checked.calib_opened:
+        log(f"calibration frames: {checked.calib_opened}")
     runner = StepRunner(out, force=options.force, log=log)
     done: dict[str, bool] = {}
 
@@ -202,9 +215,6 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
     calibration = None
     if options.precision in ("int8", "best") and not is_qdq:
         calibration = _int8_models(runner, fp32_onnx, spec, options, out, backend, done, log, progress)
-    elif is_qdq and (options.fallback == "auto" or options.sensitivity):
-        raise UsageError(f"{fp32_onnx.name} is already quantized: --fallback/--sensitivity re-quantize the float model",
-                         fix=f"pass --onnx {fp32_onnx.parent / 'model.onnx'}")
     engine_info: dict[str, Any] = {}
     if backend == "tensorrt":
         source = fp32_onnx if is_qdq or options.precision not in ("int8", "best") else out / "model.int8.onnx"
@@ -223,10 +233,24 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
     bench = steps.bench(runner, candidate, options, out, done, progress)
     manifest = steps.assemble_manifest(meta, spec, options, backend, out, candidate, calibration, engine_info,
                                        validation, why, bench)
-    written = write_report(out, manifest=manifest, validation=validation, bench=bench, calibration=calibration,
-                           export=(export_info or {}).get("export"), class_colours=manifest.class_colors)
-    written.append(write_manifest(out, manifest))  # last: the folder's promise, from this run's results only
-    return BuildResult(out, manifest, backend, candidate, validation, bench, done, written, notices)
+    write_report(out, manifest=manifest, validation=validation, bench=bench, calibration=calibration,
+                 export=(export_info or {}).get("export"), class_colours=manifest.class_colors)
+    write_manifest(out, manifest)  # last: the folder's promise, from this run's results only
+    written = [path for path, stamp in sorted(_file_stamps(out).items()) if before.get(path) != stamp]
+    result = BuildResult(out, manifest, backend, candidate, validation, bench, done, written, notices)
+    result.calib_opened = checked.calib_opened
+    return result
+
+
+def _file_stamps(out: Path) -> dict[Path, tuple[int, int, int]]:
+    """(inode, size, mtime) of the folder's files: a file whose stamp changed was written by this run
+    (every write is a temp file + rename: a new inode)."""
+    stamps = {}
+    for path in out.iterdir():
+        if path.is_file() and not path.name.startswith("."):
+            info = path.stat()
+            stamps[path] = (info.st_ino, info.st_size, info.st_mtime_ns)
+    return stamps
 
 
 def _int8_models(runner: StepRunner, fp32_onnx: Path, spec: Any, options: BuildOptions, out: Path, backend: str,
@@ -250,6 +274,8 @@ def _int8_models(runner: StepRunner, fp32_onnx: Path, spec: Any, options: BuildO
         int8_steps.sensitivity(runner, fp32_onnx, calib_dir, options, out, done, progress)
     quantized = int8_steps.quantize(runner, fp32_onnx, options, out, done, float_layers)
     calibration["concat_scales"] = options.concat_scales
+    calibration["high_precision"] = options.high_precision  # what was asked; float_regions: what the file holds
+    calibration["float_regions"] = quantized.get("float_regions", {"high_precision": "fp32"})
     calibration["float_layers"] = float_layers
     calibration["seconds"] = {**calibration.get("seconds", {}), **quantized.get("seconds", {})}
     return calibration

@@ -1,0 +1,119 @@
+"""Everything ``edgeseg build`` can check before it touches its folder (layer 4).
+
+A refused build must not cost the robot its folder: the old manifest.json is removed only when the first
+step starts, so every option, dependency, input and name that can be checked up front is checked here
+first (``preflight``). What it learns (the ONNX facts, the calibration frames it counted) is kept, so the
+build neither reads it twice nor says something else later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, UsageError, require
+from ..quant.calib_data import BagCalibSource, ImageListSource
+from .build import BuildOptions
+
+
+@dataclass
+class Preflight:
+    """What the checks found: the --onnx file's facts (None when exporting) and the calibration frames."""
+
+    onnx_facts: Any | None = None  # (InputSpec, metadata, has Q/DQ) of --onnx
+    calib_opened: str = ""  # "folder calib: 64 images", "cityscapes train: 2975 images", "bag x /cam: 40 frames"
+    model_info: dict[str, Any] = field(default_factory=dict)  # model, classes, spec of the model to export
+
+
+def will_calibrate(options: BuildOptions, is_qdq: bool) -> bool:
+    return options.precision in ("int8", "best") and not is_qdq
+
+
+def preflight(options: BuildOptions, backend: str) -> Preflight:
+    """Every check that needs no work in the build folder: options (already), dependencies, the model's name
+    and weights or the --onnx file, the --val data and the --calib frames. Raises the error the build would
+    have raised later, before anything is removed or written."""
+    from . import build_steps as steps
+
+    found = Preflight()
+    if options.onnx is not None:
+        found.onnx_facts = steps.onnx_facts(Path(options.onnx))  # needs onnx: a robot without it stops here
+        _, meta, is_qdq = found.onnx_facts
+        if is_qdq and (options.fallback == "auto" or options.sensitivity):
+            option = "--fallback auto" if options.fallback == "auto" else "--sensitivity"
+            raise UsageError(f"{Path(options.onnx).name} is already quantized: {option} re-quantizes the float "
+                             "model", found=f"--onnx {options.onnx} (Q/DQ)",
+                             fix=f"pass --onnx {steps._quote(Path(options.onnx).parent / 'model.onnx')} (the float "
+                                 f"model), or drop {option}")
+        num_classes = int(meta.get("num_classes") or 0) or None
+    else:
+        require("torch", purpose="exporting the model (build --model/--weights); build --onnx F needs no torch")
+        if options.model is not None:
+            from ..models.registry import model_info
+
+            model_info(options.model)  # an unknown name fails now, not after rendering frames
+        found.model_info = steps.model_info(options)  # the checkpoint agrees with --model (same errors as later)
+        is_qdq, num_classes = False, found.model_info["num_classes"]
+    calibrating = will_calibrate(options, is_qdq)
+    if calibrating:
+        _check_cpu_int8_writer()
+    if options.val is not None:
+        _check_val(options, num_classes)
+    if options.calib is not None and (calibrating or (options.onnx is None and options.val is None
+                                                      and not options.demo)):
+        found.calib_opened = describe_calib(options.calib)  # the frames exist (and a bag's topic resolves)
+    return found
+
+
+def _check_cpu_int8_writer() -> None:
+    """onnx and an onnxruntime that writes the CPU INT8 model from saved ranges (>= 1.27)."""
+    from ..quant.qdq_ort import check_saved_ranges_support
+
+    require("onnx", purpose="calibrating and quantizing")
+    check_saved_ranges_support(require("onnxruntime.quantization.calibrate", purpose="ONNX Runtime INT8 models"))
+
+
+def _check_val(options: BuildOptions, num_classes: int | None) -> None:
+    """The --val data opens (listed, not read) as the step that uses it will open it."""
+    if options.onnx is not None:  # scored by validate against reference.npz's classes
+        from .validation_data import data_samples
+
+        if num_classes:
+            data_samples(options.val, None, num_classes)  # type: ignore[arg-type]
+        return
+    from .build_data import _labelled
+
+    _labelled(options.val, int(num_classes or 0))  # type: ignore[arg-type]
+
+
+def describe_calib(calib: Any) -> str:
+    """What --calib opened, as the summary prints it; an InputError when it holds no frames."""
+    from ..images import list_images
+
+    if isinstance(calib, BagCalibSource):
+        from ..runtime.bags import BagSampler
+
+        sampler = BagSampler(calib.path, calib.topic, 1)  # resolves the topic (several and no --topic: listed)
+        return f"bag {calib.path} {sampler.topic}: {sampler.messages} frames"
+    if isinstance(calib, ImageListSource):
+        if not calib.paths:
+            raise InputError(f"--calib {calib.label} has no images", expected="a split with images",
+                             fix="pass another split (KIND:ROOT:split) or an image folder")
+        return f"{calib.label}: {len(calib.paths)} images"
+    images = list_images(calib)
+    if not images:
+        raise InputError(f"no images in --calib {calib}", expected="*.jpg / *.png files (searched recursively)",
+                         fix="pass --calib DIR with frames from the robot's camera")
+    return f"folder {calib}: {len(images)} images"
+
+
+def check_backend_precision(backend: str, precision: str) -> None:
+    """--precision fp16 asks for TensorRT: an option this machine cannot honour (exit 2, before any work)."""
+    if backend == "onnxruntime" and precision == "fp16":
+        raise UsageError("--precision fp16 needs TensorRT; ONNX Runtime on the CPU runs fp32 or int8",
+                         found="no TensorRT here (backend onnxruntime)",
+                         fix="use --precision int8, fp32 or best here, and fp16 when building on the Jetson")
+
+
+__all__ = ["Preflight", "preflight", "describe_calib", "check_backend_precision", "will_calibrate"]
