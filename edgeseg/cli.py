@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("build", "build_cmd"),
     "bench": ("bench", "bench_cmd"),
     "run": ("run", "run_cmd"),
+    "doctor": ("doctor", "doctor_cmd"),
 }
 
 
@@ -57,8 +58,13 @@ class LazyGroup(click.Group):
         except EdgesegError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:  # click would print "Aborted!" and exit 1: the shell's convention is 128 + SIGINT
+            click.secho(f"\ninterrupted (Ctrl-C): edgeseg {ctx.invoked_subcommand or ''} stopped".rstrip(),
+                        fg="yellow", err=True)
+            ctx.exit(INTERRUPTED)
 
 
+INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped with Ctrl-C
 DESKTOP_MODULES = ("torch", "torchvision", "onnx", "onnxsim")
 DISK_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC}
 
