@@ -1,7 +1,7 @@
 """The rclpy node (rclpy and sensor_msgs come from a ROS 2 install and are imported in ``main``).
 
-Thin on purpose: everything but the ROS wiring is node_core's and tested without ROS; this file is not
-exercised by the test suite (no ROS 2 there) and is unverified on a real ROS 2 system. docs/ros2.md.
+Thin on purpose: everything but the ROS wiring is node_core's and tested without ROS; this file is tested
+only through a fake rclpy (tests/ros2/test_node.py) and is unverified on a real ROS 2 system. docs/ros2.md.
 
     subscription (sensor-data QoS) -> LatestFrameSlot -> worker thread: Segmenter -> mask + overlay publishers
 """
