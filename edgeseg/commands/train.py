@@ -124,10 +124,13 @@ def train_cmd(
         raise
     h, w = input_size
     best = quote(result.best_path)
+    rows = [("best", str(result.best_path)), ("last", str(result.last_path)), ("history", str(out / "history.json"))]
+    if save_safetensors and (out / "best.safetensors").is_file():
+        rows.insert(1, ("best (safetensors)", str(out / "best.safetensors")))
     summary_table(
-        f"trained {model}: best val mIoU {result.best_miou:.4f} (epoch {result.best_epoch + 1}) "
-        f"in {result.seconds / 60:.1f} min",
-        [("best", str(result.best_path)), ("last", str(result.last_path)), ("history", str(out / "history.json"))],
+        f"trained {model}: best val mIoU {result.best_miou:.4f} (epoch {result.best_epoch + 1}; scored at the "
+        f"model input size, labels resized) in {result.seconds / 60:.1f} min",
+        rows,
         [
             f"edgeseg eval --model {model} --weights {best} --data {quote(val_data or _without_split(data))}",
             f"edgeseg export --model {model} --weights {best} --input-size {h}x{w} "
@@ -148,6 +151,10 @@ def train_cmd(
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Data loader processes (0: load in the main process).")
 @click.option("--skip-bad", is_flag=True, help="Leave out unreadable files and images without masks (listed).")
+@click.option("--eval-at", type=click.Choice(["label", "input"]), default=None,
+              help="label: logits upsampled bilinearly to each label's full resolution, argmax there (the official "
+                   "Cityscapes/ADE20K/VOC protocol); input: labels resized to the model input (nearest) "
+                   "[default: label for a public dataset, input for a folder].")
 def eval_cmd(
     model: str | None,
     weights: Path,
@@ -156,8 +163,10 @@ def eval_cmd(
     batch_size: int,
     workers: int,
     skip_bad: bool,
+    eval_at: str | None,
 ) -> None:
-    """Score a checkpoint: mIoU, pixel accuracy and IoU per class (masks resized to the model size, nearest)."""
+    """Score a checkpoint: mIoU, pixel accuracy and IoU per class. A public dataset is scored at its labels' full
+    resolution (its official protocol), a folder dataset at the model input size (--eval-at changes it)."""
     from ..training.evaluation import evaluate_folder
 
     result, spec = evaluate_folder(
@@ -169,11 +178,16 @@ def eval_cmd(
         workers=workers,
         skip_bad=skip_bad,
         log=lambda line: click.echo(line, err=True),
+        eval_at=eval_at,
     )
+    engine = Path("engines") / (weights.resolve().parent.name or "model")
     summary_table(
-        f"{result.images} images at {spec.height}x{spec.width}: mIoU {result.miou:.4f}, "
+        f"{result.images} images at {spec.height}x{spec.width} input: mIoU {result.miou:.4f}, "
         f"pixel accuracy {result.pixel_accuracy:.4f}",
-        [*result.rows(), ("ignored pixels", f"{result.ignored_pixels} of {result.pixels} (label 255, not scored)")],
+        [*result.rows(), ("ignored pixels", f"{result.ignored_pixels} of {result.pixels} (label 255, not scored)"),
+         ("protocol", result.protocol)],
+        [f"edgeseg build --weights {quote(weights)} --val {quote(data)} --out {quote(engine)}   "
+         "(ONNX + INT8, validated against PyTorch on this data)"],
     )
 
 

@@ -58,7 +58,7 @@ def test_synth_train_eval(tmp_path):
     assert read_checkpoint(out / "best.pt")["model"] == MODEL
     result = runner.invoke(main, ["eval", "--weights", str(out / "best.pt"), "--data", str(tmp_path / "data")])
     assert result.exit_code == 0, result.output
-    assert "2 images at 128x128: mIoU" in result.output
+    assert "2 images at 128x128 input: mIoU" in result.output and "model input size" in result.output
     for name in ("floor", "wall", "sky_ceiling", "obstacle", "person", "pole"):
         assert name in result.output
 
