@@ -107,6 +107,31 @@ def _libcuda() -> Any:
         raise DependencyError("the CUDA driver library (libcuda) cannot be loaded", found=str(exc)) from None
 
 
+def _cudart() -> Any | None:
+    """The CUDA runtime library (libcudart) if one can be loaded, else None (pycuda itself needs none)."""
+    names = [ctypes.util.find_library("cudart"), "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0",
+             "libcudart.so"]
+    for name in filter(None, names):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
+
+
+def clear_last_runtime_error() -> int:
+    """Read (and so clear) the CUDA runtime's last error on this thread; 0 when there was none or no libcudart.
+
+    A failed stream capture leaves an error (e.g. cudaErrorStreamCaptureInvalidated) in the runtime API's
+    per-thread last-error slot, where the next cudaGetLastError check, TensorRT's own included, would report it
+    for a launch that did nothing wrong: trtexec's endCaptureOnError calls cudaGetLastError for this reason.
+    Unverified on hardware: a TensorRT linked with its own static cudart keeps a separate slot, out of reach."""
+    lib = _cudart()
+    if lib is None or not hasattr(lib, "cudaGetLastError"):
+        return 0
+    return int(lib.cudaGetLastError())
+
+
 def _set_primary_flags(ordinal: int, flags: int) -> None:
     try:
         lib = _libcuda()
@@ -145,10 +170,21 @@ class _Buffer:
         """Make the GPU's results visible in ``host`` once the stream is synchronised."""
 
     def free(self) -> None:
-        """Release the memory now (idempotent). Pinned host pages go when the last view of ``host`` does:
-        a mask array handed to a caller stays valid."""
+        """Release the memory now (idempotent), pinned host pages included: call it on the thread that owns
+        the CUDA context. pycuda frees a pinned allocation collected on another thread not at all (its
+        scoped_context_activation refuses an out-of-thread context: "could not be cleaned up"), so no view
+        of ``host`` may outlive this (GpuLoop hands out copies)."""
+        free_pinned(self.host)
         self.host = np.empty(0, self.dtype)
         self.device_ptr = 0
+
+
+def free_pinned(array: Any) -> None:
+    """Free the pinned allocation behind ``array`` (pycuda's HostAllocation is its ``base``) now; a no-op for
+    ordinary arrays and for memory already freed. Every view of it is invalid afterwards."""
+    release = getattr(getattr(array, "base", None), "free", None)
+    if callable(release):
+        release()
 
 
 class MappedBuffer(_Buffer):
@@ -204,7 +240,7 @@ class StagedBuffer(_Buffer):
     def free(self) -> None:
         self.device.free()
         self.staging.array = np.empty(0, self.dtype)
-        super().free()
+        super().free()  # frees the staging pages: ``host`` is the staging array
 
     def to_device(self, stream: Any = None) -> None:
         driver().memcpy_htod_async(self.device_ptr, self.host, stream)
@@ -264,6 +300,7 @@ class CudaGraph:
         if not (ok and ended and graph.value):
             if graph.value:
                 lib.cuGraphDestroy(graph)
+            clear_last_runtime_error()  # the caller enqueues normally next: no stale capture error for it
             return None
         graph_exec = ctypes.c_void_p()
         if hasattr(lib, "cuGraphInstantiateWithFlags"):
@@ -272,6 +309,7 @@ class CudaGraph:
             status = lib.cuGraphInstantiate(ctypes.byref(graph_exec), graph, None, None, ctypes.c_size_t(0))
         if status != 0:
             lib.cuGraphDestroy(graph)
+            clear_last_runtime_error()
             return None
         return cls(lib, graph, graph_exec)
 

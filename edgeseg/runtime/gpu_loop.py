@@ -8,6 +8,12 @@ stream. After a slot has run once (TensorRT's warm-up), the three GPU steps are 
 into a CUDA graph and replayed with one launch; if the driver refuses, the slot keeps
 enqueueing normally. Buffers exist from construction (frame buffers from the first frame
 of each size), so a steady stream of frames allocates nothing.
+
+Masks are handed out as copies in ordinary (pageable) arrays, one per slot, never as views of pinned
+memory: pycuda frees pinned pages only on the thread that owns the CUDA context, so a pinned view
+collected on another thread would leak ("could not be cleaned up"). ``close()`` frees the pinned pages
+itself, on the closing thread. Use after ``close()``, or after the TensorRT session was closed (its
+execution contexts are gone, and a captured graph would launch into freed memory), is a UsageError.
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, InputError
+from ..errors import ArtifactError, InputError, UsageError
 from ..spec import InputSpec
 from . import cuda
-from .kernels import GpuKernels
+from .kernels import GpuKernels, mask_buffer_bytes, nan_counter_offset, nan_logits_error
 
 
 class _Slot:
@@ -29,7 +35,13 @@ class _Slot:
         self.input = cuda.DeviceBuffer(backend.input_shape, in_dtype)  # written by the kernel only
         self.logits = cuda.DeviceBuffer(backend.output_shape, out_dtype)
         height, width = backend.output_shape[2], backend.output_shape[3]
-        self.mask = cuda.allocate((height, width), np.uint8, mode, info)
+        self.plane = height * width
+        # the argmax kernel's output: the mask, then its uint32 NaN-pixel counter (kernels.cu argmax)
+        self.mask = cuda.allocate((mask_buffer_bytes(self.plane),), np.uint8, mode, info)
+        self.mask.host[:] = 0  # the counter starts at 0 (pinned and device memory come uninitialised)
+        self.mask.to_device(self.stream)
+        self.nans_seen = 0  # the counter after the previous frame: it only grows, graphs never reset it
+        self.out = np.zeros((height, width), np.uint8)  # the caller's copy of the mask: pageable memory
         self.frame: Any = None
         self.execution = backend.execution(self.input.device_ptr, self.logits.device_ptr) \
             if hasattr(backend, "execution") else None
@@ -71,6 +83,8 @@ class GpuLoop:
 
     def _frame_buffer(self, slot: _Slot, frame: np.ndarray) -> Any:
         if slot.frame is None or slot.frame.shape != frame.shape:
+            if slot.frame is not None:
+                slot.frame.free()  # here, on the owning thread with the context current (pinned pages)
             slot.frame = cuda.allocate(frame.shape, np.uint8, self.mode, self.context.info)
             self._drop_graph(slot)  # the graph recorded the old frame buffer's address and size
         return slot.frame
@@ -89,8 +103,21 @@ class GpuLoop:
                             slot.stream)
         return True
 
-    def submit(self, index: int, frame: np.ndarray) -> None:
+    def _slot(self, index: int) -> _Slot:
+        """The slot, or a UsageError when its memory or its execution context is gone."""
+        if not self.slots:
+            raise UsageError("this GPU loop is closed: its buffers and graphs are freed",
+                             fix="create a new Segmenter (Segmenter.from_artifacts(...))")
         slot = self.slots[index]
+        if slot.execution is not None and slot.execution.closed:
+            raise UsageError("the TensorRT session under this GPU loop was closed: its execution contexts are "
+                             "freed, and a captured graph would launch into freed memory",
+                             expected="GpuLoop.close() before TensorRTSession.close()",
+                             fix="create a new Segmenter (Segmenter.from_artifacts(...))")
+        return slot
+
+    def submit(self, index: int, frame: np.ndarray) -> None:
+        slot = self._slot(index)
         with self.context.active():
             buffer = self._frame_buffer(slot, frame)
             np.copyto(buffer.host, frame)  # the one CPU write of the frame
@@ -108,12 +135,19 @@ class GpuLoop:
             slot.done.record(slot.stream)
 
     def result(self, index: int) -> np.ndarray:
-        slot = self.slots[index]
+        slot = self._slot(index)
         with self.context.active():
             slot.done.synchronize()
-        if slot.mask.host.size == 0:
+        host = slot.mask.host
+        if host.size == 0:
             raise InputError("the mask buffer has no host side")
-        return np.asarray(slot.mask.host)
+        offset = nan_counter_offset(slot.plane)
+        counter = int(host[offset:offset + 4].view(np.uint32)[0])
+        nans, slot.nans_seen = (counter - slot.nans_seen) & 0xFFFFFFFF, counter
+        if nans:  # as numpy_argmax on the CPU path: NaN logits make no mask
+            raise nan_logits_error(nans, slot.plane)
+        np.copyto(slot.out.reshape(-1), host[:slot.plane])  # a copy: no pinned view leaves the loop
+        return slot.out
 
     @property
     def graphs_active(self) -> int:

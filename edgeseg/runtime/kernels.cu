@@ -62,18 +62,28 @@ __device__ void preprocess(const unsigned char *src, int src_h, int src_w, int p
     }
 }
 
-// Per-pixel argmax over C class planes (first maximum wins, as numpy.argmax).
+// Per-pixel argmax over C class planes, as numpy.argmax: the first maximum wins, and the first NaN wins
+// over everything (numpy treats NaN as the maximum). A pixel with a NaN logit also adds one to the NaN
+// counter, a uint32 after the mask (kernels.nan_counter_offset: the plane rounded up to 4 bytes), which the
+// host reads back with the mask and turns into the CPU path's error (kernels.nan_logits_error). The counter
+// only grows: the host compares it with its value after the previous frame, so a replayed CUDA graph needs no
+// reset.
 template <typename T>
 __device__ void argmax(const T *logits, int channels, int plane, unsigned char *mask) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= plane) return;
     float best = to_float<T>(logits[i]);
     int best_c = 0;
-    for (int c = 1; c < channels; ++c) {
+    bool nan = best != best;
+    for (int c = 1; c < channels && !nan; ++c) {
         float v = to_float<T>(logits[(size_t)c * plane + i]);
-        if (v > best) { best = v; best_c = c; }
+        if (v != v) { nan = true; best_c = c; }
+        else if (v > best) { best = v; best_c = c; }
     }
     mask[i] = (unsigned char)best_c;
+    if (nan) {
+        atomicAdd((unsigned int *)(mask + (((size_t)plane + 3) & ~(size_t)3)), 1u);
+    }
 }
 
 extern "C" {

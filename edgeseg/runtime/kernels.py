@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, ConfigError, InputError
+from ..errors import ArtifactError, ConfigError, InputError, ModelError
 from ..palette import class_palette
 from ..spec import CHANNEL_ORDERS, InputSpec, resize_mask_nearest
 
@@ -70,11 +70,34 @@ def numpy_argmax(logits: np.ndarray, out: np.ndarray | None = None, scratch: np.
         raise InputError("logits must be 1xCxHxW", found=str(array.shape))
     if array.shape[0] > MAX_CLASSES:
         raise ConfigError(f"at most {MAX_CLASSES} classes fit a uint8 mask", found=str(array.shape[0]))
+    if np.isnan(np.max(array)):  # one reduction, no array allocated: NaN propagates through max
+        raise nan_logits_error(int(np.count_nonzero(np.isnan(array).any(axis=0))), array.shape[1] * array.shape[2])
     if out is None:
         return np.argmax(array, axis=0).astype(np.uint8)
     indices = np.argmax(array, axis=0, out=scratch)
     np.copyto(out, indices, casting="unsafe")
     return out
+
+
+def nan_logits_error(pixels: int, plane: int) -> ModelError:
+    """The one error for NaN logits, raised by the CPU path (numpy_argmax) and the GPU path (the argmax kernel's
+    NaN counter, GpuLoop.result) alike: a mask from NaN logits means nothing (numpy and the kernel would pick the
+    first NaN's class)."""
+    return ModelError("the model produced NaN logits: no mask can be made from them",
+                      expected="finite logits", found=f"{pixels} of {plane} pixel(s) with a NaN logit",
+                      fix="validate the build (edgeseg validate ...): an FP16/INT8 overflow shows there; "
+                          "rebuild at a higher precision or with --fallback auto")
+
+
+def nan_counter_offset(plane: int) -> int:
+    """Where the argmax kernel's uint32 NaN-pixel counter sits in the mask buffer: after the ``plane`` mask
+    bytes, rounded up to 4 bytes (kernels.cu ``argmax``)."""
+    return (plane + 3) & ~3
+
+
+def mask_buffer_bytes(plane: int) -> int:
+    """Bytes of the buffer the argmax kernel writes: the mask, padding, the NaN counter."""
+    return nan_counter_offset(plane) + 4
 
 
 def default_palette(num_classes: int, colours: Sequence[Sequence[int]] | None = None) -> np.ndarray:
@@ -169,13 +192,15 @@ def shipped_ptx(capability: str | tuple[int, int], folder: Path = PTX_DIR,
     return arch, ptx
 
 
-_MODULE: Any = None
+# device -> (module, origin). A module belongs to the context it was loaded in: one per device (each device's
+# primary context, runtime.cuda.CudaContext), never one per process that a second GPU would launch from.
+_MODULES: dict[Any, tuple[Any, str]] = {}
 _ORIGIN: str | None = None
 _MODULE_LOCK = threading.Lock()
 
 
 def kernels_origin() -> str | None:
-    """Where this process's kernels came from ("shipped PTX compute_87", "kernels.cu via nvcc"), None before."""
+    """Where the last loaded kernels came from ("shipped PTX compute_87", "kernels.cu via nvcc"), None before."""
     return _ORIGIN
 
 
@@ -193,12 +218,12 @@ def _source_module(reason: str) -> Any:
                             fix=f"regenerate the shipped PTX ({REGENERATE}), or install nvcc") from exc
 
 
-def _load_module() -> tuple[Any, str]:
-    """(module, origin) for the current CUDA context's device: the shipped PTX, else kernels.cu via nvcc."""
+def _load_module(device: Any) -> tuple[Any, str]:
+    """(module, origin) for ``device`` (the current context's): the shipped PTX, else kernels.cu via nvcc."""
     from . import cuda
 
     driver = cuda.driver()
-    capability = tuple(driver.Context.get_device().compute_capability())
+    capability = tuple(device.compute_capability())
     try:
         arch, ptx = shipped_ptx((int(capability[0]), int(capability[1])))
     except ShippedPtxUnusable as exc:
@@ -215,12 +240,16 @@ def _load_module() -> tuple[Any, str]:
 
 
 def _compiled() -> Any:
-    """The kernels' module, loaded once per process (with the CUDA context current)."""
-    global _MODULE, _ORIGIN
+    """The kernels' module for the current context's device, loaded once per device (context current)."""
+    global _ORIGIN
+    from . import cuda
+
+    device = cuda.driver().Context.get_device()  # pycuda Devices compare and hash by their CUdevice
     with _MODULE_LOCK:
-        if _MODULE is None:
-            _MODULE, _ORIGIN = _load_module()
-        return _MODULE
+        if device not in _MODULES:
+            _MODULES[device] = _load_module(device)
+            _ORIGIN = _MODULES[device][1]
+        return _MODULES[device][0]
 
 
 def _grid_2d(width: int, height: int) -> tuple[int, int, int]:

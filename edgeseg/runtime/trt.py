@@ -130,6 +130,12 @@ class Execution:
             raise UsageError("the TensorRT session was closed", fix="open the engine again")
         return bool(self.context.execute_async_v3(int(stream.handle)))
 
+    @property
+    def closed(self) -> bool:
+        """True once released (by its holder or by ``TensorRTSession.close()``): a graph captured from it
+        must not be replayed."""
+        return self.context is None
+
     def release(self) -> None:
         """Destroy the execution context now (its activation memory goes with it); idempotent. Call with the
         CUDA context current, after the streams that used it are synchronised, before the engine goes."""

@@ -180,3 +180,79 @@ def install_fake_driver(monkeypatch: pytest.MonkeyPatch, context: FakeCudaContex
     fake = FakeDriver(context, memory)
     monkeypatch.setattr(cuda, "driver", lambda: fake)
     return fake
+
+
+class FakeHostAllocation(bytearray):
+    """pycuda's HostAllocation, the ``base`` of a pinned array: freed by ``free()`` or when collected. As in
+    pycuda, only the thread that owns the CUDA context can free it (scoped_context_activation refuses an
+    out-of-thread context): freed from another thread, the pages leak and ``driver.leaked`` records
+    "could not be cleaned up". Mapped (DEVICEMAP) pages are also device memory at ``get_device_pointer()``."""
+
+    def __init__(self, driver: PinnedFakeDriver, nbytes: int) -> None:
+        super().__init__(nbytes)
+        import threading
+
+        self.driver, self.owner = driver, threading.get_ident()
+        self.address = next(driver.addresses)
+        self.record = PinnedRecord(nbytes)  # what the driver keeps: not the allocation (that would keep it alive)
+        driver.pinned.append(self.record)
+
+    @property
+    def freed(self) -> bool:
+        return self.record.freed
+
+    def get_device_pointer(self) -> int:
+        """Mapped pages: the device sees these same bytes (registered here, so only mapped ones are device memory;
+        the registration keeps the allocation alive until ``free()``, as a mapping does)."""
+        self.driver.memory[self.address] = self
+        return self.address
+
+    def free(self) -> None:
+        import threading
+
+        assert not self.freed, "pinned memory freed twice"  # pycuda raises on a second free
+        self.record.freed = True
+        self.driver.memory.pop(self.address, None)
+        if threading.get_ident() != self.owner:
+            self.driver.leaked.append("pinned memory could not be cleaned up (out-of-thread context)")
+        else:
+            self.driver.note("pinned memory")
+
+    def __del__(self) -> None:
+        if not self.freed:
+            self.free()
+
+
+class PinnedRecord:
+    """One pinned allocation as the driver sees it: its size and whether it was freed."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes, self.freed = nbytes, False
+
+
+class PinnedFakeDriver(FakeDriver):
+    """FakeDriver whose ``pagelocked_empty`` arrays sit on FakeHostAllocations; ``pinned`` lists their records in
+    allocation order, ``leaked`` the frees that happened on a thread that does not own the context."""
+
+    def __init__(self, context: FakeCudaContext, memory: dict[int, bytearray] | None = None) -> None:
+        super().__init__(context, memory)
+        self.pinned: list[PinnedRecord] = []
+        self.leaked: list[str] = []
+
+    def pagelocked_empty(self, shape: tuple[int, ...], dtype: Any, mem_flags: Any = None) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        allocation = FakeHostAllocation(self, max(int(np.prod(shape)) * dtype.itemsize, 1))
+        return np.ndarray(tuple(shape), dtype, buffer=allocation)
+
+    # pycuda.driver.host_alloc_flags, for MappedBuffer
+    host_alloc_flags = type("host_alloc_flags", (), {"DEVICEMAP": 2})
+
+
+def install_pinned_fake_driver(monkeypatch: pytest.MonkeyPatch, context: FakeCudaContext,
+                               memory: dict[int, bytearray] | None = None) -> PinnedFakeDriver:
+    """install_fake_driver with pinned host memory that knows its owning thread (PinnedFakeDriver)."""
+    from edgeseg.runtime import cuda
+
+    fake = PinnedFakeDriver(context, memory)
+    monkeypatch.setattr(cuda, "driver", lambda: fake)
+    return fake

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgeseg.runtime.kernels import mask_buffer_bytes, nan_counter_offset
 from edgeseg.spec import InputSpec, preprocess
 
 pytestmark = pytest.mark.gpu
@@ -48,7 +49,8 @@ class _Pipeline:
         self.frame = cuda.allocate((*FRAME_HW, 3), np.uint8, frame_mode, ctx.info)
         self.tensor = cuda.allocate(SPEC.shape, np.float32, "device", ctx.info)  # staged: readable for the test
         self.logits = cuda.allocate((1, CLASSES, SPEC.height, SPEC.width), np.float32, "device", ctx.info)
-        self.mask = cuda.allocate(SPEC.size, np.uint8, "device", ctx.info)
+        # the argmax kernel's buffer: the mask, then its NaN counter (kernels.mask_buffer_bytes)
+        self.mask = cuda.allocate((mask_buffer_bytes(SPEC.height * SPEC.width),), np.uint8, "device", ctx.info)
 
     def enqueue(self) -> None:
         """The work GpuLoop captures, less the engine: preprocess kernel, then argmax kernel, on the stream."""
@@ -71,7 +73,10 @@ class _Pipeline:
         self.tensor.to_host(self.stream)
         self.mask.to_host(self.stream)
         self.stream.synchronize()
-        return np.array(self.tensor.host), np.array(self.mask.host)
+        plane = SPEC.height * SPEC.width
+        counter = self.mask.host[nan_counter_offset(plane):][:4].view(np.uint32)[0]
+        assert counter == 0xFFFFFFFF, "the argmax kernel counted NaN logits in finite data"  # as load() poisoned it
+        return np.array(self.tensor.host), self.mask.host[:plane].reshape(SPEC.size).copy()
 
     def free(self) -> None:
         self.stream.synchronize()

@@ -153,14 +153,24 @@ class FakeModule:
         return lambda *args, **kwargs: None
 
 
+class FakeDevice:
+    """pycuda's Device: hashable (by identity here, by CUdevice in pycuda), with its compute capability."""
+
+    def __init__(self, capability: tuple[int, int]) -> None:
+        self.capability = capability
+
+    def compute_capability(self) -> tuple[int, int]:
+        return self.capability
+
+
 class FakePtxDriver:
     """The part of pycuda.driver the loader uses: the current context's device and module_from_buffer."""
 
     Error = FakeDriverError
 
     def __init__(self, capability: tuple[int, int], refuse: bool = False) -> None:
-        device = SimpleNamespace(compute_capability=lambda: capability)
-        self.Context = SimpleNamespace(get_device=lambda: device)  # noqa: N815 (pycuda's name)
+        self.device = FakeDevice(capability)
+        self.Context = SimpleNamespace(get_device=lambda: self.device)  # noqa: N815 (pycuda's name)
         self.refuse = refuse
         self.buffers: list[bytes] = []
         self.module = FakeModule()
@@ -176,7 +186,7 @@ class FakePtxDriver:
 @pytest.fixture
 def fresh(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Install ``FakePtxDriver(capability, refuse)`` as edgeseg.runtime.cuda.driver(), with no module loaded yet."""
-    monkeypatch.setattr(kernels, "_MODULE", None)
+    monkeypatch.setattr(kernels, "_MODULES", {})
     monkeypatch.setattr(kernels, "_ORIGIN", None)
 
     def install(capability: tuple[int, int], refuse: bool = False) -> FakePtxDriver:
@@ -214,6 +224,21 @@ def test_the_loader_hands_the_shipped_ptx_to_module_from_buffer(fresh: Any, nvcc
     assert kernels.kernels_origin() == f"shipped PTX {arch}" and nvcc == []
     assert sorted(set(driver.module.looked_up)) == sorted(KERNEL_NAMES)
     assert set(gpu._pre) == {np.dtype(np.float32), np.dtype(np.float16)}
+
+
+def test_the_module_is_loaded_once_per_device_not_once_per_process(fresh: Any, nvcc: list[str]) -> None:
+    """A module belongs to the context it was loaded in: a second GPU gets its own (issue #23 item 8)."""
+    driver = fresh((8, 7))
+    first = driver.device
+    GpuKernels(InputSpec(64, 64))
+    GpuKernels(InputSpec(32, 32))
+    assert len(driver.buffers) == 1
+    driver.device = FakeDevice((9, 0))  # a second GPU's context is current
+    GpuKernels(InputSpec(64, 64))
+    assert len(driver.buffers) == 2 and kernels.kernels_origin() == "shipped PTX compute_90"
+    driver.device = first
+    GpuKernels(InputSpec(64, 64))
+    assert len(driver.buffers) == 2 and nvcc == []  # the first device's module is reused
 
 
 def test_an_older_gpu_falls_back_to_nvcc_with_a_warning(fresh: Any, nvcc: list[str]) -> None:
@@ -255,7 +280,7 @@ def test_without_ptx_and_without_nvcc_the_error_names_the_script(fresh: Any, mon
     message = str(raised.value)
     assert "no shipped PTX fits" in message and "nvcc: not found" in message
     assert "scripts/build_kernels.py" in message
-    assert kernels._MODULE is None  # a later call tries again
+    assert kernels._MODULES == {}  # a later call tries again
 
 
 def test_the_package_data_ships_the_ptx() -> None:
@@ -307,7 +332,7 @@ def test_the_script_says_which_wheels_to_install(script: ModuleType, monkeypatch
 @pytest.mark.gpu
 def test_the_shipped_ptx_loads_on_this_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     ctx = cuda.CudaContext.get()
-    monkeypatch.setattr(kernels, "_MODULE", None)
+    monkeypatch.setattr(kernels, "_MODULES", {})
     monkeypatch.setattr(kernels, "_ORIGIN", None)
     with ctx.active(), warnings.catch_warnings():
         warnings.simplefilter("error", KernelFallbackWarning)
