@@ -214,16 +214,37 @@ class Burst(FakeCapture):
         return 90.0 if prop == 5 else 0.0  # CAP_PROP_FPS of fake_cv2
 
 
+class Gated(FakeCapture):
+    """60 frames read as fast as asked, but the 11th read waits for ``resume``: ``paused`` says frames 1-10 are
+    delivered, ``ended`` that all 60 are (the grab thread puts a frame before it reads the next)."""
+
+    period = 0.0
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.paused, self.resume, self.ended = threading.Event(), threading.Event(), threading.Event()
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.reads == 10:
+            self.paused.set()
+            self.resume.wait(30)
+        if self.reads == self.count:
+            self.ended.set()
+        return super().read()
+
+
 def test_grabber_keeps_the_newest_and_counts_every_drop() -> None:
-    grabber = LatestFrameGrabber(Burst(), max_failures=3).start()
-    taken = []
-    while (item := grabber.take()) is not None:
-        taken.append(item[3])
-        time.sleep(0.005)  # a model 5x slower than the camera
-    assert grabber.stop()
+    capture = Gated()
+    grabber = LatestFrameGrabber(capture, max_failures=3).start()
+    assert capture.paused.wait(30)
+    first = grabber.take()  # a model slower than the camera: ten frames came, the newest is taken
+    capture.resume.set()
+    assert capture.ended.wait(30)
+    last = grabber.take()
+    assert first is not None and last is not None and (first[3], last[3]) == (10, 60)  # the last one is not lost
+    assert grabber.take() is None and grabber.stop()
     assert grabber.delivered == 60 and "no frame 3 times" in grabber.ended_because
-    assert len(taken) + grabber.dropped == grabber.delivered and grabber.dropped > 20
-    assert taken == sorted(taken) and taken[-1] == 60  # always the newest; the last frame is not lost
+    assert grabber.dropped == 58 and 2 + grabber.dropped == grabber.delivered  # taken + dropped == delivered
 
 
 def test_live_frames_through_the_source(monkeypatch: pytest.MonkeyPatch) -> None:
