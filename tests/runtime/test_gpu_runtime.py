@@ -6,12 +6,15 @@ Self-contained: they need torch (CUDA build) only for the torch-backend loop tes
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from helpers.tiny_models import conv_net
+from helpers.torch_precision import exact_float32
 
-from edgeseg.runtime.kernels import numpy_argmax, numpy_overlay
+from edgeseg.errors import ModelError
+from edgeseg.runtime.kernels import mask_buffer_bytes, nan_counter_offset, numpy_argmax, numpy_overlay
 from edgeseg.spec import InputSpec, preprocess
 
 pytestmark = pytest.mark.gpu
@@ -78,21 +81,47 @@ def test_preprocess_kernel_matches_spec_preprocess(ctx, size: tuple[int, int], o
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("shape", [(1, 19, 64, 96), (1, 2, 31, 17), (1, 256, 8, 8)])
 def test_argmax_kernel_matches_numpy(ctx, dtype: type, shape: tuple[int, ...]) -> None:  # type: ignore[no-untyped-def]
+
+    logits = np.random.default_rng(3).standard_normal(shape).astype(dtype)
+    mask, nans = _run_argmax(ctx, logits)
+    np.testing.assert_array_equal(mask, numpy_argmax(logits))
+    assert nans == 0
+
+
+def _run_argmax(ctx, logits: np.ndarray) -> tuple[np.ndarray, int]:  # type: ignore[no-untyped-def]
+    """(mask, NaN-pixel count) from the argmax kernel, its buffer laid out as GpuLoop's (mask, then counter)."""
     from edgeseg.runtime import cuda
     from edgeseg.runtime.kernels import GpuKernels
 
-    logits = np.random.default_rng(3).standard_normal(shape).astype(dtype)
+    _, channels, height, width = logits.shape
+    plane = height * width
     with ctx.active():
         stream = cuda.new_stream()
         kernels = GpuKernels(InputSpec(32, 32))
-        src = cuda.allocate(shape, dtype, "device", ctx.info)
-        mask = cuda.allocate(shape[2:], np.uint8, "device", ctx.info)
+        src = cuda.allocate(logits.shape, logits.dtype, "device", ctx.info)
+        out = cuda.allocate((mask_buffer_bytes(plane),), np.uint8, "device", ctx.info)
         np.copyto(src.host, logits)
+        out.host[:] = 0
         src.to_device(stream)
-        kernels.argmax(src.device_ptr, dtype, shape[1], shape[2], shape[3], mask.device_ptr, stream)
-        mask.to_host(stream)
+        out.to_device(stream)
+        kernels.argmax(src.device_ptr, logits.dtype, channels, height, width, out.device_ptr, stream)
+        out.to_host(stream)
         stream.synchronize()
-        np.testing.assert_array_equal(mask.host, numpy_argmax(logits))
+        offset = nan_counter_offset(plane)
+        return out.host[:plane].reshape(height, width).copy(), int(out.host[offset:offset + 4].view(np.uint32)[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_argmax_kernel_picks_the_first_nan_as_numpy_and_counts_the_pixels(ctx, dtype: type) -> None:  # type: ignore[no-untyped-def]
+    logits = np.random.default_rng(7).standard_normal((1, 5, 3, 4)).astype(dtype)
+    logits[0, 0, 0, 0] = np.nan  # channel 0: the old kernel got this one right
+    logits[0, 3, 1, 2] = np.nan  # a later channel: the old kernel skipped it
+    logits[0, 2, 2, 3] = logits[0, 4, 2, 3] = np.nan  # two: the first wins
+    mask, nans = _run_argmax(ctx, logits)
+    assert nans == 3
+    assert (mask[0, 0], mask[1, 2], mask[2, 3]) == (0, 3, 2)  # numpy.argmax's answer
+    with pytest.raises(ModelError, match="NaN"):
+        numpy_argmax(logits)  # the CPU path refuses: so does GpuLoop.result on this count
 
 
 @pytest.mark.parametrize("size", [(48, 80), (31, 17)])
@@ -136,8 +165,15 @@ def _torch_gpu_segmenter(model, spec: InputSpec, order: str = "RGB"):  # type: i
                                                                          cuda_graph=False))
 
 
+@pytest.fixture
+def no_tf32() -> Iterator[None]:
+    """Exact float32 convolutions on the GPU (helpers/torch_precision.py): TF32 would decide near-ties."""
+    with exact_float32():
+        yield
+
+
 @pytest.mark.parametrize("order", ["RGB", "BGR"])
-def test_torch_gpu_loop_matches_cpu_pytorch(order: str) -> None:
+def test_torch_gpu_loop_matches_cpu_pytorch(order: str, no_tf32: None) -> None:
     import copy
 
     import torch
