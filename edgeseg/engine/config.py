@@ -18,6 +18,10 @@ from ..trt_version import DLA_RELEASES
 if TYPE_CHECKING:
     from .versions import TrtVersion
 
+# Which Jetsons have DLA cores, by TensorRT release: JetPack 5/6 (TensorRT <= 10.7) on AGX Xavier, Xavier NX,
+# AGX Orin and Orin NX (not Orin Nano); TensorRT 11.4.1+ only on AGX Orin with JetPack 7.2.2+.
+DLA_DEVICES = ("Jetson AGX Xavier, Xavier NX, AGX Orin or Orin NX with TensorRT <= 10.7; "
+               "only AGX Orin with TensorRT 11.4.1+ (JetPack 7.2.2+)")
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 INT8_MODES = ("explicit", "implicit")
 
@@ -66,7 +70,7 @@ class BuildConfig:
             if not version.has_dla:
                 raise ConfigError(
                     f"TensorRT {version} has no DLA support (DLA support ended with TensorRT 10.7 and came back "
-                    "in 11.4.1)",
+                    "in 11.4.1, on AGX Orin only, with JetPack 7.2.2+)",
                     expected=DLA_RELEASES,
                     found=f"--dla-core {self.dla_core} with TensorRT {version}",
                     fix="drop --dla-core to build for the GPU, or build on JetPack 5/6 (TensorRT <= 10.7) or "
@@ -95,6 +99,23 @@ class BuildConfig:
                 "a calibration cache is only used by implicit INT8 builds",
                 found=f"--calibration-cache with --precision {self.precision} --int8-mode {self.int8_mode}",
                 fix="drop --calibration-cache (explicit INT8 takes its scales from the Q/DQ ONNX)",
+            )
+
+    def check_dla_quantization(self, trt_version: str | TrtVersion, *, has_qdq: bool) -> None:
+        """A Q/DQ (explicitly quantized) ONNX on the DLA needs TensorRT >= 10: the 8.x DLA has no explicit
+        quantization, so TensorRT 8.5 would put every layer on the GPU (GPU fallback) or fail, without saying so
+        before the build. Refused up front. (From TensorRT's release notes; unverified on a Jetson.)"""
+        from .versions import TrtVersion
+
+        version = TrtVersion.parse(trt_version)
+        if self.dla_core is not None and has_qdq and version.major < 10:
+            raise ConfigError(
+                f"TensorRT {version}'s DLA has no explicit quantization: a Q/DQ ONNX would run on the GPU, "
+                "not the DLA",
+                expected="a float ONNX with --int8-mode implicit (calibration cache) for an INT8 DLA engine on 8.x",
+                found=f"a Q/DQ ONNX with --dla-core {self.dla_core} on TensorRT {version}",
+                fix="build the float model.onnx with --int8-mode implicit --calibration-cache calibration.cache "
+                    "(edgeseg calibrate writes it), or drop --dla-core to build the Q/DQ model for the GPU",
             )
 
     def _validate_values(self) -> None:

@@ -9,6 +9,7 @@ the control flow runs in CPU tests against a fake module.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from ..fileio import atomic_write_bytes, sha256_file
 from ..manifest import Manifest
 from ..runtime.trt_logger import LogCapture, capture_log, process_logger
 from ..spec import InputSpec
-from .config import BuildConfig
+from .config import DLA_DEVICES, BuildConfig
 from .inspection import inspect_serialized_engine
 from .manifest import engine_manifest
 from .onnx_info import OnnxInfo, read_onnx_info
@@ -62,16 +63,37 @@ def format_parser_errors(parser: tensorrt.OnnxParser, node_names: list[str]) -> 
     return "\n".join(lines) or "the parser reported failure without details"
 
 
-def load_timing_cache(trt_config: tensorrt.IBuilderConfig, path: Path | None) -> Any:
-    """Create the config's timing cache from ``path`` (empty when absent) and attach it."""
+def load_timing_cache(trt_config: tensorrt.IBuilderConfig, path: Path | None, log: LogCapture | None = None) -> Any:
+    """Create the config's timing cache from ``path`` (empty when absent) and attach it.
+
+    A cache TensorRT rejects (corrupt, or from another TensorRT or GPU: ``set_timing_cache`` returns False with
+    ``ignore_mismatch=False``) is replaced by an empty one, and said: in ``log.warnings`` (the build's warnings)
+    when given, else as a Python warning. The build then writes a fresh cache over it."""
     data = b""
     if path is not None and Path(path).is_file():
         data = Path(path).read_bytes()
     cache = trt_config.create_timing_cache(data)
-    if cache is None and data:
-        cache = trt_config.create_timing_cache(b"")  # a stale/corrupt cache is rebuilt, not fatal
-    trt_config.set_timing_cache(cache, ignore_mismatch=False)
+    if data:
+        if cache is None:
+            rejected = "it cannot be read (corrupt or truncated)"
+        elif not trt_config.set_timing_cache(cache, ignore_mismatch=False):
+            rejected = "it was made by another TensorRT version or on another GPU"
+        else:
+            return cache
+        _say(log, f"the timing cache {path} was rejected: {rejected}; building with an empty one, "
+                  "which replaces it after the build")
+        cache = trt_config.create_timing_cache(b"")
+    if cache is None or not trt_config.set_timing_cache(cache, ignore_mismatch=False):
+        _say(log, "TensorRT refused even an empty timing cache: this build tunes every tactic from scratch")
     return cache
+
+
+def _say(log: LogCapture | None, message: str) -> None:
+    """A build warning: into the build's captured warnings (BuildResult.warnings), else a Python warning."""
+    if log is not None:
+        log.warnings.append(message)
+    else:
+        warnings.warn(message, stacklevel=3)
 
 
 def save_timing_cache(trt_config: tensorrt.IBuilderConfig, path: Path | None) -> None:
@@ -114,6 +136,7 @@ def build_engine(
     config.validate(version)
     info = read_onnx_info(onnx_path)
     plan = plan_build(version, config, info.facts)
+    config.check_dla_quantization(version, has_qdq=info.facts.has_qdq)
     if info.facts.has_qdq and config.precision in ("int8", "best"):
         from ..quant.lint import check_qdq  # written beside the quantizer; raises ArtifactError
 
@@ -155,7 +178,7 @@ def _build_serialized(trt: Any, info: OnnxInfo, config: BuildConfig, plan: Build
         trt_config.set_flag(getattr(trt.BuilderFlag, name))
     if config.builder_optimization_level is not None:
         trt_config.builder_optimization_level = config.builder_optimization_level
-    load_timing_cache(trt_config, config.timing_cache)
+    load_timing_cache(trt_config, config.timing_cache, log)
     fallback = _configure_dla(trt, builder, network, trt_config, config) if plan.use_dla else []
     calibrator = None
     if plan.use_calibrator:
@@ -179,7 +202,7 @@ def _configure_dla(trt: Any, builder: tensorrt.Builder, network: tensorrt.INetwo
     cores = int(builder.num_DLA_cores)
     if config.dla_core is None or config.dla_core >= cores:
         raise ConfigError(f"DLA core {config.dla_core} does not exist on this device",
-                          expected=f"0..{cores - 1}" if cores else "a device with DLA cores (Jetson AGX/NX)",
+                          expected=f"0..{cores - 1}" if cores else f"a device with DLA cores ({DLA_DEVICES})",
                           found=f"{cores} DLA core(s)", fix="drop --dla-core, or pick an existing core")
     trt_config.default_device_type = trt.DeviceType.DLA
     trt_config.DLA_core = config.dla_core
