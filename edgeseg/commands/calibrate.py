@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..quant.fp16_regions import DEFAULT_HIGH_PRECISION, HIGH_PRECISIONS
 from ..quant.qdq_trt import CONCAT_SCALES
 from ..quant.ranges import DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
 from ..quant.sensitivity import SENSITIVITY_FRAMES
@@ -42,6 +43,11 @@ from ._common import (
               help="Keep this node in float in model.int8.onnx (repeatable; aliases: first_conv, classifier).")
 @click.option("--concat-scales", type=click.Choice(CONCAT_SCALES), default="separate", show_default=True,
               help="Q/DQ for TensorRT: every tensor keeps its own scale, or Concat groups share a pooled one.")
+@click.option("--high-precision", type=click.Choice(HIGH_PRECISIONS), default=DEFAULT_HIGH_PRECISION,
+              show_default=True,
+              help="Type of model.int8.onnx's float regions (the layers outside Q/DQ pairs). fp16: float16 tensors "
+                   "for TensorRT >= 10 (FP32 kept where a range overflows FP16); for 8.x the file stays float32 and "
+                   "the build sets FP16 beside INT8.")
 @click.option("--sensitivity", is_flag=True,
               help="Also rank the quantized layers: each kept alone in float, on calibration frames "
                    "(sensitivity.md/.json/.png).")
@@ -51,7 +57,7 @@ from ._common import (
               help="Output folder [default: the ONNX file's folder].")
 def calibrate_cmd(onnx_path: Path, calib_dir: Any, topic: str | None, method: str, calib_images: int, batch_size: int,
                   percentile: float, seed: int, trt_version: str, keep_fp: tuple[str, ...], concat_scales: str,
-                  sensitivity: bool, sensitivity_frames: int, out_dir: Path | None) -> None:
+                  high_precision: str, sensitivity: bool, sensitivity_frames: int, out_dir: Path | None) -> None:
     """Calibrate an exported model on images and write its INT8 artifacts.
 
     \b
@@ -69,8 +75,8 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Any, topic: str | None, method: st
 
     config = CalibrateConfig(method=method, calib_images=calib_images, batch_size=batch_size,
                              percentile=percentile, seed=seed, trt_version=trt_version, keep_fp_layers=keep_fp,
-                             concat_scales=concat_scales)
-    config.check()  # bad options fail before any work
+                             concat_scales=concat_scales, high_precision=high_precision)
+    check_calibrate_options(config, onnx_path)  # bad options (and --keep-fp names) fail before any work
     created = False
     if out_dir is not None:
         out_dir, created = prepare_out_dir(out_dir)
@@ -102,6 +108,7 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Any, topic: str | None, method: st
         ("TensorRT cache", f"{result.trt_cache_path} (TRT {trt_version})"),
         ("method", method + (f" ({percentile})" if method == "percentile" else "")),
         ("Concat scales", concat_scales),
+        ("float regions", _float_regions_row(result.trt_int8_path, high_precision, trt_version)),
         ("images", f"{len(images.used)} used of {images.requested} requested, {len(images.skipped)} skipped"),
         *_bag_rows(images.bag),
         ("tensors", str(result.num_tensors)),
@@ -119,6 +126,41 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Any, topic: str | None, method: st
         f"edgeseg validate --candidate {quote(result.ort_int8_path)} --reference {quote(reference)}",
         f"edgeseg build --onnx {quote(result.trt_int8_path)} --precision int8",
     ])
+
+
+def _float_regions_row(path: Path, high_precision: str, trt_version: str) -> str:
+    """What the summary says of model.int8.onnx's float regions (read back from its metadata)."""
+    from ..onnx_model import load_onnx
+    from ..quant.fp16_regions import float_regions_of
+
+    regions = float_regions_of(load_onnx(path))
+    if regions.get("high_precision") != "fp16":
+        why = " (TensorRT 8.x: the build sets FP16 beside INT8)" if high_precision == "fp16" else ""
+        return f"FP32 tensors, TRT {trt_version}{why}"
+    kept = regions.get("fp32_tensors") or {}
+    shown = ", ".join(f"{name} (|x| {peak:g})" for name, peak in list(kept.items())[:5])
+    return (f"FP16 ({regions.get('fp16_nodes')} ops, {regions.get('casts')} casts)"
+            + (f"; kept FP32, range over +/-{regions.get('limit'):g}: {shown}" if kept else "; nothing kept FP32"))
+
+
+def check_calibrate_options(config: Any, onnx_path: Path) -> None:
+    """The options as a whole, before any work: each is a bad option (exit 2), a --keep-fp name included
+    (checked against the model's nodes, not after calibration)."""
+    from ..errors import ConfigError, UsageError
+
+    try:
+        config.check()
+    except ConfigError as exc:
+        raise UsageError(exc.problem, expected=exc.expected, found=exc.found, fix=exc.fix) from None
+    if config.keep_fp_layers:
+        from ..onnx_model import load_onnx
+        from ..quant.qdq_trt import resolve_keep_fp_layers
+
+        try:
+            resolve_keep_fp_layers(load_onnx(onnx_path, external_data=False), config.keep_fp_layers)
+        except ConfigError as exc:
+            raise UsageError(f"--keep-fp: {exc.problem}", expected=exc.expected, found=exc.found,
+                             fix="pass a node name of the model (e.g. from Netron), first_conv or classifier") from None
 
 
 def _bag_rows(bag: dict | None) -> list[tuple[str, str]]:

@@ -24,6 +24,7 @@ DLA_DEVICES = ("Jetson AGX Xavier, Xavier NX, AGX Orin or Orin NX with TensorRT 
                "only AGX Orin with TensorRT 11.4.1+ (JetPack 7.2.2+)")
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 INT8_MODES = ("explicit", "implicit")
+HIGH_PRECISIONS = ("fp16", "fp32")  # the precision of an INT8 build's float layers (quant.fp16_regions)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class BuildConfig:
     int8_mode: str = "explicit"  # explicit: Q/DQ ONNX; implicit: legacy calibrator (TensorRT <= 10)
     calibration_cache: Path | None = None
     verbose: bool = False
+    high_precision: str = "fp16"  # INT8 builds: fp16 sets FP16 beside INT8 where TensorRT takes precision flags
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -123,6 +125,9 @@ class BuildConfig:
             raise ConfigError("unknown precision", expected=" | ".join(PRECISIONS), found=repr(self.precision))
         if self.int8_mode not in INT8_MODES:
             raise ConfigError("unknown INT8 mode", expected=" | ".join(INT8_MODES), found=repr(self.int8_mode))
+        if self.high_precision not in HIGH_PRECISIONS:
+            raise ConfigError("unknown --high-precision", expected=" | ".join(HIGH_PRECISIONS),
+                              found=repr(self.high_precision))
         if isinstance(self.workspace_mib, bool) or not isinstance(self.workspace_mib, int) or self.workspace_mib < 1:
             raise ConfigError("the workspace must be a positive number of MiB", found=repr(self.workspace_mib),
                               fix="pass e.g. --workspace 1024")

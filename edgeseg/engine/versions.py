@@ -102,10 +102,20 @@ def plan_build(trt_version: str | TrtVersion, config: BuildConfig, facts: OnnxFa
         strongly_typed = True
         notes.append("Q/DQ network built strongly typed: no precision flags")
     else:
+        if explicit_int8 and facts.has_qdq and facts.has_fp16 and not version.has_strongly_typed_flag:
+            raise ConfigError(
+                f"this Q/DQ ONNX has float16 regions (opset 19), written for strongly typed TensorRT >= 10; "
+                f"TensorRT {version} does not build it",
+                expected="a Q/DQ ONNX with float32 regions (TensorRT 8.x: the FP16 flag runs them in FP16)",
+                found="float16 tensors beside QuantizeLinear/DequantizeLinear",
+                fix=f"recalibrate with --trt-version {version} (or --high-precision fp32) and build that "
+                    "model.int8.onnx",
+            )
         if precision == "fp16":
             builder.append("FP16")
         elif precision == "int8":
-            builder.append("INT8")  # 8.x Q/DQ or implicit calibration
+            # 8.x Q/DQ or implicit calibration; the layers outside INT8 run FP16 unless --high-precision fp32
+            builder.extend(["FP16", "INT8"] if config.high_precision == "fp16" else ["INT8"])
         elif precision == "best":
             builder.extend(["FP16", "INT8"])
 

@@ -184,7 +184,7 @@ def build_trt(runner: StepRunner, source: Path, spec: InputSpec, options: BuildO
     from ..fileio import atomic_write_bytes
 
     precision = options.precision
-    config = BuildConfig(precision=precision, timing_cache=out / "timing.cache")
+    config = BuildConfig(precision=precision, timing_cache=out / "timing.cache", high_precision=options.high_precision)
 
     def build() -> dict[str, Any]:
         engine_bytes, engine_manifest = build_engine(source, config, input_spec=spec)
@@ -192,7 +192,8 @@ def build_trt(runner: StepRunner, source: Path, spec: InputSpec, options: BuildO
         recorded = engine_manifest.to_dict()
         return {"source": source.name, "precision": precision, "engine": {k: recorded[k] for k in ENGINE_FIELDS}}
 
-    key = {"onnx": sha256_file(source), "precision": precision, "version": __version__}
+    key = {"onnx": sha256_file(source), "precision": precision, "high_precision": options.high_precision,
+           "version": __version__}
     outcome = runner.run("engine", key, [out / "model.engine"], build)
     done["engine"] = outcome.skipped
     return out / "model.engine", dict((outcome.result or {}).get("engine", {}))

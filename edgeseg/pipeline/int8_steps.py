@@ -33,7 +33,27 @@ def calibrate_config(options: BuildOptions):  # -> quant.pipeline.CalibrateConfi
     from ..quant.pipeline import CalibrateConfig
 
     return CalibrateConfig(method=str(options.calib_method), calib_images=options.calib_images,
-                           concat_scales=options.concat_scales)
+                           concat_scales=options.concat_scales, high_precision=options.high_precision,
+                           trt_version=target_trt_version())
+
+
+def target_trt_version() -> str:
+    """The TensorRT the Q/DQ model is written for: the installed 8.x or 10.x (8.x: float32 regions, opset 17),
+    else the calibration cache's default (10.3; TensorRT 11 reads the same float16-region Q/DQ file)."""
+    import importlib.util
+
+    from ..quant.trt_cache import DEFAULT_TRT_VERSION
+    from ..trt_version import TrtVersion
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return DEFAULT_TRT_VERSION
+    try:
+        import tensorrt
+
+        version = TrtVersion.parse(str(tensorrt.__version__))
+    except Exception:  # the type stubs, or a broken install: the default
+        return DEFAULT_TRT_VERSION
+    return str(version) if version.major in (8, 10) else DEFAULT_TRT_VERSION
 
 
 def _quantize_inputs(fp32_onnx: Path, out: Path) -> dict[str, str]:
@@ -83,16 +103,21 @@ def calibrate(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, optio
 
 def quantize(runner: StepRunner, fp32_onnx: Path, options: BuildOptions, out: Path, done: dict[str, bool],
              float_layers: list[str]) -> dict[str, Any]:
+    from ..onnx_model import load_onnx
+    from ..quant.fp16_regions import float_regions_of
     from ..quant.pipeline import write_int8_models
     from ..quant.ranges import load_ranges
 
+    config = calibrate_config(options)
     key = {**_quantize_inputs(fp32_onnx, out),
-           "concat_scales": options.concat_scales, "float_layers": float_layers, "version": __version__}
+           "concat_scales": options.concat_scales, "float_layers": float_layers,
+           "high_precision": options.high_precision, "trt_version": config.trt_version, "version": __version__}
 
     def run() -> dict[str, Any]:
-        _, _, seconds = write_int8_models(fp32_onnx, load_ranges(out / "ranges.json"), out, calibrate_config(options),
-                                          float_layers=float_layers)
-        return {"concat_scales": options.concat_scales, "float_layers": float_layers, "seconds": seconds}
+        trt_path, _, seconds = write_int8_models(fp32_onnx, load_ranges(out / "ranges.json"), out, config,
+                                                 float_layers=float_layers)
+        return {"concat_scales": options.concat_scales, "float_layers": float_layers, "seconds": seconds,
+                "float_regions": float_regions_of(load_onnx(trt_path)), "trt_version": config.trt_version}
 
     outcome = runner.run("quantize", key, [out / "model.int8.onnx", out / "model.int8.ort.onnx"], run)
     done["quantize"] = outcome.skipped
@@ -109,6 +134,7 @@ def fallback(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, option
         return None
     key = {**_quantize_inputs(fp32_onnx, out),
            "reference": sha256_file(reference), "backend": backend, "concat_scales": options.concat_scales,
+           "high_precision": options.high_precision,
            "gates": [options.min_agreement, options.max_miou_drop], "cap": options.fallback_cap,
            "version": __version__}
     outcome = runner.run("fallback", key, [out / FALLBACK_FILE],

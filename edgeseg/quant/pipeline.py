@@ -4,7 +4,8 @@
 ``out_dir``), all atomically:
 
   ranges.json          per-tensor activation ranges + provenance (ranges.py)
-  model.int8.onnx      Q/DQ for TensorRT explicit quantization, lint-checked (qdq_trt.py)
+  model.int8.onnx      Q/DQ for TensorRT explicit quantization, lint-checked (qdq_trt.py); its float
+                       regions in FP16 for TensorRT >= 10 unless high_precision="fp32" (fp16_regions.py)
   model.int8.ort.onnx  INT8 for ONNX Runtime's CPU provider, same ranges (qdq_ort.py)
   calibration.cache    TensorRT's native cache for the implicit path (trt_cache.py)
 """
@@ -23,6 +24,7 @@ from ..onnx_model import input_dims, input_spec_of, load_onnx
 from ..spec import InputSpec
 from ..trt_cache_format import cache_header
 from .calib_data import CalibrationFeed, CalibrationImages, CalibSource
+from .fp16_regions import DEFAULT_HIGH_PRECISION, check_high_precision, convert_float_regions, fp16_regions_wanted
 from .lint import check_qdq
 from .qdq_ort import ORT_INT8_NAME, OrtInt8Options, quantize_for_onnxruntime
 from .qdq_trt import CONCAT_SCALES, quantize_for_tensorrt, resolve_keep_fp_layers
@@ -53,6 +55,9 @@ class CalibrateConfig:
     trt_version: str = DEFAULT_TRT_VERSION
     keep_fp_layers: tuple[str, ...] = ()  # node names, or the aliases first_conv / classifier
     concat_scales: str = "separate"  # Q/DQ for TensorRT: separate | shared (qdq_trt's docstring says why)
+    # float regions of model.int8.onnx: fp16 (TensorRT >= 10: float16 tensors; 8.x: float32, the builder's FP16
+    # flag) or fp32 (fp16_regions.py)
+    high_precision: str = DEFAULT_HIGH_PRECISION
     frame_order: str = "RGB"  # channel order of the calibration image files as loaded (always RGB)
     input_spec: InputSpec | None = None  # None: the spec in the ONNX metadata
     ort: OrtInt8Options = field(default_factory=OrtInt8Options)
@@ -61,6 +66,7 @@ class CalibrateConfig:
         check_method(self.method, self.percentile)
         cache_header(self.trt_version)  # ConfigError for a TensorRT without calibration caches
         self.ort.check()
+        check_high_precision(self.high_precision)
         if self.concat_scales not in CONCAT_SCALES:
             raise ConfigError("unknown --concat-scales", expected=" | ".join(CONCAT_SCALES),
                               found=repr(self.concat_scales))
@@ -196,9 +202,13 @@ def _kept(config: CalibrateConfig, float_layers: Sequence[str]) -> tuple[str, ..
 
 def write_trt_int8(model, ranges: Ranges, out_dir: str | os.PathLike[str],  # type: ignore[no-untyped-def]
                    config: CalibrateConfig, *, float_layers: Sequence[str] = ()) -> Path:
-    """model.int8.onnx: Q/DQ for TensorRT from the float ``model`` (an onnx.ModelProto), lint-checked."""
+    """model.int8.onnx: Q/DQ for TensorRT from the float ``model`` (an onnx.ModelProto), lint-checked; with
+    float16 regions when ``config`` asks for them and targets TensorRT >= 10 (its metadata records which
+    tensors stayed float32: ``fp16_regions.float_regions_of``)."""
     quantized = quantize_for_tensorrt(model, ranges, keep_fp_layers=_kept(config, float_layers),
                                       concat_scales=config.concat_scales)
+    if fp16_regions_wanted(config.high_precision, config.trt_version):
+        quantized, _ = convert_float_regions(quantized, ranges)
     # never write a model TensorRT would mis-build, or one whose scales waste most int8 levels
     check_qdq(quantized, source=TRT_INT8_NAME, ranges=ranges)
     return atomic_write_bytes(Path(out_dir) / TRT_INT8_NAME, quantized.SerializeToString())

@@ -18,9 +18,9 @@ FP16_ONNX = OnnxFacts(has_fp16=True)
 CASES = [
     ("8.5.2", "fp32", FLOAT, ("EXPLICIT_BATCH",), (), False),
     ("8.5.2", "fp16", FLOAT, ("EXPLICIT_BATCH",), ("FP16",), False),
-    ("8.5.2", "int8", QDQ, ("EXPLICIT_BATCH",), ("INT8",), False),
+    ("8.5.2", "int8", QDQ, ("EXPLICIT_BATCH",), ("FP16", "INT8"), False),  # --high-precision fp16 (default)
     ("8.5.2", "best", QDQ, ("EXPLICIT_BATCH",), ("FP16", "INT8"), False),
-    ("8.6.1", "int8", QDQ, ("EXPLICIT_BATCH",), ("INT8",), False),
+    ("8.6.1", "int8", QDQ, ("EXPLICIT_BATCH",), ("FP16", "INT8"), False),
     ("8.6.1", "fp16", FLOAT, ("EXPLICIT_BATCH",), ("FP16",), False),
     ("10.0.1", "int8", QDQ, ("STRONGLY_TYPED",), (), True),
     ("10.3.0", "int8", QDQ, ("STRONGLY_TYPED",), (), True),
