@@ -140,10 +140,15 @@ def load_ptx(ordinal: int, ptx: bytes) -> None:
 
 
 def dla_cores(trt: Any) -> int:
-    """The DLA cores TensorRT sees (a Runtime made with the process logger, as ``trt.load_engine`` makes one)."""
-    from .trt_logger import process_logger
+    """The DLA cores TensorRT sees (a Runtime made with the process logger, as ``trt.load_engine`` makes one);
+    RuntimeError with TensorRT's last error when it logged one (no GPU, a CUDA initialisation failure)."""
+    from .trt_logger import capture_log, process_logger
 
-    return int(trt.Runtime(process_logger(trt)).num_DLA_cores)
+    with capture_log(trt) as log:
+        cores = int(trt.Runtime(process_logger(trt)).num_DLA_cores)
+    if log.errors:
+        raise RuntimeError(log.tail(1))
+    return cores
 
 
 @dataclass

@@ -9,6 +9,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.doctor_hosts import (
@@ -299,6 +300,21 @@ def test_a_stale_ptx_manifest_is_reported(tmp_path: Path) -> None:
     report = diagnose(host)
     kernels = finding(report, "kernels", "cannot be read")
     assert kernels.status == WARN and report.exit_code == 0
+
+
+def test_dla_cores_reports_what_tensorrt_logged() -> None:
+    trt = make_fake_trt("10.3.0", dla_cores=2)
+    assert doctor.dla_cores(trt) == 2
+
+    class FailingRuntime:
+        num_DLA_cores = 0
+
+        def __init__(self, logger: Any) -> None:
+            logger.log(trt.ILogger.Severity.ERROR, "CUDA initialization failure with error: 100")
+
+    broken = fake_module("tensorrt", __version__="10.3.0", ILogger=trt.ILogger, Runtime=FailingRuntime)
+    with pytest.raises(RuntimeError, match="CUDA initialization failure with error: 100"):
+        doctor.dla_cores(broken)
 
 
 # -- small pieces ----------------------------------------------------------------------------------------------------
