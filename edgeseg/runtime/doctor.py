@@ -85,7 +85,8 @@ JETPACK_BY_L4T = {32: "4", 34: "5", 35: "5", 36: "6", 38: "7"}  # L4T major rele
 JETPACK_TRT_INSTALL = "sudo apt install python3-libnvinfer (JetPack's TensorRT bindings; part of nvidia-jetpack)"
 JETSON_PYCUDA_INSTALL = ("pip install pycuda (it compiles against JetPack's CUDA: "
                          "export PATH=/usr/local/cuda/bin:$PATH first)")
-POWER_HINT = "for benchmarks: sudo nvpmodel -m 0 && sudo jetson_clocks (the maximum power mode, clocks pinned)"
+POWER_HINT = ("before benchmarks: sudo nvpmodel -q shows the power mode; sudo nvpmodel -m 0 (the maximum on most "
+              "modules) && sudo jetson_clocks pins the clocks")
 
 
 # -- the host: everything a probe touches outside Python --------------------------------------------------------
@@ -578,7 +579,7 @@ def _jetson_findings(jetson: JetsonInfo | None, host: Host) -> list[Finding]:
     release = f"L4T {jetson.l4t}" if jetson.l4t else f"unreadable L4T release ({jetson.raw!r})"
     jetpack = f"JetPack {jetson.jetpack}" if jetson.jetpack else "JetPack unknown"
     model = jetson.model or "unknown model"
-    return [Finding("jetson", OK, f"{model}: {jetpack} ({release})", POWER_HINT)]
+    return [Finding("jetson", OK, f"{model}: {jetpack} ({release})"), Finding("jetson", INFO, POWER_HINT)]
 
 
 def _extras_findings(extras: list[ExtraStatus]) -> list[Finding]:
@@ -672,8 +673,10 @@ def _cuda_findings(info: CudaInfo, trt: TensorRTInfo, gpus: list[GpuInfo], gpu_e
     findings = []
     pycuda = info.pycuda
     pycuda_fix = JETSON_PYCUDA_INSTALL if jetson is not None else install_command("pycuda", extra="trt")
-    versions = f"CUDA driver {info.driver_version or 'not found (no libcuda)'}, runtime (libcudart) " \
-               f"{info.runtime_version or 'not found'}"
+    driver = f"CUDA driver {info.driver_version}" if info.driver_version else "CUDA driver: not found (no libcuda)"
+    runtime = f"runtime (libcudart) {info.runtime_version}" if info.runtime_version else \
+        "runtime (libcudart): not found"
+    versions = f"{driver}; {runtime}"
     if pycuda.state == "absent":
         findings.append(Finding("cuda", MISSING, "pycuda not installed: no GPU buffers or kernels", pycuda_fix))
     elif pycuda.state == "broken":
@@ -731,7 +734,9 @@ def _opencv_findings(opencv: OpenCvInfo, jetson: JetsonInfo | None) -> list[Find
     else:
         findings.append(Finding("opencv", WARN if jetson is not None else INFO,
                                 f"GStreamer: {opencv.gstreamer or 'NO'}; no csi:// or gst: sources (rtsp:// goes "
-                                "through FFmpeg)", OPENCV_WITH_GSTREAMER))
+                                "through FFmpeg)", OPENCV_WITH_GSTREAMER if jetson is not None else
+                                "only csi:// and gst: need it: an OpenCV built with -D WITH_GSTREAMER=ON (pip's wheels "
+                                "have none)"))
     gui = opencv.gui or "NONE"
     if gui.upper() != "NONE":
         findings.append(Finding("opencv", OK, f"GUI: {gui} (run --show)"))
