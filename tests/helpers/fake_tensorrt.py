@@ -163,14 +163,14 @@ class FakeBuilderConfig:
         self.default_device_type: DeviceType | None = None
         self.DLA_core: int | None = None
 
-    def set_memory_pool_limit(self, pool: MemoryPoolType, size: int) -> None:
-        self.pools[pool] = size
+    def set_memory_pool_limit(self, pool: MemoryPoolType, pool_size: int) -> None:
+        self.pools[pool] = pool_size
 
     def set_flag(self, flag: BuilderFlag) -> None:
         self.flags.append(flag)
 
-    def create_timing_cache(self, data: bytes) -> FakeTimingCache:
-        return FakeTimingCache(bytes(data))
+    def create_timing_cache(self, serialized_timing_cache: bytes) -> FakeTimingCache:
+        return FakeTimingCache(bytes(serialized_timing_cache))
 
     def set_timing_cache(self, cache: FakeTimingCache, ignore_mismatch: bool) -> bool:
         self.timing_cache = cache
@@ -210,8 +210,8 @@ class FakeContext:
     def get_tensor_shape(self, name: str) -> list[int]:
         return self.engine.get_tensor_shape(name)
 
-    def set_tensor_address(self, name: str, ptr: int) -> bool:
-        self.addresses[name] = int(ptr)
+    def set_tensor_address(self, name: str, memory: int) -> bool:
+        self.addresses[name] = int(memory)
         return True
 
     def execute_async_v3(self, stream_handle: int) -> bool:
@@ -250,7 +250,7 @@ class FakeEngine:
         self.memory: dict[int, bytearray] = memory if memory is not None else {}
         self.contexts_created = 0
 
-    def create_execution_context(self) -> FakeContext:
+    def create_execution_context(self, strategy: Any = None) -> FakeContext:
         return FakeContext(self)
 
     def __del__(self) -> None:
@@ -326,10 +326,10 @@ def make_fake_trt(version: str = "10.3.0.30", *, parse_ok: bool = True, build_ok
         def __init__(self, flags: int) -> None:
             self.flags = flags
 
-        def get_layer(self, i: int) -> Layer:
-            return Layer(["Conv_0", "Resize_0"][i])
+        def get_layer(self, index: int) -> Layer:
+            return Layer(["Conv_0", "Resize_0"][index])
 
-        def get_input(self, i: int) -> Any:
+        def get_input(self, index: int) -> Any:
             return types.SimpleNamespace(shape=[1, 3, 32, 64])
 
     class Builder:
@@ -366,14 +366,14 @@ def make_fake_trt(version: str = "10.3.0.30", *, parse_ok: bool = True, build_ok
             self.errors = [] if parse_ok else [ParserError(1, "unsupported operator GridSample")]
             self.num_errors = len(self.errors)
 
-        def parse_from_file(self, path: str) -> bool:
-            record["parsed"] = path
-            with open(path, "rb") as file:  # an op type is stored as plain bytes in the protobuf
+        def parse_from_file(self, model: str) -> bool:
+            record["parsed"] = model
+            with open(model, "rb") as file:  # an op type is stored as plain bytes in the protobuf
                 self.network.explicit_quantization = b"QuantizeLinear" in file.read()
             return parse_ok
 
-        def get_error(self, i: int) -> ParserError:
-            return self.errors[i]
+        def get_error(self, index: int) -> ParserError:
+            return self.errors[index]
 
     class Runtime:  # TensorRT 8.5: no engine_host_code_allowed, and no attribute can be added (pybind11)
         __slots__ = ("__weakref__", "logger", "DLA_core")
