@@ -184,6 +184,12 @@ def load_reference(path: str | os.PathLike[str]) -> Reference:
         raise ArtifactError("reference samples not found", expected=str(target), found="no such file",
                             fix="export the model first: edgeseg export --model NAME --out DIR "
                                 "(edgeseg build writes it too)")
+    if not zipfile.is_zipfile(target):  # np.load would read any other file as pickled data
+        raise ArtifactError(f"{target} is not a reference.npz", expected=f"the {REFERENCE_FILE} written by edgeseg "
+                            "export or build (a NumPy .npz archive of frames and PyTorch's verdict)",
+                            found=_file_kind(target),
+                            fix=f"pass --reference DIR/{REFERENCE_FILE} (it sits beside model.onnx in the build "
+                                "folder)")
     try:
         with np.load(target, allow_pickle=False) as data:
             if "logits" in data.files and "labels" not in data.files:
@@ -206,6 +212,23 @@ def load_reference(path: str | os.PathLike[str]) -> Reference:
     reference = Reference(arrays["frames"], arrays["labels"], arrays["top2"], meta, arrays.get("masks"))
     reference.check(source=str(target))
     return reference
+
+
+def _file_kind(path: Path) -> str:
+    """What a file that is not an .npz archive looks like, for the error."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"\x93NUMPY"):
+        return "a single NumPy array (.npy), not an .npz archive"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "a JSON file"
+    if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8"):
+        return "an image"
+    if path.suffix in (".onnx", ".engine", ".plan", ".pt", ".pth", ".safetensors"):
+        return f"a model file ({path.suffix})"
+    return f"a {path.stat().st_size}-byte file that is no .npz archive"
 
 
 def synthetic_frames(count: int, height: int, width: int, *, seed: int = 0) -> np.ndarray:

@@ -79,7 +79,13 @@ def validate_cmd(candidate: Path, reference: Path | None, model_name: str | None
     Exits 1 when a gate (--min-agreement, --max-miou-drop) is missed.
     """
     from ..errors import UsageError
-    from ..pipeline.validate import TorchReference, ValidationConfig, gate_error, validate_candidate
+    from ..pipeline.validate import (
+        TorchReference,
+        ValidationConfig,
+        accuracy_next_commands,
+        gate_error,
+        validate_candidate,
+    )
 
     if reference is not None and weights is not None:
         raise UsageError("--reference and --weights are two different references", found="both given",
@@ -87,6 +93,12 @@ def validate_cmd(candidate: Path, reference: Path | None, model_name: str | None
     if reference is None and weights is None:
         raise UsageError("no reference to compare with", found="neither --reference nor --weights",
                          fix="pass --reference DIR/reference.npz, or --weights F [--model NAME] --data DIR")
+    if reference is not None and data_dir is not None:
+        raise UsageError("--data is for a PyTorch reference: reference.npz holds its own frames (and their masks, "
+                         "when the build had them), and the candidate is checked on those",
+                         found=f"--reference {reference} --data {data_dir}",
+                         fix="drop --data, or compare on your data with the PyTorch model: --weights F [--model NAME] "
+                             f"--data {data_dir}")
     if model_name is not None and weights is None:
         raise UsageError("--model needs --weights", expected="the trained weights the candidate was exported from",
                          fix="pass --weights F, or use --reference DIR/reference.npz")
@@ -95,14 +107,18 @@ def validate_cmd(candidate: Path, reference: Path | None, model_name: str | None
     config = ValidationConfig(max_images=max_images, min_agreement=min_agreement, max_miou_drop=max_miou_drop,
                               worst_k=worst_k, threads=threads)
     result = validate_candidate(candidate, source, data_dir=data_dir, config=config, out_dir=out,
-                                progress=progress, raise_on_failure=False)
+                                progress=progress, raise_on_failure=False, files_optional=True)
     print_validation(result)
     verdict = "validation passed" if result.passed else "validation FAILED"
     rows = [("candidate", str(candidate)), ("verdict", verdict)] + [("wrote", f) for f in result.files[:3]]
     if len(result.files) > 3:
         rows.append(("wrote", f"... {len(result.files) - 3} more overlay(s)"))
+    if result.not_written:  # a read-only robot folder: the verdict stands, the files are optional
+        rows.append(("not written", f"validation.json and overlays: {result.not_written}; pass --out DIR for them"))
     is_build = (candidate.parent / "manifest.json").is_file()
     next_commands = [f"edgeseg bench --artifacts {quote(candidate.parent)}"] if result.passed and is_build else []
+    if not result.passed:
+        next_commands = accuracy_next_commands(candidate)
     summary_table(verdict, rows, next_commands)
     if not result.passed:
         raise gate_error(result)

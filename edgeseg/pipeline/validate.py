@@ -10,6 +10,7 @@ scored against ground truth. Gates turn a miss into an ``AccuracyError`` (exit 1
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import typing
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..data.datasets import SpecLike
-from ..errors import AccuracyError, ArtifactError, UsageError, require
+from ..errors import AccuracyError, ArtifactError, EdgesegError, UsageError, require
 from ..fileio import atomic_write_json
 from ..images import save_png
 from ..onnx_model import OnnxModelInfo, read_onnx_model
@@ -38,9 +39,7 @@ T = TypeVar("T")
 Progress = typing.Callable[..., typing.Iterable[Any]]
 VALIDATION_FILE = "validation.json"
 OVERLAY_DIR = "validation_overlays"
-ACCURACY_FIX = ("re-calibrate: `edgeseg calibrate --method percentile`, more calibration images "
-                "(`--calib-images 500`), or keep the first/last layers in FP16; for an FP32 candidate, "
-                "check it was exported from these weights")
+FLOAT_FIX = "check that the candidate was exported from these weights (edgeseg export --weights F)"
 
 
 @dataclass
@@ -89,13 +88,16 @@ class ValidationResult:
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    not_written: str = ""  # why validation.json and the overlays were not written (files_optional), else ""
 
     @property
     def passed(self) -> bool:
         return bool(self.gates["passed"])
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        recorded = asdict(self)
+        recorded.pop("not_written")
+        return recorded
 
 
 def validate_candidate(
@@ -108,9 +110,12 @@ def validate_candidate(
     progress: Progress | None = None,
     write: bool = True,
     raise_on_failure: bool = True,
+    files_optional: bool = False,
 ) -> ValidationResult:
     """Compare ``candidate_path`` with the reference; write validation.json + overlays into
-    ``out_dir`` (default: the candidate's folder); raise AccuracyError if a gate is missed."""
+    ``out_dir`` (default: the candidate's folder); raise AccuracyError if a gate is missed.
+    ``files_optional``: a read-only ``out_dir`` leaves the files unwritten (``result.not_written`` says why)
+    instead of failing: the verdict does not need them (``edgeseg validate`` on a read-only robot folder)."""
     config = config or ValidationConfig()
     config.check()
     candidate = Path(candidate_path)
@@ -135,8 +140,13 @@ def validate_candidate(
     )
     if write:
         out = Path(out_dir) if out_dir is not None else candidate.parent
-        result.files = [str(p) for p in write_overlays(out, tally, tally.num_classes, compared.colours)]
-        result.files.insert(0, str(atomic_write_json(out / VALIDATION_FILE, result.to_dict())))
+        try:
+            result.files = [str(p) for p in write_overlays(out, tally, tally.num_classes, compared.colours)]
+            result.files.insert(0, str(atomic_write_json(out / VALIDATION_FILE, result.to_dict())))
+        except OSError as exc:
+            if not files_optional or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            result.not_written = f"{out} is not writable ({exc.strerror})"  # the verdict stands without the files
     if raise_on_failure and not result.passed:
         raise gate_error(result)
     return result
@@ -252,8 +262,58 @@ def gate_error(result: ValidationResult) -> AccuracyError:
                  f"mIoU drop <= {result.gates['max_miou_drop']} points",
         found="; ".join(result.gates["failures"]) + f" (max abs logit error {parity['max_abs_error']:.4g}, "
               f"cosine {parity['cosine_similarity']:.6f})",
-        fix=ACCURACY_FIX + (f"; see {result.files[0]} and the overlays" if result.files else ""),
+        fix=accuracy_fix(Path(result.candidate)) + (f"; see {result.files[0]} and the overlays"
+                                                     if result.files else ""),
     )
+
+
+def _recorded_method(folder: Path) -> str | None:
+    """The calibration method of the INT8 files in ``folder`` (ranges.json, else manifest.json), if recorded."""
+    from ..fileio import read_json
+
+    for name, keys in (("ranges.json", ("method",)), ("manifest.json", ("calibration", "method"))):
+        try:
+            value: Any = read_json(folder / name, what=name) if (folder / name).is_file() else None
+        except EdgesegError:
+            continue
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def accuracy_fix(candidate: Path) -> str:
+    """What may fix a missed gate for this candidate, naming only what can work: another calibration method
+    than the one used, and the float layers of the candidate's own backend (FP32 on the CPU, FP16 on TensorRT)."""
+    from ..quant.ranges import METHODS
+
+    name = candidate.name.lower()
+    if "int8" not in name and candidate.suffix != ".engine":
+        return FLOAT_FIX
+    used = _recorded_method(candidate.parent)
+    others = [m for m in METHODS if m != used]
+    onnx = candidate.parent / "model.onnx"
+    float_kind = "FP32 on the CPU" if candidate.suffix == ".onnx" and "ort" in name else "FP16 on TensorRT"
+    method = (f"another calibration method ({' or '.join(others)}; this one used {used})" if used
+              else f"another calibration method ({' | '.join(METHODS)})")
+    return (f"re-calibrate with {method} or more --calib-images, or keep the layers that cost the most in float "
+            f"({float_kind}): edgeseg build --onnx {_quote(onnx)} --int8 --fallback auto")
+
+
+def accuracy_next_commands(candidate: Path) -> list[str]:
+    """Runnable commands after a missed gate: a build that keeps the worst layers in float (an INT8 candidate
+    with its float model beside it), else a look at what failed."""
+    onnx = candidate.parent / "model.onnx"
+    if "int8" in candidate.name.lower() and onnx.is_file():
+        return [f"edgeseg build --onnx {_quote(onnx)} --int8 --fallback auto"]
+    return [f"less {_quote(candidate.parent / VALIDATION_FILE)}"]
+
+
+def _quote(path: Path) -> str:
+    from shlex import quote
+
+    return quote(str(path))
 
 
 # -- spec and shapes --------------------------------------------------------------------------
