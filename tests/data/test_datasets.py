@@ -125,7 +125,7 @@ def test_names_and_colours_come_from_the_dataset(trees: dict[str, Path]) -> None
     assert camvid.classes[:3] == ["Sky", "Building", "Pole"] and camvid.colors[4] == (60, 40, 222)
     ade = open_dataset(parse_dataset_spec(f"ade20k:{trees['ade20k']}"), verify=False)
     assert ade.classes[0] == "wall" and ade.classes[149] == "flag" and len(set(ADE20K_CLASSES)) == 150
-    assert ade.colors == []  # no official colours: edgeseg.palette generates them
+    assert ade.colors[0] == (120, 120, 120) and len(ade.colors) == 150  # color150.mat, the official colours
     # the one palette owner takes the dataset's colours as it takes classes.json's
     assert [tuple(c) for c in class_palette(19, cs.colors)] == list(CITYSCAPES)
     assert dataset_classes(parse_dataset_spec(f"voc:{trees['voc']}")) == (voc.classes, voc.colors)
