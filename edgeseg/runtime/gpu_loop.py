@@ -109,7 +109,8 @@ class GpuLoop:
             raise UsageError("this GPU loop is closed: its buffers and graphs are freed",
                              fix="create a new Segmenter (Segmenter.from_artifacts(...))")
         slot = self.slots[index]
-        if slot.execution is not None and slot.execution.closed:
+        # an execution without ``closed`` (a benchmark's stand-in) is released only by this loop
+        if slot.execution is not None and getattr(slot.execution, "closed", False):
             raise UsageError("the TensorRT session under this GPU loop was closed: its execution contexts are "
                              "freed, and a captured graph would launch into freed memory",
                              expected="GpuLoop.close() before TensorRTSession.close()",
