@@ -174,7 +174,23 @@ def find_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> Man
     return read_manifest(folder, verify=verify)
 
 
+# what only `edgeseg build` leaves in a folder (pipeline/step_cache.STATE_FILE, lock.LOCK_FILE): a build began there
+BUILD_TRACES = ("steps.json", ".edgeseg.lock")
+BUILD_STEPS = ("export", "calibrate", "fallback", "sensitivity", "quantize", "engine", "select", "validate", "bench")
+
+
 def missing_manifest_error(folder: Path) -> ArtifactError:
+    if any((folder / name).is_file() for name in BUILD_TRACES):
+        steps = _steps_done(folder / BUILD_TRACES[0])
+        onnx = folder / "model.onnx"
+        example = (f"; with the default options that is: edgeseg build --onnx {quote(str(onnx))} --out "
+                   f"{quote(str(folder))}") if onnx.is_file() else ""
+        return ArtifactError(f"{folder} is not a finished build folder: the build there did not finish (it stopped "
+                             f"before writing {MANIFEST_FILE}: interrupted with Ctrl-C, or refused by an error)",
+                             expected=f"{folder / MANIFEST_FILE}",
+                             found="steps done: " + (", ".join(steps) if steps else "none") + f"; no {MANIFEST_FILE}",
+                             fix=f"resume it: run the same edgeseg build command again with --out {quote(str(folder))} "
+                                 "(the steps already done are skipped, so only the rest runs)" + example)
     if (folder / "model.onnx").is_file():
         fix = ("this folder holds an export, not a build: build and validate it with "
                + "edgeseg build --onnx " + quote(str(folder / "model.onnx")))
@@ -183,6 +199,18 @@ def missing_manifest_error(folder: Path) -> ArtifactError:
         fix, found = "build the folder first: edgeseg build ... --out " + quote(str(folder)), "no manifest.json"
     return ArtifactError(f"{folder} is not a finished build folder", expected=f"{folder / MANIFEST_FILE}",
                          found=found, fix=fix)
+
+
+def _steps_done(path: Path) -> list[str]:
+    """The build steps a steps.json records as done ([] when it is absent or unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    done = [name for name, record in data.items() if isinstance(record, dict)]
+    return sorted(done, key=lambda name: (BUILD_STEPS.index(name) if name in BUILD_STEPS else len(BUILD_STEPS), name))
 
 
 def verified_artifact(folder: str | os.PathLike[str], manifest: Manifest, role: str) -> Path:

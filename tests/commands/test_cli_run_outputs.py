@@ -112,3 +112,28 @@ def test_a_bad_video_prints_no_native_warnings_before_the_error(build: Path, tmp
     assert result.exit_code == 1 and "cannot open video source" in result.output, result.output
     assert "moov atom" not in native and "[mov" not in native, native
     assert "moov atom not found" in result.output  # folded into our error's "found" instead
+
+
+def test_an_unfinished_build_is_not_called_an_export(build: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from edgeseg.pipeline.step_cache import StepRunner
+
+    write_images(tmp_path / "frames", 1)
+    export = tmp_path / "export"
+    export.mkdir()
+    shutil.copy(build / "model.onnx", export / "model.onnx")
+    result = CliRunner().invoke(main, ["run", "--artifacts", str(export), "--source", str(tmp_path / "frames")])
+    assert result.exit_code == 1 and "holds an export" in result.output, result.output
+
+    stopped = tmp_path / "stopped"  # a build stopped after export and calibrate (Ctrl-C, or an error)
+    shutil.copytree(build, stopped)
+    (stopped / "manifest.json").unlink()
+    runner = StepRunner(stopped, log=lambda line: None)
+    for step in ("export", "calibrate"):
+        runner.run(step, {"step": step}, [stopped / "model.onnx"], lambda: None)
+    result = CliRunner().invoke(main, ["run", "--artifacts", str(stopped), "--source", str(tmp_path / "frames")])
+    assert result.exit_code == 1, result.output
+    assert "holds an export" not in result.output and "did not finish" in result.output
+    assert "steps done: export, calibrate" in result.output
+    assert f"edgeseg build --onnx {stopped / 'model.onnx'} --out {stopped}" in result.output
