@@ -16,7 +16,7 @@ from .build_steps import Log
 def reference_samples(options: BuildOptions, spec: InputSpec, num_classes: int, out: Path,
                       log: Log) -> tuple[list[Path], list[Path], str]:
     """(images, masks, where from) for reference.npz: the validation set, else the calibration images."""
-    from ..quant.calib_data import BagCalibSource, ImageListSource, write_bag_frames
+    from ..quant.calib_data import BagCalibSource, ImageListSource, folder_images, write_bag_frames
     from ..reference import DEFAULT_SAMPLES, default_sample_count
 
     val_dir: DatasetSpec | Path | None = options.val
@@ -29,13 +29,12 @@ def reference_samples(options: BuildOptions, spec: InputSpec, num_classes: int, 
         source = f"validation set {val_dir}"
         log(f"validation data {summary(dataset)}")
     else:
-        from ..images import list_images
-
         calib_dir = options.calib or default_calib(out, spec, log)
         where = f"calibration images {calib_dir}"
         if isinstance(calib_dir, BagCalibSource):  # as PNG files: the export step hashes and reads files
             calib_dir = write_bag_frames(calib_dir, out / "calib_bag_frames", options.val_images or DEFAULT_SAMPLES)
-        images = list(calib_dir.paths) if isinstance(calib_dir, ImageListSource) else list_images(calib_dir)
+        # a folder in the dataset layout: its images/ only, never a mask (as calibration reads it)
+        images = list(calib_dir.paths) if isinstance(calib_dir, ImageListSource) else folder_images(calib_dir)
         masks, source = [], where
         if not images:
             raise InputError(f"no images in {calib_dir}", expected="*.jpg / *.png files",

@@ -90,3 +90,14 @@ def test_a_depth_topic_is_refused_with_a_topic_fix(model: Path, tmp_path: Path) 
     assert code == 1, output
     assert "16UC1" in output and "--topic" in output
     assert "jpg/png" not in output and "corrupt files" not in output
+
+
+def test_build_reference_frames_from_a_dataset_folder_are_images(tmp_path: Path) -> None:
+    from edgeseg.pipeline.build import BuildOptions
+    from edgeseg.pipeline.build_data import reference_samples
+
+    root = write_dataset_folder(tmp_path / "ds", 3, 5)
+    options = BuildOptions(calib=root, val_images=8)
+    images, masks, source = reference_samples(options, SPEC, 4, tmp_path / "out", lambda line: None)
+    assert len(images) == 3 and masks == [] and all("/masks/" not in p.as_posix() for p in images), images
+    assert "3 of 3 images" in source
