@@ -160,6 +160,7 @@ class BuildResult:
     written: list[Path] = field(default_factory=list)  # the files this run wrote (cached steps wrote none)
     notices: list[str] = field(default_factory=list)
     calib_opened: str = ""  # what an explicit --calib opened: "folder DIR: N images", "bag PATH /cam: N frames"
+    quantized_input: bool = False  # --onnx was a Q/DQ model (no calibration, no fallback possible)
 
     @property
     def status(self) -> str:
@@ -226,7 +227,7 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
 
         candidate, selection = int8_steps.select_fastest(runner, [fp32_onnx, out / "model.int8.ort.onnx"], options,
                                                          out, done, log)
-        engine_info = {"build": {"selection": selection}}
+        engine_info = {"build": {"selection": int8_steps.selection_record(selection)}}
     else:
         candidate = out / ("model.int8.ort.onnx" if options.precision == "int8" else fp32_onnx.name)
     validation, why = steps.validate(runner, candidate, options, out, done, log, progress)
@@ -238,7 +239,7 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
     write_manifest(out, manifest)  # last: the folder's promise, from this run's results only
     written = [path for path, stamp in sorted(_file_stamps(out).items()) if before.get(path) != stamp]
     result = BuildResult(out, manifest, backend, candidate, validation, bench, done, written, notices)
-    result.calib_opened = checked.calib_opened
+    result.calib_opened, result.quantized_input = checked.calib_opened, is_qdq
     return result
 
 
@@ -287,15 +288,27 @@ def build_failure(result: BuildResult) -> AccuracyError | ArtifactError | None:
         return None
     if result.status == "failed":
         gates = (result.validation or {}).get("gates", {})
-        found = (result.manifest.calibration or {}).get("fallback") or {}
-        if found and not found.get("passed"):
+        calibration = result.manifest.calibration or {}
+        found = calibration.get("fallback") or {}
+        used = calibration.get("method")
+        method = f"another --calib-method ({' or '.join(m for m in METHODS if m != used)}; this build used {used})" \
+            if used else "another --calib-method"
+        # only what can work here: FP16 needs TensorRT; a fallback needs the float model
+        other = "--precision fp32 or fp16" if result.backend == "tensorrt" else \
+            "--precision best (keeps FP32 where INT8 misses a gate)"
+        if result.manifest.precision in ("fp32", "fp16") and not (result.manifest.build or {}).get("selection"):
+            fix = "check that the model was exported from the weights the reference came from"
+        elif result.quantized_input:  # a Q/DQ --onnx: nothing here re-quantizes it
+            fix = (f"build from the float model, which can keep layers in float: edgeseg build --onnx "
+                   f"{result.candidate.parent / 'model.onnx'} --int8 --fallback auto")
+        elif found and not found.get("passed"):
             fix = (f"raise --fallback-cap (now {found.get('cap')}; the next layers would be "
                    f"{', '.join(found.get('next_layers') or []) or 'none: every quantized layer was tried'}), "
-                   "or try another --calib-method / more --calib-images")
-        elif result.manifest.precision in ("int8", "best") and not found:
-            fix = "try --fallback auto, another --calib-method, more --calib-images, or --precision fp32/fp16"
+                   f"or try {method} / more --calib-images")
+        elif not found:
+            fix = f"try --fallback auto, {method}, more --calib-images, or {other}"
         else:
-            fix = "try another --calib-method, more --calib-images, or --precision fp32/fp16"
+            fix = f"try {method}, more --calib-images, or {other}"
         return AccuracyError("the engine does not segment like the PyTorch model (an accuracy gate failed)",
                              found="; ".join(gates.get("failures", [])) or "see validation.json",
                              fix=f"{fix}; details in {result.out / 'report.md'}")

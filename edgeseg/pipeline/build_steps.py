@@ -277,9 +277,12 @@ def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptio
     if options.weights is not None:
         hashes["weights"] = sha256_file(options.weights)
     role = next((r for r, name in artifacts.items() if name == candidate.name), None)
+    selection = (engine.get("build") or {}).get("selection") or {}
+    # --precision best on the CPU kept one file: the manifest says what that file is (and build.selection why)
+    precision = str(selection.get("precision") or options.precision)
     manifest = Manifest(
         model=meta.get("model", "unknown"), num_classes=int(meta.get("num_classes", len(classes) or 1)),
-        input_spec=spec, classes=classes, class_colors=colours, precision=options.precision, backend=backend,
+        input_spec=spec, classes=classes, class_colors=colours, precision=precision, backend=backend,
         artifacts=artifacts,
         hashes=hashes, calibration=calibration or {},
         validation=_verdict(validation, why, role, candidate, hashes[role] if role else sha256_file(candidate)),

@@ -269,6 +269,19 @@ def select_fastest(runner: StepRunner, candidates: list[Path], options: BuildOpt
     return out / str(selection["chosen"]), selection
 
 
+def kept_precision(name: str) -> str:
+    """The precision of a --precision best candidate file (model.onnx: fp32, model.int8.ort.onnx: int8)."""
+    return "int8" if "int8" in name else "fp32"
+
+
+def selection_record(selection: dict[str, Any]) -> dict[str, Any]:
+    """What the manifest records of a --precision best choice: what was asked, the file and precision kept and
+    why; every candidate's gates and p50 stay in selection.json."""
+    chosen = str(selection.get("chosen"))
+    return {"asked": "best", "chosen": chosen, "precision": kept_precision(chosen), "why": selection.get("why"),
+            "details": SELECTION_FILE}
+
+
 def pick_fastest(rows: dict[str, dict[str, Any]], *, default: str) -> str:
     """The candidate with the lowest p50 among those that passed the gates; ``default`` (the float model)
     when none did."""

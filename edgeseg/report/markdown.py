@@ -5,6 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 
+def _precision(report: dict[str, Any]) -> str:
+    """The kept file's precision; after --precision best, what was chosen and why."""
+    selection = report.get("selection") or {}
+    if not selection:
+        return str(report["precision"])
+    return (f"{report['precision']} ({selection.get('chosen')}, kept by --precision best: {selection.get('why')}; "
+            f"every candidate in {selection.get('details')})")
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"
@@ -51,7 +60,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         ["input size (HxW)", f"{spec['height']}x{spec['width']}"],
         ["mean / std", f"{_fmt(spec['mean'])} / {_fmt(spec['std'])}"],
         ["channel order", spec["channel_order"]],
-        ["precision", report["precision"]],
+        ["precision", _precision(report)],
         ["backend", report["backend"]],
         ["TensorRT", report.get("tensorrt_version")],
         ["GPU", f"{gpu.get('name') or '-'} (compute capability {gpu.get('compute_capability') or '-'})"],

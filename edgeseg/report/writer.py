@@ -151,6 +151,7 @@ def write_report(build_dir: str | os.PathLike[str], *, manifest: Manifest | dict
         "classes": list(manifest.classes),
         "input_spec": manifest.input_spec.to_dict(),
         "precision": manifest.precision,
+        "selection": (manifest.build or {}).get("selection"),  # --precision best: what was kept and why
         "backend": manifest.backend,
         "tensorrt_version": manifest.tensorrt_version,
         "gpu": {"name": manifest.gpu_name, "compute_capability": manifest.compute_capability},
