@@ -108,8 +108,9 @@ def plan_build(trt_version: str | TrtVersion, config: BuildConfig, facts: OnnxFa
                 f"TensorRT {version} does not build it",
                 expected="a Q/DQ ONNX with float32 regions (TensorRT 8.x: the FP16 flag runs them in FP16)",
                 found="float16 tensors beside QuantizeLinear/DequantizeLinear",
-                fix=f"recalibrate with --trt-version {version} (or --high-precision fp32) and build that "
-                    "model.int8.onnx",
+                fix=f"write the Q/DQ ONNX with float32 regions: edgeseg calibrate --trt-version {version} (or "
+                    "--high-precision fp32), or edgeseg build --high-precision fp32 on the workstation; this builder "
+                    "still runs those layers in FP16 (FP16 flag beside INT8)",
             )
         if precision == "fp16":
             builder.append("FP16")
