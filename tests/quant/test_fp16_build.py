@@ -157,3 +157,26 @@ def test_weakly_typed_int8_on_tensorrt10_sets_fp16_beside_int8() -> None:
     assert best.builder_flags == ("FP16", "INT8")
     with pytest.raises(ConfigError, match="high-precision"):
         BuildConfig(high_precision="bf16").validate("10.3.0")
+
+
+def test_the_manifest_records_the_float_regions(model: Path, calib: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeseg.manifest import Manifest, read_manifest, write_manifest
+    from edgeseg.onnx_model import input_spec_of
+    from edgeseg.pipeline.build import _int8_models
+
+    monkeypatch.setattr(int8_steps, "target_trt_version", lambda: "10.3.0")
+    out = tmp_path / "build"
+    out.mkdir()
+    onnx_path = out / "model.onnx"
+    onnx_path.write_bytes(model.read_bytes())
+    spec = input_spec_of(onnx.load(str(onnx_path)))
+    options = BuildOptions(calib=calib, calib_method="minmax", calib_images=2)
+    calibration = _int8_models(StepRunner(out, log=lambda _: None), onnx_path, spec, options, out, "onnxruntime", {},
+                               lambda _: None, None)
+    assert calibration["high_precision"] == "fp16"
+    assert calibration["float_regions"]["high_precision"] == "fp16" and calibration["float_regions"]["casts"] == 2
+    write_manifest(out, Manifest(model="tiny", num_classes=4, input_spec=spec, precision="int8",
+                                 calibration=calibration))
+    recorded = read_manifest(out).calibration
+    assert recorded["high_precision"] == "fp16" and recorded["float_regions"]["fp32_tensors"] == {}
