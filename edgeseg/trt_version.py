@@ -61,6 +61,13 @@ class TrtVersion:
             return self.major * 10000 + self.minor * 100 + self.patch
         if self.major in (8, 10):
             raise ConfigError("TensorRT version out of range for a calibration cache header", found=str(self))
+        if self.major < 11:  # 7.x and older, or 9.x (no JetPack release): the robot has 8.5 (JetPack 5) or 10.x
+            raise ConfigError(
+                f"TensorRT {self} is not supported: calibration caches are written for TensorRT 8.5 - 10.x",
+                expected="a version from 8.5 to 10.x (JetPack 5: 8.5, JetPack 6: 10.3)", found=str(self),
+                fix="pass the robot's TensorRT version (on the Jetson: dpkg -l | grep nvinfer), e.g. "
+                    "--trt-version 8.5.2",
+            )
         raise ConfigError(
             "TensorRT calibration caches are written here for TensorRT 8.x and 10.x only "
             "(implicit INT8 was removed in TensorRT 11)",

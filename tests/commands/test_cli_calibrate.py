@@ -49,14 +49,15 @@ def test_default_output_is_next_to_the_onnx(model: Path, tmp_path: Path) -> None
     assert (model.parent / "model.int8.onnx").is_file() and (model.parent / "calibration.cache").is_file()
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("missing-onnx", "ONNX model not found"),
-    ("empty-folder", "too few images"),
-    ("bad-trt-version", "TensorRT"),
-    ("bad-batch", "static batch"),
-    ("bad-keep", "not in the model"),
+@pytest.mark.parametrize("case, expected, code", [
+    ("missing-onnx", "ONNX model not found", 1),
+    ("empty-folder", "too few images", 1),
+    ("bad-trt-version", "TensorRT", 2),  # an option value this edgeseg cannot honour: a bad option
+    ("bad-batch", "static batch", 1),
+    ("bad-keep", "not in the model", 2),  # checked against the model's nodes before calibrating
 ])
-def test_user_errors_exit_1_without_traceback(model: Path, tmp_path: Path, case: str, expected: str) -> None:
+def test_user_errors_exit_without_traceback(model: Path, tmp_path: Path, case: str, expected: str,
+                                            code: int) -> None:
     write_images(tmp_path / "calib", 2)
     (tmp_path / "empty").mkdir()
     args = {"--onnx": str(model), "--calib": str(tmp_path / "calib")}
@@ -73,9 +74,11 @@ def test_user_errors_exit_1_without_traceback(model: Path, tmp_path: Path, case:
         extra = ["--keep-fp", "/nope/Conv"]
     argv = ["calibrate", *[x for kv in args.items() for x in kv], *extra, "--out", str(tmp_path / "o")]
     result = CliRunner().invoke(main, argv)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == code, result.output
     assert expected in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o" / "model.int8.onnx").exists()
+    if code == 2:  # refused before any work: no calibration pass ran
+        assert not (tmp_path / "o" / "ranges.json").exists() and "calibrating" not in result.output
 
 
 def test_usage_errors_exit_2(model: Path, tmp_path: Path) -> None:
