@@ -4,7 +4,9 @@
 and launches: preprocess (uint8 HWC frame -> normalised CHW float32/float16 straight
 into the engine's input buffer; the maths of ``edgeseg.spec.preprocess``), argmax
 (NCHW logits -> uint8 mask) and a colour overlay. ``numpy_argmax``, ``numpy_overlay``
-and ``spec.resize_mask_nearest`` are the host references (and the CPU path's code).
+and ``spec.resize_mask_nearest`` are the host references (and the CPU path's code). NaN logits
+are one error on both paths (``nan_logits_error``): numpy_argmax checks, and the argmax kernel
+counts NaN pixels in a uint32 after the mask, which GpuLoop checks.
 
 Loading: the package ships kernels.cu compiled ahead of time to PTX (kernels_ptx/, built by
 scripts/build_kernels.py with NVRTC 12, PTX ISA 7.4/7.8 so that drivers from CUDA 11.4 on can
@@ -290,6 +292,8 @@ class GpuKernels:
 
     def argmax(self, logits_ptr: int, logits_dtype: Any, channels: int, height: int, width: int,
                mask_ptr: int, stream: Any) -> None:
+        """Mask of the logits into ``mask_ptr``, which must hold ``mask_buffer_bytes(height * width)``: the kernel
+        adds each pixel with a NaN logit to the counter after the mask (read it as GpuLoop.result does)."""
         kernel = self._argmax.get(np.dtype(logits_dtype))
         if kernel is None:
             raise ConfigError("the engine output must be float32 or float16", found=str(np.dtype(logits_dtype)))
