@@ -77,6 +77,8 @@ def export_cmd(model_name: str | None, weights: Path | None, num_classes: int | 
     from ..models import create_model, model_from_weights, model_info, read_checkpoint_info
     from ..palette import stored_colours
 
+    if model_name is not None:
+        model_info(model_name)  # an unknown name is the first thing to say (before any missing --input-size)
     # A contradicting --model/--num-classes or a plain state dict without --model fails here, before any work.
     checkpoint = read_checkpoint_info(weights, model=model_name, num_classes=num_classes) if weights else None
     name, count, classes, spec, options = resolve_export_options(

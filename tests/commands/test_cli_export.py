@@ -162,3 +162,9 @@ def test_empty_reference_folder_is_refused(tmp_path: Path, tiny_model: str) -> N
     result = invoke("export", "--model", tiny_model, "--input-size", "64x64", "--out", tmp_path / "out",
                     "--reference-images", tmp_path / "empty")
     assert result.exit_code == 1 and "no images" in result.stderr
+
+
+def test_unknown_model_without_input_size_names_the_model(tmp_path: Path) -> None:
+    result = invoke("export", "--model", "shufflenetv2_x1_0_deeplab", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "unknown model" in result.stderr, result.output
+    assert "--input-size is required" not in result.output and not (tmp_path / "out").exists()
