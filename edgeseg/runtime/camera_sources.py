@@ -151,7 +151,7 @@ def native_stderr_captured(cv2: Any) -> Iterator[list[str]]:
                 lines.extend(line.strip() for line in sink.read().decode("utf-8", "replace").splitlines()
                              if line.strip())
     finally:
-        if previous is not None:
+        if logging is not None and previous is not None:
             logging.setLogLevel(previous)
 
 
