@@ -108,6 +108,7 @@ class _Op:
     constraint: str | None  # e.g. "T" (Conv), "T2" (DequantizeLinear's scale and output); None: agnostic
     formal_inputs: list[str]  # type_str of each actual input
     formal_outputs: list[str]
+    fp16_inputs: list[bool]  # whether each input's formal type admits float16
     fp16: bool = True
 
     def tied_inputs(self, dtypes: dict[str, int]) -> list[tuple[int, str]]:
@@ -147,7 +148,8 @@ def _ops(model: Any, dtypes: dict[str, int], onnx: Any) -> list[_Op]:
             constraint = next((f for f in floats if floats.count(f) > 1), None)
         if node.op_type == "Constant":
             constraint = None  # constants stay as written; a float16 consumer reads a folded Cast
-        ops.append(_Op(node, constraint, inputs, outputs))
+        fp16_inputs = [formal == constraint or "tensor(float16)" in allowed.get(formal, {formal}) for formal in inputs]
+        ops.append(_Op(node, constraint, inputs, outputs, fp16_inputs))
     return ops
 
 
@@ -202,7 +204,8 @@ def _dequantize_per_consumer(ops: list[_Op], dtypes: dict[str, int], onnx: Any) 
                     for i, name in enumerate(reader.node.input):
                         if name == node.output[0]:
                             reader.node.input[i] = twin.output[0]
-            result.append(_Op(twin, op.constraint, list(op.formal_inputs), list(op.formal_outputs), fp16=False))
+            result.append(_Op(twin, op.constraint, list(op.formal_inputs), list(op.formal_outputs),
+                              list(op.fp16_inputs), fp16=False))
     return result
 
 
@@ -219,7 +222,13 @@ def convert_float_regions(model: Any, ranges: Ranges, *, limit: float = FP16_LIM
     """A float16-region copy of the float32-region Q/DQ ``model`` (see the module docstring)."""
     onnx = require("onnx", purpose="writing FP16 float regions")
     if opset_of(model) < FP16_QDQ_OPSET:
-        model = onnx.version_converter.convert_version(model, FP16_QDQ_OPSET)
+        try:
+            model = onnx.version_converter.convert_version(model, FP16_QDQ_OPSET)
+        except Exception as exc:  # onnx raises several types here; the user's way out is the same
+            raise ArtifactError(f"FP16 float regions need opset {FP16_QDQ_OPSET}, and onnx cannot convert this model",
+                                found=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                                fix="calibrate with --high-precision fp32 (float32 regions, the opset as exported)",
+                                ) from exc
     else:
         model = onnx.ModelProto.FromString(model.SerializeToString())
     model.ir_version = max(int(model.ir_version), FP16_IR_VERSION)
@@ -282,7 +291,7 @@ def convert_float_regions(model: Any, ranges: Ranges, *, limit: float = FP16_LIM
                 continue
             if i in tied:
                 node.input[i] = read_as(name, wanted(op))
-            elif op.formal_inputs[i] == "tensor(float)":
+            elif dtypes.get(name) == _FLOAT and not op.fp16_inputs[i]:  # e.g. Resize's scales: float32 always
                 node.input[i] = read_as(name, _FLOAT)
             elif name not in inits:
                 node.input[i] = renamed.get(name, name)
@@ -319,8 +328,13 @@ def convert_float_regions(model: Any, ranges: Ranges, *, limit: float = FP16_LIM
     del graph.initializer[:]
     graph.initializer.extend(kept)
     del graph.value_info[:]  # types changed; re-inferred below
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True, check_type=True)
-    onnx.checker.check_model(model)
+    try:  # every tensor's type checked against its ops' schemas: a model that would not load is never written
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True, check_type=True)
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise ArtifactError("the FP16 float-region model does not type-check",
+                            found=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                            fix="calibrate with --high-precision fp32 (float32 regions) and report the model") from exc
     _record(model, report)
     return model, report
 

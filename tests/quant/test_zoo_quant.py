@@ -14,6 +14,7 @@ from helpers.zoo import first_model_per_decoder, smallest_input_size
 from edgeseg.export.onnx_export import ExportConfig, export_onnx
 from edgeseg.images import load_image
 from edgeseg.models import create_model
+from edgeseg.quant.fp16_regions import float_regions_of
 from edgeseg.quant.lint import lint_qdq
 from edgeseg.quant.pipeline import CalibrateConfig, calibrate_model
 from edgeseg.runtime.ort_backend import OnnxRuntimeBackend
@@ -43,6 +44,7 @@ def test_zoo_model_calibrates_to_clean_qdq(decoder: str, name: str, tmp_path: Pa
                              CalibrateConfig(calib_images=3))
     quantized = onnx.load(str(result.trt_int8_path))
     assert lint_qdq(quantized) == []
+    assert float_regions_of(quantized)["high_precision"] == "fp16"  # the default: FP16 regions for TensorRT 10
     producers = {o: n.op_type for n in quantized.graph.node for o in n.output}
     convs = [n for n in quantized.graph.node if n.op_type == "Conv"]
     int8_convs = [n for n in convs if producers.get(n.input[0]) == "DequantizeLinear"]
