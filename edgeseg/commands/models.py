@@ -62,6 +62,7 @@ def models_cmd(input_size: tuple[int, int], pattern: str | None, num_classes: in
     """List the registered models: family, decoder, parameters and compute."""
     from ..errors import UsageError
     from ..models import create_model, list_models, model_info
+    from ._common import progress
 
     names = list_models(pattern)
     if not names:
@@ -69,7 +70,7 @@ def models_cmd(input_size: tuple[int, int], pattern: str | None, num_classes: in
                          fix="run `edgeseg models` without --pattern for the full list")
     height, width = input_size
     rows = []
-    for name in names:
+    for name in progress(names, label=f"counting parameters and GMACs of {len(names)} model(s)"):
         info = model_info(name)
         model = create_model(name, num_classes=num_classes)
         params = count_parameters(model)

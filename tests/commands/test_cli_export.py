@@ -32,6 +32,13 @@ def test_models_lists_the_zoo() -> None:
     assert "GMACs @256x512" in result.stdout and "params (M)" in result.stdout
 
 
+def test_models_shows_progress_while_it_counts() -> None:
+    result = invoke("models", "--pattern", "shufflenetv2_x0_5_d*")
+    assert result.exit_code == 0, result.output
+    count = len(list_models("shufflenetv2_x0_5_d*"))
+    assert f"counting parameters and GMACs of {count} model(s): {count}/{count}" in result.stderr  # no silent wait
+
+
 def test_models_pattern() -> None:
     result = invoke("models", "--pattern", "hrnet*")
     assert result.exit_code == 0, result.output
