@@ -122,6 +122,9 @@ def package_demo(run: Path, assets: Path) -> Path:
         "sha256": sha256_file(target),
         "input_size": [spec.height, spec.width],
         "classes": saved["classes"],
+        # the training set's colours (classes.json): the build puts them in the demo's manifest and overlays
+        "class_colors": [c["color"] for c in read_json(Path(config["data"]) / "classes.json",
+                                                         what="training classes")["classes"]],
         "num_classes": saved["num_classes"],
         "val_miou": round(float(saved["metrics"]["val_miou"]), 4),
         "per_class_iou": dict(

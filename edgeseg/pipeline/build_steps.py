@@ -87,6 +87,10 @@ def model_info(options: BuildOptions) -> dict[str, Any]:
                 "model_options": {}, "class_colors": [list(c) for c in colours]}
     if options.input_size is not None and options.input_size != spec.size:
         spec = InputSpec(**{**spec.to_dict(), "height": options.input_size[0], "width": options.input_size[1]})
+    if options.demo and not info["class_colors"]:  # the shipped checkpoint has none: its description has them
+        from .build import demo_defaults
+
+        info["class_colors"] = stored_colours(demo_defaults().get("class_colors"), info["num_classes"])
     info["spec"] = spec
     return info
 

@@ -73,3 +73,16 @@ def test_unknown_calibration_method_is_a_usage_error(tmp_path, monkeypatch) -> N
     _fake_demo(tmp_path, monkeypatch)
     with pytest.raises(UsageError, match="calibration method"):
         resolve_options(BuildOptions(out=tmp_path / "out", calib_method="kl"), lambda _: None)
+
+
+def test_the_demo_build_carries_the_demo_class_colours() -> None:
+    """The shipped checkpoint has no colours; demo_model.json has the training set's: they reach the export (and
+    from there the manifest, the report legend and the overlays), not []."""
+    from edgeseg.data.synth import classes_json
+    from edgeseg.pipeline.build import BuildOptions, resolve_options
+    from edgeseg.pipeline.build_steps import model_info
+
+    options = resolve_options(BuildOptions(), log=lambda _line: None)
+    info = model_info(options)
+    assert options.demo and info["class_colors"] == [c["color"] for c in classes_json()["classes"]]
+    assert len(info["class_colors"]) == info["num_classes"] == 6
