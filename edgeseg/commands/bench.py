@@ -84,7 +84,10 @@ def _check_source_options(artifacts: Path | None, source: str | None, topic: str
         given = [name for name, value in (("--topic", topic), ("--max-frames", max_frames),
                                           ("--allow-unvalidated", allow_unvalidated)) if value]
         if given:
-            raise UsageError(f"{', '.join(given)} only apply to --source", fix="add --source SRC or drop them")
+            verb = "applies" if len(given) == 1 else "apply"
+            named = given[0] if len(given) == 1 else ", ".join(given[:-1]) + " and " + given[-1]
+            raise UsageError(f"{named} only {verb} to --source", fix="add --source SRC or drop "
+                             + ("it" if len(given) == 1 else "them"))
         return None
     if artifacts is None:
         raise UsageError("--source times the runtime of a build folder and needs --artifacts",

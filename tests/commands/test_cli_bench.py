@@ -76,7 +76,8 @@ def test_bench_source_bag_reports_capture_to_mask(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--source", "frames"], "needs --artifacts"),
-    (["--artifacts", "BUILD", "--topic", "/cam/image"], "only apply to --source"),
+    (["--artifacts", "BUILD", "--topic", "/cam/image"], "--topic only applies to --source"),
+    (["--artifacts", "BUILD", "--topic", "/cam/image", "--max-frames", "2"], "--topic and --max-frames only apply"),
     (["--artifacts", "BUILD", "--source", "BUILD", "--topic", "/cam/image"], "--topic only applies to bag"),
 ])
 def test_bench_source_option_errors(tmp_path: Path, args: list[str], message: str) -> None:
