@@ -157,7 +157,15 @@ def read_manifest(folder_or_file: str | os.PathLike[str], *, verify: bool = True
         path = path / MANIFEST_FILE
     if not path.is_file():
         raise missing_manifest_error(path.parent)
-    data = read_json(path, what="manifest")
+    try:
+        data = read_json(path, what="manifest")
+    except ArtifactError as exc:  # not JSON (cut short, overwritten): the folder's promise is unreadable
+        onnx = path.parent / "model.onnx"
+        rebuild = (f"edgeseg build --onnx {quote(str(onnx))} --out {quote(str(path.parent))} --force"
+                   if onnx.is_file() else f"edgeseg build ... --out {quote(str(path.parent))} --force")
+        raise ArtifactError(f"{path} is corrupt: not the JSON edgeseg build writes", found=exc.found,
+                            fix=f"rebuild the folder with the command that built it plus --force (e.g. {rebuild}), "
+                                "or copy the build folder again") from None
     if verify and isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT:
         recorded = data.get("checksum")
         if recorded != manifest_checksum(data):

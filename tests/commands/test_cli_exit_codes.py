@@ -52,3 +52,23 @@ def test_trt_version_texts_match_the_version(version: str, says: str, never: str
     assert result.exit_code == 2, result.output  # an option this edgeseg cannot honour: before any work
     assert says in result.output and never not in result.output
     assert not (tmp_path / "m" / "ranges.json").exists()
+
+
+def test_empty_and_corrupt_build_folders_exit_alike_and_name_a_build(tmp_path: Path) -> None:
+    from helpers.tiny_onnx import write_images
+
+    write_images(tmp_path / "frames", 1)
+    (tmp_path / "empty").mkdir()
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "model.onnx").write_bytes(b"onnx")
+    (corrupt / "manifest.json").write_text('{"format": 3, "mod')  # cut short
+    outputs = {}
+    for name in ("empty", "corrupt"):
+        result = CliRunner().invoke(main, ["run", "--artifacts", str(tmp_path / name), "--source",
+                                           str(tmp_path / "frames"), "--max-frames", "1"])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        outputs[name] = result.output
+    assert "edgeseg build" in outputs["empty"]
+    assert f"{corrupt / 'manifest.json'} is corrupt" in outputs["corrupt"]
+    assert f"edgeseg build --onnx {corrupt / 'model.onnx'} --out {corrupt} --force" in outputs["corrupt"]
