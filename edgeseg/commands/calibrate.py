@@ -38,7 +38,8 @@ from ._common import (
               show_default=True, help="Percentile for --method percentile.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image sampling.")
 @click.option("--trt-version", default="10.3.0", show_default=True,
-              help="TensorRT version written into calibration.cache's header (8.5 - 10.x).")
+              help="TensorRT the files are for: calibration.cache's header (8.5 - 10.x), and model.int8.onnx's "
+                   "float regions (8.x: float32, the builder's FP16 flag; >= 10: float16, see --high-precision).")
 @click.option("--keep-fp", "keep_fp", multiple=True, metavar="NODE",
               help="Keep this node in float in model.int8.onnx (repeatable; aliases: first_conv, classifier).")
 @click.option("--concat-scales", type=click.Choice(CONCAT_SCALES), default="separate", show_default=True,

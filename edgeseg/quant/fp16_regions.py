@@ -16,8 +16,10 @@ exported, those regions are float32 and run FP32. NVIDIA's own tools write them 
 - the graph input and output stay float32 (what the runtime feeds and reads): a Cast to float16 after
   the input and a Cast to float32 before the output;
 - a tensor whose calibrated range (ranges.json's observed min/max, not the clipped amax) exceeds
-  ``FP16_LIMIT`` stays float32, and so do the ops that read or write it (their Q/DQ too), with Casts
-  where float16 and float32 regions meet; ``Fp16Report.fp32_tensors`` names them;
+  ``FP16_LIMIT`` stays float32, and so do the ops that read or write it (its Q/DQ too), with Casts
+  where float16 and float32 regions meet; ``Fp16Report.fp32_tensors`` names them. A DequantizeLinear
+  writes the type its readers compute in (a float32 twin serves the float32 readers when both kinds read
+  it), so a Cast never separates it from the op it quantizes;
 - inputs an op's schema types as float32 whatever the data type (Resize's scales) stay float32.
 
 The model's opset is raised to 19 (``onnx.version_converter``) for the float16 scales. TensorRT 8.5's
