@@ -50,7 +50,7 @@ def preflight(options: BuildOptions, backend: str) -> Preflight:
     else:
         require("torch", purpose="exporting the model (build --model/--weights); build --onnx F needs no torch")
         if options.model is not None:
-            from ..models.registry import model_info
+            from ..models import model_info
 
             model_info(options.model)  # an unknown name fails now, not after rendering frames
         found.model_info = steps.model_info(options)  # the checkpoint agrees with --model (same errors as later)
