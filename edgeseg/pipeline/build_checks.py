@@ -100,12 +100,27 @@ def describe_calib(calib: Any) -> str:
         if not calib.paths:
             raise InputError(f"--calib {calib.label} has no images", expected="a split with images",
                              fix="pass another split (KIND:ROOT:split) or an image folder")
-        return f"{calib.label}: {len(calib.paths)} images"
+        return f"{_dataset_name(calib.label)}: {_images(len(calib.paths))}"
     images = list_images(calib)
     if not images:
         raise InputError(f"no images in --calib {calib}", expected="*.jpg / *.png files (searched recursively)",
                          fix="pass --calib DIR with frames from the robot's camera")
-    return f"folder {calib}: {len(images)} images"
+    return f"folder {calib}: {_images(len(images))}"
+
+
+def _images(count: int) -> str:
+    return f"{count} image" + ("" if count == 1 else "s")
+
+
+def _dataset_name(label: str) -> str:
+    """"cityscapes train" for the --calib spec cityscapes:ROOT (a public dataset calibrates on train unless a
+    split is named), "folder DIR val" for DIR:val."""
+    from ..data.datasets import parse_dataset_spec
+
+    spec = parse_dataset_spec(label)
+    if spec.is_folder:
+        return f"folder {spec.root}" + (f" {spec.split}" if spec.split else "")
+    return f"{spec.kind} {spec.split or 'train'}"
 
 
 def check_backend_precision(backend: str, precision: str) -> None:

@@ -94,3 +94,16 @@ def test_failed_build_suggests_only_what_can_work_here(tmp_path: Path) -> None:
     quantized = _failed(tmp_path, "onnxruntime", quantized=True)
     assert f"edgeseg build --onnx {tmp_path / 'model.onnx'} --int8 --fallback auto" in quantized
     assert "try --fallback auto" not in quantized
+
+
+def test_calib_of_a_public_dataset_says_which_split_it_opened(tmp_path: Path) -> None:
+    from helpers.dataset_layouts import write_cityscapes
+
+    from edgeseg.commands._common import CalibType, resolve_calib
+    from edgeseg.pipeline.build_checks import describe_calib
+
+    root = write_cityscapes(tmp_path / "cs", {"train": 3, "val": 1})
+    assert describe_calib(resolve_calib(CalibType().convert(f"cityscapes:{root}", None, None), None)) == \
+        "cityscapes train: 3 images"
+    assert describe_calib(resolve_calib(CalibType().convert(f"cityscapes:{root}:val", None, None), None)) == \
+        "cityscapes val: 1 image"
