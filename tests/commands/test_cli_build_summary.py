@@ -107,3 +107,16 @@ def test_calib_of_a_public_dataset_says_which_split_it_opened(tmp_path: Path) ->
         "cityscapes train: 3 images"
     assert describe_calib(resolve_calib(CalibType().convert(f"cityscapes:{root}:val", None, None), None)) == \
         "cityscapes val: 1 image"
+
+
+def test_calib_of_a_bag_says_the_topic_and_its_frames(tmp_path: Path) -> None:
+    import pytest
+
+    pytest.importorskip("rosbags")
+    from helpers.bags import gradient_frames, write_image_bag
+
+    from edgeseg.commands._common import resolve_calib
+    from edgeseg.pipeline.build_checks import describe_calib
+
+    bag = write_image_bag(tmp_path / "drive.mcap", "mcap", gradient_frames(4))
+    assert describe_calib(resolve_calib(f"bag:{bag}", None)) == f"bag {bag} /cam/image_raw: 4 frames"
