@@ -149,8 +149,8 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
 
 def _int8_slower(result: Any) -> str:
     """"ort-int8 p50 15.9 ms vs ort-fp32 13.2 ms" when the kept CPU INT8 model is slower than FP32 here, else ""."""
-    if result.backend != "onnxruntime" or result.manifest.precision != "int8":
-        return ""
+    if result.backend != "onnxruntime" or result.manifest.precision != "int8" or result.quantized_input:
+        return ""  # (a quantized --onnx has no float model here to choose instead)
     runners = {r.get("precision"): r for r in (result.bench or {}).get("runners", [])
                if r.get("backend") == "onnxruntime"}
     int8, fp32 = runners.get("int8"), runners.get("fp32")

@@ -60,8 +60,10 @@ def test_int8_slower_than_fp32_names_the_best_build(tmp_path: Path) -> None:
 
     bench = {"runners": [{"name": "ort-fp32", "backend": "onnxruntime", "precision": "fp32", "p50_ms": 13.2},
                          {"name": "ort-int8", "backend": "onnxruntime", "precision": "int8", "p50_ms": 15.9}]}
-    result = SimpleNamespace(backend="onnxruntime", manifest=SimpleNamespace(precision="int8"), bench=bench)
+    result = SimpleNamespace(backend="onnxruntime", manifest=SimpleNamespace(precision="int8"), bench=bench,
+                             quantized_input=False)
     assert _int8_slower(result) == "ort-int8 p50 15.9 ms vs ort-fp32 13.2 ms on this machine"
+    assert _int8_slower(SimpleNamespace(**{**vars(result), "quantized_input": True})) == ""
     bench["runners"][1]["p50_ms"] = 9.0
     assert _int8_slower(result) == ""
     options = BuildOptions(model="m", weights=tmp_path / "w.pt", calib=tmp_path / "frames", calib_images=8,
