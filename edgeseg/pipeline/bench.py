@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DependencyError, EdgesegError, UsageError
-from ..fileio import atomic_write_json
+from ..fileio import atomic_write_json, sha256_file
+from ..manifest import MANIFEST_FILE
 from ..reference import preprocess_frames, synthetic_frames
 from .artifacts import (
     candidate_input_spec,
@@ -247,6 +248,31 @@ def _precision_of(path: Path) -> str:
     return "int8" if "int8" in path.name.lower() else ("fp16" if "fp16" in path.name.lower() else "fp32")
 
 
+# the build folder's roles plan_bench times with ONNX Runtime (role, runner name, precision); the engine besides
+ORT_RUNNERS = (("onnx", "ort-fp32", "fp32"), ("onnx_int8_cpu", "ort-int8", "int8"))
+TIMED_ROLES = tuple(role for role, _, _ in ORT_RUNNERS) + ("engine",)
+
+
+def bench_key(*, artifacts: str | os.PathLike[str] | None = None, onnx_files: Sequence[str | os.PathLike[str]] = (),
+              model: str | None = None, weights: str | os.PathLike[str] | None = None, threads: int | None = None,
+              iterations: int = 50, warmup: int = 10) -> dict[str, Any]:
+    """Everything a ``plan_bench`` + ``run_bench`` with these arguments times and how: the hash of every file
+    it would open (the build folder's timed roles, the --onnx files, the weights, the manifest that names the
+    engine's runner), the model, the resolved thread count, iterations and warmup. The build's bench step key:
+    a cached bench.json is reused only when none of these changed."""
+    from .. import __version__
+
+    files: dict[str, str | None] = {}
+    if artifacts is not None and Path(artifacts).is_dir():
+        found = discover_artifacts(artifacts, load_manifest(artifacts))
+        files = {role: sha256_file(found[role]) if role in found else None for role in TIMED_ROLES}
+        manifest = Path(artifacts) / MANIFEST_FILE
+        files["manifest"] = sha256_file(manifest) if manifest.is_file() else None
+    return {"artifacts": files, "onnx_files": [[Path(f).name, sha256_file(f)] for f in onnx_files],
+            "model": model, "weights": sha256_file(weights) if weights is not None else None,
+            "threads": threads or usable_cores(), "iterations": iterations, "warmup": warmup, "version": __version__}
+
+
 def plan_bench(*, artifacts: str | os.PathLike[str] | None = None, onnx_files: Sequence[str | os.PathLike[str]] = (),
                model: str | None = None, weights: str | os.PathLike[str] | None = None, threads: int | None = None,
                out_dir: str | os.PathLike[str] | None = None) -> BenchPlan:
@@ -265,7 +291,7 @@ def plan_bench(*, artifacts: str | os.PathLike[str] | None = None, onnx_files: S
         manifest = load_manifest(artifacts)
         found = discover_artifacts(artifacts, manifest)
         spec = manifest.input_spec if manifest else None
-        for role, name, precision in (("onnx", "ort-fp32", "fp32"), ("onnx_int8_cpu", "ort-int8", "int8")):
+        for role, name, precision in ORT_RUNNERS:
             if role in found:
                 runners.append(ort_runner(found[role], name, precision, threads))
             else:

@@ -242,18 +242,23 @@ def _reference_classes(reference: Path) -> int:
     return load_reference(reference).num_classes
 
 
+BUILD_BENCH_WARMUP = 3  # untimed runs per runner before the build's timing
+
+
 def bench(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, done: dict[str, bool],
           progress: Progress | None = None) -> dict[str, Any] | None:
-    from .bench import plan_bench, run_bench
+    from .bench import bench_key, plan_bench, run_bench
 
-    key = {"candidate": sha256_file(candidate), "iterations": options.bench_iterations, "threads": options.threads,
-           "weights": sha256_file(options.weights) if options.weights else None}
+    standard = candidate.name in ("model.onnx", "model.int8.ort.onnx", "model.engine")
+    # one set of arguments for the plan and the key: the key covers every file the plan times
+    planned: dict[str, Any] = {"artifacts": out, "onnx_files": [] if standard else [candidate], "model": None,
+                               "weights": options.weights, "threads": options.threads}
+    key = {**bench_key(**planned, iterations=options.bench_iterations, warmup=BUILD_BENCH_WARMUP),
+           "candidate": sha256_file(candidate)}
 
     def run() -> dict[str, Any]:
-        standard = candidate.name in ("model.onnx", "model.int8.ort.onnx", "model.engine")
-        plan = plan_bench(artifacts=out, onnx_files=[] if standard else [candidate], model=None,
-                          weights=options.weights, threads=options.threads)
-        result, _ = run_bench(plan, iterations=options.bench_iterations, warmup=3,
+        plan = plan_bench(**planned)
+        result, _ = run_bench(plan, iterations=options.bench_iterations, warmup=BUILD_BENCH_WARMUP,
                               progress=_counted(progress) if progress else None)
         return result.to_dict()
 
