@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from shlex import quote
@@ -238,6 +239,24 @@ def verified_artifact(folder: str | os.PathLike[str], manifest: Manifest, role: 
                             expected=recorded[:16] + "...", found=actual[:16] + "...",
                             fix="copy the whole build folder again, or rebuild it: edgeseg build ...")
     return root / name
+
+
+def validation_verdict(*, role: str | None, candidate_file: str, candidate_sha256: str,
+                       gates: Mapping[str, Any] | None, reference: str = "", reference_kind: str | None = None,
+                       why: str = "") -> dict[str, Any]:
+    """The manifest's ``validation`` section: this run's verdict on the one candidate it validated.
+
+    ``gates`` is the validation's gate outcome (``passed``, ``failures``, ``skipped``, ``min_agreement``,
+    ``max_miou_drop``: validation.json's ``gates``), None when nothing was validated (``why`` says why): the
+    status is then ``not_run``. The one place the verdict is computed; the robot reads it back through
+    ``validation_problem``/``check_validated``."""
+    base: dict[str, Any] = {"candidate": role, "candidate_file": candidate_file, "candidate_sha256": candidate_sha256}
+    if gates is None:
+        return {**base, "status": "not_run", "why": why or "not validated"}
+    return {**base, "status": "passed" if gates.get("passed") else "failed", "reference": reference,
+            "reference_kind": reference_kind, "failures": [str(f) for f in gates.get("failures", [])],
+            "skipped": [str(s) for s in gates.get("skipped", [])], "min_agreement": gates.get("min_agreement"),
+            "max_miou_drop": gates.get("max_miou_drop")}
 
 
 def validation_problem(manifest: Manifest, role: str) -> str | None:

@@ -1,8 +1,9 @@
 """The TensorRT engine builder (layer 2; tensorrt, pycuda and onnx imported lazily, never torch).
 
-    from edgeseg.engine import BuildConfig, build_engine, write_engine
+    from edgeseg.engine import BuildConfig, build_engine
     engine_bytes, manifest = build_engine("engines/x/model.int8.onnx", BuildConfig(precision="int8"))
-    write_engine("engines/x", engine_bytes, manifest)
+
+A build folder's manifest.json is written by ``edgeseg build`` alone (pipeline/build_steps.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from .versions import BuildPlan, OnnxFacts, TrtVersion, plan_build
 _LAZY = {
     "build_engine": ".trt_builder",
     "BuildResult": ".trt_builder",
-    "write_engine": ".manifest",
     "load_manifest": ".manifest",
     "check_engine_compatibility": ".manifest",
 }

@@ -17,7 +17,7 @@ from .. import __version__
 from ..data.datasets import DatasetSpec
 from ..errors import ArtifactError, ConfigError, UsageError
 from ..fileio import sha256_file, sha256_files
-from ..manifest import Manifest
+from ..manifest import Manifest, validation_verdict
 from ..reference import REFERENCE_FILE
 from ..spec import InputSpec
 from .build import BuildOptions
@@ -294,24 +294,17 @@ def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptio
         input_spec=spec, classes=classes, class_colors=colours, precision=precision, backend=backend,
         artifacts=artifacts,
         hashes=hashes, calibration=calibration or {},
-        validation=_verdict(validation, why, role, candidate, hashes[role] if role else sha256_file(candidate)),
+        validation=validation_verdict(role=role, candidate_file=candidate.name,
+                                      candidate_sha256=hashes[role] if role else sha256_file(candidate),
+                                      gates=validation.get("gates", {}) if validation is not None else None,
+                                      reference=REFERENCE_FILE,
+                                      reference_kind=validation.get("reference_kind") if validation else None,
+                                      why=why),
         accuracy=_accuracy_summary(validation), latency=_latency_summary(bench))
     for key, value in engine.items():
         if key in ENGINE_FIELDS:
             setattr(manifest, key, value)
     return manifest
-
-
-def _verdict(validation: dict[str, Any] | None, why: str, role: str | None, candidate: Path,
-             candidate_sha256: str) -> dict[str, Any]:
-    base = {"candidate": role, "candidate_file": candidate.name, "candidate_sha256": candidate_sha256}
-    if validation is None:
-        return {**base, "status": "not_run", "why": why or "not validated"}
-    gates = validation.get("gates", {})
-    return {**base, "status": "passed" if gates.get("passed") else "failed", "reference": REFERENCE_FILE,
-            "reference_kind": validation.get("reference_kind"), "failures": list(gates.get("failures", [])),
-            "skipped": list(gates.get("skipped", [])), "min_agreement": gates.get("min_agreement"),
-            "max_miou_drop": gates.get("max_miou_drop")}
 
 
 def _accuracy_summary(validation: dict[str, Any] | None) -> dict[str, Any]:

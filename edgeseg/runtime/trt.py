@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ArtifactError, InputError, UsageError, require
-from ..fileio import read_json, sha256_file
-from ..manifest import Manifest
+from ..fileio import sha256_file
+from ..manifest import Manifest, find_manifest
 from . import cuda
 from .compat import check_engine_compatibility, check_io_tensors
 from .trt_logger import capture_log, enum_name, process_logger
@@ -177,8 +177,8 @@ class TensorRTSession:
         if not path.is_file():
             raise ArtifactError("TensorRT engine not found", expected=str(path), found="no such file",
                                 fix="build it: edgeseg build ...")
-        if manifest is None and (path.parent / "manifest.json").is_file():
-            manifest = Manifest.from_dict(read_json(path.parent / "manifest.json", what="manifest"))
+        if manifest is None:  # the verifying reader: an edited manifest (checksum) is refused, not trusted
+            manifest = find_manifest(path.parent)
         self.manifest = manifest
         self.cuda = cuda_context if cuda_context is not None else cuda.CudaContext.get()
         self._buffers = buffers

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.engine_folder import write_engine_folder
 
 from edgeseg.engine.manifest import (
     check_engine_compatibility,
     check_io_tensors,
     engine_manifest,
     load_manifest,
-    write_engine,
 )
 from edgeseg.errors import ArtifactError
 from edgeseg.fileio import sha256_file
@@ -29,9 +29,9 @@ def make(build: dict[str, object] | None = None, version: str = "10.3.0.30", cc:
                            classes=["a", "b", "c", "d"], hashes={"onnx": "0" * 64}, build=build)
 
 
-def test_write_engine_and_round_trip(tmp_path: Path) -> None:
+def test_engine_manifest_round_trips_through_the_build_folder_writer(tmp_path: Path) -> None:
     manifest = make({"version_compatible": False})
-    path = write_engine(tmp_path, b"ENGINE", manifest, layers={"num_layers": 3})
+    path = write_engine_folder(tmp_path, b"ENGINE", manifest, layers={"num_layers": 3})
     assert path == tmp_path / "model.engine" and path.read_bytes() == b"ENGINE"
     loaded = load_manifest(tmp_path)
     assert loaded.to_dict() == manifest.to_dict()
@@ -41,16 +41,22 @@ def test_write_engine_and_round_trip(tmp_path: Path) -> None:
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_write_engine_keeps_other_artifacts_of_the_folder(tmp_path: Path) -> None:
-    earlier = Manifest(model="tiny", num_classes=4, input_spec=InputSpec(64, 96),
-                       artifacts={"onnx": "model.onnx", "engine": "old.engine"}, hashes={"onnx": "1" * 64},
-                       accuracy={"miou": 0.5})
-    (tmp_path / "manifest.json").write_text(json.dumps(earlier.to_dict()))
-    write_engine(tmp_path, b"E2", make())
-    merged = load_manifest(tmp_path / "manifest.json")
-    assert merged.artifacts["onnx"] == "model.onnx" and merged.artifacts["engine"] == "model.engine"
-    assert merged.hashes["onnx"] == "0" * 64  # the new build's hash wins
-    assert merged.accuracy == {"miou": 0.5} and merged.backend == "tensorrt"
+def test_the_engine_layer_writes_no_manifest() -> None:
+    """manifest.json has one writer, edgeseg build, from this run's results only: the engine layer's old
+    ``write_engine`` merged the previous manifest into the new one."""
+    import edgeseg.engine
+    import edgeseg.engine.manifest as engine_manifest_module
+
+    assert not hasattr(engine_manifest_module, "write_engine") and "write_engine" not in edgeseg.engine.__all__
+
+
+def test_load_manifest_verifies_the_checksum(tmp_path: Path) -> None:
+    write_engine_folder(tmp_path, b"ENGINE", make())
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    data["precision"] = "fp32"
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="changed after the build"):
+        load_manifest(tmp_path)
 
 
 def test_same_version_and_gpu_pass() -> None:

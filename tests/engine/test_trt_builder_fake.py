@@ -11,11 +11,12 @@ import types
 from pathlib import Path
 
 import pytest
+from helpers.engine_folder import write_engine_folder
 from helpers.fake_tensorrt import FakeBuilderConfig, FakeTrtFactory
 from helpers.tiny_onnx import conv_model, save_conv_onnx, with_metadata
 
 from edgeseg.engine.config import BuildConfig
-from edgeseg.engine.manifest import load_manifest, write_engine
+from edgeseg.engine.manifest import load_manifest
 from edgeseg.engine.trt_builder import build_engine, format_parser_errors, load_timing_cache, save_timing_cache
 from edgeseg.errors import ArtifactError, ConfigError
 from edgeseg.spec import InputSpec
@@ -45,7 +46,7 @@ def test_fp16_build_on_tensorrt10(tmp_path: Path, fake_trt: FakeTrtFactory) -> N
     assert len(manifest.hashes["onnx"]) == 64 and manifest.build["builder_flags"] == ["FP16"]
     assert result.layers is not None and result.layers["layer_precisions"] == {"fp32": 1, "int8": 1}
     assert result.warnings == ["weights are fp32"]
-    write_engine(tmp_path / "out", engine_bytes, manifest, layers=result.layers)
+    write_engine_folder(tmp_path / "out", engine_bytes, manifest, layers=result.layers)
     assert load_manifest(tmp_path / "out").hashes["engine"]
 
 

@@ -20,15 +20,16 @@ def onnxruntime_logits(onnx: Path, x: np.ndarray) -> np.ndarray:
 
 
 def build(tmp_path: Path, **config: object) -> Path:
+    from helpers.engine_folder import write_engine_folder
+
     from edgeseg.engine.config import BuildConfig
-    from edgeseg.engine.manifest import write_engine
     from edgeseg.engine.trt_builder import build_engine
 
     onnx = save_conv_onnx(tmp_path / "model.onnx", kernel=3, relu=True)
     calibration = [np.random.default_rng(i).standard_normal(SPEC.shape).astype(np.float32) for i in range(4)]
     result = build_engine(onnx, BuildConfig(**config),  # type: ignore[arg-type]
                           calibration_batches=calibration if config.get("int8_mode") == "implicit" else None)
-    return write_engine(tmp_path / "engine", result.engine_bytes, result.manifest, layers=result.layers)
+    return write_engine_folder(tmp_path / "engine", result.engine_bytes, result.manifest, layers=result.layers)
 
 
 def test_fp32_engine_matches_onnxruntime(tmp_path: Path) -> None:

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.engine_folder import write_engine_folder
 from helpers.fake_pycuda import FakeCudaContext, NumpyKernels, install_pinned_fake_driver
 from helpers.fake_tensorrt import fake_net, make_fake_trt
 
-from edgeseg.engine.manifest import engine_manifest, write_engine
+from edgeseg.engine.manifest import engine_manifest
 from edgeseg.errors import UsageError
 from edgeseg.runtime import cuda, gpu_loop
 from edgeseg.runtime.cuda import DeviceInfo
@@ -49,7 +50,7 @@ def open_loop(gpu: Any, folder: Path, buffers: str, cuda_graph: bool = False) ->
     manifest = engine_manifest(model="tiny_net", num_classes=4, input_spec=SPEC, precision="fp16",
                                tensorrt_version="10.3.0.30", io_tensors=IO, gpu_name="Fake Orin",
                                compute_capability="8.7", build={})
-    path = write_engine(folder, b"SERIALIZED-ENGINE", manifest)
+    path = write_engine_folder(folder, b"SERIALIZED-ENGINE", manifest)
     session = TensorRTSession(path, trt=gpu.trt, cuda_context=gpu.context, buffers=buffers)
     return session, gpu_loop.GpuLoop(session, SPEC, buffers=buffers, cuda_graph=cuda_graph)
 

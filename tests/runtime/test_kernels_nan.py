@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.engine_folder import write_engine_folder
 from helpers.fake_pycuda import FakeCudaContext, NumpyKernels, install_fake_driver, read_device, write_device
 from helpers.fake_tensorrt import make_fake_trt
 from test_kernels_float import code_only
 
-from edgeseg.engine.manifest import engine_manifest, write_engine
+from edgeseg.engine.manifest import engine_manifest
 from edgeseg.errors import ModelError
 from edgeseg.runtime import gpu_loop
 from edgeseg.runtime.kernels import KERNEL_SOURCE, mask_buffer_bytes, nan_counter_offset, numpy_argmax
@@ -130,7 +131,7 @@ def loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     manifest = engine_manifest(model="tiny_net", num_classes=4, input_spec=SPEC, precision="fp16",
                                tensorrt_version="10.3.0.30", io_tensors=IO, gpu_name="Fake GPU",
                                compute_capability="8.7", build={})
-    session = TensorRTSession(write_engine(tmp_path, b"SERIALIZED-ENGINE", manifest), trt=trt,
+    session = TensorRTSession(write_engine_folder(tmp_path, b"SERIALIZED-ENGINE", manifest), trt=trt,
                               cuda_context=context, buffers="device")
     loop = gpu_loop.GpuLoop(session, SPEC, buffers="device", cuda_graph=False)
     yield types.SimpleNamespace(loop=loop, driver=driver)

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.engine_folder import write_engine_folder
 from helpers.fake_pycuda import FakeCudaContext, NumpyKernels, install_fake_driver
 from helpers.fake_tensorrt import VC_MARKER, fake_net, make_fake_trt
 
-from edgeseg.engine.manifest import engine_manifest, write_engine
+from edgeseg.engine.manifest import engine_manifest
 from edgeseg.errors import ArtifactError, UsageError
 from edgeseg.runtime import gpu_loop
 from edgeseg.runtime.kernels import numpy_argmax
@@ -57,7 +58,7 @@ def engine_folder(folder: Path, *, version_compatible: bool = False, data: bytes
                                compute_capability="8.7", build=build)
     if data is None:
         data = b"SERIALIZED-ENGINE" + (VC_MARKER if version_compatible else b"")
-    return write_engine(folder, data, manifest)
+    return write_engine_folder(folder, data, manifest)
 
 
 def open_session(gpu: types.SimpleNamespace, path: Path) -> TensorRTSession:
@@ -88,6 +89,20 @@ def test_version_compatible_engine_without_its_manifest_says_so(tmp_path: Path, 
     with pytest.raises(ArtifactError) as info:
         open_session(gpu, alone)
     assert "host code is not allowed" in str(info.value) and "manifest.json" in str(info.value)
+
+
+def test_an_edited_manifest_beside_the_engine_is_refused_before_deserialisation(tmp_path: Path, gpu: Any) -> None:
+    """The session reads manifest.json through the verifying reader: an edit (checksum) is an error, not a
+    manifest to trust (before, it was read unverified)."""
+    import json
+
+    path = engine_folder(tmp_path)
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    data["compute_capability"] = "9.0"  # edited after the build
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="changed after the build"):
+        open_session(gpu, path)
+    assert "deserialised" not in gpu.trt.record
 
 
 def test_tensorrt_85_runtime_has_no_host_code_attribute() -> None:
