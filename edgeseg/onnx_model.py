@@ -1,4 +1,4 @@
-"""What an ONNX model says about itself: the one reader and writer (layer 1: stdlib + numpy; onnx lazily).
+"""What an ONNX model says about itself: the one reader and writer (layer 0: stdlib + numpy; onnx lazily).
 
 ``edgeseg export`` writes the model name, class count, class names and the ``InputSpec``
 (JSON) into the ONNX ``metadata_props``; calibration, the TensorRT builder, ``build``,

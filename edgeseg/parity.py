@@ -1,4 +1,4 @@
-"""Numbers that compare a candidate's logits with a reference's (layer 4, numpy only).
+"""Numbers that compare a candidate's logits with a reference's (layer 0, numpy only).
 
 ``ParityTally`` accumulates over images: logit errors, cosine similarity, argmax
 agreement, the candidate's confusion against the reference's predictions, and, where

@@ -71,6 +71,7 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Any, topic: str | None, method: st
     from ..fileio import prepare_out_dir, remove_if_empty
     from ..quant.pipeline import CalibrateConfig, calibrate_model, layer_sensitivity
     from ..quant.ranges import load_ranges
+    from ..report.plots import sensitivity_plot
 
     calib = resolve_calib(calib_dir, topic)  # a folder Path, a bag or a dataset's image list
 
@@ -97,7 +98,8 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Any, topic: str | None, method: st
         on_progress, close = progress_callback("sensitivity (candidates)")
         try:
             _, ranked = layer_sensitivity(onnx_path, calib, load_ranges(result.ranges_path), config,
-                                          frames=sensitivity_frames, out_dir=result.out_dir, on_progress=on_progress)
+                                          frames=sensitivity_frames, out_dir=result.out_dir, on_progress=on_progress,
+                                          plot=sensitivity_plot)
         finally:
             close()
 

@@ -278,7 +278,7 @@ def _write_json(seg: Any, src: Any, outputs: Outputs, outcome: Outcome) -> Path:
     from datetime import datetime, timezone
 
     from ..fileio import atomic_write_json
-    from ..pipeline.artifacts import machine_info
+    from ..machine import machine_info
 
     stats = outcome.stats
     data = {"command": "run", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,7 +129,10 @@ def build_engine(
     calibration_batches: Iterable[np.ndarray] | None = None,
     trt: Any = None,
     gpu: tuple[str | None, str | None] | None = None,
+    check_qdq: Callable[..., None] | None = None,
 ) -> BuildResult:
+    """``check_qdq(model, source=...)``: the Q/DQ lint a Q/DQ model must pass before an INT8 build
+    (``quant.lint.check_qdq``, handed in: quant/ sits above engine/); it raises ArtifactError."""
     if trt is None:
         trt = require("tensorrt", extra="trt", purpose="building an engine")
     version = str(trt.__version__)
@@ -137,9 +140,7 @@ def build_engine(
     info = read_onnx_info(onnx_path)
     plan = plan_build(version, config, info.facts)
     config.check_dla_quantization(version, has_qdq=info.facts.has_qdq)
-    if info.facts.has_qdq and config.precision in ("int8", "best"):
-        from ..quant.lint import check_qdq  # written beside the quantizer; raises ArtifactError
-
+    if check_qdq is not None and info.facts.has_qdq and config.precision in ("int8", "best"):
         check_qdq(info.model, source=str(info.path))
     spec = input_spec or info.input_spec()
     if spec is None:

@@ -1,17 +1,15 @@
 """Finding and opening the artifacts of a build folder (layer 4; no torch).
 
-Shared by ``validate``, ``bench`` and ``report``: which file plays which role in a
+Shared by ``validate`` and ``bench``: which file plays which role in a
 build folder (from manifest.json, or the standard names when there is none), which
 backend runs a candidate file (by suffix), the input spec a candidate was exported
-with (its ONNX metadata, read by ``edgeseg.onnx_model``, else the manifest), and a
-description of the machine for benchmark and report records.
+with (its ONNX metadata, read by ``edgeseg.onnx_model``, else the manifest). The machine's
+description lives in ``edgeseg.machine``.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +30,6 @@ STANDARD_NAMES: dict[str, tuple[str, ...]] = {
     "calibration_cache": ("calibration.cache",),
     "ranges": ("ranges.json",),
 }
-
-LIBRARIES = ("numpy", "onnx", "onnxruntime", "torch", "tensorrt", "pycuda", "pillow", "matplotlib")
-
 
 def load_manifest(folder: str | os.PathLike[str]) -> Manifest | None:
     """The folder's manifest.json, or None when there is none (a corrupt or edited one is an error)."""
@@ -110,46 +105,3 @@ def open_backend(path: str | os.PathLike[str], *, threads: int | None = None) ->
         expected="an ONNX model (.onnx) or a TensorRT engine (" + ", ".join(ENGINE_SUFFIXES) + ")",
         found=suffix or "no suffix",
     )
-
-
-def library_versions() -> dict[str, str | None]:
-    """Installed versions, read from package metadata (nothing is imported)."""
-    versions: dict[str, str | None] = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def machine_info() -> dict[str, Any]:
-    from .. import __version__
-
-    return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "usable_cores": usable_cores(),
-        "machine": platform.machine(),
-        "system": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "edgeseg": __version__,
-        "libraries": library_versions(),
-    }

@@ -186,12 +186,13 @@ def build_trt(runner: StepRunner, source: Path, spec: InputSpec, options: BuildO
     from ..engine.config import BuildConfig
     from ..engine.trt_builder import build_engine
     from ..fileio import atomic_write_bytes
+    from ..quant.lint import check_qdq
 
     precision = options.precision
     config = BuildConfig(precision=precision, timing_cache=out / "timing.cache", high_precision=options.high_precision)
 
     def build() -> dict[str, Any]:
-        engine_bytes, engine_manifest = build_engine(source, config, input_spec=spec)
+        engine_bytes, engine_manifest = build_engine(source, config, input_spec=spec, check_qdq=check_qdq)
         atomic_write_bytes(out / "model.engine", bytes(engine_bytes))
         recorded = engine_manifest.to_dict()
         return {"source": source.name, "precision": precision, "engine": {k: recorded[k] for k in ENGINE_FIELDS}}

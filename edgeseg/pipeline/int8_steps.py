@@ -17,8 +17,10 @@ from typing import Any
 
 from .. import __version__
 from ..fileio import atomic_write_json, sha256_file, sha256_files
+from ..machine import usable_cores
 from ..quant.calib_data import BagCalibSource, CalibSource, ImageListSource
 from ..reference import REFERENCE_FILE
+from ..report.plots import sensitivity_plot
 from .build import BuildOptions
 from .build_steps import Log, Progress
 from .step_cache import StepRunner
@@ -171,7 +173,7 @@ def _search(fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions, out:
             on_progress, close = progress("sensitivity (candidates)") if progress else (None, None)
             try:
                 sensitivity, _ = layer_sensitivity(fp32_onnx, calib_dir, ranges, config, out_dir=out,
-                                                   on_progress=on_progress)
+                                                   on_progress=on_progress, plot=sensitivity_plot)
             finally:
                 if close is not None:
                     close()
@@ -221,7 +223,6 @@ def _latency_cost(candidates: dict[int, Path], kept: int, backend: str, options:
     """The all-INT8 and the final candidate timed side by side (CPU only: an engine is timed by bench)."""
     if kept == 0 or backend != "onnxruntime":
         return {"note": "no layer kept" if kept == 0 else "TensorRT: the engine's latency is in bench.json"}
-    from .artifacts import usable_cores
 
     threads = options.threads or usable_cores()
     p50, _ = _side_by_side_p50({"all-int8": candidates[0], "with-fallback": candidates[kept]}, threads,
@@ -242,7 +243,7 @@ def sensitivity(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, opt
         on_progress, close = progress("sensitivity (candidates)") if progress else (None, None)
         try:
             layer_sensitivity(fp32_onnx, calib_dir, load_ranges(out / "ranges.json"), calibrate_config(options),
-                              out_dir=out, on_progress=on_progress)
+                              out_dir=out, on_progress=on_progress, plot=sensitivity_plot)
         finally:
             if close is not None:
                 close()
@@ -290,7 +291,6 @@ def pick_fastest(rows: dict[str, dict[str, Any]], *, default: str) -> str:
 
 
 def _measure_and_pick(candidates: list[Path], options: BuildOptions, out: Path, log: Log) -> dict[str, Any]:
-    from .artifacts import usable_cores
 
     reference = out / REFERENCE_FILE
     rows: dict[str, dict[str, Any]] = {}

@@ -1,4 +1,4 @@
-"""Skip-if-unchanged build steps (layer 0).
+"""Skip-if-unchanged build steps (layer 4).
 
 Each step of ``edgeseg build`` declares a key (a dict of everything its result depends
 on: input file hashes, options, edgeseg version) and its output files. The step's

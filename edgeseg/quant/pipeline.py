@@ -37,7 +37,7 @@ from .ranges import (
     derived_tensors,
     save_ranges,
 )
-from .sensitivity import SENSITIVITY_FRAMES, Sensitivity, measure_sensitivity, write_sensitivity
+from .sensitivity import SENSITIVITY_FRAMES, Sensitivity, SensitivityPlot, measure_sensitivity, write_sensitivity
 from .trt_cache import DEFAULT_TRT_VERSION, write_trt_cache
 
 RANGES_NAME = "ranges.json"
@@ -234,13 +234,15 @@ def layer_sensitivity(
     frames: int = SENSITIVITY_FRAMES,
     out_dir: str | os.PathLike[str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    plot: SensitivityPlot | None = None,
 ) -> tuple[Sensitivity, list[Path]]:
     """Rank model.int8.onnx's layers on ``frames`` calibration images (another seeded sample than the
-    calibration pass drew); writes sensitivity.json/.md/.png into ``out_dir`` when given."""
+    calibration pass drew); writes sensitivity.json/.md into ``out_dir`` when given, and sensitivity.png
+    with ``plot`` (report.plots.sensitivity_plot)."""
     spec = config.input_spec or input_spec_of(load_onnx(onnx_path), source=str(onnx_path))
     feed = CalibrationFeed(calib_dir, spec, count=frames, batch_size=config.batch_size, seed=config.seed + 1,
                            frame_order=config.frame_order)
     inputs = [batch[spec.input_name] for batch in feed]
     result = measure_sensitivity(onnx_path, ranges, inputs, keep_fp_layers=config.keep_fp_layers,
                                  concat_scales=config.concat_scales, on_progress=on_progress)
-    return result, (write_sensitivity(result, out_dir) if out_dir is not None else [])
+    return result, (write_sensitivity(result, out_dir, plot=plot) if out_dir is not None else [])

@@ -140,18 +140,23 @@ def measure_sensitivity(
     return Sensitivity(len(inputs), baseline, effects, sorted(keep_fp_layers))
 
 
-def write_sensitivity(result: Sensitivity, out_dir: str | os.PathLike[str]) -> list[Path]:
-    """sensitivity.json, sensitivity.md (ranked table) and, with matplotlib, sensitivity.png."""
+# (path, [(layer, agreement gain, mIoU gain)]) -> the PNG written: report.plots.sensitivity_plot, handed in by
+# the layers above (quant/ sits below report/); it raises DependencyError without matplotlib
+SensitivityPlot = Callable[[Path, Sequence[tuple[str, float, float]]], Path]
+
+
+def write_sensitivity(result: Sensitivity, out_dir: str | os.PathLike[str], *,
+                      plot: SensitivityPlot | None = None) -> list[Path]:
+    """sensitivity.json, sensitivity.md (ranked table) and, with ``plot`` and matplotlib, sensitivity.png."""
     out = Path(out_dir)
     written = [atomic_write_json(out / SENSITIVITY_JSON, result.to_dict()),
                atomic_write_text(out / SENSITIVITY_MD, sensitivity_markdown(result))]
-    try:
-        from ..report.plots import sensitivity_plot
-
-        written.append(sensitivity_plot(out / SENSITIVITY_PNG, [(e.layer, *e.gain(result.baseline))
-                                                                for e in result.layers[:PLOTTED_LAYERS]]))
-    except DependencyError:  # no matplotlib: the numbers are written anyway
-        pass
+    if plot is not None:
+        try:
+            written.append(plot(out / SENSITIVITY_PNG, [(e.layer, *e.gain(result.baseline))
+                                                        for e in result.layers[:PLOTTED_LAYERS]]))
+        except DependencyError:  # no matplotlib: the numbers are written anyway
+            pass
     return written
 
 

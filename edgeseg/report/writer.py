@@ -20,10 +20,10 @@ import numpy as np
 
 from ..errors import DependencyError
 from ..fileio import atomic_write_json, atomic_write_text, sha256_file
+from ..machine import machine_info
 from ..manifest import Manifest
 from ..palette import DISAGREEMENT_COLOUR, DISAGREEMENT_NAME, class_palette, hex_colour
-from ..pipeline.artifacts import machine_info
-from ..pipeline.bench import latency_notes, noise_reasons
+from .latency_notes import latency_notes, noise_reasons
 from .markdown import render_markdown
 
 REPORT_MD = "report.md"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import onnx
@@ -105,3 +106,5 @@ def test_sensitivity_ranks_every_quantized_layer(model: Path, tmp_path: Path) ->
     gains = [row["agreement"] for row in ranked["layers"]]
     assert gains == sorted(gains, reverse=True)  # most harmful (largest agreement bought back) first
     assert "sensitivity.md" in result.output and (out / "sensitivity.md").read_text().count("| ") > len(gains)
+    # the chart: report.plots' sensitivity_plot, handed down to quant/ by the command
+    assert (out / "sensitivity.png").is_file() == (importlib.util.find_spec("matplotlib") is not None)
