@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -142,7 +143,7 @@ def measure_sensitivity(
 
 # (path, [(layer, agreement gain, mIoU gain)]) -> the PNG written: report.plots.sensitivity_plot, handed in by
 # the layers above (quant/ sits below report/); it raises DependencyError without matplotlib
-SensitivityPlot = Callable[[Path, Sequence[tuple[str, float, float]]], Path]
+SensitivityPlot = typing.Callable[[Path, typing.Sequence[typing.Tuple[str, float, float]]], Path]
 
 
 def write_sensitivity(result: Sensitivity, out_dir: str | os.PathLike[str], *,
