@@ -14,6 +14,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ArtifactError
+from ..runtime.trt import engine_io_tensors, load_engine
 
 if TYPE_CHECKING:
     import tensorrt
@@ -64,8 +65,6 @@ def inspect_serialized_engine(trt: Any, engine_bytes: bytes, *, version_compatib
     """(layers.json content, I/O tensors) of an engine just built: deserialised the way the robot will
     (``runtime.trt.load_engine``: the process logger, host code allowed when version compatible, the DLA core
     set when built for one), read, then freed, the engine before its runtime."""
-    from ..runtime.trt import engine_io_tensors, load_engine
-
     runtime, engine = load_engine(trt, engine_bytes, version_compatible=version_compatible, dla_core=dla_core,
                                   what="the engine just built")
     try:

@@ -20,8 +20,11 @@ import numpy as np
 from ..errors import ArtifactError, ConfigError, require
 from ..fileio import atomic_write_bytes, sha256_file
 from ..manifest import Manifest
+from ..runtime.cuda import device_info
+from ..runtime.trt import dims_list
 from ..runtime.trt_logger import LogCapture, capture_log, process_logger
 from ..spec import InputSpec
+from .calibrator import make_entropy_calibrator
 from .config import DLA_DEVICES, BuildConfig
 from .inspection import inspect_serialized_engine
 from .manifest import engine_manifest
@@ -113,8 +116,6 @@ def _flags(enum: Any, names: Iterable[str]) -> int:
 
 def _gpu_info() -> tuple[str | None, str | None]:
     try:
-        from ..runtime.cuda import device_info
-
         info = device_info()
         return info.name, info.compute_capability
     except Exception:  # no pycuda/GPU here: the manifest records unknown
@@ -218,13 +219,10 @@ def _configure_dla(trt: Any, builder: tensorrt.Builder, network: tensorrt.INetwo
 def _attach_calibrator(trt: Any, trt_config: tensorrt.IBuilderConfig, network: tensorrt.INetworkDefinition,
                        config: BuildConfig,
                        batches: Iterable[np.ndarray] | None, version: str) -> Any:
-    from .calibrator import make_entropy_calibrator
-
     cache = config.calibration_cache
     if batches is None and (cache is None or not Path(cache).is_file()):
         raise ConfigError("implicit INT8 needs calibration images or an existing calibration cache",
                           fix="pass --calib-dir with a folder of images, or --calibration-cache PATH")
-    from ..runtime.trt import dims_list
 
     shape = tuple(dims_list(network.get_input(0).shape))
     calibrator = make_entropy_calibrator(trt, batches if batches is not None else [], input_shape=shape,

@@ -12,7 +12,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import UsageError
 from ..runtime.latency import LatencyRecorder, timed_masks
+from ..runtime.segmenter import Segmenter
 from ..runtime.sources import Source, SourceStats, frames
 
 LIVE_FRAMES = 300
@@ -28,9 +30,6 @@ def bench_source(artifacts: str | os.PathLike[str], source: Source, *, warmup: i
                  on_frame: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Time capture-to-mask over ``source`` (already prepared: ``sources.prepare_source``); the bench.json
     ``source_latency`` dict. ``warmup`` untimed calls on the first frame, which is left out of the figures."""
-    from ..errors import UsageError
-    from ..runtime.segmenter import Segmenter
-
     limit = frame_limit(source, max_frames)
     seg = Segmenter.from_artifacts(artifacts, output_size="frame", threads=threads,
                                    allow_unvalidated=allow_unvalidated)

@@ -23,9 +23,10 @@ from typing import Any, Callable, Dict, Iterable, Union
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, UsageError
 from ..fileio import sha256_files
-from ..images import IMAGE_EXTENSIONS, list_images, load_image
+from ..images import IMAGE_EXTENSIONS, list_images, load_image, save_png
+from ..runtime.bags import BAG_PREFIX, BagSampler, strip_bag_prefix
 from ..spec import InputSpec, preprocess
 
 Batch = Dict[str, np.ndarray]  # typing.Dict: evaluated at import, and Python 3.8 runs it
@@ -61,9 +62,6 @@ CalibSource = Union[str, "os.PathLike[str]", BagCalibSource, ImageListSource]
 
 def calib_source(value: Any, topic: str | None = None) -> Any:
     """``--calib`` and ``--topic`` as a calibration source: ``bag:PATH`` -> BagCalibSource, else the folder."""
-    from ..errors import UsageError
-    from ..runtime.bags import BAG_PREFIX, strip_bag_prefix
-
     if isinstance(value, BagCalibSource):
         return value
     if str(value).startswith(BAG_PREFIX):
@@ -77,9 +75,6 @@ def calib_source(value: Any, topic: str | None = None) -> Any:
 def write_bag_frames(source: BagCalibSource, folder: Path, count: int) -> Path:
     """``count`` frames of the bag (sampled as for calibration) as ``folder``/<frame name>.png: where an image
     folder is needed (the reference frames a build exports with). PNGs of another sample are removed."""
-    from ..images import save_png
-    from ..runtime.bags import BagSampler
-
     wanted = set()
     for frame in BagSampler(source.path, source.topic, count):
         target = folder / f"{frame.name}.png"
@@ -219,8 +214,6 @@ class CalibrationFeed:
         self._consumed = False
 
     def _open_bag(self, source: BagCalibSource, count: int) -> Any:  # -> runtime.bags.BagSampler
-        from ..runtime.bags import BagSampler
-
         sampler = BagSampler(source.path, source.topic, count)
         self.candidates = []
         self.images = CalibrationImages(source.path, count, bag={})

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import ConfigError, DependencyError, require
 from ..fileio import atomic_write_json, atomic_write_text
 from ..metrics import confusion_matrix, mean_iou
+from ..runtime.ort_backend import OnnxRuntimeBackend
 from .qdq_trt import quantize_for_tensorrt, quantized_layers
 from .ranges import Ranges
 
@@ -83,8 +84,6 @@ class _Runner:
     """Runs candidate models (ONNX protos) on fixed inputs; the float model's labels are the truth."""
 
     def __init__(self, float_path: Path, inputs: Sequence[np.ndarray], threads: int | None, workdir: Path) -> None:
-        from ..runtime.ort_backend import OnnxRuntimeBackend
-
         self.inputs, self.threads, self.workdir = list(inputs), threads, workdir
         with OnnxRuntimeBackend(float_path, threads=threads) as backend:
             logits = [backend.infer(x).copy() for x in self.inputs]
@@ -92,8 +91,6 @@ class _Runner:
         self.labels = [value.argmax(axis=1) for value in logits]
 
     def score(self, model: Any) -> Score:
-        from ..runtime.ort_backend import OnnxRuntimeBackend
-
         path = self.workdir / "candidate.onnx"
         path.write_bytes(model.SerializeToString())
         with OnnxRuntimeBackend(path, threads=self.threads) as backend:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import require
+from ..fileio import atomic_write_bytes
 from ..palette import DISAGREEMENT_COLOUR, class_palette, hex_colour
 from ..spec import resize_bilinear
 
@@ -56,8 +57,6 @@ def _pyplot():  # -> matplotlib.pyplot with the file-only Agg backend
 
 def _save(fig, path: str | os.PathLike[str]) -> Path:  # type: ignore[no-untyped-def]
     import io
-
-    from ..fileio import atomic_write_bytes
 
     buffer = io.BytesIO()
     # no "Software" stamp: the same numbers give the same bytes

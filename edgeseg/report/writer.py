@@ -25,6 +25,7 @@ from ..manifest import Manifest
 from ..palette import DISAGREEMENT_COLOUR, DISAGREEMENT_NAME, class_palette, hex_colour
 from .latency_notes import latency_notes, noise_reasons
 from .markdown import render_markdown
+from .plots import iou_bar_chart, latency_plot, legend_plot
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
@@ -93,8 +94,6 @@ def _draw(build_dir: Path, accuracy: dict[str, Any] | None, bench: dict[str, Any
           classes: tuple[list[str], np.ndarray], notes: list[str]) -> dict[str, str]:
     """PNG plots -> {kind: file name}; none (and a note) without matplotlib."""
     try:
-        from .plots import iou_bar_chart, latency_plot, legend_plot
-
         plots: dict[str, str] = {}
         names, colours = classes
         if names:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import sys
 
 from ..errors import EdgesegError
+from .node import main
 
 
 def run() -> None:
-    from .node import main
-
     try:
         main(sys.argv)
     except EdgesegError as exc:  # a user error (no rclpy, bad artifacts folder): its message, no traceback

@@ -16,6 +16,8 @@ from typing import Any
 
 from ..errors import DependencyError
 from ..runtime.frame_slot import LatestFrameSlot
+from ..runtime.kernels import default_palette
+from ..runtime.segmenter import Segmenter
 from .node_core import NodeParameters, SegmentationCore, Worker, stats_line
 
 ROS_INSTALL = ("install ROS 2 (https://docs.ros.org, e.g. Humble: apt install ros-humble-ros-base) and "
@@ -58,9 +60,6 @@ class EdgesegNode:
     """The rclpy node, its Segmenter, subscription, publishers and worker thread."""
 
     def __init__(self, ros: Any, name: str = "edgeseg") -> None:
-        from ..runtime.kernels import default_palette
-        from ..runtime.segmenter import Segmenter
-
         self.node = ros.Node(name)
         params = read_parameters(self.node)
         self.log = self.node.get_logger()

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ConfigError
+from ..runtime.bag_writer import default_output_topics
 from ..runtime.frame_slot import LatestFrameSlot
 from ..runtime.kernels import check_alpha, default_palette
 from ..runtime.ros_image import MessageFactory, msg_to_rgb, segmentation_msgs, typestore_factory
@@ -117,8 +118,6 @@ class NodeParameters:
 
     def resolved(self) -> NodeParameters:
         """Checked, with the derived topic names filled in."""
-        from ..runtime.bag_writer import default_output_topics
-
         if not self.artifacts:
             raise ConfigError("the node needs the artifacts parameter", expected="a build folder (engines/NAME)",
                               fix="ros2 launch ... artifacts:=engines/NAME, or --ros-args -p artifacts:=engines/NAME")

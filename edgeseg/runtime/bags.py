@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import InputError, UsageError, require
+from ..fileio import sha256_files
 from .ros_image import IMAGE_TYPES, default_typestore, msg_to_rgb, stamp_ns
 
 BAG_PREFIX = "bag:"
@@ -300,8 +301,6 @@ def bag_files(path: str | Path) -> list[Path]:
 
 def bag_sha256(path: str | Path, topic: str | None = None) -> str:
     """One hash over a bag's file names and contents, and the topic read from it (a step cache key)."""
-    from ..fileio import sha256_files
-
     digest = hashlib.sha256(sha256_files(bag_files(path)).encode())
     digest.update(f"\0{topic or ''}".encode())
     return digest.hexdigest()

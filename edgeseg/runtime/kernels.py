@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, ConfigError, InputError, ModelError
+from ..errors import ArtifactError, ConfigError, InputError, ModelError, require
 from ..palette import class_palette
 from ..spec import CHANNEL_ORDERS, InputSpec, resize_mask_nearest
+from . import cuda
 
 KERNEL_SOURCE = Path(__file__).with_name("kernels.cu")
 PTX_DIR = Path(__file__).with_name("kernels_ptx")
@@ -208,8 +209,6 @@ def kernels_origin() -> str | None:
 
 def _source_module(reason: str) -> Any:
     """kernels.cu through nvcc (pycuda's SourceModule), as before the PTX was shipped."""
-    from ..errors import require
-
     compiler = require("pycuda.compiler", extra="trt", purpose="the GPU kernels")
     try:
         # no --use_fast_math: the kernels must match the numpy references bit for bit where possible
@@ -222,8 +221,6 @@ def _source_module(reason: str) -> Any:
 
 def _load_module(device: Any) -> tuple[Any, str]:
     """(module, origin) for ``device`` (the current context's): the shipped PTX, else kernels.cu via nvcc."""
-    from . import cuda
-
     driver = cuda.driver()
     capability = tuple(device.compute_capability())
     try:
@@ -244,8 +241,6 @@ def _load_module(device: Any) -> tuple[Any, str]:
 def _compiled() -> Any:
     """The kernels' module for the current context's device, loaded once per device (context current)."""
     global _ORIGIN
-    from . import cuda
-
     device = cuda.driver().Context.get_device()  # pycuda Devices compare and hash by their CUdevice
     with _MODULE_LOCK:
         if device not in _MODULES:

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import InputError, UsageError, require
 from ..images import IMAGE_EXTENSIONS, list_images, load_image
+from .bags import iter_bag_frames
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 BAG_EXTENSIONS = (".mcap", ".db3", ".bag")
@@ -268,8 +269,6 @@ def _image_frames(source: Source, stats: SourceStats, skip_bad: bool) -> FrameSt
 
 
 def _bag_frames(source: Source, stats: SourceStats) -> FrameStream:
-    from .bags import iter_bag_frames
-
     bag_frames: Any = iter_bag_frames(source.location, source.topic)  # a generator: closing it closes the bag
     with contextlib.closing(bag_frames) as messages:
         while True:
