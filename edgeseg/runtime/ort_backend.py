@@ -106,3 +106,16 @@ class OnnxRuntimeBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_onnxruntime(path: str | os.PathLike[str], *, threads: int | None = None, manifest: Any = None,
+                     folder: Path | None = None, providers: list[str] | None = None, **_: Any) -> OnnxRuntimeBackend:
+    """The registry's factory (edgeseg.runtime.backend)."""
+    return OnnxRuntimeBackend(path, threads=threads, providers=providers)
+
+
+def best_candidates() -> list[Any]:
+    """What ``--precision best`` times with ONNX Runtime: model.onnx (FP32) and model.int8.ort.onnx (INT8)."""
+    from .backend import Candidate
+
+    return [Candidate("onnxruntime", "onnx", "fp32"), Candidate("onnxruntime", "onnx_int8_cpu", "int8")]

@@ -32,10 +32,9 @@ from ..fileio import sha256_file
 from ..manifest import MANIFEST_FILE, Manifest, check_validated, read_manifest, verified_artifact
 from ..palette import stored_colours
 from ..spec import CHANNEL_ORDERS, InputSpec, check_frame, nearest_index, preprocess
-from .backend import Backend
+from .backend import Backend, backend_choices, backend_info, choose_for_folder, open_backend
 from .kernels import numpy_argmax
 
-BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "torch")
 OUTPUT_SIZES = ("model", "frame")
 DEPTH = 2  # double buffering: at most two frames in flight
 
@@ -59,25 +58,20 @@ def tensorrt_available() -> bool:
 
 
 def choose_backend(requested: str, manifest: Manifest, folder: Path) -> str:
-    if requested not in BACKEND_CHOICES:
-        raise ConfigError("unknown backend", expected=" | ".join(BACKEND_CHOICES), found=repr(requested))
-    if requested != "auto":
-        return requested
-    engine = manifest.artifacts.get("engine")
-    if engine and (folder / engine).is_file() and tensorrt_available():
-        return "tensorrt"
-    return "onnxruntime"
-
-
-# files each backend can run, best first; ONNX Runtime also runs a Q/DQ model as it is
-BACKEND_ROLES = {"tensorrt": ("engine",), "onnxruntime": ("onnx_int8_cpu", "onnx_int8_trt", "onnx")}
+    """The backend that runs ``folder``: the registry's choice (runtime/backend.py): ``requested``, or for "auto"
+    the backend the build chose when it is available here, else the best-ranked available one (TensorRT on a GPU
+    with an engine, then ONNX Runtime, then OpenVINO)."""
+    if requested not in backend_choices():
+        raise ConfigError("unknown backend", expected=" | ".join(backend_choices()), found=repr(requested))
+    return choose_for_folder(requested, manifest.artifacts, folder, built_with=manifest.backend,
+                             validated_role=manifest.validated_role)
 
 
 def artifact_role(manifest: Manifest, backend: str, folder: Path) -> str:
     """The file ``backend`` runs: the one the build validated when the backend can run it, else the best the
     manifest names (the validation check then says why it is not trusted). Never silently another precision:
     a named file that is missing is an error, not a fallback."""
-    roles = BACKEND_ROLES[backend]
+    roles = backend_info(backend).roles
     validated = manifest.validated_role
     if validated in roles:
         return str(validated)
@@ -156,13 +150,16 @@ class Segmenter:
     def from_artifacts(cls, folder: str | os.PathLike[str], backend: str = "auto", *, frame_order: str = "RGB",
                        output_size: str = "model", threads: int | None = None, buffers: str = "auto",
                        cuda_graph: bool = True, model: Any = None, weights: str | os.PathLike[str] | None = None,
-                       device: str | None = None, allow_unvalidated: bool = False) -> Segmenter:
+                       device: str | None = None, allow_unvalidated: bool = False,
+                       backend_options: dict[str, Any] | None = None) -> Segmenter:
         """A Segmenter on the build folder ``engines/NAME``.
 
         Its manifest.json (checksum verified) picks the file and sizes; the file's SHA-256 must match the
         manifest, and the build's accuracy gates must have passed for that file unless ``allow_unvalidated``
         (then ``self.warning`` says why it is not trusted). ``backend="torch"`` runs the PyTorch reference:
-        pass ``model`` (an nn.Module) or ``weights`` (the checkpoint the folder was built from).
+        pass ``model`` (an nn.Module) or ``weights`` (the checkpoint the folder was built from). ``device``: the
+        torch device, or OpenVINO's (CPU, GPU, NPU; default: the build's). ``backend_options``: passed to the
+        backend's factory (runtime/backend.py).
         """
         root = Path(folder)
         manifest = read_manifest(root)
@@ -177,18 +174,21 @@ class Segmenter:
             path = verified_artifact(root, manifest, role)
             warning = check_validated(manifest, role, allow_unvalidated=allow_unvalidated, folder=root)
             source, precision = str(path), manifest.precision_of(role)
-            if chosen == "tensorrt":
+            info = backend_info(chosen)
+            options: dict[str, Any] = dict(backend_options or {})
+            if info.gpu_loop:
+                options.setdefault("buffers", buffers)
+            if device is not None and chosen == "openvino":
+                options.setdefault("device", device)
+            instance = open_backend(chosen, path, threads=threads, manifest=manifest, folder=root, **options)
+            _check_backend_shapes(instance, manifest, path)  # before a GPU loop allocates for it
+            hint = getattr(instance, "inference_precision", "fp32")
+            if hint != "fp32":  # OpenVINO's bf16/fp16 inference of the file
+                precision = f"{precision}, {hint} inference"
+            if info.gpu_loop:
                 from .gpu_loop import GpuLoop
-                from .trt import TensorRTSession
 
-                instance = TensorRTSession(path, manifest=manifest, buffers=buffers)
-                _check_backend_shapes(instance, manifest, path)  # before the GPU loop allocates for it
                 gpu_loop = GpuLoop(instance, spec, frame_order=frame_order, buffers=buffers, cuda_graph=cuda_graph)
-            else:
-                from .ort_backend import OnnxRuntimeBackend
-
-                instance = OnnxRuntimeBackend(path, threads=threads)
-                _check_backend_shapes(instance, manifest, path)
         segmenter = cls(instance, spec, frame_order=frame_order, output_size=output_size, gpu_loop=gpu_loop)
         segmenter.model_file, segmenter.precision, segmenter.warning = source, precision, warning
         segmenter.validation_status = manifest.validation_status if chosen != "torch" else "reference"

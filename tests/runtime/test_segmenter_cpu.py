@@ -154,7 +154,7 @@ def test_auto_backend_without_tensorrt_is_onnxruntime(tmp_path: Path) -> None:
         assert choose_backend("auto", manifest, tmp_path) == "onnxruntime"
     assert choose_backend("torch", manifest, tmp_path) == "torch"
     with pytest.raises(ConfigError, match="unknown backend"):
-        choose_backend("openvino", manifest, tmp_path)
+        choose_backend("nosuch", manifest, tmp_path)
 
 
 def test_from_artifacts_without_a_model_file(tmp_path: Path, write_build_manifest) -> None:
