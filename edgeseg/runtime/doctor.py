@@ -62,6 +62,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "report": ("matplotlib",),
     "ros": ("rosbags", "opencv-python-headless"),
     "video": ("opencv-python-headless",),
+    "openvino": ("openvino",),
     "desktop": ("torch", "onnx", "onnxsim", "onnxruntime", "matplotlib", "opencv-python-headless",
                 "safetensors", "rosbags"),
 }
@@ -75,12 +76,13 @@ PURPOSES = {
     "safetensors": ".safetensors weights",
     "torch": "desktop: train, export, eval, build from a checkpoint",
     "onnxsim": "desktop: export",
-    "openvino": "optional, not used by edgeseg; onnxruntime's OpenVINO provider shows under ONNX Runtime",
+    "openvino": "optional: the openvino backend for Intel CPUs, run/validate/bench/build --backend openvino",
 }
 IMPORTED = ("onnx", "matplotlib", "rosbags", "safetensors", "openvino")  # imported (onnxruntime, cv2, tensorrt
 # and pycuda have probes of their own)
 NOT_IMPORTED = ("torch", "onnxsim")  # desktop-only and slow to import: found on the path, not imported
-NOT_USED = ("openvino",)  # broken is a warning, not an error: edgeseg never imports it
+NOT_USED = ("openvino",)  # optional: absent is information and broken a warning (only --backend openvino needs it)
+OPENVINO_PRECISIONS = ("FP32", "BF16", "FP16", "INT8")  # of a device's OPTIMIZATION_CAPABILITIES, the ones shown
 JETPACK_BY_L4T = {32: "4", 34: "5", 35: "5", 36: "6", 38: "7"}  # L4T major release -> JetPack major release
 JETPACK_TRT_INSTALL = "sudo apt install python3-libnvinfer (JetPack's TensorRT bindings; part of nvidia-jetpack)"
 JETSON_PYCUDA_INSTALL = ("pip install pycuda (it compiles against JetPack's CUDA: "
@@ -331,6 +333,7 @@ class DoctorReport:
     findings: list[Finding]
     capabilities: list[Capability]
     next_commands: list[str]
+    openvino_devices: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # name, full_name, precisions
 
     @property
     def exit_code(self) -> int:
@@ -746,13 +749,56 @@ def _opencv_findings(opencv: OpenCvInfo, jetson: JetsonInfo | None) -> list[Find
     return findings
 
 
+def probe_openvino(package: Package, host: Host) -> list[dict[str, Any]]:
+    """OpenVINO's devices with their full names and the precisions they run (OPTIMIZATION_CAPABILITIES);
+    [] when openvino does not import. GPU and NPU devices are listed as OpenVINO reports them (untested by edgeseg)."""
+    if not package.present:
+        return []
+    devices = []
+    try:
+        core = host.importer("openvino").Core()
+        for name in core.available_devices:
+            try:
+                full = str(core.get_property(name, "FULL_DEVICE_NAME"))
+                capabilities = [str(c).upper() for c in core.get_property(name, "OPTIMIZATION_CAPABILITIES")]
+            except Exception as exc:
+                devices.append({"name": str(name), "full_name": "", "precisions": [], "error": _error_text(exc)})
+                continue
+            devices.append({"name": str(name), "full_name": full,
+                            "precisions": [p.lower() for p in OPENVINO_PRECISIONS if p in capabilities]})
+    except Exception as exc:
+        return [{"name": "", "full_name": "", "precisions": [], "error": _error_text(exc)}]
+    return devices
+
+
+def _openvino_findings(package: Package, devices: list[dict[str, Any]]) -> list[Finding]:
+    """The OpenVINO section: each device and its precisions (only when openvino imports; absent and broken are
+    lines of the packages section)."""
+    if not package.present:
+        return []
+    if not devices or any(d.get("error") for d in devices):
+        errors = "; ".join(str(d.get("error")) for d in devices if d.get("error")) or "no devices"
+        return [Finding("openvino", WARN, f"openvino {package.version or '?'}: {errors}",
+                        "reinstall it: pip install --force-reinstall openvino")]
+    findings = [Finding("openvino", OK, f"openvino {package.version or '?'} ({PURPOSES['openvino']})")]
+    for device in devices:
+        untested = "" if str(device["name"]).startswith("CPU") else "; untested by edgeseg"
+        precisions = ", ".join(device["precisions"]) or "no precision listed"
+        findings.append(Finding("openvino", OK, f"{device['name']}: {device['full_name']}: {precisions}{untested}"))
+    return findings
+
+
 def _package_findings(packages: dict[str, Package]) -> list[Finding]:
     findings = []
     for name in ("onnx", "matplotlib", "rosbags", "safetensors", "torch", "onnxsim", "openvino"):
         package = packages[name]
         purpose = PURPOSES[name]
+        if name == "openvino" and package.present:
+            continue  # its own section lists its devices
         if package.state == "absent":
             fix = None if name in NOT_USED else install_command(name, extra="ros" if name == "rosbags" else None)
+            if name == "openvino":
+                fix = install_command("openvino", extra="openvino")
             findings.append(Finding("packages", MISSING if name not in NOT_USED else INFO,
                                     f"{name} not installed ({purpose})", fix))
         elif package.state == "broken":
@@ -770,6 +816,7 @@ def assess(parts: dict[str, Any], host: Host) -> list[Finding]:
     trt, cuda_info = parts["tensorrt"], parts["cuda"]
     return [*_python_findings(python, jetson), *_jetson_findings(jetson, host),
             *_extras_findings(parts["extras"]), *_onnxruntime_findings(parts["onnxruntime"]),
+            *_openvino_findings(parts["packages"]["openvino"], parts.get("openvino_devices") or []),
             *_tensorrt_findings(trt, jetson, python, cuda_info.pycuda),
             *_cuda_findings(cuda_info, trt, parts["gpus"], parts["gpu_error"], jetson),
             *_kernel_findings(parts["kernels"], trt), *_opencv_findings(parts["opencv"], jetson),
@@ -795,6 +842,8 @@ def capabilities(parts: dict[str, Any]) -> list[Capability]:
         cap("TensorRT engines: build --backend tensorrt, validate, run, bench on the GPU",
             trt_ok and gpu_ok and kernels_ok, "TensorRT, pycuda, a visible GPU and loadable GPU kernels"),
         cap("ONNX Runtime on the CPU: validate, run, bench", ort_ok, "onnxruntime"),
+        cap("OpenVINO: validate, run, bench, build --backend openvino", bool(parts.get("openvino_devices"))
+            and not any(d.get("error") for d in parts.get("openvino_devices") or []), "openvino (the openvino extra)"),
         cap("build --onnx DIR/model.int8.onnx on this machine", packages["onnx"].present and (ort_ok or trt_ok),
             "onnx, and TensorRT or onnxruntime"),
         cap("the whole pipeline: train, export, build from a checkpoint", torch_ok and ort_ok,
@@ -839,17 +888,20 @@ def diagnose(host: Host | None = None) -> DoctorReport:
         "python": probe_python(host), "jetson": probe_jetson(host), "extras": probe_extras(packages),
         "onnxruntime": onnxruntime, "tensorrt": tensorrt, "cuda": cuda_info, "gpus": gpus, "gpu_error": gpu_error,
         "kernels": probe_kernels(gpus[0] if gpus else None, host), "opencv": opencv, "packages": packages,
+        "openvino_devices": probe_openvino(packages["openvino"], host),
     }
     findings = assess(parts, host)
     caps = capabilities(parts)
     return DoctorReport(edgeseg=__version__, python=parts["python"], jetson=parts["jetson"], extras=parts["extras"],
                         onnxruntime=onnxruntime, tensorrt=tensorrt, cuda=cuda_info, gpus=gpus,
                         kernels=parts["kernels"], opencv=opencv, packages=packages, findings=findings,
-                        capabilities=caps, next_commands=next_commands(parts, findings, caps))
+                        capabilities=caps, next_commands=next_commands(parts, findings, caps),
+                        openvino_devices=parts["openvino_devices"])
 
 
 SECTION_TITLES = {"python": "Python", "jetson": "Jetson", "extras": "edgeseg extras (pip install 'edgeseg[X]')",
-                  "onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT", "cuda": "CUDA", "gpu": "GPU",
+                  "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT", "cuda": "CUDA",
+                  "gpu": "GPU",
                   "kernels": "GPU kernels", "opencv": "OpenCV", "packages": "Other packages"}
 MARKS = {OK: "ok", INFO: "--", MISSING: "--", WARN: "warn", ERROR: "FAIL"}
 
