@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from .. import __version__
 from ..errors import DependencyError, EdgesegError, UsageError
 from ..fileio import atomic_write_json, sha256_file
 from ..machine import machine_info, usable_cores
 from ..manifest import MANIFEST_FILE
 from ..reference import preprocess_frames, synthetic_frames
 from ..report.latency_notes import BUSY_LOAD_PER_CORE, latency_notes, noise_reasons
+from ..runtime.torch_backend import TorchBackend
 from .artifacts import candidate_input_spec, discover_artifacts, load_manifest, open_backend
 
 BENCH_FILE = "bench.json"
@@ -200,8 +202,6 @@ def bench_key(*, artifacts: str | os.PathLike[str] | None = None, onnx_files: Se
     it would open (the build folder's timed roles, the --onnx files, the weights, the manifest that names the
     engine's runner), the model, the resolved thread count, iterations and warmup. The build's bench step key:
     a cached bench.json is reused only when none of these changed."""
-    from .. import __version__
-
     files: dict[str, str | None] = {}
     if artifacts is not None and Path(artifacts).is_dir():
         found = discover_artifacts(artifacts, load_manifest(artifacts))
@@ -274,7 +274,6 @@ def _torch_runner(model: str | None, weights: str | os.PathLike[str] | None, thr
         import torch
     except ImportError as exc:
         return None, f"torch cannot be imported ({exc})"
-    from ..runtime.torch_backend import TorchBackend
 
     torch.set_num_threads(threads)
     num_classes = manifest.num_classes if manifest is not None else None

@@ -12,9 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.datasets import parse_dataset_spec
 from ..errors import InputError, UsageError, require
+from ..images import list_images
 from ..quant.calib_data import BagCalibSource, ImageListSource
+from ..quant.qdq_ort import check_saved_ranges_support
+from . import build_steps as steps
 from .build import BuildOptions
+from .build_data import _labelled
 
 
 @dataclass
@@ -34,8 +39,6 @@ def preflight(options: BuildOptions, backend: str) -> Preflight:
     """Every check that needs no work in the build folder: options (already), dependencies, the model's name
     and weights or the --onnx file, the --val data and the --calib frames. Raises the error the build would
     have raised later, before anything is removed or written."""
-    from . import build_steps as steps
-
     found = Preflight()
     if options.onnx is not None:
         found.onnx_facts = steps.onnx_facts(Path(options.onnx))  # needs onnx: a robot without it stops here
@@ -68,8 +71,6 @@ def preflight(options: BuildOptions, backend: str) -> Preflight:
 
 def _check_cpu_int8_writer() -> None:
     """onnx and an onnxruntime that writes the CPU INT8 model from saved ranges (>= 1.27)."""
-    from ..quant.qdq_ort import check_saved_ranges_support
-
     require("onnx", purpose="calibrating and quantizing")
     check_saved_ranges_support(require("onnxruntime.quantization.calibrate", purpose="ONNX Runtime INT8 models"))
 
@@ -82,15 +83,12 @@ def _check_val(options: BuildOptions, num_classes: int | None) -> None:
         if num_classes:
             data_samples(options.val, None, num_classes)  # type: ignore[arg-type]
         return
-    from .build_data import _labelled
 
     _labelled(options.val, int(num_classes or 0))  # type: ignore[arg-type]
 
 
 def describe_calib(calib: Any) -> str:
     """What --calib opened, as the summary prints it; an InputError when it holds no frames."""
-    from ..images import list_images
-
     if isinstance(calib, BagCalibSource):
         from ..runtime.bags import BagSampler
 
@@ -115,8 +113,6 @@ def _images(count: int) -> str:
 def _dataset_name(label: str) -> str:
     """"cityscapes train" for the --calib spec cityscapes:ROOT (a public dataset calibrates on train unless a
     split is named), "folder DIR val" for DIR:val."""
-    from ..data.datasets import parse_dataset_spec
-
     spec = parse_dataset_spec(label)
     if spec.is_folder:
         return f"folder {spec.root}" + (f" {spec.split}" if spec.split else "")

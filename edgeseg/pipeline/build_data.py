@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.datasets import DatasetSpec, summary
+from ..data.datasets import DatasetSpec, as_dataset_spec, open_dataset, summary
 from ..data.folder import FolderDataset
+from ..data.generate import SynthConfig, write_synthetic_dataset
 from ..errors import ConfigError, InputError
+from ..images import list_images, save_png
+from ..quant.calib_data import BagCalibSource, ImageListSource, folder_images, write_bag_frames
+from ..reference import DEFAULT_SAMPLES, default_sample_count
 from ..spec import InputSpec
 from .build import SYNTH_CALIB_SEED, SYNTH_VAL_SEED, BuildOptions
 from .build_steps import Log
@@ -16,9 +20,6 @@ from .build_steps import Log
 def reference_samples(options: BuildOptions, spec: InputSpec, num_classes: int, out: Path,
                       log: Log) -> tuple[list[Path], list[Path], str]:
     """(images, masks, where from) for reference.npz: the validation set, else the calibration images."""
-    from ..quant.calib_data import BagCalibSource, ImageListSource, folder_images, write_bag_frames
-    from ..reference import DEFAULT_SAMPLES, default_sample_count
-
     val_dir: DatasetSpec | Path | None = options.val
     if val_dir is None and options.demo:
         val_dir = synthetic_set(out / "val_synth", 32, spec.size, SYNTH_VAL_SEED, log)
@@ -50,15 +51,11 @@ def reference_samples(options: BuildOptions, spec: InputSpec, num_classes: int, 
 
 def _train_id_masks(dataset: FolderDataset, masks: list[Path], folder: Path) -> list[Path]:
     """``masks`` mapped to train ids, written once into ``folder`` (their hashes key the export step)."""
-    from ..images import save_png
-
     return [save_png(folder / f"{path.stem}.png", dataset.read_mask(path)) for path in masks]
 
 
 def _labelled(val: DatasetSpec | Path, num_classes: int) -> FolderDataset:
     """The --val data, unverified: a folder used whole (unless it names a split), a public dataset's val split."""
-    from ..data.datasets import as_dataset_spec, open_dataset
-
     spec = as_dataset_spec(val)
     try:
         return open_dataset(spec, None if spec.is_folder else "val", verify=False, num_classes=num_classes,
@@ -80,8 +77,6 @@ def _evenly(total: int, count: int) -> list[int]:
 
 def synthetic_set(folder: Path, num: int, size: tuple[int, int], seed: int, log: Log) -> Path:
     """Render a deterministic synthetic image set once (reused when complete)."""
-    from ..data.generate import SynthConfig, write_synthetic_dataset
-
     images = folder / "images"
     if not (images.is_dir() and len(list(images.iterdir())) >= num):
         log(f"rendering {num} synthetic images (seed {seed}) into {folder}")
@@ -90,8 +85,6 @@ def synthetic_set(folder: Path, num: int, size: tuple[int, int], seed: int, log:
 
 
 def default_calib(out: Path, spec: InputSpec, log: Log) -> Path:
-    from ..images import list_images
-
     shipped = Path("calib")
     found = list_images(shipped) if shipped.is_dir() else []
     if found:

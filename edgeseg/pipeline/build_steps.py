@@ -14,14 +14,23 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..data.datasets import DatasetSpec
+from ..data.datasets import DatasetSpec, dataset_classes
+from ..engine.config import BuildConfig
+from ..engine.trt_builder import build_engine
 from ..errors import ArtifactError, ConfigError, UsageError
-from ..fileio import sha256_file, sha256_files
+from ..fileio import atomic_open, atomic_write_bytes, sha256_file, sha256_files
 from ..manifest import Manifest, validation_verdict
-from ..reference import REFERENCE_FILE
+from ..onnx_model import class_colors_from_metadata, read_onnx_model
+from ..palette import stored_colours
+from ..quant.lint import check_qdq
+from ..reference import REFERENCE_FILE, load_reference
 from ..spec import InputSpec
+from .artifacts import discover_artifacts
+from .bench import bench_key, plan_bench, run_bench
 from .build import BuildOptions
 from .step_cache import StepRunner
+from .validate import ValidationConfig, validate_candidate
+from .validation_data import data_samples
 
 # typing's generics, not collections.abc's: these aliases are evaluated at import, and Python 3.8 runs them
 Log = typing.Callable[[str], None]
@@ -69,7 +78,6 @@ def _quote(path: Path | str) -> str:
 def model_info(options: BuildOptions) -> dict[str, Any]:
     """Model name, classes and input spec from the checkpoint (or the options for plain/random weights)."""
     from ..models.checkpoint import PLAIN_DEFAULT_CLASSES, read_checkpoint_info
-    from ..palette import stored_colours
 
     weights = read_checkpoint_info(options.weights, model=options.model) if options.weights is not None else None
     if weights is not None and weights.full_checkpoint and weights.input_spec is not None:
@@ -97,8 +105,6 @@ def model_info(options: BuildOptions) -> dict[str, Any]:
 
 def _val_classes(val: DatasetSpec | Path | None) -> tuple[list[str], list[tuple[int, int, int]]]:
     """The --val data's class names and colours ([] and []: none declared)."""
-    from ..data.datasets import dataset_classes
-
     return dataset_classes(val) if val is not None else ([], [])
 
 
@@ -133,7 +139,6 @@ def _copy_in(path: Path, out: Path, log: Log) -> Path:
     target = out / path.name
     if path.resolve() == target.resolve():
         return path
-    from ..fileio import atomic_open
 
     with open(path, "rb") as source, atomic_open(target, "wb") as handle:
         shutil.copyfileobj(source, handle)
@@ -165,8 +170,6 @@ def _export(options: BuildOptions, info: dict[str, Any], images: list[Path], mas
 
 def onnx_facts(path: Path) -> tuple[InputSpec, dict[str, str], bool]:
     """(input spec, edgeseg metadata, has Q/DQ) of an ONNX model."""
-    from ..onnx_model import read_onnx_model
-
     info = read_onnx_model(path, need_graph=True, purpose="building from an ONNX model")
     spec = info.input_spec
     if spec is None:
@@ -183,11 +186,6 @@ ENGINE_FIELDS = ("tensorrt_version", "gpu_name", "compute_capability", "io_tenso
 def build_trt(runner: StepRunner, source: Path, spec: InputSpec, options: BuildOptions, out: Path,
               done: dict[str, bool]) -> tuple[Path, dict[str, Any]]:
     """model.engine, and what the manifest records of it (TensorRT version, GPU, I/O tensors, flags)."""
-    from ..engine.config import BuildConfig
-    from ..engine.trt_builder import build_engine
-    from ..fileio import atomic_write_bytes
-    from ..quant.lint import check_qdq
-
     precision = options.precision
     config = BuildConfig(precision=precision, timing_cache=out / "timing.cache", high_precision=options.high_precision)
 
@@ -208,9 +206,6 @@ def build_trt(runner: StepRunner, source: Path, spec: InputSpec, options: BuildO
 def validate(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, done: dict[str, bool],
              log: Log, progress: Progress | None) -> tuple[dict[str, Any] | None, str]:
     """The candidate against reference.npz (the robot's check); (None, why) when there is no reference."""
-    from .validate import ValidationConfig, validate_candidate
-    from .validation_data import data_samples
-
     reference = out / REFERENCE_FILE
     if not reference.is_file():
         why = (f"no {REFERENCE_FILE} beside {options.onnx} (edgeseg export writes it)" if options.onnx
@@ -238,8 +233,6 @@ def validate(runner: StepRunner, candidate: Path, options: BuildOptions, out: Pa
 
 
 def _reference_classes(reference: Path) -> int:
-    from ..reference import load_reference
-
     return load_reference(reference).num_classes
 
 
@@ -248,8 +241,6 @@ BUILD_BENCH_WARMUP = 3  # untimed runs per runner before the build's timing
 
 def bench(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, done: dict[str, bool],
           progress: Progress | None = None) -> dict[str, Any] | None:
-    from .bench import bench_key, plan_bench, run_bench
-
     standard = candidate.name in ("model.onnx", "model.int8.ort.onnx", "model.engine")
     # one set of arguments for the plan and the key: the key covers every file the plan times
     planned: dict[str, Any] = {"artifacts": out, "onnx_files": [] if standard else [candidate], "model": None,
@@ -273,9 +264,6 @@ def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptio
                       candidate: Path, calibration: dict[str, Any] | None, engine: dict[str, Any],
                       validation: dict[str, Any] | None, why: str, bench: dict[str, Any] | None) -> Manifest:
     """The manifest of this run: its files with their hashes, its verdict, its measurements."""
-    from ..onnx_model import class_colors_from_metadata
-    from .artifacts import discover_artifacts
-
     classes = json.loads(meta.get("classes", "[]") or "[]")
     colours = class_colors_from_metadata(meta)
     present = discover_artifacts(out)

@@ -17,13 +17,31 @@ from typing import Any
 
 from .. import __version__
 from ..fileio import atomic_write_json, sha256_file, sha256_files
+from ..images import list_images
 from ..machine import usable_cores
+from ..onnx_model import load_onnx
 from ..quant.calib_data import BagCalibSource, CalibSource, ImageListSource
+from ..quant.fallback import Trial, greedy_fallback
+from ..quant.fp16_regions import float_regions_of
+from ..quant.pipeline import (
+    CalibrateConfig,
+    calibrate_ranges,
+    layer_sensitivity,
+    write_int8_models,
+    write_ort_int8,
+    write_trt_int8,
+)
+from ..quant.ranges import load_ranges
+from ..quant.sensitivity import SENSITIVITY_JSON, SENSITIVITY_MD
+from ..quant.trt_cache import DEFAULT_TRT_VERSION
 from ..reference import REFERENCE_FILE
 from ..report.plots import sensitivity_plot
+from ..trt_version import TrtVersion
+from .bench import benchmark, ort_runner
 from .build import BuildOptions
 from .build_steps import Log, Progress
 from .step_cache import StepRunner
+from .validate import ValidationConfig, validate_candidate
 
 FALLBACK_FILE = "fallback.json"
 # on TensorRT a layer without Q/DQ runs in FP16 (the INT8 build allows FP16); ONNX Runtime's CPU runs it in FP32
@@ -32,7 +50,6 @@ LATENCY_ITERATIONS = 10
 
 
 def calibrate_config(options: BuildOptions):  # -> quant.pipeline.CalibrateConfig
-    from ..quant.pipeline import CalibrateConfig
 
     return CalibrateConfig(method=str(options.calib_method), calib_images=options.calib_images,
                            concat_scales=options.concat_scales, high_precision=options.high_precision,
@@ -43,9 +60,6 @@ def target_trt_version() -> str:
     """The TensorRT the Q/DQ model is written for: the installed 8.x or 10.x (8.x: float32 regions, opset 17),
     else the calibration cache's default (10.3; TensorRT 11 reads the same float16-region Q/DQ file)."""
     import importlib.util
-
-    from ..quant.trt_cache import DEFAULT_TRT_VERSION
-    from ..trt_version import TrtVersion
 
     if importlib.util.find_spec("tensorrt") is None:
         return DEFAULT_TRT_VERSION
@@ -66,8 +80,6 @@ def _quantize_inputs(fp32_onnx: Path, out: Path) -> dict[str, str]:
 def _calib_identity(calib_dir: CalibSource | ImageListSource) -> str:
     """What the calibration step's cache key holds of its frames: the folder's images, the bag + topic, or the
     dataset spec + its images."""
-    from ..images import list_images
-
     if isinstance(calib_dir, BagCalibSource):
         from ..runtime.bags import bag_sha256
 
@@ -79,8 +91,6 @@ def _calib_identity(calib_dir: CalibSource | ImageListSource) -> str:
 
 def calibrate(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,
               out: Path, done: dict[str, bool], progress: Progress | None) -> dict[str, Any]:
-    from ..quant.pipeline import calibrate_ranges
-
     key = {"onnx": sha256_file(fp32_onnx), "calib": _calib_identity(calib_dir),
            "method": options.calib_method, "n": options.calib_images, "version": __version__}
 
@@ -105,11 +115,6 @@ def calibrate(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, optio
 
 def quantize(runner: StepRunner, fp32_onnx: Path, options: BuildOptions, out: Path, done: dict[str, bool],
              float_layers: list[str]) -> dict[str, Any]:
-    from ..onnx_model import load_onnx
-    from ..quant.fp16_regions import float_regions_of
-    from ..quant.pipeline import write_int8_models
-    from ..quant.ranges import load_ranges
-
     config = calibrate_config(options)
     key = {**_quantize_inputs(fp32_onnx, out),
            "concat_scales": options.concat_scales, "float_layers": float_layers,
@@ -147,11 +152,6 @@ def fallback(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, option
 
 def _search(fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions, out: Path, backend: str,
             log: Log, progress: Progress | None) -> dict[str, Any]:
-    from ..onnx_model import load_onnx
-    from ..quant.fallback import Trial, greedy_fallback
-    from ..quant.pipeline import layer_sensitivity, write_ort_int8, write_trt_int8
-    from ..quant.ranges import load_ranges
-
     ranges, config, model = load_ranges(out / "ranges.json"), calibrate_config(options), load_onnx(fp32_onnx)
     with tempfile.TemporaryDirectory(prefix="edgeseg-fallback-") as tmp:
         work = Path(tmp)
@@ -191,8 +191,6 @@ def _search(fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions, out:
 
 def _gate_verdict(candidate: Path, reference: Path, options: BuildOptions) -> dict[str, Any]:
     """``candidate`` against reference.npz with the build's gates, nothing written."""
-    from .validate import ValidationConfig, validate_candidate
-
     gates = ValidationConfig(min_agreement=options.min_agreement, max_miou_drop=options.max_miou_drop,
                              threads=options.threads)
     result = validate_candidate(candidate, reference, config=gates, write=False, raise_on_failure=False)
@@ -205,8 +203,6 @@ def _side_by_side_p50(candidates: dict[str, Path], threads: int, iterations: int
                       ) -> tuple[dict[str, float], Any]:
     """Each ONNX file timed interleaved on one random input: (name -> p50 ms, the run's load average)."""
     import numpy as np
-
-    from .bench import benchmark, ort_runner
 
     runners = [ort_runner(path, name, "int8" if "int8" in path.name else "fp32", threads)
                for name, path in candidates.items()]
@@ -232,10 +228,6 @@ def _latency_cost(candidates: dict[int, Path], kept: int, backend: str, options:
 def sensitivity(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,
                 out: Path, done: dict[str, bool], progress: Progress | None) -> None:
     """``--sensitivity`` without a fallback: sensitivity.json/.md/.png for the report."""
-    from ..quant.pipeline import layer_sensitivity
-    from ..quant.ranges import load_ranges
-    from ..quant.sensitivity import SENSITIVITY_JSON, SENSITIVITY_MD
-
     key = {**_quantize_inputs(fp32_onnx, out),
            "concat_scales": options.concat_scales, "version": __version__}
 

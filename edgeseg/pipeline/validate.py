@@ -23,13 +23,15 @@ import numpy as np
 
 from ..data.datasets import SpecLike
 from ..errors import AccuracyError, ArtifactError, EdgesegError, UsageError, require
-from ..fileio import atomic_write_json
+from ..fileio import atomic_write_json, read_json
 from ..images import save_png
 from ..onnx_model import OnnxModelInfo, read_onnx_model
 from ..palette import class_palette, stored_colours
 from ..parity import ParityTally
+from ..quant.ranges import METHODS
 from ..reference import load_reference
 from ..report.plots import disagreement_overlay
+from ..runtime.torch_backend import TorchBackend
 from ..spec import InputSpec, preprocess, resize_mask_nearest
 from .artifacts import candidate_input_spec, load_manifest, open_backend
 from .validation_data import data_samples, synthetic_samples
@@ -269,8 +271,6 @@ def gate_error(result: ValidationResult) -> AccuracyError:
 
 def _recorded_method(folder: Path) -> str | None:
     """The calibration method of the INT8 files in ``folder`` (ranges.json, else manifest.json), if recorded."""
-    from ..fileio import read_json
-
     for name, keys in (("ranges.json", ("method",)), ("manifest.json", ("calibration", "method"))):
         try:
             value: Any = read_json(folder / name, what=name) if (folder / name).is_file() else None
@@ -286,8 +286,6 @@ def _recorded_method(folder: Path) -> str | None:
 def accuracy_fix(candidate: Path) -> str:
     """What may fix a missed gate for this candidate, naming only what can work: another calibration method
     than the one used, and the float layers of the candidate's own backend (FP32 on the CPU, FP16 on TensorRT)."""
-    from ..quant.ranges import METHODS
-
     name = candidate.name.lower()
     if "int8" not in name and candidate.suffix != ".engine":
         return FLOAT_FIX
@@ -387,8 +385,6 @@ def _torch_model(ref: TorchReference, candidate_classes: int | None) -> tuple[An
 
 def _torch_runner(model: Any, spec: InputSpec) -> Any:
     """The PyTorch reference as a backend (numpy in, numpy logits out): the runtime's TorchBackend, on the CPU."""
-    from ..runtime.torch_backend import TorchBackend
-
     return TorchBackend(model, spec.shape, device="cpu")
 
 

@@ -49,6 +49,7 @@ from ..trt_version import DLA_RELEASES, TrtVersion
 from . import cuda
 from .camera_sources import OPENCV_WITH_GSTREAMER, opencv_build_value, opencv_gstreamer
 from .kernels import PTX_DIR, ShippedPtxUnusable, load_ptx_manifest, shipped_ptx
+from .trt_logger import capture_log, process_logger
 
 OK, INFO, MISSING, WARN, ERROR = "ok", "info", "missing", "warn", "error"
 STATUSES = (OK, INFO, MISSING, WARN, ERROR)
@@ -145,8 +146,6 @@ def load_ptx(ordinal: int, ptx: bytes) -> None:
 def dla_cores(trt: Any) -> int:
     """The DLA cores TensorRT sees (a Runtime made with the process logger, as ``trt.load_engine`` makes one);
     RuntimeError with TensorRT's last error when it logged one (no GPU, a CUDA initialisation failure)."""
-    from .trt_logger import capture_log, process_logger
-
     with capture_log(trt) as log:
         cores = int(trt.Runtime(process_logger(trt)).num_DLA_cores)
     if log.errors:

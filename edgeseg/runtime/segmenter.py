@@ -33,7 +33,9 @@ from ..manifest import MANIFEST_FILE, Manifest, check_validated, read_manifest, 
 from ..palette import stored_colours
 from ..spec import CHANNEL_ORDERS, InputSpec, check_frame, nearest_index, preprocess
 from .backend import Backend, backend_choices, backend_info, choose_for_folder, open_backend
+from .gpu_loop import GpuLoop
 from .kernels import numpy_argmax
+from .torch_backend import TorchBackend
 
 OUTPUT_SIZES = ("model", "frame")
 DEPTH = 2  # double buffering: at most two frames in flight
@@ -199,8 +201,6 @@ class Segmenter:
     @staticmethod
     def _torch(manifest: Manifest, model: Any, weights: str | os.PathLike[str] | None, device: str | None,
                spec: InputSpec, frame_order: str, buffers: str) -> tuple[Any, Any, str]:
-        from .torch_backend import TorchBackend
-
         torch = importlib.import_module("torch")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if model is not None:
@@ -216,7 +216,6 @@ class Segmenter:
                                  "--backend onnxruntime")
         if not device.startswith("cuda"):
             return backend, None, source
-        from .gpu_loop import GpuLoop
 
         return backend, GpuLoop(backend, spec, frame_order=frame_order, buffers=buffers, cuda_graph=False), source
 
