@@ -14,6 +14,11 @@ raises an ArtifactError listing them. Rules (see qdq_trt.py for why):
                  tensor's own calibrated range; unequal scales around a Concat are fine
   unsupported-op no QLinearConv/ConvInteger/MatMulInteger/... (TensorRT cannot run them)
   no-qdq         the model has Q/DQ at all
+
+The Resize and ConvTranspose rules follow the TensorRT the file was written for (its ``edgeseg_quantization``
+metadata; another quantizer's file gets the 8.x rules): 8.x runs Resize in FP32/FP16 only and has no
+per-output-channel deconvolution weights (TensorRT#2380); >= 10 may read Resize inputs through DQ.
+``qdq_warnings`` adds what is legal but only costs: round-trip (a Q/DQ no INT8 layer reads).
 """
 
 from __future__ import annotations
@@ -79,12 +84,25 @@ class _Index:
         return self.producers.get(name)
 
 
-def _kept_float(model: Any) -> set[str]:
+def _written_for(model: Any) -> dict[str, Any]:
     raw = metadata_of(model).get(QDQ_METADATA_KEY)
     try:
-        return set(json.loads(raw).get("keep_fp_layers", [])) if raw else set()
-    except (json.JSONDecodeError, AttributeError):
-        return set()
+        record = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _kept_float(model: Any) -> set[str]:
+    return set(_written_for(model).get("keep_fp_layers", []))
+
+
+def _trt_major(model: Any) -> int | None:
+    """The TensorRT generation edgeseg wrote the file for (None: another quantizer's file: the 8.x rules)."""
+    try:
+        return int(str(_written_for(model).get("trt_version", "")).split(".")[0])
+    except ValueError:
+        return None
 
 
 def _check_qdq_node(node: Any, index: _Index, issues: list[LintIssue]) -> None:
@@ -121,7 +139,7 @@ def _scale(node: Any, index: _Index) -> np.ndarray | None:
     return index.array(node.input[1]) if len(node.input) > 1 else None
 
 
-def _check_weights(node: Any, index: _Index, issues: list[LintIssue]) -> None:
+def _check_weights(node: Any, index: _Index, issues: list[LintIssue], trt_major: int | None = None) -> None:
     """The weight input of a Conv/ConvTranspose/Gemm: DQ of an int8 (or Q'd float) constant, per channel."""
     weight_name = node.input[1]
     dq = index.producer(weight_name)
@@ -140,6 +158,16 @@ def _check_weights(node: Any, index: _Index, issues: list[LintIssue]) -> None:
     axis = weight_axis(node, raw.ndim)
     scale = _scale(dq, index)
     dq_axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    if node.op_type == "ConvTranspose" and trt_major is not None and trt_major < 10:
+        # TensorRT 8.x has no per-output-channel deconvolution weights (NVIDIA in TensorRT#2380; wrong results
+        # in #1694): one scale per tensor, or per input channel (axis 0)
+        if scale is not None and scale.size > 1 and dq_axis % raw.ndim != 0:
+            issues.append(LintIssue("weight-axis", dq.name, f"ConvTranspose {node.name} has per-output-channel "
+                                                             f"weights (axis {dq_axis}); TensorRT 8.x cannot run "
+                                                             "them (TensorRT#2380): use per-tensor or axis 0"))
+        return
+    if node.op_type == "ConvTranspose" and scale is not None and scale.size == 1:
+        return  # per-tensor deconvolution weights: valid on every TensorRT (what 8.x needs)
     if scale is None or scale.ndim == 0 or scale.size == 1 and raw.shape[axis] != 1:
         issues.append(LintIssue("weight-axis", dq.name, f"weights of {node.name} are per-tensor; expected per-channel "
                                                          f"on axis {axis}"))
@@ -162,6 +190,8 @@ def lint_qdq(model: Any, *, keep_fp_layers: set[str] | None = None, ranges: Any 
     own_amax = effective_amax(model.graph, ranges) if ranges is not None else None
     issues: list[LintIssue] = []
     nodes = list(model.graph.node)
+    trt_major = _trt_major(model)
+    int8_resize = trt_major is not None and trt_major >= 10  # written for TensorRT >= 10: Resize may read int8
     if not any(n.op_type in QDQ_OPS for n in nodes):
         issues.append(LintIssue("no-qdq", "(graph)", "the model has no QuantizeLinear/DequantizeLinear nodes"))
     for node in nodes:
@@ -175,10 +205,12 @@ def lint_qdq(model: Any, *, keep_fp_layers: set[str] | None = None, ranges: Any 
             if not is_weight and scale is not None and scale.size != 1:
                 issues.append(LintIssue("per-tensor", name, f"activation scale has {scale.size} values; expected 1"))
             if node.op_type == "QuantizeLinear" and not is_weight and own_amax is not None:
-                _check_coarse(node, scale, own_amax, issues)
-            if node.op_type == "QuantizeLinear" and (index.producer(node.input[0]) or node).op_type == "Resize":
+                _check_coarse(node, scale, own_amax, issues, index)
+            if int8_resize:
+                pass  # TensorRT >= 10 runs Resize on int8 (ModelOpt places Q/DQ on its inputs); 8.x does not
+            elif node.op_type == "QuantizeLinear" and (index.producer(node.input[0]) or node).op_type == "Resize":
                 issues.append(LintIssue("resize", name, "QuantizeLinear directly after a Resize"))
-            if node.op_type == "DequantizeLinear" and any(
+            elif node.op_type == "DequantizeLinear" and any(
                     c.op_type == "Resize" for c in index.consumers.get(node.output[0], [])):
                 issues.append(LintIssue("resize", name, "DequantizeLinear directly feeding a Resize"))
         elif node.op_type in CHECKED_OPS and name not in keep:
@@ -190,15 +222,41 @@ def lint_qdq(model: Any, *, keep_fp_layers: set[str] | None = None, ranges: Any 
             if data is None or data.op_type != "DequantizeLinear":
                 issues.append(LintIssue("missing-qdq", name, f"data input {node.input[0]} is not read through a "
                                                              "DequantizeLinear"))
-            _check_weights(node, index, issues)
+            _check_weights(node, index, issues, trt_major)
     return issues
 
 
-def _check_coarse(node: Any, scale: np.ndarray | None, own_amax: dict[str, float], issues: list[LintIssue]) -> None:
+def qdq_warnings(model: Any, *, trt_version: str | None = None) -> list[LintIssue]:
+    """What TensorRT can build but only costs (warnings, never errors): a Q/DQ round trip that no INT8 layer
+    reads, found by the fusion prediction (quant/trt_fusion.py) for ``trt_version`` (default: the TensorRT the
+    file was written for)."""
+    from .trt_fusion import predict_fusion, written_for
+
+    prediction = predict_fusion(model, trt_version or written_for(model))
+    return [LintIssue("round-trip", tensor, "quantized and dequantized but no INT8 layer reads it: rounding "
+                                            f"with no INT8 kernel (TensorRT {prediction.trt_version}, predicted)")
+            for tensor in prediction.round_trips]
+
+
+def _check_coarse(node: Any, scale: np.ndarray | None, own_amax: dict[str, float], issues: list[LintIssue],
+                  index: _Index | None = None) -> None:
     """A Q/DQ scale far coarser than the tensor's own calibrated range wastes most int8 levels."""
     tensor = node.input[0]
     if scale is None or scale.size != 1 or tensor not in own_amax:
         return
+    if index is not None:
+        readers = [c for dq in index.consumers.get(node.output[0], [])
+                   for c in index.consumers.get(dq.output[0], [])]
+        pools = [c for c in readers if c.op_type == "MaxPool"]
+        if readers and len(pools) == len(readers) and pools[0].output[0] in own_amax:
+            tensor = pools[0].output[0]  # quantized at the MaxPool output's scale: max commutes with Q
+        concats = [c for c in readers if c.op_type == "Concat"]
+        if readers and len(concats) == len(readers):
+            # a Q/DQ on a Concat input edge at the scale of the tensor after the Concat: those values are
+            # quantized at that scale anyway (Q commutes with Concat), so compare with the Concat's range
+            tensor = concats[0].output[0]
+            if tensor not in own_amax:
+                return
     own = float(own_amax[tensor])
     used = float(np.asarray(scale).ravel()[0]) * 127.0
     if own > 0 and used > COARSE_FACTOR * own:

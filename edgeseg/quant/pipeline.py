@@ -206,7 +206,7 @@ def write_trt_int8(model, ranges: Ranges, out_dir: str | os.PathLike[str],  # ty
     float16 regions when ``config`` asks for them and targets TensorRT >= 10 (its metadata records which
     tensors stayed float32: ``fp16_regions.float_regions_of``)."""
     quantized = quantize_for_tensorrt(model, ranges, keep_fp_layers=_kept(config, float_layers),
-                                      concat_scales=config.concat_scales)
+                                      concat_scales=config.concat_scales, trt_version=config.trt_version)
     if fp16_regions_wanted(config.high_precision, config.trt_version):
         quantized, _ = convert_float_regions(quantized, ranges)
     # never write a model TensorRT would mis-build, or one whose scales waste most int8 levels

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..errors import ArtifactError, ConfigError, require
 from ..onnx_model import MIN_QDQ_OPSET, opset_of, set_metadata
+from ..trt_version import TrtVersion
 from .ranges import Ranges, TensorRange
 
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -155,6 +156,10 @@ def _activation_inputs(node, index: _Graph) -> list[str]:  # type: ignore[no-unt
         if len(live) < 2:  # a bias add, not a residual
             return []
         fused_by_trt = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+        if not any(index.producer_op(t) in fused_by_trt for t in live):
+            # no convolution on either side (HRNet's Add -> Add chains): TensorRT has no Conv + Add to fuse, so
+            # a Q/DQ here would only round (ModelOpt's build_non_residual_input_map requires one, too)
+            return []
         residual = [t for t in live if index.producer_op(t) not in fused_by_trt]
         if not residual:  # two conv outputs: TensorRT fuses one, the other is the residual
             residual = live[1:]
@@ -213,19 +218,40 @@ def concat_spanning_ranges(graph: Any, ranges: Ranges) -> dict[str, TensorRange]
     """Every tensor's own range, except that a Concat output spans its inputs' (min, max and amax; see
     ``effective_amax``). Works on the float graph and on the Q/DQ one."""
     spanning = dict(ranges.tensors)
+    quantized_from = {}  # a DequantizeLinear's output -> the float tensor its QuantizeLinear read
+    quantize_input = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    for n in graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in quantize_input:
+            quantized_from[n.output[0]] = quantize_input[n.input[0]]
     for node in graph.node:  # graph order: a Concat of Concats sees its inputs' widened ranges
         out = node.output[0] if node.op_type == "Concat" else None
         if out in spanning:
-            names = [name[:-len(DEQUANTIZED)] if name.endswith(DEQUANTIZED) else name for name in node.input]
+            names = [quantized_from.get(name, name[:-len(DEQUANTIZED)] if name.endswith(DEQUANTIZED) else name)
+                     for name in node.input]
             members = [spanning[name] for name in (*names, out) if name in spanning]
             spanning[out] = TensorRange(min(r.min for r in members), max(r.max for r in members),
                                         max(r.amax for r in members))
     return spanning
 
 
-def _weight_dequantize(weight, axis: int, onnx) -> tuple[list[object], list[object]]:  # type: ignore[no-untyped-def]
+def _weight_dequantize(weight, axis: int | None, onnx) -> tuple[list[object], list[object]]:  # type: ignore[no-untyped-def]
+    """int8 weights and their DequantizeLinear: one scale per channel on ``axis``, or one per tensor (None)."""
     numpy_helper = onnx.numpy_helper
     values = numpy_helper.to_array(weight).astype(np.float32)
+    if axis is None:
+        amax_all = np.float32(np.abs(values).max()) if values.size else np.float32(0.0)
+        scale = np.array(amax_all / np.float32(127.0) if amax_all > 0 else np.float32(1.0), np.float32)
+        quantized = np.clip(np.round(values / scale), -127, 127).astype(np.int8)
+        name = weight.name
+        inits = [
+            numpy_helper.from_array(quantized, f"{name}_quantized"),
+            numpy_helper.from_array(scale, f"{name}_scale"),
+            numpy_helper.from_array(np.array(0, np.int8), f"{name}_zero_point"),
+        ]
+        node = onnx.helper.make_node(
+            "DequantizeLinear", [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"],
+            [f"{name}{DEQUANTIZED}"], name=f"{name}_DequantizeLinear")
+        return inits, [node]
     moved = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
     amax = np.abs(moved).max(axis=1)
     scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
@@ -251,8 +277,11 @@ def quantize_for_tensorrt(
     *,
     keep_fp_layers: Sequence[str] = (),
     concat_scales: str = "separate",
+    trt_version: str | None = None,
 ):  # -> onnx.ModelProto
-    """Insert Q/DQ nodes for TensorRT explicit quantization; returns a new model."""
+    """Insert Q/DQ nodes for TensorRT explicit quantization; returns a new model. ``trt_version`` (default
+    DEFAULT_TRT_VERSION) picks what the placement may rely on: on 8.x no Q/DQ around Resize and per-tensor
+    ConvTranspose weights; on >= 10 Resize inputs fed by convolutions are quantized (see ``_fusion_placement``)."""
     if concat_scales not in CONCAT_SCALES:
         raise ConfigError("unknown Concat scale policy", expected=" | ".join(CONCAT_SCALES), found=repr(concat_scales))
     onnx = require("onnx", purpose="writing Q/DQ models")
@@ -263,24 +292,136 @@ def quantize_for_tensorrt(
             found=f"opset {opset_of(model)}",
             fix="re-export with edgeseg export (opset 17)",
         )
+    from .trt_cache import DEFAULT_TRT_VERSION  # trt_cache imports this module
+
+    version = TrtVersion.parse(trt_version or DEFAULT_TRT_VERSION)
     model = onnx.ModelProto.FromString(model.SerializeToString())  # never modify the caller's model
     index = _Graph.of(model.graph)
     keep = set(resolve_keep_fp_layers(model, keep_fp_layers))
     activations, weights = _quantized_tensors(model.graph, index, keep, ranges)
-    scales = _activation_scales(model.graph, index, ranges, activations, concat_scales)
-    _insert_qdq(model.graph, index, keep, activations, weights, scales, onnx)
+    placement = _fusion_placement(model.graph, index, keep, activations, version, concat_scales)
+    activations = activations + [t for t in placement.activations if t not in activations]
+    if version.major < 10:  # TensorRT 8.x: no per-output-channel deconvolution weights (TensorRT#2380)
+        for node in model.graph.node:
+            if node.op_type == "ConvTranspose" and node.input[1] in weights:
+                weights[node.input[1]] = None
+    _check_covered(activations + [source for _, _, source in placement.edges], ranges)
+    scales = _activation_scales(model.graph, index, ranges, activations, concat_scales, placement.scale_of)
+    amax = effective_amax(model.graph, ranges)
+    edges = [(tensor, consumer, activation_scale(amax[source])) for tensor, consumer, source in placement.edges]
+    _insert_qdq(model.graph, index, keep, activations, weights, scales, onnx, edges=edges,
+                resize_inputs=placement.resize_inputs)
     set_metadata(model, {QDQ_METADATA_KEY: json.dumps({
         "format": "qdq-tensorrt", "method": ranges.method, "keep_fp_layers": sorted(keep),
-        "concat_scales": concat_scales,
-        "activations": len(activations), "weights": len(weights)}, sort_keys=True)})
+        "concat_scales": concat_scales, "trt_version": str(version),
+        "deconv_weights": "per-tensor" if version.major < 10 else "per-channel",
+        "activations": len(activations), "edges": len(edges), "weights": len(weights)}, sort_keys=True)})
     return model
 
 
+@dataclass
+class _Placement:
+    """What TensorRT-fusion placement adds on top of the per-layer rules (``_fusion_placement``)."""
+
+    activations: list[str]  # more tensors read through Q/DQ by every consumer
+    scale_of: dict[str, str]  # tensor -> the tensor whose range sets its scale (default: its own)
+    edges: list[tuple[str, str, str]]  # (tensor, consumer node, scale source): Q/DQ on that one edge only
+    resize_inputs: set[str]  # Resize inputs read through their Q/DQ (TensorRT >= 10)
+
+
+def _fusion_placement(graph: Any, index: _Graph, keep: set[str], activations: Sequence[str], version: TrtVersion,
+                      concat_scales: str) -> _Placement:
+    """Q/DQ that let TensorRT fuse around the layers that have no weights (issue #29; sources in trt_fusion.py):
+
+    - AveragePool: Q/DQ on its input and output (a quantizable layer: it fuses its input DQ and output Q);
+    - MaxPool: Q/DQ on its input at its output's scale (max commutes with quantization at one scale, so the
+      numbers do not change; the producer, the stem conv, then writes int8);
+    - TensorRT >= 10: Q/DQ on Resize inputs fed by a convolution (+ ReLU), as ModelOpt places them; 8.x's parser
+      runs Resize in FP32/FP16 only, so nothing goes around it there;
+    - Concat followed by a ReLU whose output is quantized (the MDSPP decoder): Q/DQ on each input edge at that
+      tensor's scale, the inputs' own Q/DQ into other layers kept. Q commutes with Concat and ReLU at zero point 0, so
+      the values are those the output's Q/DQ already gives; TensorRT gets equal-scale inputs and an INT8 Concat.
+    """
+    quantized = set(activations)
+    added: list[str] = []
+    scale_of: dict[str, str] = {}
+    edges: list[tuple[str, str, str]] = []
+    resize_inputs: set[str] = set()
+
+    def add(tensor: str) -> None:
+        if tensor not in quantized and tensor not in index.constants:
+            quantized.add(tensor)
+            added.append(tensor)
+
+    def readers_take_dq(tensor: str) -> bool:
+        """Every reader of ``tensor`` would read the dequantized copy (so its values are the quantized ones)."""
+        readers = index.consumers.get(tensor, [])
+        return bool(readers) and tensor not in index.outputs and all(
+            r.name not in keep and (r.op_type != "Resize" or version.major >= 10) for r in readers)
+
+    for node in graph.node:
+        if node.name in keep:
+            continue
+        if node.op_type == "AveragePool":
+            data, out = node.input[0], node.output[0]
+            if index.producer_op(data) != "Resize" or version.major >= 10:
+                add(data)
+            if readers_take_dq(out):
+                add(out)
+        elif node.op_type == "Resize" and version.major >= 10:
+            data = node.input[0]
+            producer = index.producers.get(data)
+            if producer is not None and producer.op_type in ("Relu", "Clip"):
+                producer = index.producers.get(producer.input[0])
+            feeds_output = node.output[0] in index.outputs  # never round the logits before the final upsampling
+            if producer is not None and producer.op_type in WEIGHT_OPS and len(index.consumers.get(data, [])) == 1 \
+                    and not feeds_output:
+                add(data)
+                resize_inputs.add(data)
+    for node in graph.node:  # MaxPool after the others: its output may have just been quantized
+        if node.op_type == "MaxPool" and node.name not in keep:
+            data, out = node.input[0], node.output[0]
+            if out in quantized and data not in quantized and len(index.consumers.get(data, [])) == 1 \
+                    and index.producer_op(data) != "Resize":
+                add(data)
+                scale_of[data] = out
+    if concat_scales == "separate":
+        for node in graph.node:
+            if node.op_type != "Concat" or node.name in keep:
+                continue
+            after = node.output[0]
+            readers = index.consumers.get(after, [])
+            if len(readers) == 1 and readers[0].op_type == "Relu" and readers[0].name not in keep \
+                    and after not in index.outputs:
+                after = readers[0].output[0]
+            else:
+                # a Q right after the Concat: TensorRT moves it onto the inputs itself (and ONNX Runtime would fuse
+                # DQ -> Concat -> Q into a QLinearConcat, which takes no float16 scales: the FP16-region file)
+                continue
+            if after not in quantized or not readers_take_dq(after):
+                continue
+            inputs = [(i, t) for i, t in enumerate(node.input) if t and t not in index.constants]
+            if version.major < 10 and any(index.producer_op(t) == "Resize" for _, t in inputs):
+                continue  # no Q right after a Resize on 8.x: the Concat stays as it is
+            edges += [(t, node.name, after) for _, t in inputs]
+    return _Placement(added, scale_of, edges, resize_inputs)
+
+
+def _check_covered(tensors: Sequence[str], ranges: Ranges) -> None:
+    missing = [t for t in dict.fromkeys(tensors) if t not in ranges.tensors]
+    if missing:
+        raise ArtifactError(
+            "the ranges do not cover every tensor that needs a scale",
+            found=f"{len(missing)} missing, e.g. {', '.join(missing[:3])}",
+            fix="the ranges come from another model: recalibrate with edgeseg calibrate",
+        )
+
+
 def _quantized_tensors(graph: Any, index: _Graph, keep: set[str], ranges: Ranges
-                       ) -> tuple[list[str], dict[str, int]]:
+                       ) -> tuple[list[str], dict[str, int | None]]:
     """The activations that get Q/DQ (in graph order) and the weights, each with its channel axis."""
     activations: list[str] = []
-    weights: dict[str, int] = {}
+    weights: dict[str, int | None] = {}
     for node in graph.node:
         if node.name in keep:
             continue
@@ -292,54 +433,61 @@ def _quantized_tensors(graph: Any, index: _Graph, keep: set[str], ranges: Ranges
             axis = weight_axis(node, len(index.initializers[weight].dims))
             if weights.setdefault(weight, axis) != axis:
                 raise ArtifactError(f"weight {weight} is shared by ops that need different quantization axes")
-    missing = [t for t in activations if t not in ranges.tensors]
-    if missing:
-        raise ArtifactError(
-            "the ranges do not cover every tensor that needs a scale",
-            found=f"{len(missing)} missing, e.g. {', '.join(missing[:3])}",
-            fix="the ranges come from another model: recalibrate with edgeseg calibrate",
-        )
+    _check_covered(activations, ranges)
     return activations, weights
 
 
 def _activation_scales(graph: Any, index: _Graph, ranges: Ranges, activations: Sequence[str],
-                       concat_scales: str) -> dict[str, np.float32]:
-    """One scale per quantized tensor: its own amax, or with ``shared`` its Concat group's pooled amax."""
+                       concat_scales: str, scale_of: dict[str, str] | None = None) -> dict[str, np.float32]:
+    """One scale per quantized tensor: its own amax (or that of ``scale_of[tensor]``), or with ``shared`` its
+    Concat group's pooled amax."""
+    scale_of = scale_of or {}
     if concat_scales == "separate":
         amax = effective_amax(graph, ranges)
-        return {tensor: activation_scale(amax[tensor]) for tensor in activations}
+        return {tensor: activation_scale(amax[scale_of.get(tensor, tensor)]) for tensor in activations}
     groups = _concat_groups(graph, index, ranges)
     members: dict[str, list[float]] = {}
     for tensor, root in groups.items():
         members.setdefault(root, []).append(ranges.amax(tensor))
     pooled = {root: float(np.median(values)) for root, values in members.items()}
-    return {tensor: activation_scale(pooled[groups[tensor]] if tensor in groups else ranges.amax(tensor))
+    return {tensor: activation_scale(pooled[groups[tensor]] if tensor in groups
+                                     else ranges.amax(scale_of.get(tensor, tensor)))
             for tensor in activations}
 
 
-def _insert_qdq(graph: Any, index: _Graph, keep: set[str], activations: Sequence[str], weights: dict[str, int],
-                scales: dict[str, np.float32], onnx: Any) -> None:
-    """Q/DQ right after each producer (graph inputs: first); consumers read the dequantized tensor."""
+def _insert_qdq(graph: Any, index: _Graph, keep: set[str], activations: Sequence[str],
+                weights: dict[str, int | None], scales: dict[str, np.float32], onnx: Any, *,
+                edges: Sequence[tuple[str, str, np.float32]] = (), resize_inputs: Iterable[str] = ()) -> None:
+    """Q/DQ right after each producer (graph inputs: first); consumers read the dequantized tensor. ``edges``:
+    (tensor, consumer node, scale): a Q/DQ of its own on that one edge (``{tensor}_to_{consumer}``)."""
     new_inits: list[object] = []
     prologue: list[object] = []
     qdq_after: dict[int, list[object]] = {}
     dequantized: dict[str, str] = {}
-    for tensor in activations:
-        scale_name, zero_name = f"{tensor}_scale", f"{tensor}_zero_point"
-        new_inits += [onnx.numpy_helper.from_array(np.array(scales[tensor], np.float32), scale_name),
+    edge_reads: dict[tuple[str, str], str] = {}
+    resize_reads = set(resize_inputs)
+    pairs = [(tensor, tensor, scales[tensor]) for tensor in activations]
+    for tensor, consumer, scale in edges:
+        base = f"{tensor}_to_{consumer.strip('/').replace('/', '_')}"
+        pairs.append((tensor, base, scale))
+        edge_reads[(consumer, tensor)] = f"{base}{DEQUANTIZED}"
+    for tensor, base, scale in pairs:
+        scale_name, zero_name = f"{base}_scale", f"{base}_zero_point"
+        new_inits += [onnx.numpy_helper.from_array(np.array(scale, np.float32), scale_name),
                       onnx.numpy_helper.from_array(np.array(0, np.int8), zero_name)]
         nodes = [
-            onnx.helper.make_node("QuantizeLinear", [tensor, scale_name, zero_name], [f"{tensor}_quantized"],
-                                  name=f"{tensor}_QuantizeLinear"),
-            onnx.helper.make_node("DequantizeLinear", [f"{tensor}_quantized", scale_name, zero_name],
-                                  [f"{tensor}{DEQUANTIZED}"], name=f"{tensor}_DequantizeLinear"),
+            onnx.helper.make_node("QuantizeLinear", [tensor, scale_name, zero_name], [f"{base}_quantized"],
+                                  name=f"{base}_QuantizeLinear"),
+            onnx.helper.make_node("DequantizeLinear", [f"{base}_quantized", scale_name, zero_name],
+                                  [f"{base}{DEQUANTIZED}"], name=f"{base}_DequantizeLinear"),
         ]
         position = index.positions.get(tensor)
         if position is None:
             prologue += nodes
         else:
             qdq_after.setdefault(position, []).extend(nodes)
-        dequantized[tensor] = f"{tensor}{DEQUANTIZED}"
+        if base == tensor:
+            dequantized[tensor] = f"{tensor}{DEQUANTIZED}"
     for weight, axis in weights.items():
         inits, nodes = _weight_dequantize(index.initializers[weight], axis, onnx)
         new_inits += inits
@@ -349,9 +497,13 @@ def _insert_qdq(graph: Any, index: _Graph, keep: set[str], activations: Sequence
     for position, original in enumerate(graph.node):
         node = onnx.NodeProto()
         node.CopyFrom(original)  # the originals are cleared from the graph below
-        if node.name not in keep and node.op_type != "Resize":
+        if node.name not in keep and (node.op_type != "Resize" or node.input[0] in resize_reads):
             for i, name in enumerate(node.input):
-                if name in dequantized and (name not in weights or node.op_type in WEIGHT_OPS):
+                if (node.name, name) in edge_reads:
+                    node.input[i] = edge_reads[(node.name, name)]
+                elif node.op_type == "Resize" and i > 0:
+                    continue  # roi / scales / sizes stay as they are
+                elif name in dequantized and (name not in weights or node.op_type in WEIGHT_OPS):
                     node.input[i] = dequantized[name]
         rewired.append(node)
         rewired.extend(qdq_after.get(position, []))

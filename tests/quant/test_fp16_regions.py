@@ -222,10 +222,13 @@ def test_write_trt_int8_follows_the_config(float_model: Path, ranges: Ranges, tm
         written[label] = onnx.load(str(path))
     assert has_fp16(written["default"]) and opset_of(written["default"]) == 19
     assert float_regions_of(written["default"])["high_precision"] == "fp16"
-    for label in ("fp32", "trt85"):  # float32 regions, opset as exported, the same file either way
+    for label in ("fp32", "trt85"):  # float32 regions, opset as exported
         assert not has_fp16(written[label]) and opset_of(written[label]) == opset_of(model)
         assert float_regions_of(written[label]) == {"high_precision": "fp32"}
-    assert written["fp32"].SerializeToString() == written["trt85"].SerializeToString()
+    # the placement follows the TensorRT target (issue #29): per-tensor ConvTranspose weights for 8.x
+    targets = {label: json.loads(metadata_of(written[label])[QDQ_METADATA_KEY]) for label in ("fp32", "trt85")}
+    assert (targets["fp32"]["trt_version"], targets["fp32"]["deconv_weights"]) == ("10.3.0", "per-channel")
+    assert (targets["trt85"]["trt_version"], targets["trt85"]["deconv_weights"]) == ("8.5.2", "per-tensor")
 
 
 def test_unknown_high_precision_is_refused() -> None:

@@ -87,18 +87,49 @@ def test_qlinearconv_node(built: tuple[Path, Ranges, bytes]) -> None:
     assert "unsupported-op" in _rules(model)
 
 
-def test_dequantize_feeding_a_resize(built: tuple[Path, Ranges, bytes]) -> None:
-    model = _fresh(built)
+def _for_trt(built: tuple[Path, Ranges, bytes], version: str) -> onnx.ModelProto:
+    return quantize_for_tensorrt(onnx.load(str(built[0])), built[1], trt_version=version)
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "10.3"])
+def test_dequantize_feeding_a_resize(built: tuple[Path, Ranges, bytes], version: str) -> None:
+    model = _for_trt(built, version)
+    assert _rules(model) == set()
     resize = _node(model, lambda n: n.op_type == "Resize")
     resize.input[0] = resize.input[0] + "_dequantized"  # its input is quantized for the ConvTranspose
-    assert _rules(model) == {"resize"}
+    # TensorRT 8.5's parser runs Resize in FP32/FP16 only; 10 runs it on int8 (the file records its target)
+    assert _rules(model) == ({"resize"} if version.startswith("8.") else set())
 
 
-def test_quantize_after_a_resize(built: tuple[Path, Ranges, bytes]) -> None:
-    model = _fresh(built)
+@pytest.mark.parametrize("version", ["8.5.2", "10.3"])
+def test_quantize_after_a_resize(built: tuple[Path, Ranges, bytes], version: str) -> None:
+    model = _for_trt(built, version)
     q = _node(model, lambda n: n.op_type == "QuantizeLinear" and n.input[0] == "/Concat_1_output_0")
     q.input[0] = "/Resize_output_0"
+    assert ("resize" in _rules(model)) == version.startswith("8.")
+
+
+def test_a_file_without_edgeseg_metadata_gets_the_8x_resize_rule(built: tuple[Path, Ranges, bytes]) -> None:
+    model = _for_trt(built, "10.3")
+    del model.metadata_props[:]  # another quantizer's file: no TensorRT target recorded
+    resize = _node(model, lambda n: n.op_type == "Resize")
+    resize.input[0] = resize.input[0] + "_dequantized"
     assert "resize" in _rules(model)
+
+
+def test_deconvolution_weights_per_tensor_for_tensorrt_8(built: tuple[Path, Ranges, bytes]) -> None:
+    model = _for_trt(built, "8.5.2")
+    assert _rules(model) == set()
+    deconv = _node(model, lambda n: n.op_type == "ConvTranspose")
+    dq = _node(model, lambda n: n.output[0] == deconv.input[1])
+    scale = next(i for i in model.graph.initializer if i.name == dq.input[1])
+    assert list(scale.dims) == [] and not any(a.name == "axis" for a in dq.attribute)  # one scale per tensor
+    per_channel = _for_trt(built, "10.3")  # axis 1, one scale per output channel: refused for 8.x
+    for prop in per_channel.metadata_props:
+        if prop.key == "edgeseg_quantization":
+            prop.value = prop.value.replace('"trt_version": "10.3.0"', '"trt_version": "8.5.2"')
+    issues = lint_qdq(per_channel)
+    assert [i.rule for i in issues] == ["weight-axis"] and "TensorRT#2380" in issues[0].message
 
 
 def test_concat_with_two_scales_is_allowed_but_a_coarse_scale_is_not(built: tuple[Path, Ranges, bytes]) -> None:

@@ -35,4 +35,6 @@ def test_qdq_placement_matches_golden(decoder: str, tmp_path: Path) -> None:
     extra = sorted(set(found["activations"]) - set(golden["activations"]))
     assert not missing and not extra, f"no longer quantized: {missing[:5]}; newly quantized: {extra[:5]}"
     assert found["activations"] == golden["activations"]  # and read by the same ops
-    assert not any("Resize" in ops for ops in found["activations"].values())  # no DQ ever feeds a Resize
+    assert found["edges"] == golden["edges"]  # per-edge Q/DQ into Concats
+    # a DQ feeds a Resize only for TensorRT >= 10, and only on a convolution's output (ModelOpt's rule)
+    assert golden["trt_version"].startswith("10") or not any("Resize" in ops for ops in found["activations"].values())
