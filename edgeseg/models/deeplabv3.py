@@ -4,16 +4,20 @@ The ASPP of ``deeplabv3plus.py`` (256 ch: 1x1, three atrous 3x3 at the output st
 rates, image pooling; concatenated and projected 1x1 -> BN -> ReLU -> dropout) runs on the
 deepest feature and is the whole decoder: the 1x1 class head works at the output stride
 and ``SegmentationModel`` resizes the logits to the input (x16 at the default OS 16).
-Cheaper than DeepLabV3+ (no stride-4 convs) and coarser at object borders.
+Cheaper than DeepLabV3+ (no stride-4 convs) and coarser at object borders. Registered as the
+decoder ``deeplabv3`` (no options; output stride 16 unless the model is given another).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ModelError
-from .deeplabv3plus import ASPP, ASPP_RATES
+from .deeplabv3plus import ASPP, ASPP_RATES, DEFAULT_OUTPUT_STRIDE
+from .registry import register_decoder
 
 
 class DeepLabV3Decoder(nn.Module):
@@ -30,3 +34,10 @@ class DeepLabV3Decoder(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.aspp(features[-1])
+
+
+@register_decoder("deeplabv3", backbone_defaults=DEFAULT_OUTPUT_STRIDE,
+                  description="DeepLabV3 (ASPP 256 on the deepest feature, no decoder, logits resized from /16), "
+                              "output stride 16 (32/16/8)")
+def deeplabv3(backbone: Any, num_classes: int) -> DeepLabV3Decoder:
+    return DeepLabV3Decoder(backbone.out_channels, backbone.strides)

@@ -16,18 +16,26 @@ is the paper's mobile option: the atrous ASPP branches and the two decoder convs
 depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU. With plain convs the two 256-ch
 3x3 convs at stride 4 dominate the cost (about 42 of the 46 GMACs of the x0.5 model at
 512x1024; 6.6 GMACs separable). DeepLabV3 (``deeplabv3.py``) reuses ``ASPP``.
+
+Registered decoders: ``deeplabv3plus`` (options ``low_level_stride``, ``separable``) and
+``deeplabv3plus_sep`` (separable, option ``low_level_stride``); both ask the backbone for output
+stride 16 unless the model is given another ``output_stride``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ModelError
 from .layers import conv3x3_bn_relu, conv_bn_relu, resize_to
+from .registry import register_decoder
 
 ASPP_RATES: dict[int, tuple[int, int, int]] = {32: (3, 6, 9), 16: (6, 12, 18), 8: (12, 24, 36)}
 LOW_LEVEL_STRIDES = (4, 8)
+DEFAULT_OUTPUT_STRIDE = {"output_stride": 16}  # the backbone option the DeepLab decoders default to
 
 
 class ImagePooling(nn.Module):
@@ -99,3 +107,21 @@ class DeepLabV3PlusDecoder(nn.Module):
         low_level = self.low_level(features[self.low_level_index])
         context = resize_to(self.aspp(features[-1]), low_level)
         return self.fuse(torch.cat((context, low_level), dim=1))
+
+
+@register_decoder("deeplabv3plus", backbone_defaults=DEFAULT_OUTPUT_STRIDE,
+                  description="DeepLabV3+ (ASPP 256, 48-ch stride-4 skip, two 3x3 convs), output stride 16 (32/16/8)")
+def deeplabv3plus(backbone: Any, num_classes: int, *, low_level_stride: int = 4,
+                  separable: bool = False) -> DeepLabV3PlusDecoder:
+    if not isinstance(separable, bool):
+        raise ModelError("the separable option takes true or false", found=repr(separable))
+    return DeepLabV3PlusDecoder(backbone.out_channels, backbone.strides, low_level_stride=low_level_stride,
+                                separable=separable)
+
+
+@register_decoder("deeplabv3plus_sep", backbone_defaults=DEFAULT_OUTPUT_STRIDE,
+                  description="DeepLabV3+ with depthwise-separable atrous ASPP and decoder convs (the paper's mobile "
+                              "option), output stride 16 (32/16/8)")
+def deeplabv3plus_sep(backbone: Any, num_classes: int, *, low_level_stride: int = 4) -> DeepLabV3PlusDecoder:
+    return DeepLabV3PlusDecoder(backbone.out_channels, backbone.strides, low_level_stride=low_level_stride,
+                                separable=True)

@@ -1,4 +1,4 @@
-"""HRNetV2-W18-Small v1/v2 (HRNet-Semantic-Segmentation configs) and the HRNetV2 head.
+"""HRNetV2-W18-Small v1/v2 backbones (HRNet-Semantic-Segmentation configs) and their models.
 
 The backbone keeps four parallel branches (strides 4, 8, 16, 32) and fuses them by
 summation after every module. Module and state-dict names follow the official
@@ -10,6 +10,10 @@ classification-only keys are dropped (``backbone_state_dict``).
 One deliberate difference from timm: a lower-resolution input is upsampled *bilinearly*
 (align_corners=False) inside the fuse layers, as in the segmentation code the small
 models were trained with; timm's classifier uses nearest. No parameters are involved.
+
+Registered (the end of this file): the backbones ``hrnet_w18_small_v1`` / ``_v2`` (no options;
+ImageNet weights from timm) and the models ``hrnet_w18_small_v1``, ``hrnet_w18_small_v2``
+(+ the ``hrnetv2`` decoder, hrnetv2_head.py) and ``hrnet_w18_small_v2_ocr`` (+ ``ocr``, ocr.py).
 """
 
 from __future__ import annotations
@@ -22,10 +26,9 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .base import SegmentationModel, init_conv_bn
+from . import hrnetv2_head, ocr  # noqa: F401  (register the decoders composed below)
 from .layers import resize_to
-from .ocr import OCRDecoder, OCRSegmentationModel
-from .registry import register_model
+from .registry import PretrainedWeights, register_backbone, register_composed
 
 
 # --------------------------------------------------------------------------- configs
@@ -69,6 +72,8 @@ HRNET_CONFIGS: dict[str, HRNetConfig] = {c.name: c for c in (W18_SMALL_V1, W18_S
 
 # Top-level modules of the timm/official classifier that the segmentation backbone lacks.
 CLASSIFICATION_ONLY = ("incre_modules", "downsamp_modules", "final_layer", "classifier")
+# edgeseg HRNet config -> timm model name (tests/golden/hrnet_make_keys.py records their keys).
+TIMM_NAMES = {"w18_small_v1": "hrnet_w18_small", "w18_small_v2": "hrnet_w18_small_v2"}
 
 
 # --------------------------------------------------------------------------- blocks
@@ -267,90 +272,43 @@ def backbone_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-# --------------------------------------------------------------------------- heads
-class BranchConcat(nn.Module):
-    """Upsample branches 1..n bilinearly to branch 0 and concatenate them (HRNetV2 representation)."""
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        first = features[0]
-        return torch.cat([first] + [resize_to(f, first) for f in features[1:]], dim=1)
-
-
-class HRNetV2Decoder(nn.Module):
-    """Concat of all branches -> 1x1 conv (bias) -> BN -> ReLU, at stride 4."""
-
-    def __init__(self, in_channels: Sequence[int]) -> None:
-        super().__init__()
-        channels = sum(in_channels)
-        self.out_channels = channels
-        self.concat = BranchConcat()
-        self.conv = nn.Conv2d(channels, channels, 1)
-        self.bn = nn.BatchNorm2d(channels)
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.relu(self.bn(self.conv(self.concat(features))))
-
-
-def init_weights(module: nn.Module) -> None:
-    """Kaiming (fan_out) convs, BN = identity, zero conv biases (as timm's HRNet).
-
-    The last BN of every residual block starts at zero (each block starts as the identity):
-    with plain identity BNs the fused sums compound and an untrained model's logits reach
-    1e4-1e5, which breaks absolute-tolerance checks and INT8 calibration of random models.
+def zero_init_residuals(backbone: nn.Module) -> None:
+    """The backbone entry's init, after ``init_conv_bn`` on the whole model (Kaiming fan_out convs, BN =
+    identity, zero conv biases, as timm's HRNet): the last BN of every residual block starts at zero (each
+    block starts as the identity). With plain identity BNs the fused sums compound and an untrained model's
+    logits reach 1e4-1e5, which breaks absolute-tolerance checks and INT8 calibration of random models.
     """
-    init_conv_bn(module)
-    for m in module.modules():
+    for m in backbone.modules():
         if isinstance(m, Bottleneck):
             nn.init.zeros_(m.bn3.weight)
         elif isinstance(m, BasicBlock):
             nn.init.zeros_(m.bn2.weight)
 
 
-def _config(name: str) -> HRNetConfig:
+def hrnet_config(name: str) -> HRNetConfig:
     if name not in HRNET_CONFIGS:
         raise ModelError("unknown HRNet configuration", expected=", ".join(HRNET_CONFIGS), found=name)
     return HRNET_CONFIGS[name]
 
 
-def hrnetv2(config_name: str, num_classes: int, *, name: str = "") -> SegmentationModel:
-    """HRNet backbone + HRNetV2 head; logits at stride 4, resized to the input by the model."""
-    backbone = HRNetBackbone(_config(config_name))
-    decoder = HRNetV2Decoder(backbone.out_channels)
-    head = nn.Conv2d(decoder.out_channels, num_classes, 1)
-    model = SegmentationModel(backbone, decoder, head, num_classes=num_classes, name=name)
-    init_weights(model)
-    return model
-
-
-def hrnet_ocr(config_name: str, num_classes: int, *, name: str = "", ocr_mid_channels: int = 256,
-              ocr_key_channels: int = 128, dropout: float = 0.05) -> OCRSegmentationModel:
-    """HRNet backbone + OCR head (aux HRNetV2 head -> object regions -> object-context attention)."""
-    backbone = HRNetBackbone(_config(config_name))
-    decoder = OCRDecoder(sum(backbone.out_channels), num_classes, merge=BranchConcat(),
-                         mid_channels=ocr_mid_channels, key_channels=ocr_key_channels, dropout=dropout)
-    head = nn.Conv2d(ocr_mid_channels, num_classes, 1)  # ``cls_head`` in HRNet-OCR
-    model = OCRSegmentationModel(backbone, decoder, head, num_classes=num_classes, name=name)
-    init_weights(model)
-    return model
-
-
 # --------------------------------------------------------------------------- registry
-@register_model("hrnet_w18_small_v1", family="hrnet", decoder="hrnetv2", default_input_size=(512, 1024),
-                description="HRNetV2-W18-Small-v1 + HRNetV2 head (paper: 1.5M params, 70.3 mIoU Cityscapes val)")
-def hrnet_w18_small_v1(num_classes: int = 19) -> SegmentationModel:
-    return hrnetv2("w18_small_v1", num_classes, name="hrnet_w18_small_v1")
+def _register(config: HRNetConfig) -> None:
+    def build() -> HRNetBackbone:
+        return HRNetBackbone(config)
+
+    name = f"hrnet_{config.name}"
+    build.__name__ = build.__qualname__ = name
+    source = f"timm's {TIMM_NAMES[config.name]} weights"
+    pretty = "HRNetV2-W18-Small-" + config.name.rsplit("_", 1)[1]
+    register_backbone(name, family="hrnet", description=pretty, init=zero_init_residuals,
+                      pretrained=PretrainedWeights(source, tuple(f"{p}." for p in CLASSIFICATION_ONLY)))(build)
 
 
-@register_model("hrnet_w18_small_v2", family="hrnet", decoder="hrnetv2", default_input_size=(512, 1024),
-                description="HRNetV2-W18-Small-v2 + HRNetV2 head (paper: 3.9M params, 76.2 mIoU Cityscapes val)")
-def hrnet_w18_small_v2(num_classes: int = 19) -> SegmentationModel:
-    return hrnetv2("w18_small_v2", num_classes, name="hrnet_w18_small_v2")
-
-
-@register_model("hrnet_w18_small_v2_ocr", family="hrnet", decoder="ocr", default_input_size=(512, 1024),
-                description="HRNetV2-W18-Small-v2 + OCR head (256 mid / 128 key channels)")
-def hrnet_w18_small_v2_ocr(num_classes: int = 19, ocr_mid_channels: int = 256, ocr_key_channels: int = 128,
-                           dropout: float = 0.05) -> OCRSegmentationModel:
-    return hrnet_ocr("w18_small_v2", num_classes, name="hrnet_w18_small_v2_ocr", ocr_mid_channels=ocr_mid_channels,
-                     ocr_key_channels=ocr_key_channels, dropout=dropout)
+for _config in HRNET_CONFIGS.values():
+    _register(_config)
+register_composed("hrnet_w18_small_v1", backbone="hrnet_w18_small_v1", decoder="hrnetv2",
+                  description="HRNetV2-W18-Small-v1 + HRNetV2 head (paper: 1.5M params, 70.3 mIoU Cityscapes val)")
+register_composed("hrnet_w18_small_v2", backbone="hrnet_w18_small_v2", decoder="hrnetv2",
+                  description="HRNetV2-W18-Small-v2 + HRNetV2 head (paper: 3.9M params, 76.2 mIoU Cityscapes val)")
+register_composed("hrnet_w18_small_v2_ocr", backbone="hrnet_w18_small_v2", decoder="ocr",
+                  description="HRNetV2-W18-Small-v2 + OCR head (256 mid / 128 key channels)")

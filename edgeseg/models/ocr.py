@@ -13,10 +13,15 @@ output (``f_up``) projections are 1x1 conv + BN + ReLU. Attention is over K clas
 never HW x HW, so memory stays linear in the image size; every reshape uses sizes read at
 trace time, so the ONNX graph (opset 17) has static shapes: MatMul + Softmax only.
 
-Deployment sees only ``forward(x) -> logits``; training uses ``forward_with_aux(x)``.
+Deployment sees only ``forward(x) -> logits``; training uses ``forward_with_aux(x)``. Registered as
+the decoder ``ocr`` (options ``ocr_mid_channels``, ``ocr_key_channels``, ``dropout``) on any
+backbone: its features are merged as HRNetV2 does (``BranchConcat``), and the model is an
+``OCRSegmentationModel``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +30,8 @@ from torch import nn
 from ..errors import ModelError
 from ..spec import check_size
 from .base import SegmentationModel
+from .hrnetv2_head import BranchConcat
+from .registry import register_decoder
 
 
 def _bn_relu(channels: int) -> nn.Sequential:
@@ -144,3 +151,11 @@ class OCRSegmentationModel(SegmentationModel):
         size = (height, width)
         return (F.interpolate(out, size=size, mode="bilinear", align_corners=False),
                 F.interpolate(aux, size=size, mode="bilinear", align_corners=False))
+
+
+@register_decoder("ocr", model_class=OCRSegmentationModel,
+                  description="OCR head (HRNetV2 representation -> object regions -> object-context attention)")
+def ocr(backbone: Any, num_classes: int, *, ocr_mid_channels: int = 256, ocr_key_channels: int = 128,
+        dropout: float = 0.05) -> OCRDecoder:
+    return OCRDecoder(sum(backbone.out_channels), num_classes, merge=BranchConcat(), mid_channels=ocr_mid_channels,
+                      key_channels=ocr_key_channels, dropout=dropout)

@@ -11,6 +11,12 @@ use dilation 2 (stage4 at OS 16, stage3 at OS 8) or 4 (stage4 at OS 8). Layers a
 are unchanged, so the same ImageNet weights load at every output stride.
 
 ``forward`` returns [stride-4 (after maxpool), stage2, stage3, stage4] features.
+
+Registered (the end of this file): the backbones ``shufflenetv2_{x0_5,x1_0,x1_5,x2_0}`` (option
+``output_stride``: 32, 16 or 8; each decoder picks its default), and for each width the models
+``shufflenetv2_<width>_{deeplabv3plus,deeplabv3plus_sep,deeplabv3,dspp,mdspp}`` (20 names): this
+backbone + that registered decoder + a 1x1 classifier, so ``model.backbone`` loads torchvision's
+ImageNet weights (minus conv5/fc) strictly.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from . import deeplabv3, deeplabv3plus, speed_decoder  # noqa: F401  (register the decoders composed below)
+from .registry import PretrainedWeights, register_backbone, register_composed
 
 # stages_out_channels of torchvision (conv1, stage2, stage3, stage4; conv5 dropped).
 WIDTH_CHANNELS: dict[str, tuple[int, int, int, int]] = {
@@ -149,3 +157,25 @@ class ShuffleNetV2Backbone(nn.Module):
         stride16 = self.stage3(stride8)
         deepest = self.stage4(stride16)
         return [stride4, stride8, stride16, deepest]
+
+
+# --------------------------------------------------------------------------- registry
+DECODERS = ("deeplabv3plus", "deeplabv3plus_sep", "deeplabv3", "dspp", "mdspp")  # registration order per width
+CLASSIFIER_PREFIXES = ("conv5.", "fc.")  # torchvision's classifier: not in the segmentation backbone
+
+
+def _register(width: str) -> None:
+    def build(*, output_stride: int = 32) -> ShuffleNetV2Backbone:
+        return ShuffleNetV2Backbone(width, output_stride)
+
+    name = f"shufflenetv2_{width}"
+    build.__name__ = build.__qualname__ = name
+    source = f"torchvision's shufflenet_v2_{width} weights (ShuffleNet_V2_{width.upper()}_Weights.IMAGENET1K_V1)"
+    register_backbone(name, family="shufflenetv2", description=f"ShuffleNetV2 {width.replace('_', '.')}",
+                      pretrained=PretrainedWeights(source, CLASSIFIER_PREFIXES))(build)
+    for decoder in DECODERS:
+        register_composed(f"{name}_{decoder}", backbone=name, decoder=decoder)
+
+
+for _width in WIDTH_CHANNELS:
+    _register(_width)

@@ -10,10 +10,13 @@ The decoder runs on a stride-32 encoder: 1x1 to 256, then three up-stages (ConvT
 s2, the pyramid on stages 2 and 3, concat with the backbone skip, separable conv) of 128 / 64 /
 32 channels. The widths are fixed rather than SPEED's "largest power of 2 <= C/4" rule, which
 would leave 8 channels on ShuffleNetV2's thin skips. A feature smaller than a bin raises a
-ConfigError naming the minimum input size.
+ConfigError naming the minimum input size. Registered as the decoders ``dspp`` and ``mdspp`` (no
+options); both require a backbone at output stride 32.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +24,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelError
 from ..spec import SIZE_MULTIPLE
+from .registry import register_decoder
 
 PYRAMID_BINS = (2, 4, 6, 8)
 MDSPP_GROUPS = ((2, 6), (4, 8))
@@ -172,3 +176,19 @@ class SPEEDDecoder(nn.Module):
         x = self.up16(self.bottleneck(stride32), stride16)
         x = self.up8(x, stride8)
         return self.up4(x, stride4)
+
+
+_OUTPUT_STRIDE_32 = {"output_stride": 32}
+_WHY_32 = "the SPEED decoder upsamples /32 -> /4 with transposed convs"
+
+
+@register_decoder("dspp", backbone_requires=_OUTPUT_STRIDE_32, requires_reason=_WHY_32,
+                  description="SPEED decoder with DSPP pyramids (bins 2/4/6/8), output stride 32")
+def dspp(backbone: Any, num_classes: int) -> SPEEDDecoder:
+    return SPEEDDecoder(backbone.out_channels, backbone.strides, pyramid="dspp")
+
+
+@register_decoder("mdspp", backbone_requires=_OUTPUT_STRIDE_32, requires_reason=_WHY_32,
+                  description="SPEED decoder with MDSPP pyramids (bins 2/4/6/8, groups 2+6, 4+8), output stride 32")
+def mdspp(backbone: Any, num_classes: int) -> SPEEDDecoder:
+    return SPEEDDecoder(backbone.out_channels, backbone.strides, pyramid="mdspp")

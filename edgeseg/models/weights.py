@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError, require
+from .registry import BackboneEntry, backbone_entry, backbone_of, list_backbones, models_with_backbone
 
 CHECKPOINT_FORMAT = "edgeseg-checkpoint-1"
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -31,12 +32,7 @@ SAFETENSORS_SUFFIX = ".safetensors"
 SAFETENSORS_METADATA_KEY = "edgeseg_checkpoint"
 # Keys that generic training scripts use for the model's state dict, most specific first.
 GENERIC_STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model")
-# ImageNet classifier parts of backbone files that a segmentation backbone does not have.
-BACKBONE_CLASSIFIER_PREFIXES = ("conv5.", "fc.", "incre_modules.", "downsamp_modules.", "final_layer.",
-                                "classifier.")
 _SHOWN = 5  # how many key names an error message lists
-# edgeseg HRNet config -> timm model name (hrnet_make_keys.py records their keys).
-TIMM_HRNET_NAMES = {"w18_small_v1": "hrnet_w18_small", "w18_small_v2": "hrnet_w18_small_v2"}
 
 
 @dataclass
@@ -257,8 +253,9 @@ def _load_into(model: nn.Module, target: Path, obj: Any, *, strict: bool = True)
 
 
 def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> WeightsReport:
-    """Load an ImageNet backbone file (torchvision ShuffleNetV2, timm/official HRNet; .pth or .safetensors)
-    into ``model.backbone``, dropping its classifier keys; or the backbone of a segmentation checkpoint."""
+    """Load an ImageNet backbone file (.pth or .safetensors; the one the model's backbone entry names: torchvision
+    ShuffleNetV2, timm/official HRNet...) into ``model.backbone``, dropping the classifier keys registered
+    backbones declare (``PretrainedWeights.classifier_prefixes``); or the backbone of a segmentation checkpoint."""
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
         raise ModelError("the model has no .backbone to load ImageNet weights into",
@@ -271,21 +268,22 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> Wei
         # a segmentation checkpoint (e.g. trained on Cityscapes): its backbone, not its decoder and head
         dropped = sorted(k for k in state if not k.startswith("backbone."))
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    classifier = sorted(k for k in state if k not in expected and k.startswith(BACKBONE_CLASSIFIER_PREFIXES))
+    classifier = sorted(k for k in state if k not in expected and k.startswith(classifier_prefixes()))
     state = {k: v for k, v in state.items() if k not in classifier}
     dropped += classifier
     check_finite(state, source=f"the backbone weights in {target}")
     if set(state) != set(expected) or any(state[k].shape != v.shape for k, v in expected.items()):
         _check_keys(expected, state, source=f"the backbone weights in {target}", strict=True, num_classes=None,
-                    hint=_backbone_fix(backbone, state))
+                    hint=_backbone_fix(backbone_of(getattr(model, "model_name", "")), state))
     backbone.load_state_dict(state, strict=True)
     return WeightsReport(target, kind, len(state), dropped=dropped)
 
 
 def pretrained_backbone(model_name: str, path: str | os.PathLike[str], *, log: Any = None,
                         **model_options: Any) -> nn.Module:
-    """The backbone of ``model_name`` with the weights of ``path`` (``load_backbone_weights``): checked before a
-    run reads its data, then copied into the run's model (the backbone does not depend on the class count)."""
+    """The backbone of ``model_name`` with the weights of ``path`` (``load_backbone_weights``, which finds the
+    backbone's entry, hence its ImageNet file, through the model name): checked before a run reads its data,
+    then copied into the run's model (the backbone does not depend on the class count)."""
     from .registry import create_model
 
     probe = create_model(model_name, num_classes=1, **model_options)
@@ -296,30 +294,37 @@ def pretrained_backbone(model_name: str, path: str | os.PathLike[str], *, log: A
     return probe.backbone
 
 
-def imagenet_source(backbone: nn.Module) -> str:
-    """Where the ImageNet weights of a zoo backbone come from (torchvision / timm names)."""
-    width = getattr(backbone, "width", None)
-    if isinstance(width, str):  # ShuffleNetV2Backbone
-        return f"torchvision's shufflenet_v2_{width} weights (ShuffleNet_V2_{width.upper()}_Weights.IMAGENET1K_V1)"
-    config = getattr(getattr(backbone, "config", None), "name", None)
-    if isinstance(config, str):  # HRNetBackbone
-        return f"timm's {TIMM_HRNET_NAMES.get(config, config)} weights"
+def classifier_prefixes() -> tuple[str, ...]:
+    """The ImageNet classifier key prefixes of every registered backbone (``PretrainedWeights``): left out of a
+    backbone file when the backbone has no such key, so a file of another backbone is still recognised."""
+    prefixes: list[str] = []
+    for name in list_backbones():
+        pretrained = backbone_entry(name).pretrained
+        prefixes += [p for p in (pretrained.classifier_prefixes if pretrained else ()) if p not in prefixes]
+    return tuple(prefixes)
+
+
+def imagenet_source(entry: BackboneEntry | None) -> str:
+    """Where the ImageNet weights of a registered backbone come from (its entry's ``pretrained.source``)."""
+    if entry is not None and entry.pretrained is not None:
+        return entry.pretrained.source
     return "the ImageNet weights of the same backbone and width"
 
 
-def _backbone_fix(backbone: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
-    """The fix for a backbone file that does not fit: the zoo backbone it does fit, or the file to get."""
-    from .hrnet import HRNET_CONFIGS, HRNetBackbone
-    from .shufflenetv2 import WIDTH_CHANNELS, ShuffleNetV2Backbone
-
+def _backbone_fix(entry: BackboneEntry | None, state: Mapping[str, torch.Tensor]) -> str:
+    """The fix for a backbone file that does not fit: the registered backbone it does fit, or the file to get."""
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    candidates: list[tuple[str, Any]] = [(f"shufflenetv2_{w}_", lambda w=w: ShuffleNetV2Backbone(w))
-                                         for w in WIDTH_CHANNELS]
-    candidates += [(f"hrnet_{name}", lambda c=c: HRNetBackbone(c)) for name, c in HRNET_CONFIGS.items()]
-    for prefix, build in candidates:
+    for name in list_backbones():
+        candidate = backbone_entry(name)
+        models = models_with_backbone(name)
+        if not models:
+            continue
         with torch.device("meta"):  # shapes only: no memory, no init
-            layout = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+            layout = {k: tuple(v.shape) for k, v in candidate.build().state_dict().items()}
         if layout == shapes:
-            return (f"these are {prefix.rstrip('_')} backbone weights: train a {prefix}* model "
-                    f"(`edgeseg models --pattern '{prefix}*'`), or pass {imagenet_source(backbone)}")
-    return f"pass {imagenet_source(backbone)}"
+            prefix = os.path.commonprefix(models)  # "shufflenetv2_x0_5_", "hrnet_w18_small_v2" (+ _ocr)
+            if prefix not in models:
+                prefix = prefix[: prefix.rfind("_") + 1] or prefix  # whole words: not "..._d" of dspp, deeplabv3
+            return (f"these are {name} backbone weights: train a {prefix}* model "
+                    f"(`edgeseg models --pattern '{prefix}*'`), or pass {imagenet_source(entry)}")
+    return f"pass {imagenet_source(entry)}"

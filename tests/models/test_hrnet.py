@@ -21,7 +21,7 @@ from edgeseg.models.hrnet import (
     HRNetBackbone,
     StageConfig,
     backbone_state_dict,
-    hrnetv2,
+    hrnet_config,
 )
 from edgeseg.models.ocr import ObjectAttentionBlock, SpatialGather
 
@@ -128,7 +128,7 @@ def test_fuse_is_a_sum_with_bilinear_upsampling() -> None:
 
 @pytest.mark.parametrize(("config", "concat"), [("w18_small_v1", 240), ("w18_small_v2", 270)])
 def test_hrnetv2_head_concatenates_all_branches_at_stride_4(config: str, concat: int) -> None:
-    model = hrnetv2(config, num_classes=7).eval()
+    model = create_model(f"hrnet_{config}", num_classes=7).eval()
     assert model.decoder.conv.in_channels == concat and model.decoder.conv.bias is not None
     assert (model.head.in_channels, model.head.out_channels) == (concat, 7)
     with torch.no_grad():
@@ -199,4 +199,4 @@ def test_ocr_channel_options_and_validation() -> None:
     with pytest.raises(ModelError, match="ocr_key_channels"):
         create_model("hrnet_w18_small_v2_ocr", ocr_key_channels=0)
     with pytest.raises(ModelError, match="unknown HRNet configuration"):
-        hrnetv2("w18", num_classes=19)
+        hrnet_config("w18")
