@@ -22,6 +22,7 @@ from pathlib import Path
 from shlex import quote
 from typing import Any
 
+from . import __version__
 from .errors import ArtifactError
 from .fileio import atomic_write_json, read_json, sha256_file
 from .spec import InputSpec
@@ -61,8 +62,6 @@ class Manifest:
 
     def __post_init__(self) -> None:
         if not self.edgeseg_version:
-            from . import __version__
-
             self.edgeseg_version = __version__
 
     @property

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import InputError, require
 from ..fileio import atomic_write_bytes
+from ..runtime.cuda import CudaContext
 from ..trt_cache_format import check_cache_version, parse_calibration_cache
 
 
@@ -66,8 +67,6 @@ def make_entropy_calibrator(
     if cuda is None:
         cuda = require("pycuda.driver", extra="trt", purpose="INT8 calibration")
     if context is None:
-        from ..runtime.cuda import CudaContext  # lazily: pycuda is imported here, not with this module
-
         context = CudaContext.get()  # a missing driver or GPU is reported now, not from inside the build
 
     def init(self: Any) -> None:

@@ -25,6 +25,7 @@ from ..machine import machine_info, usable_cores
 from ..manifest import MANIFEST_FILE
 from ..reference import preprocess_frames, synthetic_frames
 from ..report.latency_notes import BUSY_LOAD_PER_CORE, latency_notes, noise_reasons
+from ..report.plots import latency_plot
 from ..runtime.torch_backend import TorchBackend
 from .artifacts import candidate_input_spec, discover_artifacts, load_manifest, open_backend
 
@@ -344,8 +345,6 @@ def run_bench(plan: BenchPlan, *, iterations: int = 50, warmup: int = 10, plot: 
     written = [atomic_write_json(plan.out_dir / BENCH_FILE, result.to_dict())]
     if plot:
         try:
-            from ..report.plots import latency_plot
-
             written.append(latency_plot(plan.out_dir / PLOT_FILE, {r.name: r.samples_ms for r in result.runners},
                                         title=f"Latency per frame, {result.threads} threads, "
                                               f"input {'x'.join(map(str, result.input_shape))}"))

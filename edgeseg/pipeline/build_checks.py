@@ -17,9 +17,11 @@ from ..errors import InputError, UsageError, require
 from ..images import list_images
 from ..quant.calib_data import BagCalibSource, ImageListSource
 from ..quant.qdq_ort import check_saved_ranges_support
+from ..runtime.bags import BagSampler
 from . import build_steps as steps
 from .build import BuildOptions
 from .build_data import _labelled
+from .validation_data import data_samples
 
 
 @dataclass
@@ -78,7 +80,6 @@ def _check_cpu_int8_writer() -> None:
 def _check_val(options: BuildOptions, num_classes: int | None) -> None:
     """The --val data opens (listed, not read) as the step that uses it will open it."""
     if options.onnx is not None:  # scored by validate against reference.npz's classes
-        from .validation_data import data_samples
 
         if num_classes:
             data_samples(options.val, None, num_classes)  # type: ignore[arg-type]
@@ -90,8 +91,6 @@ def _check_val(options: BuildOptions, num_classes: int | None) -> None:
 def describe_calib(calib: Any) -> str:
     """What --calib opened, as the summary prints it; an InputError when it holds no frames."""
     if isinstance(calib, BagCalibSource):
-        from ..runtime.bags import BagSampler
-
         sampler = BagSampler(calib.path, calib.topic, 1)  # resolves the topic (several and no --topic: listed)
         return f"bag {calib.path} {sampler.topic}: {sampler.messages} frames"
     if isinstance(calib, ImageListSource):

@@ -27,6 +27,7 @@ from ..errors import ConfigError, InputError, UsageError
 from ..fileio import sha256_files
 from ..images import IMAGE_EXTENSIONS, list_images, load_image, save_png
 from ..runtime.bags import BAG_PREFIX, BagSampler, strip_bag_prefix
+from ..runtime.ros_image import SUPPORTED_ENCODINGS
 from ..spec import InputSpec, preprocess
 
 Batch = Dict[str, np.ndarray]  # typing.Dict: evaluated at import, and Python 3.8 runs it
@@ -272,8 +273,6 @@ class CalibrationFeed:
         if not self.images.used:
             skipped = "; ".join(f"{name}: {why}" for name, why in self.images.skipped[:5])
             if self._bag is not None:
-                from ..runtime.ros_image import SUPPORTED_ENCODINGS
-
                 raise InputError(
                     f"no usable calibration frame on {self._bag.topic} in bag {self.images.root}",
                     expected=f"at least {self.batch_size} decodable camera image(s): sensor_msgs/Image in "

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DependencyError, require
+from ..errors import ConfigError, DependencyError, InternalError, require
 
 BUFFER_MODES = ("auto", "mapped", "device")
 CU_CTX_MAP_HOST = 0x08
@@ -316,8 +316,6 @@ class CudaGraph:
     def launch(self, stream: Any) -> None:
         status = self._lib.cuGraphLaunch(self._exec, ctypes.c_void_p(int(stream.handle)))
         if status != 0:
-            from ..errors import InternalError
-
             raise InternalError(f"cuGraphLaunch failed with CUDA error {status}")
 
     def close(self) -> None:

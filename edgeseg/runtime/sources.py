@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import InputError, UsageError, require
 from ..images import IMAGE_EXTENSIONS, list_images, load_image
-from .bags import iter_bag_frames
+from .bags import iter_bag_frames, resolve_topic
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 BAG_EXTENSIONS = (".mcap", ".db3", ".bag")
@@ -209,7 +209,6 @@ def prepare_source(source: Source) -> Source:
             require_gstreamer(cv2, source)
     elif source.kind == "bag":
         require("rosbags", extra="ros", purpose="bag: sources")
-        from .bags import resolve_topic
 
         return dataclasses.replace(source, topic=resolve_topic(source.location, source.topic))
     return source
