@@ -112,6 +112,7 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Any, topic: str | None, method: st
         ("method", method + (f" ({percentile})" if method == "percentile" else "")),
         ("Concat scales", concat_scales),
         ("float regions", _float_regions_row(result.trt_int8_path, high_precision, trt_version)),
+        ("TensorRT fusion", _fusion_row(result.trt_int8_path, trt_version)),
         ("images", f"{len(images.used)} used of {images.requested} requested, {len(images.skipped)} skipped"),
         *_bag_rows(images.bag),
         ("tensors", str(result.num_tensors)),
@@ -129,6 +130,18 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Any, topic: str | None, method: st
         f"edgeseg validate --candidate {quote(result.ort_int8_path)} --reference {quote(reference)}",
         f"edgeseg build --onnx {quote(result.trt_int8_path)} --precision int8",
     ])
+
+
+def _fusion_row(path: Path, trt_version: str) -> str:
+    """model.int8.onnx's predicted TensorRT fusion (quant/trt_fusion.py: documented rules, no engine built)."""
+    from ..onnx_model import load_onnx
+    from ..quant.lint import qdq_warnings
+    from ..quant.trt_fusion import predict_fusion
+
+    model = load_onnx(path)
+    for issue in qdq_warnings(model, trt_version=trt_version):
+        click.echo(f"warning: {issue}", err=True)
+    return "predicted: " + predict_fusion(model, trt_version).summary()
 
 
 def _float_regions_row(path: Path, high_precision: str, trt_version: str) -> str:

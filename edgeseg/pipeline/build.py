@@ -277,6 +277,8 @@ def _int8_models(runner: StepRunner, fp32_onnx: Path, spec: Any, options: BuildO
     calibration["concat_scales"] = options.concat_scales
     calibration["high_precision"] = options.high_precision  # what was asked; float_regions: what the file holds
     calibration["float_regions"] = quantized.get("float_regions", {"high_precision": "fp32"})
+    if quantized.get("trt_fusion"):  # predicted TensorRT fusion of model.int8.onnx (quant/trt_fusion.py)
+        calibration["trt_fusion"] = quantized["trt_fusion"]
     calibration["float_layers"] = float_layers
     calibration["seconds"] = {**calibration.get("seconds", {}), **quantized.get("seconds", {})}
     return calibration

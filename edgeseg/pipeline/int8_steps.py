@@ -36,7 +36,6 @@ from ..quant.sensitivity import SENSITIVITY_JSON, SENSITIVITY_MD
 from ..quant.trt_cache import DEFAULT_TRT_VERSION
 from ..reference import REFERENCE_FILE
 from ..report.plots import sensitivity_plot
-from ..runtime.bags import bag_sha256
 from ..trt_version import TrtVersion
 from .bench import benchmark, ort_runner
 from .build import BuildOptions
@@ -82,6 +81,8 @@ def _calib_identity(calib_dir: CalibSource | ImageListSource) -> str:
     """What the calibration step's cache key holds of its frames: the folder's images, the bag + topic, or the
     dataset spec + its images."""
     if isinstance(calib_dir, BagCalibSource):
+        from ..runtime.bags import bag_sha256
+
         return "bag:" + bag_sha256(calib_dir.path, calib_dir.topic)
     if isinstance(calib_dir, ImageListSource):
         return f"{calib_dir.label}:" + sha256_files(list(calib_dir.paths))
@@ -122,8 +123,13 @@ def quantize(runner: StepRunner, fp32_onnx: Path, options: BuildOptions, out: Pa
     def run() -> dict[str, Any]:
         trt_path, _, seconds = write_int8_models(fp32_onnx, load_ranges(out / "ranges.json"), out, config,
                                                  float_layers=float_layers)
+        from ..quant.trt_fusion import predict_fusion
+
+        written = load_onnx(trt_path)
         return {"concat_scales": options.concat_scales, "float_layers": float_layers, "seconds": seconds,
-                "float_regions": float_regions_of(load_onnx(trt_path)), "trt_version": config.trt_version}
+                "float_regions": float_regions_of(written), "trt_version": config.trt_version,
+                # what TensorRT should fuse (a prediction from its documented Q/DQ rules, no engine built)
+                "trt_fusion": predict_fusion(written, config.trt_version).to_dict(brief=True)}
 
     outcome = runner.run("quantize", key, [out / "model.int8.onnx", out / "model.int8.ort.onnx"], run)
     done["quantize"] = outcome.skipped

@@ -71,6 +71,9 @@ def test_calibrate_for_tensorrt85_keeps_float32_regions(model: Path, calib: Path
     assert result.exit_code == 0, result.output
     assert "the build sets FP16 beside INT8" in result.output
     assert not has_fp16(onnx.load(str(tmp_path / "model.int8.onnx")))
+    # the summary's fusion prediction (#29 item 7), labelled as such, for the TensorRT asked for
+    assert "TensorRT fusion" in result.output and "precision boundaries" in result.output
+    assert "TensorRT 8.5.2; a prediction" in result.output
 
 
 def test_build_option(tmp_path: Path) -> None:
@@ -101,6 +104,9 @@ def test_quantize_step_records_and_keys_the_high_precision(model: Path, calib: P
     done, result = steps("fp16")
     assert not done["quantize"] and result["float_regions"]["high_precision"] == "fp16"
     assert result["trt_version"] == "10.3.0" and has_fp16(onnx.load(str(out / "model.int8.onnx")))
+    fusion = result["trt_fusion"]  # the predicted fusion rides with the step's record into the manifest
+    assert fusion["prediction"] is True and fusion["trt_version"] == "10.3.0" and fusion["round_trips"] == 0
+    assert fusion["int8_weighted_layers"] == fusion["weighted_layers"] > 0
     done, result = steps("fp16")
     assert done["quantize"] and result["float_regions"]["high_precision"] == "fp16"  # cached, same record
     done, result = steps("fp32")
