@@ -36,6 +36,7 @@ from ..quant.sensitivity import SENSITIVITY_JSON, SENSITIVITY_MD
 from ..quant.trt_cache import DEFAULT_TRT_VERSION
 from ..reference import REFERENCE_FILE
 from ..report.plots import sensitivity_plot
+from ..runtime.bags import bag_sha256
 from ..trt_version import TrtVersion
 from .bench import benchmark, ort_runner
 from .build import BuildOptions
@@ -81,8 +82,6 @@ def _calib_identity(calib_dir: CalibSource | ImageListSource) -> str:
     """What the calibration step's cache key holds of its frames: the folder's images, the bag + topic, or the
     dataset spec + its images."""
     if isinstance(calib_dir, BagCalibSource):
-        from ..runtime.bags import bag_sha256
-
         return "bag:" + bag_sha256(calib_dir.path, calib_dir.topic)
     if isinstance(calib_dir, ImageListSource):
         return f"{calib_dir.label}:" + sha256_files(list(calib_dir.paths))
