@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ._common import POSITIVE, Progress, progress, quote, summary_table
+from .option_groups import model_options, out_option, threads_option
 from .run import SOURCE_HELP
 
 
@@ -17,15 +18,12 @@ from .run import SOURCE_HELP
               help="A build folder (engines/NAME): model.onnx, the CPU INT8 model, model.engine.")
 @click.option("--onnx", "onnx_files", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
               help="ONNX file(s) to time with ONNX Runtime (repeatable).")
-@click.option("--model", "model_name", default=None, help="Also time this PyTorch model (eager FP32).")
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Weights or checkpoint for the PyTorch model (without: random weights, latency only).")
+@model_options(model_help="Also time this PyTorch model (eager FP32).",
+               weights_help="Weights or checkpoint for the PyTorch model (without: random weights, latency only).")
 @click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for every backend (default: all usable cores).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where bench.json and the plot go (default: the build folder / the first ONNX's folder).")
+@threads_option(help="CPU threads for every backend (default: all usable cores).")
+@out_option(help="Where bench.json and the plot go (default: the build folder / the first ONNX's folder).")
 @click.option("--no-plot", is_flag=True, help="Skip the latency plot (without matplotlib it is skipped anyway).")
 @click.option("--source", default=None,
               help="Also time capture-to-mask on these frames with the build's runtime (needs --artifacts). "

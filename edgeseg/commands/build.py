@@ -7,23 +7,29 @@ from typing import Any
 
 import click
 
+from ..pipeline.options import DEFAULT_MAX_MIOU_DROP, DEFAULT_MIN_AGREEMENT
 from ..quant.fallback import DEFAULT_CAP, FALLBACK_MODES
 from ..quant.fp16_regions import DEFAULT_HIGH_PRECISION, HIGH_PRECISIONS
 from ..quant.qdq_trt import CONCAT_SCALES
-from ..quant.ranges import DEFAULT_METHOD, METHODS
+from ..quant.ranges import DEFAULT_METHOD
 from ._common import (
-    CALIB_HELP,
-    CALIB_TOPIC_HELP,
-    DATASET_HELP,
     POSITIVE,
-    SIZE,
-    CalibType,
-    DatasetType,
     echo_step,
     progress_callback,
     quote,
     resolve_calib,
     summary_table,
+)
+from .option_groups import (
+    CALIB_FOLDER_HELP,
+    VAL_DATA_HELP,
+    calib_options,
+    gate_options,
+    input_size_option,
+    model_options,
+    out_option,
+    threads_option,
+    val_data_options,
 )
 
 TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
@@ -31,23 +37,18 @@ TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
 
 
 @click.command("build")
-@click.option("--model", "model_name", default=None, help="Registered model name (default: the demo model).")
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Checkpoint or state dict (default: the shipped demo checkpoint).")
+@model_options(model_help="Registered model name (default: the demo model).",
+               weights_help="Checkpoint or state dict (default: the shipped demo checkpoint).", weights_exist=True)
 @click.option("--onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Start from an exported model.onnx (or a Q/DQ model.int8.onnx): no torch needed.")
-@click.option("--input-size", type=SIZE, default=None, help="HxW, multiples of 32 (default: the checkpoint's).")
+@input_size_option()
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "best"]), default=None,
               help="Engine precision (default int8). best: TensorRT picks per layer among INT8/FP16; on the CPU "
                    "the fastest of FP32 and INT8 that passes the gates is kept (selection.json says why).")
 @click.option("--int8", "int8_flag", is_flag=True, help="Same as --precision int8.")
-@click.option("--calib", type=CalibType(), default=None,
-              help=f"Calibration frames: {CALIB_HELP} [default: ./calib, else synthetic scenes].")
-@click.option("--topic", default=None, help=CALIB_TOPIC_HELP)
-@click.option("--calib-images", type=POSITIVE, default=100, show_default=True, help="Images used for calibration.")
-@click.option("--calib-method", type=click.Choice(METHODS), default=None,
-              help=f"Activation range method [default: {DEFAULT_METHOD}; the demo model uses the method its "
-                   "demo_model.json records].")
+@calib_options(calib_help=f"{CALIB_FOLDER_HELP} [default: ./calib, else synthetic scenes].",
+               method_help=f"Activation range method [default: {DEFAULT_METHOD}; the demo model uses the method its "
+                           "demo_model.json records].")
 @click.option("--concat-scales", type=click.Choice(CONCAT_SCALES), default="separate", show_default=True,
               help="Q/DQ for TensorRT: every tensor keeps its own scale, or Concat groups share a pooled one.")
 @click.option("--high-precision", type=click.Choice(HIGH_PRECISIONS), default=DEFAULT_HIGH_PRECISION,
@@ -62,18 +63,15 @@ TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
               help="Most layers --fallback auto may keep in float before the build fails.")
 @click.option("--sensitivity", is_flag=True,
               help="Rank the quantized layers (each alone in float) into sensitivity.md even without a fallback.")
-@click.option("--val", type=DatasetType(exists=True), default=None,
-              help=f"Labelled data: {DATASET_HELP} (a folder is used whole, a public dataset's val split unless "
-                   ":split is given): reference frames and mIoU against ground truth [default: the demo's held-out "
-                   "scenes, else calibration frames without ground truth].")
-@click.option("--val-images", type=POSITIVE, default=None,
-              help="Frames kept in reference.npz [default: up to 32, fewer at large input sizes].")
+@val_data_options(data_help=f"Labelled data: {VAL_DATA_HELP} (a folder is used whole, a public dataset's val split "
+                            "unless :split is given): reference frames and mIoU against ground truth [default: the "
+                            "demo's held-out scenes, else calibration frames without ground truth].",
+                  data_aliases=("--val",),
+                  images_help="Frames kept in reference.npz [default: up to 32, fewer at large input sizes].")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Build folder (default engines/<model>-<precision>).")
-@click.option("--min-agreement", type=float, default=0.99, show_default=True, help="Gate: argmax agreement.")
-@click.option("--max-miou-drop", type=float, default=0.5, show_default=True, help="Gate: mIoU drop in points.")
-@click.option("--threads", type=POSITIVE, default=None, help="CPU threads for ONNX Runtime / PyTorch.")
+@out_option(help="Build folder (default engines/<model>-<precision>).")
+@gate_options()
+@threads_option()
 @click.option("--force", is_flag=True, help="Redo every step even when its inputs are unchanged.")
 def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, input_size: tuple[int, int] | None,
               precision: str | None, int8_flag: bool, calib: Path | str | None, topic: str | None, calib_images: int,
@@ -179,9 +177,9 @@ def _rebuild_command(options: Any, out: Path, precision: str) -> str:
     if options.calib_method and not options.demo:  # the demo's recorded method is found again
         words += ["--calib-method", options.calib_method]
     if options.val is not None:
-        words += ["--val", str(options.val)]
-    for option, value, default in (("--min-agreement", options.min_agreement, 0.99),
-                                   ("--max-miou-drop", options.max_miou_drop, 0.5)):
+        words += ["--val-data", str(options.val)]
+    for option, value, default in (("--min-agreement", options.min_agreement, DEFAULT_MIN_AGREEMENT),
+                                   ("--max-miou-drop", options.max_miou_drop, DEFAULT_MAX_MIOU_DROP)):
         if value != default:
             words += [option, str(value)]
     words += ["--precision", precision, "--out", str(out)]

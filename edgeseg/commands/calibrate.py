@@ -9,33 +9,29 @@ import click
 
 from ..quant.fp16_regions import DEFAULT_HIGH_PRECISION, HIGH_PRECISIONS
 from ..quant.qdq_trt import CONCAT_SCALES
-from ..quant.ranges import DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
+from ..quant.ranges import DEFAULT_METHOD, DEFAULT_PERCENTILE
 from ..quant.sensitivity import SENSITIVITY_FRAMES
 from ._common import (
-    CALIB_HELP,
-    CALIB_TOPIC_HELP,
     POSITIVE,
-    CalibType,
     progress_callback,
     quote,
     resolve_calib,
     summary_table,
 )
+from .option_groups import CALIB_FOLDER_HELP, calib_options
 
 
 @click.command("calibrate")
 @click.option("--onnx", "onnx_path", required=True, type=click.Path(path_type=Path),
               help="model.onnx written by edgeseg export.")
-@click.option("--calib", "calib_dir", required=True, type=CalibType(), help=f"Calibration frames: {CALIB_HELP}.")
-@click.option("--topic", default=None, help=CALIB_TOPIC_HELP)
-@click.option("--method", type=click.Choice(METHODS), default=DEFAULT_METHOD, show_default=True,
-              help="How activation ranges are chosen: percentile of |x|, entropy (TensorRT's KL), or min/max.")
-@click.option("--calib-images", type=POSITIVE, default=100, show_default=True,
-              help="Number of images sampled (seeded) from the folder, or frames from the bag.")
+@calib_options(calib_help=f"{CALIB_FOLDER_HELP}.", calib_dest="calib_dir", required=True,
+               images_help="Number of images sampled (seeded) from the folder, or frames from the bag.",
+               method_dest="method", method_default=DEFAULT_METHOD, method_aliases=("--method",),
+               method_help="How activation ranges are chosen: percentile of |x|, entropy (TensorRT's KL), or min/max.")
 @click.option("--batch-size", type=POSITIVE, default=1, show_default=True,
               help="Images per calibration batch (must match the model's static batch).")
 @click.option("--percentile", type=click.FloatRange(min=0, max=100, min_open=True), default=DEFAULT_PERCENTILE,
-              show_default=True, help="Percentile for --method percentile.")
+              show_default=True, help="Percentile for --calib-method percentile.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image sampling.")
 @click.option("--trt-version", default="10.3.0", show_default=True,
               help="TensorRT the files are for: calibration.cache's header (8.5 - 10.x), and model.int8.onnx's "

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from ._common import SIZE, quote, summary_table
+from ._common import quote, summary_table
+from .option_groups import input_size_option, model_options, out_option, val_data_options
 
 
 def _err(message: str) -> None:
@@ -49,23 +50,23 @@ def resolve_export_options(*, model: str | None, num_classes: int | None, input_
 
 
 @click.command("export")
-@click.option("--model", "model_name", default=None, help="Registered model name (see `edgeseg models`).")
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="State dict or checkpoint (.pt/.pth, or .safetensors: no pickle); an edgeseg checkpoint also "
-                   "supplies model, classes and input spec.")
+@model_options(model_help="Registered model name (see `edgeseg models`).",
+               weights_help="State dict or checkpoint (.pt/.pth, or .safetensors: no pickle); an edgeseg checkpoint "
+                            "also supplies model, classes and input spec.")
 @click.option("--num-classes", type=click.IntRange(1, 255), default=None,
               help="Classes (default 19, or the checkpoint's).")
-@click.option("--input-size", type=SIZE, default=None, help="HxW, multiples of 32 (default: the checkpoint's).")
+@input_size_option()
 @click.option("--batch", type=click.IntRange(1, 64), default=1, show_default=True, help="Static batch size.")
 @click.option("--opset", type=click.IntRange(13, 20), default=17, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for model.onnx and reference.npz (created if needed).")
+@out_option(help="Folder for model.onnx and reference.npz (created if needed).", required=True)
 @click.option("--no-simplify", is_flag=True, help="Keep the graph as traced; it must then have no dynamic-shape ops.")
-@click.option("--reference-images", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="Take the reference samples from this image folder instead of synthetic frames.")
-@click.option("--num-samples", type=click.IntRange(1, 64), default=16, show_default=True,
-              help="Frames kept in reference.npz for later validation (uint8 frames + PyTorch argmax and top-2 "
-                   "logits: about 2.7 MB per frame at 512x1024).")
+@val_data_options(data_dest="reference_images", data_aliases=("--reference-images",),
+                  data_type=click.Path(file_okay=False, exists=True, path_type=Path),
+                  data_help="Take the reference samples from this image folder instead of synthetic frames.",
+                  images_dest="num_samples", images_aliases=("--num-samples",), images_type=click.IntRange(1, 64),
+                  images_default=16,
+                  images_help="Frames kept in reference.npz for later validation (uint8 frames + PyTorch argmax and "
+                              "top-2 logits: about 2.7 MB per frame at 512x1024).")
 def export_cmd(model_name: str | None, weights: Path | None, num_classes: int | None,
                input_size: tuple[int, int] | None, batch: int, opset: int, out: Path, no_simplify: bool,
                reference_images: Path | None, num_samples: int) -> None:
@@ -86,7 +87,7 @@ def export_cmd(model_name: str | None, weights: Path | None, num_classes: int | 
     samples = list_images(reference_images)[:num_samples] if reference_images else []
     if reference_images and not samples:
         raise InputError(f"no images in {reference_images}", expected="a folder of .jpg/.png/.bmp images",
-                         fix="point --reference-images at a folder with images, or drop it for synthetic frames")
+                         fix="point --val-data at a folder with images, or drop it for synthetic frames")
     model_info(name)  # an unknown --model fails before the output folder is made
     # Before the model is built: a size that cannot fit fails now, not when the kernel kills the process.
     check_export_memory(spec.height, spec.width, batch=batch, num_samples=len(samples) or num_samples,

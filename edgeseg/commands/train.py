@@ -186,7 +186,7 @@ def eval_cmd(
         f"pixel accuracy {result.pixel_accuracy:.4f}",
         [*result.rows(), ("ignored pixels", f"{result.ignored_pixels} of {result.pixels} (label 255, not scored)"),
          ("protocol", result.protocol)],
-        [f"edgeseg build --weights {quote(weights)} --val {quote(data)} --out {quote(engine)}   "
+        [f"edgeseg build --weights {quote(weights)} --val-data {quote(data)} --out {quote(engine)}   "
          "(ONNX + INT8, validated against PyTorch on this data)"],
     )
 

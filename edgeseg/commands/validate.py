@@ -7,9 +7,11 @@ from typing import Any
 
 import click
 
-from ._common import DATASET, DATASET_HELP, progress, quote, summary_table
+from ..pipeline.options import DEFAULT_MAX_MIOU_DROP, DEFAULT_MIN_AGREEMENT
+from ._common import DATASET, progress, quote, summary_table
+from .option_groups import VAL_DATA_HELP, gate_options, val_data_options
 
-DEFAULT_GATES = (0.99, 0.5)
+DEFAULT_GATES = (DEFAULT_MIN_AGREEMENT, DEFAULT_MAX_MIOU_DROP)  # pipeline.options owns them
 
 
 def _pct(value: float | None) -> str:
@@ -53,15 +55,12 @@ def print_validation(result: Any) -> None:
 @click.option("--model", "model_name", default=None, help="Run this PyTorch model as the reference (with --weights).")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Weights or edgeseg checkpoint of the PyTorch reference.")
-@click.option("--data", "data_dir", type=DATASET, default=None,
-              help=f"Frames to check on: a folder of images, or {DATASET_HELP} (its val split unless :split is "
-                   "given); masks add ground-truth scores.")
-@click.option("--max-images", type=click.IntRange(min=1), default=None, help="Use at most N images/samples.")
-@click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=None,
-              help="Gate: minimum fraction of pixels whose argmax matches PyTorch [default: the build's gate from "
-                   "manifest.json beside the candidate, else 0.99].")
-@click.option("--max-miou-drop", type=click.FloatRange(min=0.0), default=None,
-              help="Gate: maximum mIoU drop against ground truth, in points [default: the build's, else 0.5].")
+@val_data_options(data_dest="data_dir", data_type=DATASET, data_aliases=("--data",),
+                  data_help=f"Frames to check on (with a PyTorch reference): a folder of images, or {VAL_DATA_HELP} "
+                            "(its val split unless :split is given); masks add ground-truth scores.",
+                  images_dest="max_images", images_aliases=("--max-images",),
+                  images_help="Use at most N images/samples.")
+@gate_options(from_build=True)
 @click.option("--worst", "worst_k", type=click.IntRange(min=0), default=4, show_default=True,
               help="Overlay PNGs of the N images with the lowest agreement.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -75,7 +74,7 @@ def validate_cmd(candidate: Path, reference: Path | None, model_name: str | None
 
     \b
     Without torch (e.g. on the robot):  --reference engines/NAME/reference.npz
-    With the PyTorch model:             --weights model.pt [--model NAME] --data DIR
+    With the PyTorch model:             --weights model.pt [--model NAME] --val-data DIR
     Exits 1 when a gate (--min-agreement, --max-miou-drop) is missed.
     """
     from ..errors import UsageError
@@ -92,13 +91,13 @@ def validate_cmd(candidate: Path, reference: Path | None, model_name: str | None
                          fix="pass one: --reference DIR/reference.npz, or --weights F [--model NAME]")
     if reference is None and weights is None:
         raise UsageError("no reference to compare with", found="neither --reference nor --weights",
-                         fix="pass --reference DIR/reference.npz, or --weights F [--model NAME] --data DIR")
+                         fix="pass --reference DIR/reference.npz, or --weights F [--model NAME] --val-data DIR")
     if reference is not None and data_dir is not None:
-        raise UsageError("--data is for a PyTorch reference: reference.npz holds its own frames (and their masks, "
-                         "when the build had them), and the candidate is checked on those",
-                         found=f"--reference {reference} --data {data_dir}",
-                         fix="drop --data, or compare on your data with the PyTorch model: --weights F [--model NAME] "
-                             f"--data {data_dir}")
+        raise UsageError("--val-data is for a PyTorch reference: reference.npz holds its own frames (and their "
+                         "masks, when the build had them), and the candidate is checked on those",
+                         found=f"--reference {reference} --val-data {data_dir}",
+                         fix="drop --val-data, or compare on your data with the PyTorch model: --weights F "
+                             f"[--model NAME] --val-data {data_dir}")
     if model_name is not None and weights is None:
         raise UsageError("--model needs --weights", expected="the trained weights the candidate was exported from",
                          fix="pass --weights F, or use --reference DIR/reference.npz")

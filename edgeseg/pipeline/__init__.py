@@ -1,7 +1,8 @@
 """The pipeline (layer 4): build's steps, their cache, artifact discovery, validation and latency.
 
-    build.py        options and order of `edgeseg build`; build_steps.py: each step; build_data.py: the
-                    images it works on (reference frames, synthetic sets, default calibration)
+    build.py        order of `edgeseg build`; options.py: its options (BuildOptions, ValidationConfig, the
+                    gates' defaults); build_steps.py: each step; build_data.py: the images it works on
+                    (reference frames, synthetic sets, default calibration)
     step_cache.py   skip a step whose hashed inputs are unchanged
     artifacts.py    which file of a folder plays which role; machine facts
     validate.py     a candidate against PyTorch (reference.npz or the model), with gates
@@ -14,7 +15,7 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _LAZY = {
-    "BuildOptions": ".build",
+    "BuildOptions": ".options",
     "BuildResult": ".build",
     "run_build": ".build",
     "validate_candidate": ".validate",

@@ -19,87 +19,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.datasets import DatasetSpec
-from ..engine.config import PRECISIONS
-from ..errors import AccuracyError, ArtifactError, ConfigError, UsageError
+from ..errors import AccuracyError, ArtifactError, ConfigError
 from ..fileio import prepare_out_dir, read_json, remove_if_empty, remove_stale_temp_files
 from ..lock import LOCK_FILE, folder_lock
 from ..manifest import MANIFEST_FILE, Manifest, write_manifest
-from ..quant.calib_data import CalibSource
-from ..quant.fallback import DEFAULT_CAP, check_fallback
-from ..quant.fp16_regions import DEFAULT_HIGH_PRECISION, HIGH_PRECISIONS
-from ..quant.ranges import DEFAULT_METHOD, METHODS
+from ..quant.ranges import METHODS
 from ..report.writer import write_report
 from ..runtime.segmenter import tensorrt_available
+from .options import (  # noqa: F401  (BACKENDS, the seeds: build.py's names before options.py)
+    BACKENDS,
+    DEFAULT_CALIB_METHOD,
+    SYNTH_CALIB_SEED,
+    SYNTH_VAL_SEED,
+    BuildOptions,
+)
 from .step_cache import StepRunner
-from .validate import ValidationConfig
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime")
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_INFO = ASSETS / "demo_model.json"
-# Synthetic seeds: 0 trains the demo model, 1 picks its best epoch, 2 calibrates; 3 is never seen by either.
-SYNTH_CALIB_SEED, SYNTH_VAL_SEED = 2, 3
-DEFAULT_CALIB_METHOD = DEFAULT_METHOD
-
-
-@dataclass
-class BuildOptions:
-    model: str | None = None
-    weights: Path | None = None
-    onnx: Path | None = None
-    input_size: tuple[int, int] | None = None
-    precision: str = "int8"
-    calib: CalibSource | None = None  # a folder, bag:PATH --topic T, or a dataset's images (commands resolve it)
-    calib_images: int = 100
-    calib_method: str | None = None  # None: DEFAULT_CALIB_METHOD, or the method the demo model records
-    concat_scales: str = "separate"  # Q/DQ for TensorRT: separate | shared
-    high_precision: str = DEFAULT_HIGH_PRECISION  # INT8's float layers on TensorRT: fp16 | fp32 (quant/fp16_regions.py)
-    fallback: str = "off"  # off | auto: keep the most harmful layers in float until the gates pass
-    fallback_cap: int = DEFAULT_CAP  # at most this many layers in float
-    sensitivity: bool = False  # rank the quantized layers (sensitivity.md) even without a fallback
-    val: DatasetSpec | Path | None = None  # a path: the folder format
-    val_images: int | None = None  # frames kept in reference.npz (None: reference.default_sample_count)
-    backend: str = "auto"  # auto | tensorrt | onnxruntime
-    out: Path | None = None
-    min_agreement: float = 0.99
-    max_miou_drop: float = 0.5
-    force: bool = False
-    threads: int | None = None
-    bench_iterations: int = 20
-    demo: bool = False  # filled in by resolve_options
-
-    def check(self) -> None:
-        """Every option problem, before any work (exit 2)."""
-        if self.precision not in PRECISIONS:
-            raise UsageError("unknown precision", expected=" | ".join(PRECISIONS), found=self.precision)
-        if self.onnx is not None and (self.model or self.weights):
-            raise UsageError("--onnx cannot be combined with --model/--weights",
-                             fix="export first (edgeseg export) or build from the ONNX alone")
-        if self.onnx is not None and self.input_size is not None:
-            raise UsageError("--input-size cannot change an existing ONNX (its shapes are static)",
-                             fix=f"re-export at that size: edgeseg export ... --input-size {self.input_size[0]}x"
-                                 f"{self.input_size[1]}")
-        for option, value in (("--calib-images", self.calib_images), ("--val-images", self.val_images),
-                              ("--threads", self.threads), ("bench iterations", self.bench_iterations)):
-            if value is not None and value < 1:
-                raise UsageError(f"{option} must be at least 1", found=str(value))
-        # the gates are validate's: one owner of what a valid gate is
-        ValidationConfig(min_agreement=self.min_agreement, max_miou_drop=self.max_miou_drop).check()
-        check_fallback(self.fallback, self.fallback_cap)
-        int8 = self.precision in ("int8", "best")
-        for wanted, option in ((self.fallback == "auto", "--fallback auto"), (self.sensitivity, "--sensitivity")):
-            if wanted and not int8:
-                raise UsageError(f"{option} is about INT8 layers", found=f"--precision {self.precision}",
-                                 fix=f"use --precision int8, or drop {option}")
-        if self.high_precision not in HIGH_PRECISIONS:
-            raise UsageError("unknown --high-precision", expected=" | ".join(HIGH_PRECISIONS),
-                             found=self.high_precision)
-        if self.calib_method is not None and self.calib_method not in METHODS:
-            raise UsageError("unknown calibration method", expected=" | ".join(METHODS), found=self.calib_method)
-        if self.backend not in BACKENDS:
-            raise UsageError("unknown backend", expected=" | ".join(BACKENDS), found=self.backend)
-        if self.onnx is not None and not Path(self.onnx).is_file():
-            raise UsageError(f"--onnx {self.onnx} does not exist", fix="pass the model.onnx written by edgeseg export")
 
 
 def demo_defaults() -> dict[str, Any]:

@@ -19,8 +19,8 @@ from ..quant.calib_data import BagCalibSource, ImageListSource
 from ..quant.qdq_ort import check_saved_ranges_support
 from ..runtime.bags import BagSampler
 from . import build_steps as steps
-from .build import BuildOptions
 from .build_data import _labelled
+from .options import BuildOptions
 from .validation_data import data_samples
 
 

@@ -13,8 +13,8 @@ from ..images import list_images, save_png
 from ..quant.calib_data import BagCalibSource, ImageListSource, folder_images, write_bag_frames
 from ..reference import DEFAULT_SAMPLES, default_sample_count
 from ..spec import InputSpec
-from .build import SYNTH_CALIB_SEED, SYNTH_VAL_SEED, BuildOptions
 from .build_steps import Log
+from .options import SYNTH_CALIB_SEED, SYNTH_VAL_SEED, BuildOptions
 
 
 def reference_samples(options: BuildOptions, spec: InputSpec, num_classes: int, out: Path,
@@ -55,7 +55,7 @@ def _train_id_masks(dataset: FolderDataset, masks: list[Path], folder: Path) -> 
 
 
 def _labelled(val: DatasetSpec | Path, num_classes: int) -> FolderDataset:
-    """The --val data, unverified: a folder used whole (unless it names a split), a public dataset's val split."""
+    """The --val-data data, unverified: a folder used whole (unless it names a split), a public dataset's val split."""
     spec = as_dataset_spec(val)
     try:
         return open_dataset(spec, None if spec.is_folder else "val", verify=False, num_classes=num_classes,
@@ -63,9 +63,9 @@ def _labelled(val: DatasetSpec | Path, num_classes: int) -> FolderDataset:
     except (InputError, ConfigError) as exc:
         fix = exc.fix
         if spec.is_folder and ("have no mask" in exc.problem or "not a dataset folder" in exc.problem):
-            fix = ("--val needs labelled images (DIR/images + DIR/masks); to validate without ground truth "
-                   "leave --val out (calibration frames are used)")
-        raise type(exc)(f"--val {spec}: {exc.problem}", expected=exc.expected, found=exc.found, fix=fix) from None
+            fix = ("--val-data needs labelled images (DIR/images + DIR/masks); to validate without ground truth "
+                   "leave --val-data out (calibration frames are used)")
+        raise type(exc)(f"--val-data {spec}: {exc.problem}", expected=exc.expected, found=exc.found, fix=fix) from None
 
 
 def _evenly(total: int, count: int) -> list[int]:

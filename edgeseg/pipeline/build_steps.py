@@ -27,7 +27,7 @@ from ..reference import REFERENCE_FILE, load_reference
 from ..spec import InputSpec
 from .artifacts import discover_artifacts
 from .bench import bench_key, plan_bench, run_bench
-from .build import BuildOptions
+from .options import BuildOptions
 from .step_cache import StepRunner
 from .validate import ValidationConfig, validate_candidate
 from .validation_data import data_samples

@@ -39,7 +39,7 @@ from ..report.plots import sensitivity_plot
 from ..runtime.bags import bag_sha256
 from ..trt_version import TrtVersion
 from .bench import benchmark, ort_runner
-from .build import BuildOptions
+from .options import BuildOptions
 from .build_steps import Log, Progress
 from .step_cache import StepRunner
 from .validate import ValidationConfig, validate_candidate

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..data.datasets import SpecLike
-from ..errors import AccuracyError, ArtifactError, EdgesegError, UsageError, require
+from ..errors import AccuracyError, ArtifactError, EdgesegError, require
 from ..fileio import atomic_write_json, read_json
 from ..images import save_png
 from ..onnx_model import OnnxModelInfo, read_onnx_model
@@ -34,6 +34,7 @@ from ..report.plots import disagreement_overlay
 from ..runtime.torch_backend import TorchBackend
 from ..spec import InputSpec, preprocess, resize_mask_nearest
 from .artifacts import candidate_input_spec, load_manifest, open_backend
+from .options import ValidationConfig
 from .validation_data import data_samples, synthetic_samples
 
 T = TypeVar("T")
@@ -51,27 +52,6 @@ class TorchReference:
     weights: Path
     model: str | None = None
     num_classes: int | None = None
-
-
-@dataclass
-class ValidationConfig:
-    max_images: int | None = None
-    min_agreement: float = 0.99
-    max_miou_drop: float = 0.5  # mIoU points against ground truth
-    worst_k: int = 4
-    threads: int | None = None
-
-    def check(self) -> None:
-        if not 0.0 <= self.min_agreement <= 1.0:
-            raise UsageError("--min-agreement must be a fraction", expected="0 to 1, e.g. 0.99",
-                             found=str(self.min_agreement))
-        if self.max_miou_drop < 0:
-            raise UsageError("--max-miou-drop is in mIoU points and cannot be negative", expected=">= 0, e.g. 0.5",
-                             found=str(self.max_miou_drop))
-        if self.max_images is not None and self.max_images < 1:
-            raise UsageError("--max-images must be at least 1", found=str(self.max_images))
-        if self.worst_k < 0:
-            raise UsageError("the number of overlays cannot be negative", found=str(self.worst_k))
 
 
 @dataclass
@@ -213,7 +193,7 @@ def _against_reference_file(reference: Path, backend: Any, candidate: Path, data
     _check_reference_model(ref, candidate, reference, info)
     if ref.synthetic:
         notes.append(f"{reference.name} holds synthetic shapes, not scenes: agreement on them says "
-                     "little; edgeseg build writes one from --val or calibration images")
+                     "little; edgeseg build writes one from --val-data or calibration images")
     tally = ParityTally(ref.num_classes, keep_worst=config.worst_k)
     count = min(ref.num_samples, config.max_images or ref.num_samples)
     for i in show(range(count), label="validating", length=count):

@@ -45,7 +45,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def built(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("build") / "tiny"
     result = CliRunner().invoke(main, ["build", "--model", MODEL, "--input-size", "128x128", "--calib",
-                                       str(tiny_data / "images"), "--calib-images", "4", "--val", str(tiny_data),
+                                       str(tiny_data / "images"), "--calib-images", "4", "--val-data", str(tiny_data),
                                        *GATES, "--out", str(out)])
     return out, result
 
@@ -69,7 +69,7 @@ def test_second_build_skips_unchanged_steps(built: tuple[Path, object], tiny_dat
     out, _ = built
     before = (out / "model.int8.onnx").read_bytes()
     result = CliRunner().invoke(main, ["build", "--model", MODEL, "--input-size", "128x128", "--calib",
-                                       str(tiny_data / "images"), "--calib-images", "4", "--val", str(tiny_data),
+                                       str(tiny_data / "images"), "--calib-images", "4", "--val-data", str(tiny_data),
                                        *GATES, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "export (cached)" in result.output and "calibrate (cached)" in result.output
@@ -246,9 +246,9 @@ def test_val_images_without_masks_is_an_error(tiny_data: Path, tmp_path: Path) -
 
     unlabelled = tmp_path / "val"
     shutil.copytree(tiny_data / "images", unlabelled / "images")
-    result = CliRunner().invoke(main, ["build", "--model", MODEL, "--input-size", "64x64", "--val", str(unlabelled),
+    result = CliRunner().invoke(main, ["build", "--model", MODEL, "--input-size", "64x64", "--val-data", str(unlabelled),
                                        "--out", str(tmp_path / "b")])
-    assert result.exit_code == 1 and "have no mask" in result.output and "leave --val out" in result.output
+    assert result.exit_code == 1 and "have no mask" in result.output and "leave --val-data out" in result.output
     assert not (tmp_path / "b").exists()  # an early failure leaves no empty --out
 
 
@@ -263,7 +263,7 @@ def test_val_labels_outside_the_classes_are_an_error(tiny_data: Path, tmp_path: 
     mask = load_mask(first)
     mask[0, 0] = 17  # 6 classes in classes.json
     save_png(first, mask)
-    result = CliRunner().invoke(main, ["build", "--model", MODEL, "--input-size", "64x64", "--val", str(val),
+    result = CliRunner().invoke(main, ["build", "--model", MODEL, "--input-size", "64x64", "--val-data", str(val),
                                        "--out", str(tmp_path / "b")])
     assert result.exit_code == 1 and "outside the model's 6 classes" in result.output, result.output
     assert "Traceback" not in result.output
@@ -327,7 +327,7 @@ def test_fallback_auto_tries_ranked_layers_up_to_the_cap_and_says_what_is_next(b
                                                                                   tiny_data: Path) -> None:
     out, _ = built
     args = ["build", "--model", MODEL, "--input-size", "128x128", "--calib", str(tiny_data / "images"),
-            "--calib-images", "4", "--val", str(tiny_data), "--out", str(out), "--fallback", "auto",
+            "--calib-images", "4", "--val-data", str(tiny_data), "--out", str(out), "--fallback", "auto",
             "--fallback-cap", "2", "--min-agreement", "1.0", "--max-miou-drop", "0"]
     result = CliRunner().invoke(main, args)
     found = json.loads((out / "fallback.json").read_text())
@@ -353,7 +353,7 @@ def test_best_on_the_cpu_validates_and_times_both_and_keeps_the_fastest_that_pas
         built: tuple[Path, object], tiny_data: Path) -> None:
     out, _ = built
     args = ["build", "--model", MODEL, "--input-size", "128x128", "--calib", str(tiny_data / "images"),
-            "--calib-images", "4", "--val", str(tiny_data), "--precision", "best", "--out", str(out)]
+            "--calib-images", "4", "--val-data", str(tiny_data), "--precision", "best", "--out", str(out)]
     result = CliRunner().invoke(main, [*args, *GATES])
     assert result.exit_code == 0, result.output
     selection = json.loads((out / "selection.json").read_text())

@@ -61,8 +61,8 @@ def test_unknown_model_keeps_the_manifest_and_renders_nothing(robot_folder: Path
 def test_val_without_masks_keeps_the_manifest(robot_folder: Path, tmp_path: Path) -> None:
     frames = tmp_path / "frames"
     write_images(frames / "images", 2)
-    _refused(robot_folder, ["--model", "shufflenetv2_x0_5_mdspp", "--input-size", "64x64", "--val", str(frames),
-                            "--out", str(robot_folder)], 1, "--val needs labelled images")
+    _refused(robot_folder, ["--model", "shufflenetv2_x0_5_mdspp", "--input-size", "64x64", "--val-data", str(frames),
+                            "--out", str(robot_folder)], 1, "--val-data needs labelled images")
 
 
 def test_empty_calib_folder_keeps_the_manifest(robot_folder: Path, tmp_path: Path) -> None:

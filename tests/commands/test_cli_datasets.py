@@ -65,7 +65,7 @@ def test_train_eval_validate_build_on_a_public_layout(kind: str, tiny_model: str
     assert names[0] in output and names[-1] in output  # per-class IoU under the dataset's names
 
     build = tmp_path / "build"
-    output = _ok(invoke("build", "--weights", run / "best.pt", "--precision", "fp32", "--val", f"{data}:val",
+    output = _ok(invoke("build", "--weights", run / "best.pt", "--precision", "fp32", "--val-data", f"{data}:val",
                         "--calib", root if kind != "voc" else root / "VOCdevkit" / "VOC2012" / "JPEGImages",
                         "--out", build, "--min-agreement", 0, "--max-miou-drop", 100))
     val_split = "validation" if kind == "ade20k" else "val"
@@ -104,7 +104,7 @@ def test_a_bad_dataset_spec_is_a_usage_error_before_any_work(tiny_model: str, tm
                     "--out", tmp_path / "run")
     assert result.exit_code == 2 and "did you mean cityscapes:" in result.output  # type: ignore[attr-defined]
     assert not (tmp_path / "run").exists()
-    result = invoke("build", "--model", tiny_model, "--val", f"cityscapes:{tmp_path / 'missing'}",
+    result = invoke("build", "--model", tiny_model, "--val-data", f"cityscapes:{tmp_path / 'missing'}",
                     "--out", tmp_path / "b")
     assert result.exit_code == 2 and "does not exist" in result.output  # type: ignore[attr-defined]
     result = invoke("eval", "--weights", tmp_path / "x.pt", "--data", "kitti:/data")

@@ -31,7 +31,7 @@ def test_ctrl_c_exits_130_with_a_short_message(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_unknown_model_and_unknown_dataset_kind_exit_alike(tmp_path: Path) -> None:
-    kind = CliRunner().invoke(main, ["build", "--val", f"cityscape:{tmp_path}", "--out", str(tmp_path / "o")])
+    kind = CliRunner().invoke(main, ["build", "--val-data", f"cityscape:{tmp_path}", "--out", str(tmp_path / "o")])
     model = CliRunner().invoke(main, ["export", "--model", "shufflenetv2_x0_5_mdsp", "--input-size", "64x64",
                                       "--out", str(tmp_path / "o")])
     assert kind.exit_code == model.exit_code == 2, kind.output + model.output

@@ -67,7 +67,7 @@ def test_validate_with_pytorch_weights_and_ground_truth(exported: tuple[Path, Pa
         save_png(tmp_path / "data" / "images" / f"f{i}.png", frame)
         save_png(tmp_path / "data" / "masks" / f"f{i}.png", rng.integers(0, 4, (48, 80)).astype(np.uint8))
     result = CliRunner().invoke(main, ["validate", "--candidate", str(build / "model.onnx"), "--weights",
-                                       str(weights), "--data", str(tmp_path / "data"), "--out", str(tmp_path)])
+                                       str(weights), "--val-data", str(tmp_path / "data"), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "validation.json").read_text())
     assert saved["reference_kind"] == "pytorch" and saved["ground_truth"]["images"] == 2
@@ -79,7 +79,7 @@ def test_validate_with_pytorch_weights_and_ground_truth(exported: tuple[Path, Pa
     (["--reference", "R", "--weights", "W"], "two different references"),
     ([], "no reference"),
     (["--model", MODEL, "--reference", "R"], "--model needs --weights"),
-    (["--reference", "R", "--data", "."], "--data is for a PyTorch reference"),
+    (["--reference", "R", "--val-data", "."], "--val-data is for a PyTorch reference"),
 ])
 def test_validate_usage_errors_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["validate", "--candidate", str(tmp_path / "m.onnx"), *args])
