@@ -39,8 +39,8 @@ from ..report.plots import sensitivity_plot
 from ..runtime.bags import bag_sha256
 from ..trt_version import TrtVersion
 from .bench import benchmark, ort_runner
-from .options import BuildOptions
 from .build_steps import Log, Progress
+from .options import BuildOptions
 from .step_cache import StepRunner
 from .validate import ValidationConfig, validate_candidate
 
