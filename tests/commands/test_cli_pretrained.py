@@ -52,7 +52,7 @@ def test_train_from_imagenet_safetensors_then_eval_and_export(tmp_path: Path) ->
 
     result = runner.invoke(main, ["eval", "--weights", str(out / "best.safetensors"), "--data", str(tmp_path / "data")])
     assert result.exit_code == 0, result.output
-    assert "2 images at 64x64: mIoU" in result.output
+    assert "2 images at 64x64 input: mIoU" in result.output
     result = runner.invoke(main, ["export", "--weights", str(out / "best.safetensors"), "--out", str(tmp_path / "e"),
                                   "--num-samples", "1"])
     assert result.exit_code == 0, result.output
