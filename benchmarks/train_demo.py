@@ -91,10 +91,11 @@ def package_demo(run: Path, assets: Path) -> Path:
 
     Refuses a run that is not the documented recipe, so the JSON's "reproduce" never lies."""
     from edgeseg.fileio import atomic_write_json, read_json, sha256_file
+    from edgeseg.models.checkpoint import load_checkpoint
     from edgeseg.spec import InputSpec
-    from edgeseg.training.trainer import read_checkpoint, write_checkpoint
+    from edgeseg.training.trainer import write_checkpoint
 
-    saved = read_checkpoint(run / "best.pt")
+    saved = load_checkpoint(run / "best.pt")
     history = read_json(run / "history.json", what="training history")
     config = history["config"]
     train_synth = read_json(Path(config["data"]) / "synth.json", what="training set description")

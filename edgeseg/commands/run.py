@@ -197,10 +197,11 @@ def _segment(seg: Any, stream: Any, outcome: Outcome, outputs: Outputs, writer: 
              max_frames: int | None) -> None:
     """The loop: segment each frame, then save / write / show it (after its mask-ready time)."""
     from ..images import IMAGE_EXTENSIONS, save_png
-    from ..runtime.kernels import default_palette, numpy_overlay
+    from ..palette import class_palette
+    from ..runtime.kernels import numpy_overlay
     from ..runtime.latency import timed_masks
 
-    palette = default_palette(seg.num_classes, getattr(seg, "class_colors", None))  # the build's colours
+    palette = class_palette(seg.num_classes, getattr(seg, "class_colors", None))  # the build's colours
     recorder, stats = outcome.recorder, outcome.stats
     for frame, mask in timed_masks(seg, stream, recorder, max_frames=max_frames):
         overlay = None

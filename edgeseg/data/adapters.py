@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import ConfigError, InputError, close_names
 from ..images import list_images
 from . import labels
-from .folder import FolderDataset, Sample, _names, pair_masks, verify_samples
+from .folder import FolderDataset, Sample, pair_masks, shown_names, verify_samples
 
 # typing's generics: these aliases are evaluated at import, and Python 3.8 runs them
 Pairs = typing.Tuple[typing.List[Sample], typing.List[Path]]  # (samples, masks that are missing)
@@ -138,7 +138,7 @@ def _cityscapes_label_map(samples: list[Sample]) -> np.ndarray | None:
         return None
     raise InputError(f"cityscapes: {len(train_ids)} of {len(samples)} masks are *{CS_TRAIN_MASK} (train ids) and "
                      f"the rest *{CS_MASK} (label ids)", expected=CITYSCAPES.layout,
-                     found="train-id masks: " + _names(train_ids),
+                     found="train-id masks: " + shown_names(train_ids),
                      fix="unzip gtFine_trainvaltest.zip again so every image has its *_gtFine_labelIds.png")
 
 
@@ -215,7 +215,7 @@ def _voc_images(root: Path, split: str) -> list[Path]:
     ids = _voc_ids(root, split)
     absent = [i for i in ids if not (folder / (i + ".jpg")).is_file()]
     if absent:
-        raise InputError(f"voc: {len(absent)} ids in {split}.txt have no image in {folder}", found=_names(absent),
+        raise InputError(f"voc: {len(absent)} ids in {split}.txt have no image in {folder}", found=shown_names(absent),
                          fix="re-extract VOCtrainval (JPEGImages), or fix the split list")
     return [folder / (i + ".jpg") for i in ids]
 
@@ -317,7 +317,7 @@ def open_adapter(kind: str, root: Path, split: str, *, num_classes: int | None =
     samples, missing = adapter.pairs(base, own)
     if missing and not skip_bad:
         raise InputError(f"{kind}: {len(missing)} of {len(samples) + len(missing)} {own} images have no mask",
-                         expected=adapter.layout, found="missing: " + _names(missing),
+                         expected=adapter.layout, found="missing: " + shown_names(missing),
                          fix="add the masks, or pass --skip-bad to leave those images out")
     skipped = [(m, "missing mask") for m in missing]
     label_map = _cityscapes_label_map(samples) if adapter is CITYSCAPES else adapter.label_map()

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..images import list_images
 from .adapters import ADAPTERS, adapter_images, nearest, open_adapter, pairs_text
-from .folder import FolderDataset, _split_files, open_folder_dataset, read_classes
+from .folder import FolderDataset, open_folder_dataset, read_classes, split_files
 
 FOLDER = "folder"
 KINDS = (FOLDER, *ADAPTERS)
@@ -150,7 +150,7 @@ def dataset_image_paths(spec: SpecLike, split: str | None = None) -> list[Path]:
         return adapter_images(spec.kind, spec.root, chosen or "train")
     if chosen is None and not (spec.root / "images").is_dir():
         return list_images(spec.root)
-    images_dir, _masks, stems, _classes = _split_files(spec.root, chosen)
+    images_dir, _masks, stems, _classes = split_files(spec.root, chosen)
     images = list_images(images_dir)
     if stems is None:
         return images

@@ -71,7 +71,7 @@ class FolderDataset:
         return mask if self.label_map is None else self.label_map[mask]
 
 
-def _names(paths: list, more: int | None = None) -> str:
+def shown_names(paths: list, more: int | None = None) -> str:
     shown = ", ".join(str(p) for p in paths[:MAX_NAMED])
     rest = len(paths) - MAX_NAMED if more is None else more
     return shown + (f" ... and {rest} more" if rest > 0 else "")
@@ -109,7 +109,7 @@ def read_classes(path: Path) -> tuple[list[str], list[tuple[int, int, int]]]:
     return names, colors
 
 
-def _split_files(root: Path, split: str | None) -> tuple[Path, Path, list[str] | None, Path]:
+def split_files(root: Path, split: str | None) -> tuple[Path, Path, list[str] | None, Path]:
     """(images dir, masks dir, stems or None for all, dir holding classes.json)."""
     if split is None:
         base = root
@@ -155,7 +155,7 @@ def open_folder_dataset(
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"dataset folder {root} does not exist", expected="DIR/images + DIR/masks", found=str(root))
-    images_dir, masks_dir, stems, classes_dir = _split_files(root, split)
+    images_dir, masks_dir, stems, classes_dir = split_files(root, split)
     samples, skipped = _pairs(images_dir, masks_dir, stems, split, skip_bad)
     classes, colors = _classes(classes_dir, num_classes, classes_hint)
     if verify:
@@ -196,7 +196,7 @@ def _pairs(images_dir: Path, masks_dir: Path, stems: list[str] | None, split: st
         if absent:
             raise InputError(
                 f"{len(absent)} stems in the {split} list have no image in {images_dir}",
-                found=_names(absent),
+                found=shown_names(absent),
                 fix="fix the stem list or add the images",
             )
         by_stem = {s: by_stem[s] for s in stems}
@@ -207,7 +207,7 @@ def _pairs(images_dir: Path, masks_dir: Path, stems: list[str] | None, split: st
         raise InputError(
             f"{len(missing)} of {len(by_stem)} images have no mask",
             expected=f"{masks_dir}/<stem>.png",
-            found="missing: " + _names(missing),
+            found="missing: " + shown_names(missing),
             fix="add the masks, or pass --skip-bad to leave them out",
         )
     return samples, [(m, "missing mask") for m in missing]
@@ -250,7 +250,7 @@ def verify_samples(
     if bad and not skip_bad:
         raise InputError(
             f"{len(bad)} files cannot be read",
-            found=_names([f"{p} ({why})" for p, why in bad]),
+            found=shown_names([f"{p} ({why})" for p, why in bad]),
             fix="replace or delete them, or pass --skip-bad to leave them out",
         )
     return samples, bad, max_label
@@ -292,13 +292,13 @@ def _verify(
         raise InputError(
             f"{len(mismatched)} image/mask pairs differ in size",
             expected="each mask the size of its image",
-            found=_names(mismatched),
+            found=shown_names(mismatched),
             fix="regenerate the masks at the image size",
         )
     if out_of_range:
         raise InputError(
             f"{len(out_of_range)} masks have labels outside 0..{(num_classes or 0) - 1} (255 = ignore)",
-            found=_names(out_of_range),
+            found=shown_names(out_of_range),
             fix=_classes_fix("fix the masks, or the class list in classes.json", classes_hint),
         )
     return good, bad, max_label

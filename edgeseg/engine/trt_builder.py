@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import ArtifactError, ConfigError, require
 from ..fileio import atomic_write_bytes, sha256_file
 from ..manifest import Manifest
+from ..onnx_model import OnnxModelInfo
 from ..runtime.cuda import device_info
 from ..runtime.trt import dims_list
 from ..runtime.trt_logger import LogCapture, capture_log, process_logger
@@ -28,7 +29,7 @@ from .calibrator import make_entropy_calibrator
 from .config import DLA_DEVICES, BuildConfig
 from .inspection import inspect_serialized_engine
 from .manifest import engine_manifest
-from .onnx_info import OnnxInfo, read_onnx_info
+from .onnx_info import model_name, plan_facts, read_onnx_info
 from .versions import BuildPlan, plan_build
 
 if TYPE_CHECKING:  # the stubs type-check every TensorRT call below (tests/test_typecheck.py)
@@ -138,28 +139,30 @@ def build_engine(
         trt = require("tensorrt", extra="trt", purpose="building an engine")
     version = str(trt.__version__)
     config.validate(version)
-    info = read_onnx_info(onnx_path)
-    plan = plan_build(version, config, info.facts)
-    config.check_dla_quantization(version, has_qdq=info.facts.has_qdq)
-    if check_qdq is not None and info.facts.has_qdq and config.precision in ("int8", "best"):
-        check_qdq(info.model, source=str(info.path))
-    spec = input_spec or info.input_spec()
+    path = Path(onnx_path)
+    info = read_onnx_info(path)
+    facts = plan_facts(info)
+    plan = plan_build(version, config, facts)
+    config.check_dla_quantization(version, has_qdq=facts.has_qdq)
+    if check_qdq is not None and facts.has_qdq and config.precision in ("int8", "best"):
+        check_qdq(info.proto, source=str(path))
+    spec = input_spec or info.input_spec
     if spec is None:
-        raise ArtifactError(f"{info.path} carries no input spec and none was given",
+        raise ArtifactError(f"{path} carries no input spec and none was given",
                             expected="metadata_props['input_spec'] written by edgeseg export",
                             fix="export the model with edgeseg export, or pass the input spec")
 
     # One process-wide logger (TensorRT keeps the first it is given); this build's messages are captured.
     with capture_log(trt, verbose=config.verbose) as log:
-        engine_bytes, fallback = _build_serialized(trt, info, config, plan, calibration_batches, log)
+        engine_bytes, fallback = _build_serialized(trt, path, info, config, plan, calibration_batches, log)
         layers, io_tensors = inspect_serialized_engine(trt, engine_bytes, version_compatible=config.version_compatible,
                                                        dla_core=config.dla_core if plan.use_dla else None)
     gpu_name, capability = gpu if gpu is not None else _gpu_info()
-    manifest = _manifest(info, spec, config, plan, version, io_tensors, gpu_name, capability, fallback)
+    manifest = _manifest(path, info, spec, config, plan, version, io_tensors, gpu_name, capability, fallback)
     return BuildResult(engine_bytes, manifest, layers, plan, fallback, list(log.warnings))
 
 
-def _build_serialized(trt: Any, info: OnnxInfo, config: BuildConfig, plan: BuildPlan,
+def _build_serialized(trt: Any, path: Path, info: OnnxModelInfo, config: BuildConfig, plan: BuildPlan,
                       calibration_batches: Iterable[np.ndarray] | None, log: LogCapture) -> tuple[bytes, list[str]]:
     """(serialised engine, DLA fallback layers): parse, configure by the plan, build, save the timing cache."""
     version = str(trt.__version__)
@@ -168,8 +171,8 @@ def _build_serialized(trt: Any, info: OnnxInfo, config: BuildConfig, plan: Build
     network_flags = _flags(trt.NetworkDefinitionCreationFlag, plan.network_flags)
     network: tensorrt.INetworkDefinition = builder.create_network(network_flags)
     parser: tensorrt.OnnxParser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(info.path)):
-        raise ArtifactError(f"TensorRT {version} cannot parse {info.path}",
+    if not parser.parse_from_file(str(path)):
+        raise ArtifactError(f"TensorRT {version} cannot parse {path}",
                             found=format_parser_errors(parser, info.node_names),
                             fix="check the operator support of this TensorRT (https://github.com/onnx/onnx-tensorrt/blob/main/docs/operators.md)")
 
@@ -192,7 +195,7 @@ def _build_serialized(trt: Any, info: OnnxInfo, config: BuildConfig, plan: Build
         if calibrator.errors:
             raise calibrator.errors[0]
     if serialized is None:
-        raise ArtifactError(f"TensorRT {version} could not build an engine from {info.path}",
+        raise ArtifactError(f"TensorRT {version} could not build an engine from {path}",
                             found=log.tail(10) or "no error was logged",
                             fix="rerun with --verbose; try a larger --workspace or another precision")
     save_timing_cache(trt_config, config.timing_cache)
@@ -231,19 +234,19 @@ def _attach_calibrator(trt: Any, trt_config: tensorrt.IBuilderConfig, network: t
     return calibrator
 
 
-def _manifest(info: OnnxInfo, spec: InputSpec, config: BuildConfig, plan: BuildPlan, version: str,
+def _manifest(path: Path, info: OnnxModelInfo, spec: InputSpec, config: BuildConfig, plan: BuildPlan, version: str,
               io_tensors: list[dict[str, Any]], gpu_name: str | None, capability: str | None,
               fallback: list[str]) -> Manifest:
-    hashes = {"onnx": sha256_file(info.path)}
+    hashes = {"onnx": sha256_file(path)}
     if config.calibration_cache is not None and Path(config.calibration_cache).is_file():
         hashes["calibration_cache"] = sha256_file(config.calibration_cache)
-    num_classes = info.num_classes()
+    num_classes = info.num_classes
     if num_classes is None:
         outputs = [t for t in io_tensors if t["mode"] == "OUTPUT"]
         num_classes = int(outputs[0]["shape"][1]) if outputs and len(outputs[0]["shape"]) > 1 else 0
     build = {**plan.to_dict(), "version_compatible": config.version_compatible, "hardware_compatibility": "none",
-             "config": config.to_dict(), "onnx": info.path.name, "dla_fallback_layers": fallback}
-    return engine_manifest(model=info.model_name(), num_classes=num_classes, input_spec=spec,
+             "config": config.to_dict(), "onnx": path.name, "dla_fallback_layers": fallback}
+    return engine_manifest(model=model_name(info, path), num_classes=num_classes, input_spec=spec,
                            precision=config.precision, tensorrt_version=version, io_tensors=io_tensors,
-                           gpu_name=gpu_name, compute_capability=capability, classes=info.classes(),
+                           gpu_name=gpu_name, compute_capability=capability, classes=info.classes,
                            hashes=hashes, build=build)

@@ -257,6 +257,4 @@ def build_failure(result: BuildResult) -> AccuracyError | ArtifactError | None:
                              "(written by edgeseg export) beside the --onnx file")
 
 
-gate_failure = build_failure  # the name earlier callers used
-
-__all__ = ["BuildOptions", "BuildResult", "run_build", "resolve_options", "build_failure", "gate_failure"]
+__all__ = ["BuildOptions", "BuildResult", "run_build", "resolve_options", "build_failure"]

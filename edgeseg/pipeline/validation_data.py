@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..data.datasets import SpecLike, as_dataset_spec, dataset_image_paths, default_split, open_dataset, summary
-from ..data.folder import FolderDataset, _split_files, read_classes
+from ..data.folder import FolderDataset, read_classes, split_files
 from ..errors import InputError
 from ..images import list_images, load_image
 from ..reference import synthetic_frames
@@ -45,7 +45,7 @@ def data_samples(data_dir: SpecLike, max_images: int | None, num_classes: int) -
     root = spec.root
     if split is None and not (root / "images").is_dir():
         return _unlabelled(list_images(root), root, root, max_images)  # frames only: nothing to pair
-    images_dir, masks_dir, _stems, classes_dir = _split_files(root, split)
+    images_dir, masks_dir, _stems, classes_dir = split_files(root, split)
     if not masks_dir.is_dir() or not any(masks_dir.glob("*.png")):
         return _unlabelled(dataset_image_paths(spec, split), images_dir, classes_dir, max_images)
     dataset = open_dataset(spec, split, num_classes=num_classes, verify=False, skip_bad=True, classes_hint=hint)

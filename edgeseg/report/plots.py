@@ -18,9 +18,6 @@ from ..fileio import atomic_write_bytes
 from ..palette import DISAGREEMENT_COLOUR, class_palette, hex_colour
 from ..spec import resize_bilinear
 
-# The palette lives in edgeseg.palette (numpy only) so the robot runtime shares it; re-exported here.
-palette = class_palette
-
 
 def colourize(mask: np.ndarray, colours: np.ndarray) -> np.ndarray:
     """uint8 HxW class indices -> HxWx3 colours (indices beyond the palette are black)."""

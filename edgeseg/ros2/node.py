@@ -15,8 +15,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from ..errors import DependencyError
+from ..palette import class_palette
 from ..runtime.frame_slot import LatestFrameSlot
-from ..runtime.kernels import default_palette
 from ..runtime.segmenter import Segmenter
 from .node_core import NodeParameters, SegmentationCore, Worker, stats_line
 
@@ -66,7 +66,7 @@ class EdgesegNode:
         # frames are always RGB after ros_image's conversion; the mask comes back at the frame's size
         self.segmenter = Segmenter.from_artifacts(params.artifacts, backend=params.backend, output_size="frame")
         core = SegmentationCore(self.segmenter, factory=rclpy_factory(ros.Image), alpha=params.overlay_alpha,
-                                palette=default_palette(self.segmenter.num_classes, self.segmenter.class_colors),
+                                palette=class_palette(self.segmenter.num_classes, self.segmenter.class_colors),
                                 frame_order=params.frame_order, overlay=params.publish_overlay)
         reliable = ros.QoSProfile(depth=1)  # reliable, keep last: RViz's and Foxglove's defaults connect
         self.mask_pub = self.node.create_publisher(ros.Image, params.mask_topic, reliable)

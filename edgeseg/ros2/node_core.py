@@ -16,9 +16,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ConfigError
+from ..palette import class_palette
 from ..runtime.bag_writer import default_output_topics
 from ..runtime.frame_slot import LatestFrameSlot
-from ..runtime.kernels import check_alpha, default_palette
+from ..runtime.kernels import check_alpha
 from ..runtime.ros_image import MessageFactory, msg_to_rgb, segmentation_msgs, typestore_factory
 
 FRAME_ORDERS = ("auto", "RGB", "BGR")
@@ -44,7 +45,7 @@ class SegmentationCore:
         self.segment = segment
         self.factory = factory if factory is not None else typestore_factory(typestore)  # built once, not per message
         self.overlay = overlay  # False: no blend, (mask_msg, None)
-        self.palette = palette if palette is not None else default_palette(256)
+        self.palette = palette if palette is not None else class_palette(256)
         self.alpha = check_alpha(alpha)  # here, not at the first message
         self.frame_order = check_frame_order(frame_order)
 

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, UsageError, require
+from ..palette import class_palette
 from .bags import BagFrame
-from .kernels import default_palette
 from .ros_image import IMAGE_TYPE, default_typestore, segmentation_msgs, typestore_factory
 
 OUTPUT_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3", ".bag": "ros1", "": "mcap"}
@@ -77,7 +77,7 @@ class BagMaskWriter:
         self.overlay_topic = overlay_topic or default_overlay
         if self.mask_topic == self.overlay_topic:
             raise UsageError("the mask and overlay topics must differ", found=self.mask_topic)
-        self.palette = palette if palette is not None else default_palette(PALETTE_CLASSES)
+        self.palette = palette if palette is not None else class_palette(PALETTE_CLASSES)
         self.alpha = alpha
         self.count = 0
         self.store: Any = None

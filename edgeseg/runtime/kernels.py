@@ -30,14 +30,12 @@ import hashlib
 import json
 import threading
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError, InputError, ModelError, require
-from ..palette import class_palette
 from ..spec import CHANNEL_ORDERS, InputSpec, resize_mask_nearest
 from . import cuda
 
@@ -101,12 +99,6 @@ def nan_counter_offset(plane: int) -> int:
 def mask_buffer_bytes(plane: int) -> int:
     """Bytes of the buffer the argmax kernel writes: the mask, padding, the NaN counter."""
     return nan_counter_offset(plane) + 4
-
-
-def default_palette(num_classes: int, colours: Sequence[Sequence[int]] | None = None) -> np.ndarray:
-    """The class palette of ``edgeseg.palette`` (uint8 Cx3): the same colours as reports and overlays
-    (``colours``: the training data's, e.g. a build's manifest ``class_colors``, win)."""
-    return class_palette(num_classes, colours)
 
 
 def check_alpha(alpha: float, name: str = "overlay alpha") -> float:

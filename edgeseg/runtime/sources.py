@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generator
@@ -237,15 +236,6 @@ def frames(source: str | Source, stats: SourceStats | None = None, *, topic: str
         camera_sources.require_gstreamer(cv2, src)
     reader = camera_sources.latest_live_frames if latest or latest is None else camera_sources.sequential_live_frames
     return reader(cv2, src, stats, max_failures)
-
-
-def iter_frames(source: str | Source, stats: SourceStats | None = None, *, max_failures: int = 30,
-                skip_bad: bool = True) -> Iterator[tuple[str, np.ndarray]]:
-    """``(name, rgb)`` of every frame, in order (live sources: every frame OpenCV returns, none dropped)."""
-    with contextlib.closing(frames(source, stats, max_failures=max_failures, skip_bad=skip_bad,
-                                   latest=False)) as stream:
-        for frame in stream:
-            yield frame.name, frame.rgb
 
 
 def _image_frames(source: Source, stats: SourceStats, skip_bad: bool) -> FrameStream:

@@ -31,7 +31,7 @@ from ..errors import ConfigError, InputError
 from ..fileio import atomic_write_json
 from ..metrics import IGNORE_INDEX
 from ..models import create_model, model_from_weights, read_checkpoint_info
-from ..models.checkpoint import load_checkpoint, save_checkpoint, save_safetensors
+from ..models.checkpoint import save_checkpoint, save_safetensors
 from ..models.weights import pretrained_backbone
 from ..spec import InputSpec
 from .evaluation import EvalResult, evaluate
@@ -95,10 +95,6 @@ def write_checkpoint(
 
 # What to pass instead of a file that is not an edgeseg checkpoint (--resume has no --num-classes).
 RESUME_FIX = "pass the last.pt of the run to continue (RUN/last.pt), or start a new run without --resume"
-
-
-def read_checkpoint(path: str | os.PathLike[str], *, fix: str | None = None) -> dict[str, Any]:
-    return load_checkpoint(path, fix=fix)
 
 
 # ---------------------------------------------------------------- training

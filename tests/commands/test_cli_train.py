@@ -5,7 +5,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from edgeseg.cli import main
-from edgeseg.training.trainer import read_checkpoint
+from edgeseg.models.checkpoint import load_checkpoint
 
 MODEL = "shufflenetv2_x0_5_dspp"
 
@@ -55,7 +55,7 @@ def test_synth_train_eval(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "best val mIoU" in result.output and "edgeseg eval" in result.output
-    assert read_checkpoint(out / "best.pt")["model"] == MODEL
+    assert load_checkpoint(out / "best.pt")["model"] == MODEL
     result = runner.invoke(main, ["eval", "--weights", str(out / "best.pt"), "--data", str(tmp_path / "data")])
     assert result.exit_code == 0, result.output
     assert "2 images at 128x128 input: mIoU" in result.output and "model input size" in result.output

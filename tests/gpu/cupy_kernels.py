@@ -33,7 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from edgeseg.runtime import kernels  # noqa: E402  (after the checkout is on the path)
+from edgeseg.palette import class_palette  # noqa: E402  (after the checkout is on the path)
+from edgeseg.runtime import kernels  # noqa: E402
 from edgeseg.spec import InputSpec, preprocess  # noqa: E402
 
 SPEC = InputSpec(512, 1024)
@@ -117,7 +118,7 @@ def check_overlay(gpu: Gpu) -> str:
     cp, rng = gpu.cp, np.random.default_rng(4)
     frame = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
     mask = rng.integers(0, 6, (16, 24), dtype=np.uint8)
-    palette = kernels.default_palette(5)
+    palette = class_palette(5)
     out = cp.zeros_like(cp.asarray(frame))
     gpu.overlay(cp.asarray(frame), cp.asarray(mask), cp.asarray(palette), 0.4, out)
     error = int(np.abs(cp.asnumpy(out).astype(int) - kernels.numpy_overlay(frame, mask, palette, 0.4)).max())

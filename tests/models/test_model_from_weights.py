@@ -241,20 +241,21 @@ def test_segmenter_torch_backend(checkpoint, tmp_path: Path, write_build_manifes
 
 def test_train_resume_and_eval_keep_the_options(tmp_path: Path) -> None:
     from edgeseg.data.generate import SynthConfig, write_synthetic_dataset
+    from edgeseg.models.checkpoint import load_checkpoint
     from edgeseg.training.evaluation import model_from_checkpoint
-    from edgeseg.training.trainer import TrainConfig, read_checkpoint, train
+    from edgeseg.training.trainer import TrainConfig, train
 
     write_synthetic_dataset(SynthConfig(out=tmp_path / "data" / "train", num=4, height=64, width=64, seed=0))
     write_synthetic_dataset(SynthConfig(out=tmp_path / "data" / "val", num=2, height=64, width=64, seed=1))
     config = dict(model=MODEL, data=tmp_path / "data", out=tmp_path / "run", input_size=(64, 64), batch_size=2,
                   workers=0, threads=1, warmup_steps=1, max_steps_per_epoch=1)
     first = train(TrainConfig(**config, epochs=1, model_options=dict(OPTIONS)), log=lambda _: None)
-    assert read_checkpoint(first.last_path)["model_options"] == OPTIONS
+    assert load_checkpoint(first.last_path)["model_options"] == OPTIONS
     # --resume without repeating the options: the checkpoint's build the model, and the next checkpoints keep them
     lines: list[str] = []
     train(TrainConfig(**config, epochs=2, resume=first.last_path), log=lines.append)
     assert any("resumed" in line for line in lines)
-    saved = read_checkpoint(tmp_path / "run" / "last.pt")
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")
     assert saved["epoch"] == 1 and saved["model_options"] == OPTIONS
     model, data = model_from_checkpoint(tmp_path / "run" / "last.pt")
     assert data["model_options"] == OPTIONS and data["classes"] == saved["classes"]

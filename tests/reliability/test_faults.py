@@ -122,7 +122,7 @@ def test_bad_frame_does_not_disturb_the_next(tmp_path: Path) -> None:
 
 
 def test_camera_that_stops_ends_cleanly(monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgeseg.runtime.sources import SourceStats, iter_frames
+    from edgeseg.runtime.sources import SourceStats, frames
 
     class Capture:
         def __init__(self, index: int) -> None:
@@ -140,7 +140,7 @@ def test_camera_that_stops_ends_cleanly(monkeypatch: pytest.MonkeyPatch) -> None
 
     monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(VideoCapture=Capture))
     stats = SourceStats()
-    got = list(iter_frames("0", stats, max_failures=5))
+    got = list(frames("0", stats, max_failures=5, latest=False))
     assert len(got) == 3 and stats.frames == 3 and "no frame 5 times" in stats.ended_because
 
 

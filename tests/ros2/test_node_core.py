@@ -13,9 +13,10 @@ import pytest
 from helpers.bags import make_compressed_msg, make_image_msg, typestore
 
 from edgeseg.errors import ConfigError
+from edgeseg.palette import class_palette
 from edgeseg.ros2.node_core import NodeParameters, SegmentationCore, Worker, stats_line
 from edgeseg.runtime.frame_slot import LatestFrameSlot
-from edgeseg.runtime.kernels import default_palette, numpy_overlay
+from edgeseg.runtime.kernels import numpy_overlay
 from edgeseg.runtime.ros_image import image_msg_to_rgb, stamp_ns
 
 STAMP = 1_700_000_000_250_000_000
@@ -39,7 +40,7 @@ def frame(height: int = 8, width: int = 12, seed: int = 0) -> np.ndarray:
 def test_core_turns_an_image_message_into_mask_and_overlay(store, encoding: str) -> None:
     rgb = frame()
     msg = make_image_msg(store, rgb, encoding, stamp_ns=STAMP, frame_id="cam_optical", pad=2)
-    palette = default_palette(4)
+    palette = class_palette(4)
     core = SegmentationCore(red_channel_segmenter, typestore=store, palette=palette, alpha=0.4)
     mask_msg, overlay_msg = core.process(msg)
     decoded = image_msg_to_rgb(msg)  # what the core saw (yuv422 is lossy)

@@ -10,6 +10,7 @@ import pytest
 from helpers.bags import FIRST_STAMP_NS, PERIOD_NS, default_stamps, gradient_frames, write_image_bag
 
 from edgeseg.errors import InputError, UsageError
+from edgeseg.palette import class_palette
 from edgeseg.runtime.bag_writer import BagMaskWriter, default_output_topics
 from edgeseg.runtime.bags import (
     bag_sha256,
@@ -20,7 +21,7 @@ from edgeseg.runtime.bags import (
     sample_bag_frames,
     strip_bag_prefix,
 )
-from edgeseg.runtime.kernels import default_palette, numpy_overlay
+from edgeseg.runtime.kernels import numpy_overlay
 
 pytest.importorskip("rosbags")
 
@@ -166,7 +167,7 @@ def test_writer_output_reads_back(tmp_path: Path, storage: str, name: str, out_n
     stamps = [FIRST_STAMP_NS + 3 * PERIOD_NS * i + 11 for i in range(5)]
     bag = write_image_bag(tmp_path / name, storage, gradient_frames(5, 12, 16), stamps=stamps, frame_id="cam_link",
                           compressed="png" if storage == "sqlite3" else None)
-    palette = default_palette(4)
+    palette = class_palette(4)
     out = tmp_path / out_name
     with BagMaskWriter(out, "/cam/image_raw", palette=palette, alpha=0.5) as writer:
         inputs = list(iter_bag_frames(bag))

@@ -126,13 +126,14 @@ def test_argmax_kernel_picks_the_first_nan_as_numpy_and_counts_the_pixels(ctx, d
 
 @pytest.mark.parametrize("size", [(48, 80), (31, 17)])
 def test_overlay_kernel_matches_numpy(ctx, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    from edgeseg.palette import class_palette
     from edgeseg.runtime import cuda
-    from edgeseg.runtime.kernels import GpuKernels, default_palette
+    from edgeseg.runtime.kernels import GpuKernels
 
     rng = np.random.default_rng(4)
     frame = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
     mask = rng.integers(0, 6, (16, 24), dtype=np.uint8)
-    palette = default_palette(5)
+    palette = class_palette(5)
     with ctx.active():
         stream = cuda.new_stream()
         kernels = GpuKernels(InputSpec(32, 32))

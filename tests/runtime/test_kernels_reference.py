@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from edgeseg.errors import ConfigError
+from edgeseg.palette import class_palette
 from edgeseg.runtime.kernels import (
     KERNEL_SOURCE,
-    default_palette,
     normalisation,
     numpy_overlay,
 )
@@ -38,13 +38,13 @@ def test_overlay_blends_palette_colours() -> None:
 def test_overlay_clamps_out_of_palette_classes_and_upsamples() -> None:
     frame = np.zeros((4, 4, 3), np.uint8)
     mask = np.array([[7, 0], [0, 0]], np.uint8)
-    palette = default_palette(2)
+    palette = class_palette(2)
     out = numpy_overlay(frame, mask, palette, alpha=1.0)
     np.testing.assert_array_equal(out[:2, :2], np.broadcast_to(palette[1], (2, 2, 3)))
 
 
 def test_palette_is_distinct_and_uint8() -> None:
-    palette = default_palette(19)
+    palette = class_palette(19)
     assert palette.dtype == np.uint8 and palette.shape == (19, 3)
     assert len({tuple(c) for c in palette}) == 19
 

@@ -14,9 +14,10 @@ from edgeseg.data.generate import SynthConfig, write_synthetic_dataset
 from edgeseg.errors import ConfigError, InputError, ModelError
 from edgeseg.models import registry
 from edgeseg.models.base import SegmentationModel
+from edgeseg.models.checkpoint import load_checkpoint
 from edgeseg.spec import InputSpec, preprocess
 from edgeseg.training.evaluation import evaluate_folder, model_from_checkpoint
-from edgeseg.training.trainer import TrainConfig, read_checkpoint, train, write_checkpoint
+from edgeseg.training.trainer import TrainConfig, train, write_checkpoint
 
 TINY = "test_tiny_seg"
 
@@ -86,7 +87,7 @@ def test_training_lowers_the_loss_and_writes_checkpoints(tiny_model, data, tmp_p
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])  # measured: 0.73 (synth v2 scenes)
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert 0.0 <= result.best_miou <= 1.0 and result.best_path.is_file() and result.last_path.is_file()
-    saved = read_checkpoint(result.best_path)
+    saved = load_checkpoint(result.best_path)
     assert saved["model"] == TINY and saved["classes"][0] == "floor" and saved["num_classes"] == 6
     assert InputSpec.from_dict(saved["input_spec"]).size == (64, 128)
     assert saved["metrics"]["val_miou"] == pytest.approx(result.best_miou)
@@ -95,7 +96,7 @@ def test_training_lowers_the_loss_and_writes_checkpoints(tiny_model, data, tmp_p
 def test_same_seed_same_weights(tiny_model, data, tmp_path):
     a = train(_config(data, tmp_path / "a", epochs=1), log=lambda _: None)
     b = train(_config(data, tmp_path / "b", epochs=1), log=lambda _: None)
-    sa, sb = read_checkpoint(a.last_path)["state_dict"], read_checkpoint(b.last_path)["state_dict"]
+    sa, sb = load_checkpoint(a.last_path)["state_dict"], load_checkpoint(b.last_path)["state_dict"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
@@ -118,7 +119,7 @@ def test_float16_checkpoint_loads_as_float32(tiny_model, tmp_path):
     half = _tiny(6).eval()
     half.load_state_dict(model.state_dict())
     path = write_checkpoint(tmp_path / "h.pt", half.half(), name=TINY, classes=list("abcdef"), spec=InputSpec(64, 64))
-    assert read_checkpoint(path)["state_dict"]["head.weight"].dtype == torch.float16
+    assert load_checkpoint(path)["state_dict"]["head.weight"].dtype == torch.float16
     loaded, _ = model_from_checkpoint(path)
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
     x = torch.randn(1, 3, 64, 64)
@@ -133,7 +134,7 @@ def test_resume_continues_the_epoch_count(tiny_model, data, tmp_path):
     resumed = train(_config(data, tmp_path, epochs=3, resume=tmp_path / "last.pt"), log=lines.append)
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
     assert any("resumed" in line and "epoch 1 of 3" in line for line in lines)
-    assert read_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
 
 
 def test_evaluate_folder_scores_a_checkpoint(tiny_model, data, tmp_path):
