@@ -110,7 +110,7 @@ def measure_model(name: str, height: int, width: int, calib: Path, work: Path, *
                   warmup: int, calib_images: int, method: str, variants: bool, with_torch: bool = True) -> dict:
     import torch
 
-    from edgeseg.quant.pipeline import CalibrateConfig, calibrate_model
+    from edgeseg.quant.calibrate import CalibrateConfig, calibrate_model
     from edgeseg.quant.qdq_ort import OrtInt8Options, quantize_for_onnxruntime
     from edgeseg.quant.ranges import load_ranges
     from edgeseg.runtime.ort_backend import OnnxRuntimeBackend

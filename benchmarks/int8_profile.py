@@ -60,7 +60,7 @@ def profile(path: Path, x: np.ndarray, threads: int, runs: int) -> dict[str, flo
 def measure(name: str, height: int, width: int, work: Path, threads: int, runs: int) -> dict:
     from int8 import export, synthetic_images
 
-    from edgeseg.quant.pipeline import CalibrateConfig, calibrate_model
+    from edgeseg.quant.calibrate import CalibrateConfig, calibrate_model
 
     folder = work / name
     export(name, height, width, folder)

@@ -65,7 +65,7 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Any, topic: str | None, method: st
       calibration.cache    TensorRT's native cache (implicit INT8, TensorRT <= 10)
     """
     from ..fileio import prepare_out_dir, remove_if_empty
-    from ..quant.pipeline import CalibrateConfig, calibrate_model, layer_sensitivity
+    from ..quant.calibrate import CalibrateConfig, calibrate_model, layer_sensitivity
     from ..quant.ranges import load_ranges
     from ..report.plots import sensitivity_plot
 

@@ -21,9 +21,7 @@ from ..images import list_images
 from ..machine import usable_cores
 from ..onnx_model import load_onnx
 from ..quant.calib_data import BagCalibSource, CalibSource, ImageListSource
-from ..quant.fallback import Trial, greedy_fallback
-from ..quant.fp16_regions import float_regions_of
-from ..quant.pipeline import (
+from ..quant.calibrate import (
     CalibrateConfig,
     calibrate_ranges,
     layer_sensitivity,
@@ -31,6 +29,8 @@ from ..quant.pipeline import (
     write_ort_int8,
     write_trt_int8,
 )
+from ..quant.fallback import Trial, greedy_fallback
+from ..quant.fp16_regions import float_regions_of
 from ..quant.ranges import load_ranges
 from ..quant.sensitivity import SENSITIVITY_JSON, SENSITIVITY_MD
 from ..quant.trt_cache import DEFAULT_TRT_VERSION
@@ -50,7 +50,7 @@ FLOAT_PRECISION = {"tensorrt": "fp16", "onnxruntime": "fp32"}
 LATENCY_ITERATIONS = 10
 
 
-def calibrate_config(options: BuildOptions):  # -> quant.pipeline.CalibrateConfig
+def calibrate_config(options: BuildOptions):  # -> quant.calibrate.CalibrateConfig
 
     return CalibrateConfig(method=str(options.calib_method), calib_images=options.calib_images,
                            concat_scales=options.concat_scales, high_precision=options.high_precision,

@@ -6,5 +6,5 @@
     lint        lint_qdq / check_qdq: TensorRT's Q/DQ rules
     qdq_ort     model.int8.ort.onnx: INT8 for ONNX Runtime's CPU provider (same ranges)
     trt_cache   calibration.cache in TensorRT's native format
-    pipeline    calibrate_model(onnx_path, calib_dir, CalibrateConfig()) -> every artifact
+    calibrate   calibrate_model(onnx_path, calib_dir, CalibrateConfig()) -> every artifact
 """

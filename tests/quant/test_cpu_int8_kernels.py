@@ -19,7 +19,7 @@ from helpers.zoo import smallest_input_size
 from edgeseg.export.onnx_export import ExportConfig, export_onnx
 from edgeseg.images import load_image
 from edgeseg.models import create_model
-from edgeseg.quant.pipeline import CalibrateConfig, calibrate_model
+from edgeseg.quant.calibrate import CalibrateConfig, calibrate_model
 from edgeseg.spec import InputSpec, preprocess
 
 NAME = "shufflenetv2_x0_5_deeplabv3"

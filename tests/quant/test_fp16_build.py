@@ -22,8 +22,8 @@ from edgeseg.onnx_model import has_fp16, opset_of
 from edgeseg.pipeline import int8_steps
 from edgeseg.pipeline.build import BuildOptions
 from edgeseg.pipeline.step_cache import StepRunner
+from edgeseg.quant.calibrate import CalibrateConfig, calibrate_model
 from edgeseg.quant.fp16_regions import float_regions_of
-from edgeseg.quant.pipeline import CalibrateConfig, calibrate_model
 
 
 @pytest.fixture(scope="module")

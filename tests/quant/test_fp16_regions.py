@@ -16,6 +16,7 @@ from onnx import numpy_helper
 
 from edgeseg.onnx_model import has_fp16, input_spec_of, metadata_of, opset_of
 from edgeseg.quant.calib_data import CalibrationFeed
+from edgeseg.quant.calibrate import TRT_INT8_NAME, CalibrateConfig, write_trt_int8
 from edgeseg.quant.fp16_regions import (
     FP16_LIMIT,
     convert_float_regions,
@@ -23,7 +24,6 @@ from edgeseg.quant.fp16_regions import (
     fp16_regions_wanted,
 )
 from edgeseg.quant.lint import lint_qdq
-from edgeseg.quant.pipeline import TRT_INT8_NAME, CalibrateConfig, write_trt_int8
 from edgeseg.quant.qdq_trt import DEQUANTIZED, QDQ_METADATA_KEY, quantize_for_tensorrt
 from edgeseg.quant.ranges import Ranges, TensorRange, compute_ranges
 

@@ -16,7 +16,7 @@ def test_quant_modules_import_and_run_without_torch(tmp_path: Path) -> None:
         import importlib, pkgutil, edgeseg.quant
         for info in pkgutil.iter_modules(edgeseg.quant.__path__):
             importlib.import_module("edgeseg.quant." + info.name)
-        from edgeseg.quant.pipeline import CalibrateConfig, calibrate_model
+        from edgeseg.quant.calibrate import CalibrateConfig, calibrate_model
         from edgeseg.runtime.ort_backend import OnnxRuntimeBackend
         result = calibrate_model({str(model)!r}, {str(tmp_path / "images")!r}, CalibrateConfig(calib_images=2))
         OnnxRuntimeBackend(result.ort_int8_path)

@@ -14,9 +14,9 @@ from helpers.zoo import first_model_per_decoder, smallest_input_size
 from edgeseg.export.onnx_export import ExportConfig, export_onnx
 from edgeseg.images import load_image
 from edgeseg.models import create_model
+from edgeseg.quant.calibrate import CalibrateConfig, calibrate_model
 from edgeseg.quant.fp16_regions import float_regions_of
 from edgeseg.quant.lint import lint_qdq
-from edgeseg.quant.pipeline import CalibrateConfig, calibrate_model
 from edgeseg.runtime.ort_backend import OnnxRuntimeBackend
 from edgeseg.spec import InputSpec, preprocess
 

@@ -71,7 +71,7 @@ def test_missing_corrupt_file_and_missing_provider(model: Path, tmp_path: Path) 
 
 
 def test_runs_the_cpu_int8_model(model: Path, tmp_path: Path) -> None:
-    from edgeseg.quant.pipeline import CalibrateConfig, calibrate_model
+    from edgeseg.quant.calibrate import CalibrateConfig, calibrate_model
 
     write_images(tmp_path / "images", 3)
     result = calibrate_model(model, tmp_path / "images", CalibrateConfig(calib_images=3, method="minmax"),

@@ -14,8 +14,8 @@ from helpers.tiny_onnx import write_images
 
 from edgeseg.errors import ArtifactError, ConfigError
 from edgeseg.fileio import sha256_file
+from edgeseg.quant.calibrate import CalibrateConfig, calibrate_model
 from edgeseg.quant.lint import lint_qdq
-from edgeseg.quant.pipeline import CalibrateConfig, calibrate_model
 from edgeseg.quant.qdq_ort import OrtInt8Options, quantize_for_onnxruntime
 from edgeseg.quant.ranges import load_ranges
 from edgeseg.trt_cache_format import read_calibration_cache

@@ -1,4 +1,4 @@
-"""One call from ``model.onnx`` + calibration images to every INT8 artifact (layer 2).
+"""Calibration: one call from ``model.onnx`` + calibration images to every INT8 artifact (layer 2).
 
 ``calibrate_model(onnx_path, calib_dir, config)`` writes, next to the ONNX (or into
 ``out_dir``), all atomically:
