@@ -167,8 +167,8 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
         engine_info = {"build": {"selection": int8_steps.selection_record(selection)}}
     else:
         candidate = out / ("model.int8.ort.onnx" if options.precision == "int8" else fp32_onnx.name)
-    validation, why = steps.validate(runner, candidate, options, out, done, log, progress)
-    bench = steps.bench(runner, candidate, options, out, done, progress)
+    validation, why = steps.run_validation_step(runner, candidate, options, out, done, log, progress)
+    bench = steps.run_bench_step(runner, candidate, options, out, done, progress)
     manifest = steps.assemble_manifest(meta, spec, options, backend, out, candidate, calibration, engine_info,
                                        validation, why, bench)
     write_report(out, manifest=manifest, validation=validation, bench=bench, calibration=calibration,
@@ -199,18 +199,18 @@ def _int8_models(runner: StepRunner, fp32_onnx: Path, spec: Any, options: BuildO
     from .build_data import default_calib
 
     calib_dir = options.calib or default_calib(out, spec, log)
-    calibration = int8_steps.calibrate(runner, fp32_onnx, calib_dir, options, out, done, progress)
+    calibration = int8_steps.run_calibration_step(runner, fp32_onnx, calib_dir, options, out, done, progress)
     float_layers: list[str] = []
     if options.fallback == "auto":
-        found = int8_steps.fallback(runner, fp32_onnx, calib_dir, options, out, backend, done, log, progress)
+        found = int8_steps.run_fallback_step(runner, fp32_onnx, calib_dir, options, out, backend, done, log, progress)
         if found is not None:
             float_layers = list(found.get("kept", []))
             calibration["fallback"] = {k: found.get(k) for k in ("passed", "kept", "precision_of_kept", "cap",
                                                                  "next_layers", "latency_ms")}
             calibration["fallback"]["trials"] = len(found.get("trials", []))
     elif options.sensitivity:
-        int8_steps.sensitivity(runner, fp32_onnx, calib_dir, options, out, done, progress)
-    quantized = int8_steps.quantize(runner, fp32_onnx, options, out, done, float_layers)
+        int8_steps.run_sensitivity_step(runner, fp32_onnx, calib_dir, options, out, done, progress)
+    quantized = int8_steps.run_quantize_step(runner, fp32_onnx, options, out, done, float_layers)
     calibration["concat_scales"] = options.concat_scales
     calibration["high_precision"] = options.high_precision  # what was asked; float_regions: what the file holds
     calibration["float_regions"] = quantized.get("float_regions", {"high_precision": "fp32"})

@@ -203,7 +203,7 @@ def build_trt(runner: StepRunner, source: Path, spec: InputSpec, options: BuildO
 
 
 # -- 4. validate, 5. latency -------------------------------------------------------------------------
-def validate(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, done: dict[str, bool],
+def run_validation_step(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, done: dict[str, bool],
              log: Log, progress: Progress | None) -> tuple[dict[str, Any] | None, str]:
     """The candidate against reference.npz (the robot's check); (None, why) when there is no reference."""
     reference = out / REFERENCE_FILE
@@ -239,7 +239,7 @@ def _reference_classes(reference: Path) -> int:
 BUILD_BENCH_WARMUP = 3  # untimed runs per runner before the build's timing
 
 
-def bench(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, done: dict[str, bool],
+def run_bench_step(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, done: dict[str, bool],
           progress: Progress | None = None) -> dict[str, Any] | None:
     standard = candidate.name in ("model.onnx", "model.int8.ort.onnx", "model.engine")
     # one set of arguments for the plan and the key: the key covers every file the plan times

@@ -88,7 +88,7 @@ def _calib_identity(calib_dir: CalibSource | ImageListSource) -> str:
     return sha256_files(list_images(calib_dir))
 
 
-def calibrate(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,
+def run_calibration_step(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,
               out: Path, done: dict[str, bool], progress: Progress | None) -> dict[str, Any]:
     key = {"onnx": sha256_file(fp32_onnx), "calib": _calib_identity(calib_dir),
            "method": options.calib_method, "n": options.calib_images, "version": __version__}
@@ -112,7 +112,7 @@ def calibrate(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, optio
     return dict(outcome.result or {})
 
 
-def quantize(runner: StepRunner, fp32_onnx: Path, options: BuildOptions, out: Path, done: dict[str, bool],
+def run_quantize_step(runner: StepRunner, fp32_onnx: Path, options: BuildOptions, out: Path, done: dict[str, bool],
              float_layers: list[str]) -> dict[str, Any]:
     config = calibrate_config(options)
     key = {**_quantize_inputs(fp32_onnx, out),
@@ -135,7 +135,7 @@ def quantize(runner: StepRunner, fp32_onnx: Path, options: BuildOptions, out: Pa
     return dict(outcome.result or {})
 
 
-def fallback(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,
+def run_fallback_step(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,
              out: Path, backend: str, done: dict[str, bool], log: Log,
              progress: Progress | None) -> dict[str, Any] | None:
     """The layers to keep in float (fallback.json), or None when there is no reference to aim at."""
@@ -229,7 +229,7 @@ def _latency_cost(candidates: dict[int, Path], kept: int, backend: str, options:
                                LATENCY_ITERATIONS, warmup=2)
     return {**p50, "iterations": LATENCY_ITERATIONS, "threads": threads}
 
-def sensitivity(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,
+def run_sensitivity_step(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,
                 out: Path, done: dict[str, bool], progress: Progress | None) -> None:
     """``--sensitivity`` without a fallback: sensitivity.json/.md/.png for the report."""
     key = {**_quantize_inputs(fp32_onnx, out),

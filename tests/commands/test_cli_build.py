@@ -199,7 +199,7 @@ def test_interrupted_rebuild_leaves_no_manifest(built: tuple[Path, object], tmp_
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(build_steps, "validate", interrupted)
+    monkeypatch.setattr(build_steps, "run_validation_step", interrupted)
     result = CliRunner().invoke(main, ["build", "--onnx", str(folder / "model.onnx"), "--precision", "fp32"])
     assert result.exit_code != 0
     assert not (folder / "manifest.json").exists()

@@ -26,7 +26,7 @@ def test_the_calibration_key_follows_the_bag_and_topic(tmp_path: Path) -> None:
 
     def calibrate(source: BagCalibSource) -> tuple[bool, dict]:
         done: dict[str, bool] = {}
-        result = int8_steps.calibrate(runner, onnx_path, source, options, out, done, None)
+        result = int8_steps.run_calibration_step(runner, onnx_path, source, options, out, done, None)
         return done["calibrate"], result
 
     skipped, result = calibrate(BagCalibSource(bag, "/cam/image_raw"))

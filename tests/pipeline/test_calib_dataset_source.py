@@ -30,7 +30,7 @@ def test_the_calibration_key_follows_the_dataset_images(tmp_path: Path) -> None:
 
     def calibrate(text: str) -> tuple[bool, dict]:
         done: dict[str, bool] = {}
-        result = int8_steps.calibrate(runner, onnx_path, source(text), options, out, done, None)
+        result = int8_steps.run_calibration_step(runner, onnx_path, source(text), options, out, done, None)
         return done["calibrate"], result
 
     skipped, result = calibrate(f"cityscapes:{root}")

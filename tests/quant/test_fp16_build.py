@@ -98,8 +98,8 @@ def test_quantize_step_records_and_keys_the_high_precision(model: Path, calib: P
     def steps(high_precision: str) -> tuple[dict[str, bool], dict]:
         options = BuildOptions(calib_method="minmax", calib_images=2, high_precision=high_precision)
         done: dict[str, bool] = {}
-        int8_steps.calibrate(runner, onnx_path, calib, options, out, done, None)
-        return done, int8_steps.quantize(runner, onnx_path, options, out, done, [])
+        int8_steps.run_calibration_step(runner, onnx_path, calib, options, out, done, None)
+        return done, int8_steps.run_quantize_step(runner, onnx_path, options, out, done, [])
 
     done, result = steps("fp16")
     assert not done["quantize"] and result["float_regions"]["high_precision"] == "fp16"
