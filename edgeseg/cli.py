@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "export_cmd"),
     "data": ("data", "data_group"),
     "train": ("train", "train_cmd"),
-    "eval": ("train", "eval_cmd"),
+    "eval": ("eval", "eval_cmd"),
     "calibrate": ("calibrate", "calibrate_cmd"),
     "validate": ("validate", "validate_cmd"),
     "build": ("build", "build_cmd"),
