@@ -123,7 +123,8 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
     for name, stats in runners.items():
         rows.append((f"latency {name}", f"p50 {stats.get('p50_ms', 0):.1f} ms  p99 {stats.get('p99_ms', 0):.1f} ms"))
     rows.append(("steps", ", ".join(f"{k}{' (cached)' if v else ''}" for k, v in result.steps.items())))
-    for note in (result.bench or {}).get("notes") or []:  # e.g. INT8 slower than FP32 here, noisy figures
+    # e.g. INT8 slower than FP32 here, noisy figures
+    for note in result.bench.notes() if result.bench is not None else []:
         rows.append(("latency note", note))
     verdict = result.manifest.validation
     if not result.passed:
@@ -149,12 +150,12 @@ def _int8_slower(result: Any) -> str:
     """"ort-int8 p50 15.9 ms vs ort-fp32 13.2 ms" when the kept CPU INT8 model is slower than FP32 here, else ""."""
     if result.backend != "onnxruntime" or result.manifest.precision != "int8" or result.quantized_input:
         return ""  # (a quantized --onnx has no float model here to choose instead)
-    runners = {r.get("precision"): r for r in (result.bench or {}).get("runners", [])
-               if r.get("backend") == "onnxruntime"}
+    runners = {r.precision: r for r in (result.bench.runners if result.bench is not None else [])
+               if r.backend == "onnxruntime"}
     int8, fp32 = runners.get("int8"), runners.get("fp32")
-    if not int8 or not fp32 or int8.get("p50_ms", 0) <= fp32.get("p50_ms", 0):
+    if not int8 or not fp32 or int8.p50_ms <= fp32.p50_ms:
         return ""
-    return f"{int8['name']} p50 {int8['p50_ms']:.1f} ms vs {fp32['name']} {fp32['p50_ms']:.1f} ms on this machine"
+    return f"{int8.name} p50 {int8.p50_ms:.1f} ms vs {fp32.name} {fp32.p50_ms:.1f} ms on this machine"
 
 
 def _rebuild_command(options: Any, out: Path, precision: str) -> str:

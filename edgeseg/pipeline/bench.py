@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,16 @@ class BenchResult:
         data["noisy"] = bool(noise_reasons(data))
         data["notes"] = latency_notes(data)
         return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> BenchResult:
+        """The inverse of ``to_dict`` (bench.json, the build's step cache): what it derives (ratios, noisy, notes)
+        is computed again, not read."""
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        stats = {f.name for f in fields(RunnerStats)}
+        values["runners"] = [RunnerStats(**{k: v for k, v in r.items() if k in stats}) for r in data["runners"]]
+        values["input_shape"] = list(values["input_shape"])
+        return cls(**values)
 
     def notes(self) -> list[str]:
         return list(self.to_dict()["notes"])  # to_dict computes them

@@ -26,6 +26,7 @@ from ..manifest import MANIFEST_FILE, Manifest, write_manifest
 from ..quant.ranges import METHODS
 from ..report.writer import write_report
 from ..runtime.segmenter import tensorrt_available
+from .bench import BenchResult
 from .options import (  # noqa: F401  (BACKENDS, the seeds: build.py's names before options.py)
     BACKENDS,
     DEFAULT_CALIB_METHOD,
@@ -34,6 +35,7 @@ from .options import (  # noqa: F401  (BACKENDS, the seeds: build.py's names bef
     BuildOptions,
 )
 from .step_cache import StepRunner
+from .validate import ValidationResult
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_INFO = ASSETS / "demo_model.json"
@@ -91,8 +93,8 @@ class BuildResult:
     manifest: Manifest
     backend: str
     candidate: Path
-    validation: dict[str, Any] | None
-    bench: dict[str, Any] | None
+    validation: ValidationResult | None  # typed from the step that made it to the report that prints it
+    bench: BenchResult | None
     steps: dict[str, bool] = field(default_factory=dict)  # step -> skipped
     written: list[Path] = field(default_factory=list)  # the files this run wrote (cached steps wrote none)
     notices: list[str] = field(default_factory=list)
@@ -226,7 +228,7 @@ def build_failure(result: BuildResult) -> AccuracyError | ArtifactError | None:
     if result.passed:
         return None
     if result.status == "failed":
-        gates = (result.validation or {}).get("gates", {})
+        gates = result.validation.gates if result.validation is not None else {}
         calibration = result.manifest.calibration or {}
         found = calibration.get("fallback") or {}
         used = calibration.get("method")

@@ -26,10 +26,10 @@ from ..quant.lint import check_qdq
 from ..reference import REFERENCE_FILE, load_reference
 from ..spec import InputSpec
 from .artifacts import discover_artifacts
-from .bench import bench_key, plan_bench, run_bench
+from .bench import BenchResult, bench_key, plan_bench, run_bench
 from .options import BuildOptions
 from .step_cache import StepRunner
-from .validate import ValidationConfig, validate_candidate
+from .validate import ValidationConfig, ValidationResult, validate_candidate
 from .validation_data import data_samples
 
 # typing's generics, not collections.abc's: these aliases are evaluated at import, and Python 3.8 runs them
@@ -204,7 +204,7 @@ def build_trt(runner: StepRunner, source: Path, spec: InputSpec, options: BuildO
 
 # -- 4. validate, 5. latency -------------------------------------------------------------------------
 def run_validation_step(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, done: dict[str, bool],
-             log: Log, progress: Progress | None) -> tuple[dict[str, Any] | None, str]:
+             log: Log, progress: Progress | None) -> tuple[ValidationResult | None, str]:
     """The candidate against reference.npz (the robot's check); (None, why) when there is no reference."""
     reference = out / REFERENCE_FILE
     if not reference.is_file():
@@ -222,12 +222,12 @@ def run_validation_step(runner: StepRunner, candidate: Path, options: BuildOptio
            "val": [str(val_dir), sha256_files(val_files)] if val_dir else None,
            "gates": [options.min_agreement, options.max_miou_drop], "version": __version__}
 
-    def run() -> dict[str, Any]:
+    def run() -> ValidationResult:
         result = validate_candidate(candidate, reference, data_dir=val_dir, config=config, out_dir=out,
                                     raise_on_failure=False, progress=_counted(progress) if progress else None)
-        return result.to_dict()
+        return result
 
-    outcome = runner.run("validate", key, [out / "validation.json"], run)
+    outcome = runner.run("validate", key, [out / "validation.json"], run, result_type=ValidationResult)
     done["validate"] = outcome.skipped
     return outcome.result, ""
 
@@ -240,7 +240,7 @@ BUILD_BENCH_WARMUP = 3  # untimed runs per runner before the build's timing
 
 
 def run_bench_step(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, done: dict[str, bool],
-          progress: Progress | None = None) -> dict[str, Any] | None:
+          progress: Progress | None = None) -> BenchResult | None:
     standard = candidate.name in ("model.onnx", "model.int8.ort.onnx", "model.engine")
     # one set of arguments for the plan and the key: the key covers every file the plan times
     planned: dict[str, Any] = {"artifacts": out, "onnx_files": [] if standard else [candidate], "model": None,
@@ -248,13 +248,13 @@ def run_bench_step(runner: StepRunner, candidate: Path, options: BuildOptions, o
     key = {**bench_key(**planned, iterations=options.bench_iterations, warmup=BUILD_BENCH_WARMUP),
            "candidate": sha256_file(candidate)}
 
-    def run() -> dict[str, Any]:
+    def run() -> BenchResult:
         plan = plan_bench(**planned)
         result, _ = run_bench(plan, iterations=options.bench_iterations, warmup=BUILD_BENCH_WARMUP,
                               progress=_counted(progress) if progress else None)
-        return result.to_dict()
+        return result
 
-    outcome = runner.run("bench", key, [out / "bench.json"], run)
+    outcome = runner.run("bench", key, [out / "bench.json"], run, result_type=BenchResult)
     done["bench"] = outcome.skipped
     return outcome.result
 
@@ -262,7 +262,7 @@ def run_bench_step(runner: StepRunner, candidate: Path, options: BuildOptions, o
 # -- 6. the manifest -----------------------------------------------------------------------------------
 def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptions, backend: str, out: Path,
                       candidate: Path, calibration: dict[str, Any] | None, engine: dict[str, Any],
-                      validation: dict[str, Any] | None, why: str, bench: dict[str, Any] | None) -> Manifest:
+                      validation: ValidationResult | None, why: str, bench: BenchResult | None) -> Manifest:
     """The manifest of this run: its files with their hashes, its verdict, its measurements."""
     classes = json.loads(meta.get("classes", "[]") or "[]")
     colours = class_colors_from_metadata(meta)
@@ -285,9 +285,9 @@ def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptio
         hashes=hashes, calibration=calibration or {},
         validation=validation_verdict(role=role, candidate_file=candidate.name,
                                       candidate_sha256=hashes[role] if role else sha256_file(candidate),
-                                      gates=validation.get("gates", {}) if validation is not None else None,
+                                      gates=validation.gates if validation is not None else None,
                                       reference=REFERENCE_FILE,
-                                      reference_kind=validation.get("reference_kind") if validation else None,
+                                      reference_kind=validation.reference_kind if validation is not None else None,
                                       why=why),
         accuracy=_accuracy_summary(validation), latency=_latency_summary(bench))
     for key, value in engine.items():
@@ -296,19 +296,21 @@ def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptio
     return manifest
 
 
-def _accuracy_summary(validation: dict[str, Any] | None) -> dict[str, Any]:
-    if not validation:
+def _accuracy_summary(validation: ValidationResult | None) -> dict[str, Any]:
+    """The manifest's ``accuracy`` section, from this run's validation."""
+    if validation is None:
         return {}
-    parity, truth = validation.get("parity", {}), validation.get("ground_truth") or {}
+    parity, truth = validation.parity, validation.ground_truth or {}
     keys = ("agreement", "max_abs_error", "mean_abs_error", "cosine_similarity", "miou_vs_reference", "images")
     summary = {k: parity[k] for k in keys if k in parity}
     summary.update({f"gt_{k}": v for k, v in truth.items() if isinstance(v, (int, float))})
-    summary["gates_passed"] = bool(validation.get("gates", {}).get("passed"))
+    summary["gates_passed"] = validation.passed
     return summary
 
 
-def _latency_summary(bench: dict[str, Any] | None) -> dict[str, Any]:
-    if not bench:
+def _latency_summary(bench: BenchResult | None) -> dict[str, Any]:
+    """The manifest's ``latency`` section, from this run's bench."""
+    if bench is None:
         return {}
-    return {"runners": {r.get("name"): {k: r.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")}
-                        for r in bench.get("runners", [])}, "threads": bench.get("threads")}
+    return {"runners": {r.name: {"p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms, "mean_ms": r.mean_ms}
+                        for r in bench.runners}, "threads": bench.threads}

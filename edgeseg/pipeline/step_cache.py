@@ -32,7 +32,7 @@ class StepOutcome:
     name: str
     skipped: bool
     outputs: list[Path]
-    result: Any = None  # what the step function returned (or the recorded summary when skipped)
+    result: Any = None  # what the step function returned (or the recorded one, typed again, when skipped)
 
 
 class StepRunner:
@@ -60,17 +60,33 @@ class StepRunner:
                 return False
         return True
 
-    def run(self, name: str, key: dict[str, Any], outputs: list[Path], fn: Callable[[], Any]) -> StepOutcome:
-        """Run ``fn`` unless the step is fresh. ``fn`` returns a JSON-able summary (or None)."""
+    def run(self, name: str, key: dict[str, Any], outputs: list[Path], fn: Callable[[], Any],
+            result_type: type[Any] | None = None) -> StepOutcome:
+        """Run ``fn`` unless the step is fresh. ``fn`` returns a JSON-able summary (or None), or, with
+        ``result_type``, a typed result (or None): steps.json holds its ``to_dict()`` and a skipped step returns
+        ``result_type.from_dict`` of it, so both paths hand back the same type. A recorded summary that no longer
+        reads as ``result_type`` (written by an older edgeseg) reruns the step."""
         if self.is_fresh(name, key, outputs):
-            self.log(f"[{name}] up to date, skipped")
-            return StepOutcome(name, True, outputs, self.state[name].get("summary"))
+            recorded = self.state[name].get("summary")
+            result = recorded
+            if result_type is not None and recorded is not None:
+                try:
+                    result = result_type.from_dict(recorded)
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    result = _UNREADABLE
+            if result is not _UNREADABLE:
+                self.log(f"[{name}] up to date, skipped")
+                return StepOutcome(name, True, outputs, result)
         self.log(f"[{name}] running")
-        summary = fn()
+        result = fn()
+        summary = result.to_dict() if result_type is not None and result is not None else result
         self.state[name] = {
             "key": key_digest(key),
             "outputs": {p.name: sha256_file(p) for p in outputs if p.is_file()},
             "summary": summary,
         }
         atomic_write_json(self.state_path, self.state)
-        return StepOutcome(name, False, outputs, summary)
+        return StepOutcome(name, False, outputs, result)
+
+
+_UNREADABLE = object()  # a recorded summary that is not the step's result type any more

@@ -15,7 +15,7 @@ import os
 import re
 import typing
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,7 +59,7 @@ class ValidationResult:
     candidate: str
     reference: str
     reference_kind: str  # "reference.npz" or "pytorch"
-    input_spec: dict[str, Any]
+    input_spec: InputSpec
     num_classes: int
     classes: list[str]
     parity: dict[str, Any]  # max/mean abs error, cosine, agreement, miou_vs_reference
@@ -79,7 +79,19 @@ class ValidationResult:
     def to_dict(self) -> dict[str, Any]:
         recorded = asdict(self)
         recorded.pop("not_written")
+        recorded["input_spec"] = self.input_spec.to_dict()
         return recorded
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ValidationResult:
+        """The inverse of ``to_dict`` (validation.json, the build's step cache); ``not_written`` is not recorded."""
+        required = [f.name for f in fields(cls) if f.name not in ("notes", "files", "not_written")]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise KeyError(f"a validation record without {', '.join(missing)}")
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data and f.name != "not_written"}
+        values["input_spec"] = InputSpec.from_dict(values["input_spec"])
+        return cls(**values)
 
 
 def validate_candidate(
@@ -115,7 +127,7 @@ def validate_candidate(
     classes, data_classes = compared.classes, compared.data_classes
     classes = _class_names(classes or data_classes, tally.num_classes)
     result = ValidationResult(
-        candidate=str(candidate), reference=ref_label, reference_kind=kind, input_spec=spec.to_dict(),
+        candidate=str(candidate), reference=ref_label, reference_kind=kind, input_spec=spec,
         num_classes=tally.num_classes, classes=classes, parity=tally.summary(),
         ground_truth=tally.truth_summary(), per_class=tally.per_class(classes), per_image=tally.per_image,
         gates=check_gates(tally.summary(), tally.truth_summary(), config), config=asdict(config), notes=notes,

@@ -56,15 +56,18 @@ def test_precision_best_records_the_kept_precision_and_why(tmp_path: Path) -> No
 
 def test_int8_slower_than_fp32_names_the_best_build(tmp_path: Path) -> None:
     from edgeseg.commands.build import _int8_slower, _rebuild_command
+    from edgeseg.pipeline.bench import BenchResult, Runner, RunnerStats
     from edgeseg.pipeline.build import BuildOptions
 
-    bench = {"runners": [{"name": "ort-fp32", "backend": "onnxruntime", "precision": "fp32", "p50_ms": 13.2},
-                         {"name": "ort-int8", "backend": "onnxruntime", "precision": "int8", "p50_ms": 15.9}]}
+    def stats(name: str, precision: str, p50: float) -> RunnerStats:
+        return RunnerStats.from_samples(Runner(name, "onnxruntime", precision, lambda x: x), [p50])
+
+    bench = BenchResult([stats("ort-fp32", "fp32", 13.2), stats("ort-int8", "int8", 15.9)], 1, 0, [1, 3, 8, 8])
     result = SimpleNamespace(backend="onnxruntime", manifest=SimpleNamespace(precision="int8"), bench=bench,
                              quantized_input=False)
     assert _int8_slower(result) == "ort-int8 p50 15.9 ms vs ort-fp32 13.2 ms on this machine"
     assert _int8_slower(SimpleNamespace(**{**vars(result), "quantized_input": True})) == ""
-    bench["runners"][1]["p50_ms"] = 9.0
+    bench.runners[1] = stats("ort-int8", "int8", 9.0)
     assert _int8_slower(result) == ""
     options = BuildOptions(model="m", weights=tmp_path / "w.pt", calib=tmp_path / "frames", calib_images=8,
                            calib_method="entropy", min_agreement=0.98)
@@ -77,11 +80,15 @@ def test_int8_slower_than_fp32_names_the_best_build(tmp_path: Path) -> None:
 def _failed(tmp_path: Path, backend: str, *, quantized: bool = False, precision: str = "int8") -> str:
     from edgeseg.manifest import Manifest
     from edgeseg.pipeline.build import BuildResult, build_failure
+    from edgeseg.pipeline.validate import ValidationResult
 
     manifest = Manifest(model="m", num_classes=2, input_spec=SPEC, precision=precision, backend=backend,
                         calibration={} if quantized else {"method": "percentile"},
                         validation={"status": "failed", "failures": ["argmax agreement 0.9 < 0.99"]})
-    result = BuildResult(tmp_path, manifest, backend, tmp_path / "model.int8.ort.onnx", {"gates": {}}, None,
+    validation = ValidationResult(candidate="model.int8.ort.onnx", reference="reference.npz",
+                                  reference_kind="reference.npz", input_spec=SPEC, num_classes=2, classes=["a", "b"],
+                                  parity={}, ground_truth=None, per_class=[], per_image=[], gates={}, config={})
+    result = BuildResult(tmp_path, manifest, backend, tmp_path / "model.int8.ort.onnx", validation, None,
                          quantized_input=quantized)
     error = build_failure(result)
     assert error is not None

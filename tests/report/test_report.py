@@ -51,7 +51,7 @@ def make_validation(folder: Path) -> ValidationResult:
     config = ValidationConfig()
     return ValidationResult(
         candidate=str(folder / "model.int8.onnx"), reference=str(folder / "reference.npz"),
-        reference_kind="reference.npz", input_spec=InputSpec(64, 128).to_dict(), num_classes=3,
+        reference_kind="reference.npz", input_spec=InputSpec(64, 128), num_classes=3,
         classes=["road", "car", "sky"], parity=tally.summary(), ground_truth=tally.truth_summary(),
         per_class=tally.per_class(["road", "car", "sky"]), per_image=tally.per_image,
         gates=check_gates(tally.summary(), tally.truth_summary(), config), config={},

@@ -1,0 +1,92 @@
+"""Typed results from the step that makes them to the report that prints them; JSON only at the file boundary.
+
+``ValidationResult`` and ``BenchResult`` round-trip through their JSON (validation.json, bench.json, the
+build's steps.json), and the step cache hands back the same type whether the step ran or was skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers.tiny_onnx import save_conv_onnx
+
+from edgeseg.pipeline.bench import BENCH_FILE, BenchResult, plan_bench, run_bench
+from edgeseg.pipeline.step_cache import StepRunner
+from edgeseg.pipeline.validate import VALIDATION_FILE, ValidationConfig, ValidationResult, validate_candidate
+from edgeseg.spec import InputSpec
+
+SPEC = InputSpec(32, 32)
+
+
+def _json_round_trip(data: dict) -> dict:
+    return json.loads(json.dumps(data))
+
+
+@pytest.fixture
+def bench_result(tmp_path: Path) -> BenchResult:
+    folder = tmp_path / "build"
+    save_conv_onnx(folder / "model.onnx", spec=SPEC, kernel=3, relu=True)
+    result, _ = run_bench(plan_bench(artifacts=folder, threads=1), iterations=3, warmup=1, plot=False)
+    return result
+
+
+def test_bench_result_round_trips_through_bench_json(bench_result: BenchResult, tmp_path: Path) -> None:
+    written = json.loads((tmp_path / "build" / BENCH_FILE).read_text())
+    again = BenchResult.from_dict(written)
+    assert again == bench_result
+    assert again.to_dict() == _json_round_trip(bench_result.to_dict())
+    assert again.ratios() == bench_result.ratios() and again.notes() == bench_result.notes()
+    assert again.runners[0].name == "ort-fp32" and len(again.runners[0].samples_ms) == 3
+
+
+def test_validation_result_round_trips_through_validation_json(tmp_path: Path) -> None:
+    test_validate = pytest.importorskip("test_validate")  # its tiny exported model and reference.npz
+    model, onnx_path = test_validate.export_tiny(tmp_path)
+    reference = test_validate.save_tiny_reference(tmp_path, model)
+    result = validate_candidate(onnx_path, reference, config=ValidationConfig(worst_k=1), raise_on_failure=False)
+    written = json.loads((tmp_path / VALIDATION_FILE).read_text())
+    again = ValidationResult.from_dict(written)
+    assert _json_round_trip(again.to_dict()) == written  # the file's record, read back whole
+    # the file holds the overlays it was written with; the returned result also names validation.json itself
+    assert {**_json_round_trip(result.to_dict()), "files": written["files"]} == written
+    assert again.passed == result.passed and again.gates == result.gates
+    assert ValidationResult.from_dict(_json_round_trip(result.to_dict())) == result  # the step cache's record
+    with pytest.raises(KeyError, match="gates"):
+        ValidationResult.from_dict({k: v for k, v in written.items() if k != "gates"})
+
+
+def test_the_step_cache_returns_the_typed_result_ran_or_skipped(bench_result: BenchResult, tmp_path: Path) -> None:
+    out = tmp_path / "steps"
+    out.mkdir()
+    marker = out / "bench.json"
+    calls: list[int] = []
+
+    def step() -> BenchResult:
+        calls.append(1)
+        marker.write_text("x")
+        return bench_result
+
+    ran = StepRunner(out, log=lambda _: None).run("bench", {"k": 1}, [marker], step, result_type=BenchResult)
+    skipped = StepRunner(out, log=lambda _: None).run("bench", {"k": 1}, [marker], step, result_type=BenchResult)
+    assert not ran.skipped and skipped.skipped and calls == [1]
+    assert isinstance(ran.result, BenchResult) and isinstance(skipped.result, BenchResult)
+    assert skipped.result == ran.result == bench_result
+    recorded = json.loads((out / "steps.json").read_text())["bench"]["summary"]
+    assert recorded == _json_round_trip(bench_result.to_dict())  # JSON only in the file
+
+
+def test_a_recorded_summary_of_another_shape_reruns_the_step(tmp_path: Path) -> None:
+    """steps.json written by an edgeseg whose summary does not read as the result type: the step runs again."""
+    marker = tmp_path / "out.txt"
+    marker.write_text("x")
+    StepRunner(tmp_path, log=lambda _: None).run("validate", {"k": 1}, [marker], lambda: {"old": "summary"})
+    calls: list[int] = []
+
+    def step() -> None:
+        calls.append(1)
+
+    outcome = StepRunner(tmp_path, log=lambda _: None).run("validate", {"k": 1}, [marker], step,
+                                                           result_type=ValidationResult)
+    assert not outcome.skipped and calls == [1] and outcome.result is None
