@@ -179,6 +179,36 @@ def _classify(ops: list[_Op], dtypes: dict[str, int], inits: dict[str, Any], ran
     return over
 
 
+MOVEMENT_OPS = ("Reshape", "Transpose", "Slice", "Split", "Flatten", "Squeeze", "Unsqueeze")
+
+
+def _int8_concats_float32(ops: list[_Op]) -> None:
+    """A Concat whose every input is a DequantizeLinear output, and the data movement after it up to the next
+    QuantizeLinear, stay float32: ONNX Runtime fuses DQ -> Concat (-> movement) -> Q into a QLinearConcat, which
+    takes no float16 scales. TensorRT runs that chain on int8 data anyway (Q/DQ propagation), so no FP16 is
+    lost there."""
+    producers = {name: op for op in ops for name in op.node.output}
+    consumers: dict[str, list[_Op]] = {}
+    for op in ops:
+        for name in op.node.input:
+            consumers.setdefault(name, []).append(op)
+    for op in ops:
+        if op.node.op_type != "Concat":
+            continue
+        sources = [producers.get(name) for name in op.node.input if name]
+        if not sources or any(s is None or s.node.op_type != "DequantizeLinear" for s in sources):
+            continue
+        chain = [op]
+        while chain:
+            current = chain.pop()
+            current.fp16 = False
+            for name in current.node.output:
+                chain += [c for c in consumers.get(name, []) if c.node.op_type in MOVEMENT_OPS and c.fp16]
+                for reader in consumers.get(name, []):
+                    if reader.node.op_type == "QuantizeLinear":
+                        reader.fp16 = False
+
+
 def _dequantize_per_consumer(ops: list[_Op], dtypes: dict[str, int], onnx: Any) -> list[_Op]:
     """A DequantizeLinear writes the type its readers compute in, so that it feeds each of them directly (a Cast
     between them would stop TensorRT fusing the pair): float32 when they all run float32, and a float32 twin
@@ -239,6 +269,7 @@ def convert_float_regions(model: Any, ranges: Ranges, *, limit: float = FP16_LIM
     inits = {init.name: init for init in graph.initializer}
     ops = _ops(model, dtypes, onnx)
     over = _classify(ops, dtypes, inits, ranges, limit, onnx)
+    _int8_concats_float32(ops)
     ops = _dequantize_per_consumer(ops, dtypes, onnx)
     report = Fp16Report(limit=limit, fp32_tensors=over)
 

@@ -44,6 +44,7 @@ CONCAT_SCALES = ("separate", "shared")  # how Concat groups are scaled (see the 
 QDQ_METADATA_KEY = "edgeseg_quantization"
 DEQUANTIZED = "_dequantized"  # suffix of the tensor a DequantizeLinear writes for tensor X
 FIRST_CONV, CLASSIFIER = "first_conv", "classifier"  # aliases accepted in keep_fp_layers
+COARSE_LIMIT = 2.0  # a shared scale may be at most this much coarser than a tensor's own (lint.COARSE_FACTOR)
 MIN_AMAX = 1e-8  # a tensor that was constant 0 during calibration still needs a valid scale
 
 
@@ -299,7 +300,8 @@ def quantize_for_tensorrt(
     index = _Graph.of(model.graph)
     keep = set(resolve_keep_fp_layers(model, keep_fp_layers))
     activations, weights = _quantized_tensors(model.graph, index, keep, ranges)
-    placement = _fusion_placement(model.graph, index, keep, activations, version, concat_scales)
+    amax = effective_amax(model.graph, ranges)
+    placement = _fusion_placement(model.graph, index, keep, activations, version, concat_scales, amax)
     activations = activations + [t for t in placement.activations if t not in activations]
     if version.major < 10:  # TensorRT 8.x: no per-output-channel deconvolution weights (TensorRT#2380)
         for node in model.graph.node:
@@ -307,7 +309,6 @@ def quantize_for_tensorrt(
                 weights[node.input[1]] = None
     _check_covered(activations + [source for _, _, source in placement.edges], ranges)
     scales = _activation_scales(model.graph, index, ranges, activations, concat_scales, placement.scale_of)
-    amax = effective_amax(model.graph, ranges)
     edges = [(tensor, consumer, activation_scale(amax[source])) for tensor, consumer, source in placement.edges]
     _insert_qdq(model.graph, index, keep, activations, weights, scales, onnx, edges=edges,
                 resize_inputs=placement.resize_inputs)
@@ -330,7 +331,7 @@ class _Placement:
 
 
 def _fusion_placement(graph: Any, index: _Graph, keep: set[str], activations: Sequence[str], version: TrtVersion,
-                      concat_scales: str) -> _Placement:
+                      concat_scales: str, amax: dict[str, float] | None = None) -> _Placement:
     """Q/DQ that let TensorRT fuse around the layers that have no weights (issue #29; sources in trt_fusion.py):
 
     - AveragePool: Q/DQ on its input and output (a quantizable layer: it fuses its input DQ and output Q);
@@ -338,6 +339,8 @@ def _fusion_placement(graph: Any, index: _Graph, keep: set[str], activations: Se
       numbers do not change; the producer, the stem conv, then writes int8);
     - TensorRT >= 10: Q/DQ on Resize inputs fed by a convolution (+ ReLU), as ModelOpt places them; 8.x's parser
       runs Resize in FP32/FP16 only, so nothing goes around it there;
+    - Concat read only through data movement (ShuffleNet's channel shuffle and split): one scale, the Concat
+      output's, on its input edges and the quantized tensors the movement leads to (``_shuffle_groups``);
     - Concat followed by a ReLU whose output is quantized (the MDSPP decoder): Q/DQ on each input edge at that
       tensor's scale, the inputs' own Q/DQ into other layers kept. Q commutes with Concat and ReLU at zero point 0, so
       the values are those the output's Q/DQ already gives; TensorRT gets equal-scale inputs and an INT8 Concat.
@@ -404,7 +407,46 @@ def _fusion_placement(graph: Any, index: _Graph, keep: set[str], activations: Se
             if version.major < 10 and any(index.producer_op(t) == "Resize" for _, t in inputs):
                 continue  # no Q right after a Resize on 8.x: the Concat stays as it is
             edges += [(t, node.name, after) for _, t in inputs]
+        if amax is not None:
+            edges += _shuffle_groups(graph, index, keep, quantized, amax, scale_of)
     return _Placement(added, scale_of, edges, resize_inputs)
+
+
+MOVEMENT_OPS = ("Reshape", "Transpose", "Slice", "Split", "Flatten", "Squeeze", "Unsqueeze")
+
+
+def _shuffle_groups(graph: Any, index: _Graph, keep: set[str], quantized: set[str], amax: dict[str, float],
+                    scale_of: dict[str, str]) -> list[tuple[str, str, str]]:
+    """A Concat read only through data movement (ShuffleNet's concat -> channel shuffle -> channel split): one
+    scale, the Concat output's, on its input edges and on every quantized tensor the movement leads to, so that
+    TensorRT moves the DQ forward over the Concat and the shuffle (equal scales) and the split halves reach the
+    next convolutions as int8, with no Q kernel of their own. Applied only where no such tensor's own range is
+    less than half the Concat's (its scale at most 2x coarser: the lint's limit)."""
+    edges: list[tuple[str, str, str]] = []
+    for node in graph.node:
+        out = node.output[0] if node.op_type == "Concat" else None
+        if out is None or node.name in keep or out in index.outputs or out not in amax:
+            continue
+        readers = index.consumers.get(out, [])
+        if not readers or any(r.op_type not in MOVEMENT_OPS or r.name in keep for r in readers):
+            continue
+        reached: list[str] = []
+        frontier = [out]
+        while frontier:
+            tensor = frontier.pop()
+            for reader in index.consumers.get(tensor, []):
+                if reader.op_type in MOVEMENT_OPS and reader.name not in keep:
+                    frontier += [o for o in reader.output if o not in index.outputs]
+                    reached += [o for o in reader.output if o in quantized]
+        if not reached or any(t in scale_of or amax.get(t, 0.0) * COARSE_LIMIT < amax[out] for t in reached):
+            continue
+        inputs = [t for t in node.input if t and t not in index.constants]
+        if any(index.producer_op(t) == "Resize" for t in inputs):
+            continue
+        for tensor in reached:
+            scale_of[tensor] = out
+        edges += [(t, node.name, out) for t in inputs]
+    return edges
 
 
 def _check_covered(tensors: Sequence[str], ranges: Ranges) -> None:

@@ -42,8 +42,10 @@ EPILOGUE = ("Relu", "Clip", "BatchNormalization", "LeakyRelu")
 # [QDQ] "Q/DQ propagation": DQ is moved forward (and Q backward) over layers that commute with quantization:
 # data movement (shuffle, slice, reshape) and MaxPool (the guide's own example); ReLU at zero point 0
 # (relu(s * q) = s * relu(q)) is treated the same way.
-DQ_COMMUTING = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Split", "MaxPool", "Relu")
-VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")  # no data moves: no bytes written
+DQ_COMMUTING = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Split", "MaxPool", "Relu",
+                "Cast")
+# no data moves: no bytes written (a Cast of int8 data only changes the type its DQ would write: an assumption)
+VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast")
 # [QDQ] "quantizable layers" fuse their input DQ and their output Q: the guide's figure of a quantized
 # AveragePool, and element-wise Add with DQ inputs and a Q output.
 QUANTIZABLE = ("AveragePool", "Add")
@@ -163,6 +165,11 @@ class _Walk:
                     self.consumers.setdefault(name, []).append(node)
         self.outputs = {o.name for o in graph.output}
         self.inits = {i.name: i for i in graph.initializer}
+        for node in graph.node:  # Constant nodes hold scales and weights too (other quantizers write them)
+            if node.op_type == "Constant":
+                value = next((a.t for a in node.attribute if a.name == "value"), None)
+                if value is not None:
+                    self.inits[node.output[0]] = value
         self.vals: dict[str, _Val] = {name: _Val("const") for name in self.inits}
         for i in graph.input:
             if i.name not in self.inits:
@@ -262,6 +269,9 @@ class _Walk:
                 self.qdq_pairs[node.name] = quantize.input[0]
             return
         if op == "QuantizeLinear":
+            if ins[0].kind == "const":  # a float weight quantized in the graph: TensorRT folds it
+                self.vals[node.output[0]] = _Val("const")
+                return
             self.quantize(node, ins[0])
             return
         if op in WEIGHTED:
@@ -297,6 +307,8 @@ class _Walk:
             self.used_int8(ins[0])
             self.open_kernel(node, weighted=False)
             return
+        if op == "Constant":
+            return  # folded: a constant (recorded with the initializers)
         self.float_node(node)
 
     def weighted(self, node: Any, ins: list[_Val]) -> None:

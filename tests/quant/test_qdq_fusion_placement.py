@@ -154,3 +154,50 @@ def test_convtranspose_weights_follow_the_tensorrt_version(version: str, per_ten
     reference = _run(model, x)
     assert np.abs(_run(quantized, x) - reference).max() < 0.05 * np.abs(reference).max()
     assert predict_fusion(quantized, version).int8_weighted_layers == 1
+
+
+def _shuffle_unit() -> tuple[Any, np.ndarray]:
+    """ShuffleNet's unit: split channels, conv one half, concat, shuffle (reshape-transpose-reshape), split, conv."""
+    rng = np.random.default_rng(4)
+    half = C // 2
+    inits: list[Any] = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (
+        ("s0", [0]), ("sh", [half]), ("sc", [C]), ("ax", [1]), ("g", [1, 2, half, H, W]), ("flat", [1, C, H, W]))]
+    inits.append(numpy_helper.from_array(rng.standard_normal((half, half, 3, 3)).astype(np.float32), "b.w"))
+    inits.append(numpy_helper.from_array(rng.standard_normal((C, half, 3, 3)).astype(np.float32), "n.w"))
+    nodes = [
+        helper.make_node("Relu", ["x"], ["rx"], name="rx"),
+        helper.make_node("Slice", ["rx", "s0", "sh", "ax"], ["left"], name="split0"),
+        helper.make_node("Slice", ["rx", "sh", "sc", "ax"], ["right"], name="split1"),
+        helper.make_node("Conv", ["right", "b.w"], ["bc"], name="branch", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["bc"], ["br"], name="branch_relu"),
+        helper.make_node("Concat", ["left", "br"], ["cat"], name="cat", axis=1),
+        helper.make_node("Reshape", ["cat", "g"], ["g5"], name="group"),
+        helper.make_node("Transpose", ["g5"], ["t5"], name="shuffle", perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["t5", "flat"], ["mixed"], name="ungroup"),
+        helper.make_node("Slice", ["mixed", "sh", "sc", "ax"], ["next"], name="next_split"),
+        helper.make_node("Conv", ["next", "n.w"], ["y"], name="next_conv", pads=[1, 1, 1, 1]),
+    ]
+    return _model(nodes, inits), rng.standard_normal((1, C, H, W)).astype(np.float32)
+
+
+def test_shuffle_unit_shares_the_concat_scale_and_runs_in_onnxruntime_with_fp16_regions() -> None:
+    from edgeseg.quant.fp16_regions import convert_float_regions
+
+    model, x = _shuffle_unit()
+    ranges = _ranges(model, x)
+    quantized = quantize_for_tensorrt(model, ranges, trt_version="10.3")
+    assert lint_qdq(quantized, ranges=ranges) == []
+    cat = next(n for n in quantized.graph.node if n.op_type == "Concat")
+    assert list(cat.input) == ["left_to_cat_dequantized", "br_to_cat_dequantized"]
+    scales = {i.name: float(numpy_helper.to_array(i)) for i in quantized.graph.initializer if i.name.endswith("_scale")
+              and not i.dims}
+    assert scales["left_to_cat_scale"] == scales["br_to_cat_scale"] == scales["next_scale"]  # one scale: cat's
+    prediction = predict_fusion(quantized, "10.3")
+    assert prediction.int8_in_float_out == 1 and prediction.standalone_quantize == 2  # x's Relu and the left half
+    fp16, _ = convert_float_regions(quantized, ranges)
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(fp16).graph.value_info}
+    assert types["cat"] == TensorProto.FLOAT  # ONNX Runtime's QLinearConcat takes no float16 scales
+    reference = _run(model, x)
+    for candidate in (quantized, fp16):  # with ONNX Runtime's own Q/DQ fusions (its CPU simulation)
+        out = ort.InferenceSession(candidate.SerializeToString()).run(None, {"x": x})[0]
+        assert np.abs(out.astype(np.float32) - reference).max() < 0.1 * np.abs(reference).max()

@@ -181,3 +181,19 @@ def test_float16_regions_count_two_bytes() -> None:
     for info in (*model.graph.input, *model.graph.output):
         info.type.tensor_type.elem_type = TensorProto.FLOAT16
     assert predict_fusion(model, "10.3").float_activation_bytes == C * H * W * 2
+
+
+def test_fake_quantized_weights_and_constant_scales_are_read_as_weights() -> None:
+    # other quantizers (ModelOpt) write float weights -> Q -> DQ, and scales as Constant nodes
+    net = _Net()
+    w, s, z = "wf", "wscale", "wzero"
+    net.inits.append(numpy_helper.from_array(np.ones((C, C, 1, 1), np.float32), w))
+    net.nodes += [
+        helper.make_node("Constant", [], [s], value=numpy_helper.from_array(np.full((C,), 0.01, np.float32))),
+        helper.make_node("Constant", [], [z], value=numpy_helper.from_array(np.zeros((C,), np.int8))),
+        helper.make_node("QuantizeLinear", [w, s, z], ["wq"], axis=0),
+        helper.make_node("DequantizeLinear", ["wq", s, z], ["wdq"], axis=0),
+    ]
+    out = net.op("Conv", [net.qdq("x"), "wdq"])
+    p = predict_fusion(net.model(out), "10.3")
+    assert (p.int8_weighted_layers, p.standalone_quantize, p.precision_boundaries) == (1, 1, 1)
