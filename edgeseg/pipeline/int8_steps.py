@@ -88,15 +88,28 @@ def _calib_identity(calib_dir: CalibSource | ImageListSource) -> str:
     return sha256_files(list_images(calib_dir))
 
 
+# what of a CalibrateConfig the calibration pass reads (ranges.json; calibration.cache's header: the TensorRT
+# version); the Q/DQ options (concat_scales, high_precision) are the quantize step's
+CALIBRATION_PASS_FIELDS = ("method", "calib_images", "batch_size", "percentile", "seed", "trt_version", "frame_order",
+                           "input_spec")
+
+
+def calibration_key(config: CalibrateConfig) -> dict[str, Any]:
+    """The calibrate step's cache key, from the config the pass runs with (before, the key held the method and
+    the image count only: a build for another TensorRT version reused a calibration.cache with the old header)."""
+    return {name: getattr(config, name) for name in CALIBRATION_PASS_FIELDS}
+
+
 def run_calibration_step(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,
               out: Path, done: dict[str, bool], progress: Progress | None) -> dict[str, Any]:
-    key = {"onnx": sha256_file(fp32_onnx), "calib": _calib_identity(calib_dir),
-           "method": options.calib_method, "n": options.calib_images, "version": __version__}
+    config = calibrate_config(options)  # one config for the pass and its key: they cannot drift apart
+    key = {"onnx": sha256_file(fp32_onnx), "calib": _calib_identity(calib_dir), **calibration_key(config),
+           "version": __version__}
 
     def run() -> dict[str, Any]:
         on_progress, close = progress("calibrating") if progress else (None, None)
         try:
-            ranges, images, seconds = calibrate_ranges(fp32_onnx, calib_dir, calibrate_config(options), out_dir=out,
+            ranges, images, seconds = calibrate_ranges(fp32_onnx, calib_dir, config, out_dir=out,
                                                        on_progress=on_progress)
         finally:
             if close is not None:

@@ -5,9 +5,10 @@ Kept apart from ``build.py`` so the build's steps (``build_steps``, ``int8_steps
 The accuracy gates' defaults live here, once: ``BuildOptions``, ``ValidationConfig`` and the CLI's
 ``--min-agreement``/``--max-miou-drop`` (commands/option_groups.py) all take them from here.
 
-``BuildOptions`` is the flat shape the CLI fills; each step takes the config it runs with from it
-(``validation_config``, ``calibrate_config``, ``engine_config``), and the step's cache key is derived from
-that config, so what a step runs with and what its cache key holds cannot drift apart.
+``BuildOptions`` is the flat shape the CLI fills. A step builds the config it runs with from it once and
+derives its cache key from that same config or argument set (``int8_steps.calibration_key`` from the
+``CalibrateConfig``; ``bench.bench_key`` from ``plan_bench``'s arguments), so what a step runs with and what
+its key holds cannot drift apart.
 """
 
 from __future__ import annotations
