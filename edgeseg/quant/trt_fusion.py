@@ -68,6 +68,7 @@ class FusionPrediction:
     int8_in_float_out: int = 0
     activation_bytes: int = 0
     float_activation_bytes: int = 0
+    placement: dict[str, Any] = field(default_factory=dict)  # what edgeseg's file says it was written for
     round_trips: list[str] = field(default_factory=list)
     boundaries: list[str] = field(default_factory=list)  # where (tensor names), at most MAX_LISTED
     float_out_layers: list[str] = field(default_factory=list)
@@ -87,6 +88,7 @@ class FusionPrediction:
             "note": "predicted from TensorRT's documented Q/DQ rules (edgeseg.quant.trt_fusion); not measured on "
                     "an engine: to be confirmed on a Jetson",
             "trt_version": self.trt_version,
+            "placement": dict(self.placement),  # the file's target TensorRT and ConvTranspose weight scales
             "precision_boundaries": self.precision_boundaries,
             "standalone_qdq_kernels": self.standalone_kernels,
             "standalone_quantize": self.standalone_quantize,
@@ -461,20 +463,25 @@ def predict_file(path: Any, trt_version: str | TrtVersion | None = None) -> Fusi
     return predict_fusion(model, trt_version or written_for(model))
 
 
-def written_for(model: Any) -> str:
-    """The TensorRT a Q/DQ file says it was written for (edgeseg's metadata), else the default target."""
+def _placement_record(model: Any) -> dict[str, Any]:
+    """edgeseg's ``edgeseg_quantization`` metadata of a Q/DQ file ({} for another quantizer's file)."""
     import json
 
     from ..onnx_model import metadata_of
     from .qdq_trt import QDQ_METADATA_KEY
-    from .trt_cache import DEFAULT_TRT_VERSION
 
     try:
         record = json.loads(metadata_of(model).get(QDQ_METADATA_KEY) or "{}")
     except json.JSONDecodeError:
-        record = {}
-    version = record.get("trt_version") if isinstance(record, dict) else None
-    return str(version or DEFAULT_TRT_VERSION)
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def written_for(model: Any) -> str:
+    """The TensorRT a Q/DQ file says it was written for (edgeseg's metadata), else the default target."""
+    from .trt_cache import DEFAULT_TRT_VERSION
+
+    return str(_placement_record(model).get("trt_version") or DEFAULT_TRT_VERSION)
 
 
 def predict_fusion(model: Any, trt_version: str | TrtVersion) -> FusionPrediction:
@@ -482,4 +489,7 @@ def predict_fusion(model: Any, trt_version: str | TrtVersion) -> FusionPredictio
     walk = _Walk(model, TrtVersion.parse(str(trt_version)))
     for node in walk.graph.node:
         walk.visit(node)
-    return walk.finish()
+    result = walk.finish()
+    record = _placement_record(model)
+    result.placement = {key: record[key] for key in ("trt_version", "deconv_weights") if key in record}
+    return result

@@ -153,7 +153,12 @@ def test_convtranspose_weights_follow_the_tensorrt_version(version: str, per_ten
     assert lint_qdq(quantized) == []
     reference = _run(model, x)
     assert np.abs(_run(quantized, x) - reference).max() < 0.05 * np.abs(reference).max()
-    assert predict_fusion(quantized, version).int8_weighted_layers == 1
+    prediction = predict_fusion(quantized, version)
+    assert prediction.int8_weighted_layers == 1
+    # item 5 is recorded: the file's metadata, and the prediction (hence the build's manifest) carry the choice
+    assert prediction.to_dict(brief=True)["placement"] == {
+        "trt_version": "8.5.2" if per_tensor else "10.3.0", "deconv_weights": "per-tensor" if per_tensor
+        else "per-channel"}
 
 
 def _shuffle_unit() -> tuple[Any, np.ndarray]:
