@@ -19,6 +19,12 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MAX_PIXELS = 100_000_000  # larger images are refused rather than exhausting memory
 
 
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Float pixel values back to uint8: rounded half to even (numpy's rint), clipped to 0..255. The one rounding
+    rule of frames and pictures (the GPU overlay kernel and its numpy twin round half up, as CUDA does)."""
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
 def list_images(folder: str | os.PathLike[str], *, recursive: bool = True) -> list[Path]:
     """Image files under ``folder``, sorted for determinism."""
     root = Path(folder)
@@ -65,7 +71,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         data = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if data.max(initial=0) > 255 or image.mode.startswith("I;16") else 255.0
-        gray = np.clip(np.round(data * (255.0 / peak)), 0, 255).astype(np.uint8)
+        gray = to_uint8(data * (255.0 / peak))
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
     if image.mode != "RGB":
         image = image.convert("RGB")  # L, P, RGBA, CMYK, ...: alpha dropped, gray replicated

@@ -33,12 +33,12 @@ import numpy as np
 
 from .errors import ArtifactError, InputError
 from .fileio import atomic_open
-from .images import load_image, load_mask
-from .spec import InputSpec, preprocess, resize_bilinear
+from .images import load_image, load_mask, to_uint8
+from .metrics import IGNORE_INDEX
+from .spec import InputSpec, preprocess, resize_bilinear, resize_mask_nearest
 
 REFERENCE_FILE = "reference.npz"
 REFERENCE_FORMAT = 2
-IGNORE_LABEL = 255
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 _REQUIRED = ("frames", "labels", "top2", "meta")
 # Frames kept by default: enough for a stable agreement figure, within a size budget at large inputs.
@@ -159,9 +159,9 @@ def _value_problems(ref: Reference) -> list[str]:
         problems.append(f"frames are {ref.frames.shape[1]}x{ref.frames.shape[2]}, the input spec says "
                         f"{spec.height}x{spec.width}")
     if ref.masks is not None:
-        bad = (ref.masks != IGNORE_LABEL) & (ref.masks >= classes)
+        bad = (ref.masks != IGNORE_INDEX) & (ref.masks >= classes)
         if bad.any():
-            problems.append(f"masks hold labels >= {classes} (other than {IGNORE_LABEL} = ignore)")
+            problems.append(f"masks hold labels >= {classes} (other than {IGNORE_INDEX} = ignore)")
     return problems
 
 
@@ -257,7 +257,7 @@ def synthetic_frames(count: int, height: int, width: int, *, seed: int = 0) -> n
                 inside = (np.abs(yy - cy) <= ry) & (np.abs(xx - cx) <= rx)
             image[inside] = colour
         image += rng.normal(0.0, 2.0, image.shape)  # a little sensor noise
-        frames[index] = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+        frames[index] = to_uint8(image)
     return frames
 
 
@@ -268,7 +268,7 @@ def frames_from_images(paths: Sequence[str | os.PathLike[str]], height: int, wid
     frames = np.empty((len(paths), height, width, 3), dtype=np.uint8)
     for index, path in enumerate(paths):
         resized = resize_bilinear(load_image(path), height, width)
-        frames[index] = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+        frames[index] = to_uint8(resized)
     return frames
 
 
@@ -283,14 +283,11 @@ def masks_from_files(paths: Sequence[str | os.PathLike[str]], height: int, width
     masks = np.empty((len(paths), height, width), dtype=np.uint8)
     for index, path in enumerate(paths):
         mask = load_mask(path)
-        src_h, src_w = mask.shape
-        ys = np.minimum(((np.arange(height) + 0.5) * (src_h / height)).astype(np.intp), src_h - 1)
-        xs = np.minimum(((np.arange(width) + 0.5) * (src_w / width)).astype(np.intp), src_w - 1)
-        masks[index] = mask[ys][:, xs]
-        bad = np.unique(mask[(mask != IGNORE_LABEL) & (mask >= num_classes)])
+        masks[index] = resize_mask_nearest(mask, height, width)
+        bad = np.unique(mask[(mask != IGNORE_INDEX) & (mask >= num_classes)])
         if bad.size:
             raise InputError(f"mask {path} holds labels outside the model's {num_classes} classes",
-                             expected=f"labels 0..{num_classes - 1}, or {IGNORE_LABEL} for ignore",
+                             expected=f"labels 0..{num_classes - 1}, or {IGNORE_INDEX} for ignore",
                              found="labels " + ", ".join(str(v) for v in bad[:8]),
                              fix="map the labels to train ids first, or validate with the model trained on them")
     return masks

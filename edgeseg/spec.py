@@ -183,6 +183,13 @@ def check_frame(frame: Any) -> np.ndarray:
     return frame
 
 
+def normalisation(spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(mean*255, 1/(std*255)) as float32: what ``preprocess`` subtracts and multiplies by (the GPU kernels too)."""
+    mean = np.asarray(spec.mean, dtype=np.float32) * 255.0
+    inv_std = 1.0 / (np.asarray(spec.std, dtype=np.float32) * 255.0)
+    return mean.astype(np.float32), inv_std.astype(np.float32)
+
+
 def preprocess(frame: np.ndarray, spec: InputSpec, frame_order: str = "RGB") -> np.ndarray:
     """Reference preprocessing: uint8 HxWx3 frame -> 1x3xHxW float32 model input."""
     check_frame(frame)
@@ -191,7 +198,6 @@ def preprocess(frame: np.ndarray, spec: InputSpec, frame_order: str = "RGB") -> 
     resized = resize_bilinear(frame, spec.height, spec.width)
     if frame_order != spec.channel_order:
         resized = resized[:, :, ::-1]
-    mean = np.asarray(spec.mean, dtype=np.float32) * 255.0
-    inv_std = 1.0 / (np.asarray(spec.std, dtype=np.float32) * 255.0)
+    mean, inv_std = normalisation(spec)
     normalised = (resized - mean) * inv_std
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None], dtype=np.float32)

@@ -8,7 +8,7 @@ resized with nearest neighbour so labels are never blended.
 
 Evaluation (training-time and ``edgeseg eval``): the image goes through
 ``spec.preprocess``; the mask is resized to the model size with nearest neighbour
-(``resize_mask``). Scores are therefore measured at the model resolution.
+(``spec.resize_mask_nearest``, the one nearest resize). Scores are therefore measured at the model resolution.
 """
 
 from __future__ import annotations
@@ -18,18 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..metrics import IGNORE_INDEX
-from ..spec import resize_bilinear
-
-
-def _nearest_index(dst: int, src: int) -> np.ndarray:
-    return np.minimum(((np.arange(dst) + 0.5) * (src / dst)).astype(np.intp), src - 1)
-
-
-def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of an HxW label map (half-pixel centres)."""
-    if mask.shape == (height, width):
-        return mask
-    return mask[_nearest_index(height, mask.shape[0])][:, _nearest_index(width, mask.shape[1])]
+from ..spec import resize_bilinear, resize_mask_nearest
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -62,7 +51,7 @@ def augment(
     scale = rng.uniform(config.scale_min, config.scale_max)
     sh, sw = max(1, round(height * scale)), max(1, round(width * scale))
     image = resize_image(image, sh, sw)
-    mask = resize_mask(mask, sh, sw)
+    mask = resize_mask_nearest(mask, sh, sw)
     if sh < height or sw < width:  # pad to at least the crop size
         ph, pw = max(height - sh, 0), max(width - sw, 0)
         image = np.pad(image, ((0, ph), (0, pw), (0, 0)))

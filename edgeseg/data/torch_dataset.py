@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..spec import InputSpec, preprocess
-from .augment import AugmentConfig, augment, resize_mask
+from ..spec import InputSpec, preprocess, resize_mask_nearest
+from .augment import AugmentConfig, augment
 from .folder import FolderDataset
 
 EVAL_AT = ("label", "input")  # score at the label's own resolution (the official protocol) or at the model's input
@@ -59,6 +59,6 @@ class SegmentationDataset(Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, index])
             image, mask = augment(image, mask, self.spec.size, rng, self.augment_config)
         elif self.eval_at == "input":
-            mask = resize_mask(mask, self.spec.height, self.spec.width)  # evaluation at model resolution
+            mask = resize_mask_nearest(mask, self.spec.height, self.spec.width)  # evaluation at model resolution
         tensor = torch.from_numpy(preprocess(np.ascontiguousarray(image), self.spec)[0])
         return tensor, torch.from_numpy(mask.astype(np.int64))

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import require
 from ..fileio import atomic_write_bytes
+from ..images import to_uint8
 from ..palette import DISAGREEMENT_COLOUR, class_palette, hex_colour
 from ..spec import resize_bilinear
 
@@ -34,7 +35,7 @@ def disagreement_overlay(frame: np.ndarray, reference: np.ndarray, candidate: np
     the reference mask and the candidate mask (both coloured with ``colours``, default the class palette)."""
     height, width = reference.shape
     if frame.shape[:2] != (height, width):
-        frame = np.clip(np.round(resize_bilinear(frame, height, width)), 0, 255).astype(np.uint8)
+        frame = to_uint8(resize_bilinear(frame, height, width))
     differ = reference != candidate
     left = (frame.astype(np.float32) * dim).astype(np.uint8)
     left[differ] = DISAGREEMENT_COLOUR

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError, InputError, ModelError, require
-from ..spec import CHANNEL_ORDERS, InputSpec, resize_mask_nearest
+from ..spec import CHANNEL_ORDERS, InputSpec, normalisation, resize_mask_nearest
 from . import cuda
 
 KERNEL_SOURCE = Path(__file__).with_name("kernels.cu")
@@ -48,13 +48,6 @@ BLOCK_2D = (16, 16, 1)
 BLOCK_1D = (256, 1, 1)
 MAX_CLASSES = 256  # the mask is uint8
 MAX_FRAME_SIDE = 32767  # kernels.cu's bilinear_coords: (2 * dst + 1) * src_size must fit an int32
-
-
-def normalisation(spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
-    """(mean*255, 1/(std*255)) as float32, computed exactly as spec.preprocess does."""
-    mean = np.asarray(spec.mean, dtype=np.float32) * 255.0
-    inv_std = 1.0 / (np.asarray(spec.std, dtype=np.float32) * 255.0)
-    return mean.astype(np.float32), inv_std.astype(np.float32)
 
 
 def numpy_argmax(logits: np.ndarray, out: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:

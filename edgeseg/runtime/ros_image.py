@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import InputError, require
+from ..images import to_uint8
 from ..spec import resize_mask_nearest
 from .kernels import numpy_overlay
 
@@ -74,7 +75,7 @@ def _yuv422_to_rgb(rows: np.ndarray, width: int, yuyv: bool) -> np.ndarray:
     u = np.repeat(u, 2, axis=1) - 128.0
     v = np.repeat(v, 2, axis=1) - 128.0
     rgb = np.stack([1.164 * y + 1.596 * v, 1.164 * y - 0.391 * u - 0.813 * v, 1.164 * y + 2.018 * u], axis=-1)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    return to_uint8(rgb)
 
 
 def _unsupported(encoding: str) -> InputError:

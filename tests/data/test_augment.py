@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeseg.data.augment import augment, resize_mask
+from edgeseg.data.augment import augment
+from edgeseg.spec import resize_mask_nearest
 
 
 def test_augment_crops_to_size_and_never_invents_labels():
@@ -28,7 +29,9 @@ def test_augment_is_reproducible_from_the_generator():
     assert not np.array_equal(a[0], c[0])
 
 
-def test_resize_mask_is_nearest():
+def test_augment_resizes_masks_nearest():
     mask = np.array([[0, 1], [2, 3]], np.uint8)
-    assert np.array_equal(resize_mask(mask, 4, 4), np.repeat(np.repeat(mask, 2, 0), 2, 1))
-    assert np.array_equal(resize_mask(resize_mask(mask, 4, 4), 2, 2), mask)
+    assert np.array_equal(resize_mask_nearest(mask, 4, 4), np.repeat(np.repeat(mask, 2, 0), 2, 1))
+    assert np.array_equal(resize_mask_nearest(resize_mask_nearest(mask, 4, 4), 2, 2), mask)
+    _, labels = augment(np.zeros((2, 2, 3), np.uint8), mask, (2, 2), np.random.default_rng(0))
+    assert set(np.unique(labels)) <= {0, 1, 2, 3, 255}  # never blended: only labels (and padding's ignore)

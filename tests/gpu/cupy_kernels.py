@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgeseg.palette import class_palette  # noqa: E402  (after the checkout is on the path)
 from edgeseg.runtime import kernels  # noqa: E402
-from edgeseg.spec import InputSpec, preprocess  # noqa: E402
+from edgeseg.spec import InputSpec, normalisation, preprocess  # noqa: E402
 
 SPEC = InputSpec(512, 1024)
 CLASSES = 19
@@ -57,7 +57,7 @@ class Gpu:
 
     def preprocess(self, frame: Any, dst: Any, spec: InputSpec, order: str) -> None:
         name = "preprocess_f16" if dst.dtype == np.float16 else "preprocess_f32"
-        mean, inv_std = kernels.normalisation(spec)
+        mean, inv_std = normalisation(spec)
         h, w = frame.shape[:2]
         args = (frame, np.int32(h), np.int32(w), np.int32(w * 3), dst, np.int32(spec.height), np.int32(spec.width),
                 np.int32(order != spec.channel_order), *(np.float32(v) for v in (*mean, *inv_std)))

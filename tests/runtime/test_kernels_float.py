@@ -17,8 +17,8 @@ import pytest
 
 from edgeseg.errors import InputError
 from edgeseg.runtime import kernels
-from edgeseg.runtime.kernels import KERNEL_SOURCE, GpuKernels, normalisation
-from edgeseg.spec import InputSpec, preprocess, resize_bilinear
+from edgeseg.runtime.kernels import KERNEL_SOURCE, GpuKernels
+from edgeseg.spec import InputSpec, normalisation, preprocess, resize_bilinear
 
 # double-only maths functions: their float forms end in f (floorf, fminf...); min/max on ints are fine
 DOUBLE_FUNCTIONS = ("floor", "ceil", "trunc", "round", "rint", "fmin", "fmax", "fabs", "sqrt", "exp", "log",

@@ -9,10 +9,9 @@ from edgeseg.errors import ConfigError
 from edgeseg.palette import class_palette
 from edgeseg.runtime.kernels import (
     KERNEL_SOURCE,
-    normalisation,
     numpy_overlay,
 )
-from edgeseg.spec import InputSpec, nearest_index, preprocess, resize_mask_nearest
+from edgeseg.spec import InputSpec, nearest_index, normalisation, preprocess, resize_mask_nearest
 
 
 def test_nearest_index_is_half_pixel() -> None:
