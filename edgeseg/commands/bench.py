@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ._common import POSITIVE, Progress, progress, quote, summary_table
+from .backend_option import backend_option
 from .option_groups import model_options, out_option, threads_option
 from .run import SOURCE_HELP
 
@@ -33,9 +34,14 @@ from .run import SOURCE_HELP
               help="Frames of --source to time [default: all of a file or bag, 300 of a camera].")
 @click.option("--allow-unvalidated", is_flag=True,
               help="With --source: time a folder whose accuracy gates failed or were not run.")
+@backend_option(runs_files=True, multiple=True,
+                help="Also time the build folder's files on this runtime (repeatable; e.g. openvino: model.onnx "
+                     "and the Q/DQ model.int8.onnx). ONNX Runtime, TensorRT and the build's own runtime are always "
+                     "timed.")
 def bench_cmd(artifacts: Path | None, onnx_files: tuple[Path, ...], model_name: str | None, weights: Path | None,
               iterations: int, warmup: int, threads: int | None, out: Path | None, no_plot: bool,
-              source: str | None, topic: str | None, max_frames: int | None, allow_unvalidated: bool) -> None:
+              source: str | None, topic: str | None, max_frames: int | None, allow_unvalidated: bool,
+              backend: tuple[str, ...] = ()) -> None:
     """Time PyTorch eager, ONNX Runtime FP32/INT8 and TensorRT on the same inputs (p50/p90/p99, fps).
 
     With --source (any `edgeseg run` source: bag, camera, video, folder), the build's runtime also
@@ -45,8 +51,13 @@ def bench_cmd(artifacts: Path | None, onnx_files: tuple[Path, ...], model_name: 
     from ..pipeline.bench import plan_bench, run_bench
 
     src = _check_source_options(artifacts, source, topic, max_frames, allow_unvalidated)
+    if backend and artifacts is None:
+        from ..errors import UsageError
+
+        raise UsageError("--backend times a build folder's files", found="no --artifacts",
+                         fix="add --artifacts engines/NAME")
     plan = plan_bench(artifacts=artifacts, onnx_files=list(onnx_files), model=model_name, weights=weights,
-                      threads=threads, out_dir=out)
+                      threads=threads, out_dir=out, backends=[b for b in backend if b != "auto"])
     source_latency = _time_source(artifacts, src, warmup, max_frames, plan.threads, allow_unvalidated) \
         if src is not None else None
     click.echo(f"timing {', '.join(r.name for r in plan.runners)}: {iterations} iterations after {warmup} "

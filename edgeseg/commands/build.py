@@ -20,6 +20,7 @@ from ._common import (
     resolve_calib,
     summary_table,
 )
+from .backend_option import backend_option
 from .option_groups import (
     CALIB_FOLDER_HELP,
     VAL_DATA_HELP,
@@ -68,7 +69,8 @@ TITLES = {"passed": "build passed", "failed": "build FAILED (an accuracy gate)",
                             "demo's held-out scenes, else calibration frames without ground truth].",
                   data_aliases=("--val",),
                   images_help="Frames kept in reference.npz [default: up to 32, fewer at large input sizes].")
-@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True)
+@backend_option(builds=True, help="The runtime the build targets and validates on (auto: TensorRT on a GPU, else "
+                                   "ONNX Runtime; with --precision best, every CPU runtime installed here).")
 @out_option(help="Build folder (default engines/<model>-<precision>).")
 @gate_options()
 @threads_option()

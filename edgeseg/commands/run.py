@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ._common import POSITIVE, quote, summary_table
+from .backend_option import backend_option
 
 SOURCE_HELP = ("Image folder, image or video file, camera index (0), v4l2:///dev/video0, csi://0, rtsp://..., "
                "gst:PIPELINE ! appsink, or bag:PATH (.mcap/.db3/.bag; with --topic). Cameras take "
@@ -35,8 +36,11 @@ class Outputs:
               help="Build folder (engines/NAME) with manifest.json.")
 @click.option("--source", required=True, help=SOURCE_HELP)
 @click.option("--topic", default=None, help="Image topic of a bag: source (needed when it has several).")
-@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), default="auto",
-              show_default=True, help="torch runs the PyTorch reference and needs --weights.")
+@backend_option(help="auto: the runtime the build chose when it is installed here (TensorRT on a GPU, else ONNX "
+                      "Runtime, else OpenVINO); torch runs the PyTorch reference and needs --weights.")
+@click.option("--device", default=None,
+              help="openvino: its device (CPU, GPU, NPU; default: the build's, else CPU; GPU/NPU untested); "
+                   "torch: cpu or cuda.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Checkpoint the folder was built from (only for --backend torch).")
 @click.option("--save", type=click.Path(path_type=Path), default=None,
@@ -50,11 +54,12 @@ class Outputs:
                    "--save bag, none without --save].")
 @click.option("--show", is_flag=True, help="Show overlays in a window (needs OpenCV with a GUI and a display).")
 @click.option("--max-frames", type=POSITIVE, default=None, help="Stop after this many frames.")
-@click.option("--threads", type=POSITIVE, default=None, help="CPU threads (onnxruntime backend).")
+@click.option("--threads", type=POSITIVE, default=None, help="CPU threads (onnxruntime and openvino backends).")
 @click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, help="Overlay opacity.")
 @click.option("--allow-unvalidated", is_flag=True,
               help="Run a folder whose accuracy gates failed or were not run (a warning says why).")
-def run_cmd(artifacts: Path, source: str, topic: str | None, backend: str, weights: Path | None, save: Path | None,
+def run_cmd(artifacts: Path, source: str, topic: str | None, backend: str, device: str | None, weights: Path | None,
+            save: Path | None,
             mask_topic: str | None, overlay_topic: str | None, json_file: Path | None, show: bool,
             max_frames: int | None, threads: int | None, alpha: float, allow_unvalidated: bool) -> None:
     """Run the segmentation loop on frames; report capture-to-mask latency (p50/p90/p99, jitter), FPS and
@@ -66,7 +71,7 @@ def run_cmd(artifacts: Path, source: str, topic: str | None, backend: str, weigh
     from ..runtime.segmenter import Segmenter
     from ..runtime.sources import parse_source, prepare_source
 
-    _check_backend(artifacts, backend, weights)
+    _check_backend(artifacts, backend, weights, device)
     src = parse_source(source, topic=topic)
     outputs = _plan_outputs(src, save, mask_topic, overlay_topic, json_file)
     cv2 = _gui_opencv() if show else None
@@ -75,7 +80,7 @@ def run_cmd(artifacts: Path, source: str, topic: str | None, backend: str, weigh
     _bag_topics(outputs, src)  # the output topics derive from the topic the source resolved
     _prepare_output_folders(outputs)
     seg = Segmenter.from_artifacts(artifacts, backend=backend, output_size="frame", threads=threads,
-                                   weights=weights, allow_unvalidated=allow_unvalidated)
+                                   weights=weights, device=device, allow_unvalidated=allow_unvalidated)
     if seg.warning:
         click.secho(seg.warning, fg="yellow", err=True)
     click.echo(f"running {seg.model_file} ({seg.precision}, {seg.name}; build verdict: {seg.validation_status}) "
@@ -87,8 +92,12 @@ def run_cmd(artifacts: Path, source: str, topic: str | None, backend: str, weigh
     _finish(artifacts, seg, src, outputs, outcome)
 
 
-def _check_backend(artifacts: Path, backend: str, weights: Path | None) -> None:
+def _check_backend(artifacts: Path, backend: str, weights: Path | None, device: str | None = None) -> None:
     from ..errors import UsageError
+
+    if device is not None and backend not in ("openvino", "torch"):
+        raise UsageError("--device picks OpenVINO's or PyTorch's device",
+                         found=f"--backend {backend}", fix="add --backend openvino (or torch), or drop --device")
 
     if backend == "torch" and weights is None:
         raise UsageError("--backend torch runs the PyTorch model and needs its weights (build folders hold none)",

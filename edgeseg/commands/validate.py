@@ -9,6 +9,7 @@ import click
 
 from ..pipeline.options import DEFAULT_MAX_MIOU_DROP, DEFAULT_MIN_AGREEMENT
 from ._common import DATASET, progress, quote, summary_table
+from .backend_option import backend_option
 from .option_groups import VAL_DATA_HELP, gate_options, val_data_options
 
 DEFAULT_GATES = (DEFAULT_MIN_AGREEMENT, DEFAULT_MAX_MIOU_DROP)  # pipeline.options owns them
@@ -65,11 +66,18 @@ def print_validation(result: Any) -> None:
               help="Overlay PNGs of the N images with the lowest agreement.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where validation.json and overlays go (default: the candidate's folder).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime / OpenVINO.")
+@backend_option(runs_files=True, help="The runtime that runs --candidate (auto: by its suffix: .onnx ONNX Runtime, "
+                                      ".engine TensorRT).")
+@click.option("--inference-precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+              help="--backend openvino: run the candidate with this inference-precision hint (bf16/fp16 where the "
+                   "CPU has them) [default: fp32].")
+@click.option("--device", default=None, help="--backend openvino: its device (CPU, GPU, NPU; GPU/NPU untested).")
 def validate_cmd(candidate: Path, reference: Path | None, model_name: str | None, weights: Path | None,
                  data_dir: Any, max_images: int | None, min_agreement: float | None,
                  max_miou_drop: float | None,
-                 worst_k: int, out: Path | None, threads: int | None) -> None:
+                 worst_k: int, out: Path | None, threads: int | None, backend: str = "auto",
+                 inference_precision: str | None = None, device: str | None = None) -> None:
     """Compare a candidate with the PyTorch model it came from: logits, argmax agreement, per-class IoU.
 
     \b
@@ -101,12 +109,17 @@ def validate_cmd(candidate: Path, reference: Path | None, model_name: str | None
     if model_name is not None and weights is None:
         raise UsageError("--model needs --weights", expected="the trained weights the candidate was exported from",
                          fix="pass --weights F, or use --reference DIR/reference.npz")
+    backend_options = {k: v for k, v in (("inference_precision", inference_precision), ("device", device)) if v}
+    if backend_options and backend != "openvino":
+        raise UsageError(f"--{next(iter(backend_options)).replace('_', '-')} is an OpenVINO setting",
+                         found=f"--backend {backend}", fix="add --backend openvino, or drop it")
     min_agreement, max_miou_drop = _gates(candidate, min_agreement, max_miou_drop)
     source: Any = reference if reference is not None else TorchReference(weights, model_name)  # type: ignore[arg-type]
     config = ValidationConfig(max_images=max_images, min_agreement=min_agreement, max_miou_drop=max_miou_drop,
                               worst_k=worst_k, threads=threads)
     result = validate_candidate(candidate, source, data_dir=data_dir, config=config, out_dir=out,
-                                progress=progress, raise_on_failure=False, files_optional=True)
+                                progress=progress, raise_on_failure=False, files_optional=True, backend=backend,
+                                backend_options=backend_options)
     print_validation(result)
     verdict = "validation passed" if result.passed else "validation FAILED"
     rows = [("candidate", str(candidate)), ("verdict", verdict)] + [("wrote", f) for f in result.files[:3]]

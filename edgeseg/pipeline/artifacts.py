@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArtifactError, require
+from ..errors import ArtifactError
 from ..manifest import MANIFEST_FILE, Manifest, find_manifest
 from ..onnx_model import OnnxModelInfo, read_onnx_model
 from ..spec import InputSpec
@@ -83,25 +83,21 @@ def candidate_input_spec(path: str | os.PathLike[str], info: OnnxModelInfo | Non
     return None, ""
 
 
-def open_backend(path: str | os.PathLike[str], *, threads: int | None = None) -> Any:
-    """A Backend for a candidate file: ONNX -> ONNX Runtime, .engine -> TensorRT."""
+def open_backend(path: str | os.PathLike[str], *, threads: int | None = None, backend: str = "auto",
+                 **options: Any) -> Any:
+    """A Backend for a candidate file: ``backend``, or by suffix the registry's choice (runtime/backend.py:
+    .onnx -> ONNX Runtime, .engine -> TensorRT); ``options`` go to the backend's factory."""
+    from ..errors import ConfigError
+    from ..runtime.backend import backend_for_file
+    from ..runtime.backend import open_backend as open_registered
+
     candidate = Path(path)
     if not candidate.is_file():
         raise ArtifactError("candidate model not found", expected=str(candidate), found="no such file",
                             fix="pass an existing model.onnx, model.int8*.onnx or model.engine")
-    suffix = candidate.suffix.lower()
-    if suffix == ".onnx":
-        require("onnxruntime", purpose="running ONNX models")
-        from ..runtime.ort_backend import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(candidate, threads=threads)
-    if suffix in ENGINE_SUFFIXES:
-        require("tensorrt", extra="trt", purpose="running TensorRT engines")
-        from ..runtime.trt import TensorRTSession
-
-        return TensorRTSession(candidate, manifest=load_manifest(candidate.parent))
-    raise ArtifactError(
-        f"cannot tell which backend runs {candidate.name}",
-        expected="an ONNX model (.onnx) or a TensorRT engine (" + ", ".join(ENGINE_SUFFIXES) + ")",
-        found=suffix or "no suffix",
-    )
+    try:
+        name = backend_for_file(candidate, backend)
+    except ConfigError as exc:
+        raise ArtifactError(exc.problem, expected=exc.expected, found=exc.found, fix=exc.fix) from None
+    manifest = load_manifest(candidate.parent) if candidate.suffix.lower() in ENGINE_SUFFIXES else None
+    return open_registered(name, candidate, threads=threads, manifest=manifest, folder=candidate.parent, **options)

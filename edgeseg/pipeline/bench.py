@@ -197,18 +197,57 @@ def ort_runner(path: Path, name: str, precision: str, threads: int) -> Runner:
                   input_shape=tuple(backend.input_shape))
 
 
+def backend_runner(path: Path, name: str, precision: str, threads: int, backend: str = "onnxruntime",
+                   **options: Any) -> Runner:
+    """A runner on any registered backend that runs files (runtime/backend.py); ``options`` go to its factory."""
+    if backend == "onnxruntime" and not options:
+        return ort_runner(path, name, precision, threads)
+    opened = open_backend(path, threads=threads, backend=backend, **options)
+    return Runner(name, backend, precision, opened.infer, opened.close, str(path),
+                  input_shape=tuple(opened.input_shape))
+
+
+def registry_runners(found: dict[str, Path], backends: Sequence[str], threads: int
+                     ) -> tuple[list[Runner], list[dict[str, str]]]:
+    """Runners for the build folder's files on each of ``backends`` beyond ONNX Runtime and TensorRT (which
+    plan_bench times anyway): every ``--precision best`` candidate of that backend whose file is present."""
+    from ..runtime.backend import backend_info
+
+    runners: list[Runner] = []
+    skipped: list[dict[str, str]] = []
+    for name in dict.fromkeys(backends):
+        if name in ("onnxruntime", "tensorrt", "torch"):
+            continue
+        info = backend_info(name)
+        if not info.available():
+            skipped.append({"name": name, "reason": f"{info.requires or name} is not installed here "
+                                                    f"({info.install_command()})"})
+            continue
+        for candidate in info.best_candidates():
+            label = f"{name}-{candidate.precision}"
+            if candidate.role not in found:
+                skipped.append({"name": label, "reason": f"no {candidate.role} artifact"})
+                continue
+            try:
+                runners.append(backend_runner(found[candidate.role], label, candidate.precision, threads, name,
+                                              **candidate.options))
+            except EdgesegError as exc:
+                skipped.append({"name": label, "reason": exc.problem})
+    return runners, skipped
+
+
 def _precision_of(path: Path) -> str:
     return "int8" if "int8" in path.name.lower() else ("fp16" if "fp16" in path.name.lower() else "fp32")
 
 
 # the build folder's roles plan_bench times with ONNX Runtime (role, runner name, precision); the engine besides
 ORT_RUNNERS = (("onnx", "ort-fp32", "fp32"), ("onnx_int8_cpu", "ort-int8", "int8"))
-TIMED_ROLES = tuple(role for role, _, _ in ORT_RUNNERS) + ("engine",)
+TIMED_ROLES = tuple(role for role, _, _ in ORT_RUNNERS) + ("engine", "onnx_int8_trt")  # + the Q/DQ file on OpenVINO
 
 
 def bench_key(*, artifacts: str | os.PathLike[str] | None = None, onnx_files: Sequence[str | os.PathLike[str]] = (),
               model: str | None = None, weights: str | os.PathLike[str] | None = None, threads: int | None = None,
-              iterations: int = 50, warmup: int = 10) -> dict[str, Any]:
+              iterations: int = 50, warmup: int = 10, backends: Sequence[str] = ()) -> dict[str, Any]:
     """Everything a ``plan_bench`` + ``run_bench`` with these arguments times and how: the hash of every file
     it would open (the build folder's timed roles, the --onnx files, the weights, the manifest that names the
     engine's runner), the model, the resolved thread count, iterations and warmup. The build's bench step key:
@@ -221,13 +260,16 @@ def bench_key(*, artifacts: str | os.PathLike[str] | None = None, onnx_files: Se
         files["manifest"] = sha256_file(manifest) if manifest.is_file() else None
     return {"artifacts": files, "onnx_files": [[Path(f).name, sha256_file(f)] for f in onnx_files],
             "model": model, "weights": sha256_file(weights) if weights is not None else None,
-            "threads": threads or usable_cores(), "iterations": iterations, "warmup": warmup, "version": __version__}
+            "threads": threads or usable_cores(), "iterations": iterations, "warmup": warmup, "version": __version__,
+            **({"backends": sorted(set(backends))} if backends else {})}
 
 
 def plan_bench(*, artifacts: str | os.PathLike[str] | None = None, onnx_files: Sequence[str | os.PathLike[str]] = (),
                model: str | None = None, weights: str | os.PathLike[str] | None = None, threads: int | None = None,
-               out_dir: str | os.PathLike[str] | None = None) -> BenchPlan:
-    """Open every runner that can run here; list the others with the reason they were skipped."""
+               out_dir: str | os.PathLike[str] | None = None, backends: Sequence[str] = ()) -> BenchPlan:
+    """Open every runner that can run here; list the others with the reason they were skipped. ``backends``:
+    also time the folder's files on these registered backends (runtime/backend.py; the build's own backend,
+    e.g. openvino, always)."""
     if artifacts is None and not onnx_files:
         raise UsageError("nothing to benchmark", expected="--artifacts engines/NAME or --onnx FILE [--onnx FILE2]")
     if threads is not None and threads < 1:
@@ -257,6 +299,9 @@ def plan_bench(*, artifacts: str | os.PathLike[str] | None = None, onnx_files: S
                 skipped.append({"name": "tensorrt", "reason": exc.problem})
         else:
             skipped.append({"name": "tensorrt", "reason": f"no model.engine in {artifacts}"})
+        more, missing = registry_runners(found, [*backends, *([manifest.backend] if manifest else [])], threads)
+        runners += more
+        skipped += missing
     names = {r.name for r in runners}
     for file in onnx_files:
         path = Path(file)

@@ -25,6 +25,7 @@ from ..lock import LOCK_FILE, folder_lock
 from ..manifest import MANIFEST_FILE, Manifest, write_manifest
 from ..quant.ranges import METHODS
 from ..report.writer import write_report
+from ..runtime.backend import choose_for_build
 from ..runtime.segmenter import tensorrt_available
 from .bench import BenchResult
 from .options import (  # noqa: F401  (BACKENDS, the seeds: build.py's names before options.py)
@@ -79,12 +80,12 @@ def resolve_options(options: BuildOptions, log: Callable[[str], None] = print) -
 
 
 def choose_backend(requested: str) -> str:
-    if requested == "auto":
-        return "tensorrt" if tensorrt_available() else "onnxruntime"
+    """The backend a build targets: the registry's choice (runtime/backend.py; auto: TensorRT where it runs,
+    else ONNX Runtime)."""
     if requested == "tensorrt" and not tensorrt_available():
         raise ConfigError("--backend tensorrt was asked for but TensorRT (with a GPU) is not available here",
                           fix="build on the Jetson (see Dockerfile.jetson), or use --backend onnxruntime")
-    return requested
+    return choose_for_build(requested)
 
 
 @dataclass
@@ -143,7 +144,8 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
         log(f"removed {stale.name}, left by an interrupted build")
     if (out / MANIFEST_FILE).is_file():  # the first step starts: the old promise is void until this run validates
         (out / MANIFEST_FILE).unlink()
-    notices = [steps.backend_notice(backend, options.precision, out)]
+    notices = [steps.backend_notice("auto" if options.backend == "auto" and backend != "tensorrt" else backend,
+                                    options.precision, out)]
     log("notice: " + notices[-1])
     if checked.calib_opened:
         log(f"calibration frames: {checked.calib_opened}")
@@ -161,16 +163,22 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
         candidate, engine_info = steps.build_trt(runner, source, spec, options, out, done)
     elif is_qdq:
         candidate = fp32_onnx  # a Q/DQ ONNX runs in ONNX Runtime as it is
-    elif options.precision == "best":  # measured here: the fastest of FP32 and INT8 that passes the gates
-        from . import int8_steps
+    elif options.precision == "best":  # measured here: the fastest candidate (runtime x file) that passes the gates
+        from . import best
 
-        candidate, selection = int8_steps.select_fastest(runner, [fp32_onnx, out / "model.int8.ort.onnx"], options,
-                                                         out, done, log)
-        engine_info = {"build": {"selection": int8_steps.selection_record(selection)}}
+        candidate, selection = best.select_best(runner, best.candidates_here(backend, options.backend, out), options,
+                                                out, done, log)
+        backend, runtime = str(selection["backend"]), best.runtime_record(selection)
+        engine_info = {"build": {"selection": best.selection_record(selection), "runtime": runtime}}
     else:
-        candidate = out / ("model.int8.ort.onnx" if options.precision == "int8" else fp32_onnx.name)
-    validation, why = steps.run_validation_step(runner, candidate, options, out, done, log, progress)
-    bench = steps.run_bench_step(runner, candidate, options, out, done, progress)
+        int8_file = "model.int8.ort.onnx" if backend == "onnxruntime" else "model.int8.onnx"  # OpenVINO: the Q/DQ
+        candidate = out / (int8_file if options.precision == "int8" else fp32_onnx.name)
+    runtime_options = {k: v for k, v in ((engine_info.get("build") or {}).get("runtime") or {}).items()
+                       if k != "backend"}
+    on = {} if backend == "tensorrt" else {"backend": backend, "backend_options": runtime_options}
+    validation, why = steps.run_validation_step(runner, candidate, options, out, done, log, progress, **on)
+    bench = steps.run_bench_step(runner, candidate, options, out, done, progress,
+                        backends=[backend] if backend not in ("onnxruntime", "tensorrt") else [])
     manifest = steps.assemble_manifest(meta, spec, options, backend, out, candidate, calibration, engine_info,
                                        validation, why, bench)
     write_report(out, manifest=manifest, validation=validation, bench=bench, calibration=calibration,

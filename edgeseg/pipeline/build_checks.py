@@ -120,6 +120,10 @@ def _dataset_name(label: str) -> str:
 
 def check_backend_precision(backend: str, precision: str) -> None:
     """--precision fp16 asks for TensorRT: an option this machine cannot honour (exit 2, before any work)."""
+    if backend == "openvino" and precision == "fp16":
+        raise UsageError("--precision fp16 is TensorRT's; on OpenVINO --precision best tries the fp16 and bf16 "
+                         "inference hints where the CPU has them", found="--backend openvino",
+                         fix="use --precision best, int8 or fp32 with --backend openvino")
     if backend == "onnxruntime" and precision == "fp16":
         raise UsageError("--precision fp16 needs TensorRT; ONNX Runtime on the CPU runs fp32 or int8",
                          found="no TensorRT here (backend onnxruntime)",

@@ -55,13 +55,23 @@ def _counted(progress: Progress) -> Callable[..., Any]:
 
 
 def backend_notice(backend: str, precision: str, out: Path) -> str:
+    """``backend``: the one the build targets, "auto" when it was not named and is a CPU one."""
     if backend == "tensorrt":
         return f"building a TensorRT {precision} engine"
+    if backend not in ("auto", "onnxruntime") and precision != "best":  # another CPU runtime named, e.g. openvino
+        run = "model.int8.onnx (Q/DQ)" if precision == "int8" else "model.onnx"
+        return (f"TensorRT is not installed here: {run} is validated on {backend}. On the Jetson run: "
+                f"edgeseg build --onnx {_quote(out / 'model.int8.onnx')} --backend tensorrt")
     if precision == "int8":
         return ("TensorRT is not installed here: building the ONNX Runtime INT8 model instead. On the Jetson run: "
                 f"edgeseg build --onnx {_quote(out / 'model.int8.onnx')} --backend tensorrt")
     if precision == "best":
-        return ("TensorRT is not installed here: ONNX Runtime FP32 and INT8 are both validated and timed, and the "
+        from ..runtime.backend import best_candidates
+
+        runtimes = sorted({c.backend for c in best_candidates() if c.backend != "tensorrt"} - {"onnxruntime"})
+        what = "ONNX Runtime FP32 and INT8 are both" if not runtimes or backend != "auto" else \
+            f"ONNX Runtime FP32 and INT8 and {', '.join(runtimes)}'s candidates are all"
+        return (f"TensorRT is not installed here: {what} validated and timed, and the "
                 "fastest that passes the gates is kept. On the Jetson run: "
                 f"edgeseg build --onnx {_quote(out / 'model.int8.onnx')} --backend tensorrt")
     return ("TensorRT is not installed here: the FP32 ONNX model runs with ONNX Runtime. On the Jetson run: "
@@ -204,8 +214,10 @@ def build_trt(runner: StepRunner, source: Path, spec: InputSpec, options: BuildO
 
 # -- 4. validate, 5. latency -------------------------------------------------------------------------
 def run_validation_step(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, done: dict[str, bool],
-             log: Log, progress: Progress | None) -> tuple[ValidationResult | None, str]:
-    """The candidate against reference.npz (the robot's check); (None, why) when there is no reference."""
+             log: Log, progress: Progress | None, backend: str = "auto",
+             backend_options: dict[str, Any] | None = None) -> tuple[ValidationResult | None, str]:
+    """The candidate against reference.npz (the robot's check) on ``backend`` (auto: by its suffix) with
+    ``backend_options`` (OpenVINO's inference precision); (None, why) when there is no reference."""
     reference = out / REFERENCE_FILE
     if not reference.is_file():
         why = (f"no {REFERENCE_FILE} beside {options.onnx} (edgeseg export writes it)" if options.onnx
@@ -220,11 +232,13 @@ def run_validation_step(runner: StepRunner, candidate: Path, options: BuildOptio
                               threads=options.threads, max_images=None)
     key = {"candidate": sha256_file(candidate), "reference": sha256_file(reference),
            "val": [str(val_dir), sha256_files(val_files)] if val_dir else None,
-           "gates": [options.min_agreement, options.max_miou_drop], "version": __version__}
+           "gates": [options.min_agreement, options.max_miou_drop], "version": __version__,
+           **({"backend": [backend, backend_options or {}]} if backend not in ("auto", "onnxruntime") else {})}
 
     def run() -> ValidationResult:
         result = validate_candidate(candidate, reference, data_dir=val_dir, config=config, out_dir=out,
-                                    raise_on_failure=False, progress=_counted(progress) if progress else None)
+                                    raise_on_failure=False, progress=_counted(progress) if progress else None,
+                                    backend=backend, backend_options=backend_options)
         return result
 
     outcome = runner.run("validate", key, [out / "validation.json"], run, result_type=ValidationResult)
@@ -240,16 +254,16 @@ BUILD_BENCH_WARMUP = 3  # untimed runs per runner before the build's timing
 
 
 def run_bench_step(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, done: dict[str, bool],
-          progress: Progress | None = None) -> BenchResult | None:
-    standard = candidate.name in ("model.onnx", "model.int8.ort.onnx", "model.engine")
+          progress: Progress | None = None, backends: list[str] | None = None) -> BenchResult | None:
+    standard = candidate.name in ("model.onnx", "model.int8.ort.onnx", "model.engine") or bool(backends)
     # one set of arguments for the plan and the key: the key covers every file the plan times
     planned: dict[str, Any] = {"artifacts": out, "onnx_files": [] if standard else [candidate], "model": None,
                                "weights": options.weights, "threads": options.threads}
-    key = {**bench_key(**planned, iterations=options.bench_iterations, warmup=BUILD_BENCH_WARMUP),
-           "candidate": sha256_file(candidate)}
+    key = {**bench_key(**planned, iterations=options.bench_iterations, warmup=BUILD_BENCH_WARMUP,
+                       backends=backends or ()), "candidate": sha256_file(candidate)}
 
     def run() -> BenchResult:
-        plan = plan_bench(**planned)
+        plan = plan_bench(**planned, backends=backends or ())
         result, _ = run_bench(plan, iterations=options.bench_iterations, warmup=BUILD_BENCH_WARMUP,
                               progress=_counted(progress) if progress else None)
         return result

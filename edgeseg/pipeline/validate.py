@@ -105,23 +105,27 @@ def validate_candidate(
     write: bool = True,
     raise_on_failure: bool = True,
     files_optional: bool = False,
+    backend: str = "auto",
+    backend_options: dict[str, Any] | None = None,
 ) -> ValidationResult:
     """Compare ``candidate_path`` with the reference; write validation.json + overlays into
     ``out_dir`` (default: the candidate's folder); raise AccuracyError if a gate is missed.
     ``files_optional``: a read-only ``out_dir`` leaves the files unwritten (``result.not_written`` says why)
-    instead of failing: the verdict does not need them (``edgeseg validate`` on a read-only robot folder)."""
+    instead of failing: the verdict does not need them (``edgeseg validate`` on a read-only robot folder).
+    ``backend``: the registered runtime that runs the candidate (auto: by its suffix), ``backend_options`` its
+    factory's options (OpenVINO: inference_precision, device)."""
     config = config or ValidationConfig()
     config.check()
     candidate = Path(candidate_path)
     show = progress or _no_progress
-    backend = open_backend(candidate, threads=config.threads)
+    runtime = open_backend(candidate, threads=config.threads, backend=backend, **(backend_options or {}))
     try:
         if isinstance(reference, TorchReference):
-            compared = _against_pytorch(reference, backend, candidate, data_dir, config, show)
+            compared = _against_pytorch(reference, runtime, candidate, data_dir, config, show)
         else:
-            compared = _against_reference_file(Path(reference), backend, candidate, data_dir, config, show)
+            compared = _against_reference_file(Path(reference), runtime, candidate, data_dir, config, show)
     finally:
-        backend.close()
+        runtime.close()
     tally, spec, notes = compared.tally, compared.spec, compared.notes
     ref_label, kind = compared.label, compared.kind
     classes, data_classes = compared.classes, compared.data_classes

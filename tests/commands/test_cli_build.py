@@ -353,7 +353,8 @@ def test_best_on_the_cpu_validates_and_times_both_and_keeps_the_fastest_that_pas
         built: tuple[Path, object], tiny_data: Path) -> None:
     out, _ = built
     args = ["build", "--model", MODEL, "--input-size", "128x128", "--calib", str(tiny_data / "images"),
-            "--calib-images", "4", "--val-data", str(tiny_data), "--precision", "best", "--out", str(out)]
+            "--calib-images", "4", "--val-data", str(tiny_data), "--precision", "best", "--out", str(out),
+            "--backend", "onnxruntime"]  # its two candidates (OpenVINO's: tests/runtime/test_openvino_backend.py)
     result = CliRunner().invoke(main, [*args, *GATES])
     assert result.exit_code == 0, result.output
     selection = json.loads((out / "selection.json").read_text())
@@ -379,7 +380,7 @@ def test_best_on_the_cpu_validates_and_times_both_and_keeps_the_fastest_that_pas
 
 
 def test_pick_fastest_skips_candidates_that_fail_the_gates() -> None:
-    from edgeseg.pipeline.int8_steps import pick_fastest
+    from edgeseg.pipeline.best import pick_fastest
 
     rows = {"model.onnx": {"passed": True, "p50_ms": 20.0}, "model.int8.ort.onnx": {"passed": False, "p50_ms": 9.0}}
     assert pick_fastest(rows, default="model.onnx") == "model.onnx"
