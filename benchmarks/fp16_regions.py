@@ -88,7 +88,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     cond = acc.conditions(args, {})
     cond["cpu_isa"] = cpu_isa()
     seconds: dict[str, float] = {}
-    export = acc.edgeseg("export", "--weights", str(args.weights), "--out", str(work), "--num-samples", "4")
+    export = acc.edgeseg("export", "--weights", str(args.weights), "--out", str(work), "--val-images", "4")
     seconds["export"] = round(acc.run(export, log)[1], 1)
     files: dict[str, Path] = {}
     regions: dict[str, Any] = {}

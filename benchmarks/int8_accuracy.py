@@ -139,13 +139,14 @@ def validate(candidate: Path, out_dir: Path, args: argparse.Namespace, log: Path
     out_dir.mkdir(parents=True, exist_ok=True)
     result = out_dir / "validation.json"
     result.unlink(missing_ok=True)
-    cmd = edgeseg("validate", "--candidate", str(candidate), "--weights", str(args.weights), "--data", str(args.test),
-                  "--min-agreement", str(MIN_AGREEMENT), "--max-miou-drop", str(MAX_DROP), "--worst", "0",
+    cmd = edgeseg("validate", "--candidate", str(candidate), "--weights", str(args.weights),
+                  "--val-data", str(args.test), "--min-agreement", str(MIN_AGREEMENT), "--max-miou-drop", str(MAX_DROP),
+                  "--worst", "0",
                   "--out", str(out_dir), "--threads", str(args.threads))
     if args.model:
         cmd += ["--model", args.model]
     if args.max_test_images:
-        cmd += ["--max-images", str(args.max_test_images)]
+        cmd += ["--val-images", str(args.max_test_images)]
     _, seconds = run(cmd, log, ok_codes=(0, 1))  # 1: a gate was missed, validation.json is still written
     if not result.is_file():
         raise RuntimeError(f"validate wrote no {result} (log: {log})")
@@ -225,8 +226,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     candidates: list[tuple[str, str, Path]] = [("FP32 ONNX (model.onnx)", "-", work / "model.onnx")]
     for method in args.methods:
         print(f"calibrating: {method}", flush=True)
-        cmd = edgeseg("calibrate", "--onnx", str(work / "model.onnx"), "--calib", str(args.calib), "--method", method,
-                      "--calib-images", str(args.calib_images), "--out", str(work / method))
+        cmd = edgeseg("calibrate", "--onnx", str(work / "model.onnx"), "--calib", str(args.calib),
+                      "--calib-method", method, "--calib-images", str(args.calib_images), "--out", str(work / method))
         cmd += ["--percentile", str(args.percentile)] if method == "percentile" else []
         seconds[f"calibrate {method}"] = round(run(cmd, log)[1], 1)
         label = f"{method} ({args.percentile})" if method == "percentile" else method
