@@ -138,3 +138,23 @@ def test_module_docstrings_name_the_table_s_layer() -> None:
             wrong.append(f"{path.relative_to(ROOT)} says layer {named.group(1)}, the table "
                          f"{table[unit_of(module)][0]}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_ros_code_that_needs_rclpy_stays_in_ros2() -> None:
+    # docs/architecture.md: ROS messages and bags are runtime code (no rclpy); the node is ros2/, imported by nothing
+    outside = [f"{MODULES[a.source].relative_to(ROOT)}:{a.line}" for a in arrows()
+               if a.target.startswith("edgeseg.ros2") and not a.source.startswith("edgeseg.ros2")]
+    rclpy = [f"{path.relative_to(ROOT)}:{node.lineno}" for module, path in MODULES.items()
+             if not module.startswith("edgeseg.ros2")
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if "rclpy" in _library_names(node)]
+    assert not outside and not rclpy, (outside, rclpy)
+
+
+def _library_names(node: ast.AST) -> set[str]:
+    """The top-level names an import statement loads (``import a.b`` -> a, ``from a.b import c`` -> a)."""
+    if isinstance(node, ast.Import):
+        return {alias.name.split(".")[0] for alias in node.names}
+    if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+        return {node.module.split(".")[0]}
+    return set()
