@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "edgeseg"
@@ -55,14 +55,12 @@ def unit_of(module: str) -> str:
     return parts[1] + "/" if (PACKAGE / parts[1]).is_dir() else parts[1]
 
 
-@dataclass(frozen=True)
-class Arrow:
+class Arrow(NamedTuple):
+    """``source`` imports ``target`` at ``line`` of its file."""
+
     source: str
     target: str
     line: int
-
-    def __str__(self) -> str:
-        return f"{MODULES[self.source].relative_to(ROOT)}:{self.line} imports {self.target}"
 
 
 def _targets(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
@@ -103,7 +101,8 @@ def test_every_import_points_down_the_layer_table() -> None:
     for arrow in arrows():
         source, target = unit_of(arrow.source), unit_of(arrow.target)
         if table[target] > table[source]:  # equal: the same unit, or two of layer 0's modules
-            wrong.append(f"{arrow} (layer {table[source][0]} {source} -> layer {table[target][0]} {target})")
+            wrong.append(f"{MODULES[arrow.source].relative_to(ROOT)}:{arrow.line} imports {arrow.target} "
+                         f"(layer {table[source][0]} {source} -> layer {table[target][0]} {target})")
     assert not wrong, "imports that run back up docs/architecture.md's Layers table:\n" + "\n".join(wrong)
 
 
