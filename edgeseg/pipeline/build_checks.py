@@ -8,6 +8,7 @@ build neither reads it twice nor says something else later.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def preflight(options: BuildOptions, backend: str) -> Preflight:
             option = "--fallback auto" if options.fallback == "auto" else "--sensitivity"
             raise UsageError(f"{Path(options.onnx).name} is already quantized: {option} re-quantizes the float "
                              "model", found=f"--onnx {options.onnx} (Q/DQ)",
-                             fix=f"pass --onnx {steps._quote(Path(options.onnx).parent / 'model.onnx')} (the float "
+                             fix=f"pass --onnx {shlex.quote(str(Path(options.onnx).parent / 'model.onnx'))} (the float "
                                  f"model), or drop {option}")
         num_classes = int(meta.get("num_classes") or 0) or None
     else:

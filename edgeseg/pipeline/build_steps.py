@@ -7,6 +7,7 @@ step runs through ``StepRunner`` and records whether it was skipped in ``done``.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import typing
 from collections.abc import Callable
@@ -61,10 +62,10 @@ def backend_notice(backend: str, precision: str, out: Path) -> str:
     if backend not in ("auto", "onnxruntime") and precision != "best":  # another CPU runtime named, e.g. openvino
         run = "model.int8.onnx (Q/DQ)" if precision == "int8" else "model.onnx"
         return (f"TensorRT is not installed here: {run} is validated on {backend}. On the Jetson run: "
-                f"edgeseg build --onnx {_quote(out / 'model.int8.onnx')} --backend tensorrt")
+                f"edgeseg build --onnx {shlex.quote(str(out / 'model.int8.onnx'))} --backend tensorrt")
     if precision == "int8":
         return ("TensorRT is not installed here: building the ONNX Runtime INT8 model instead. On the Jetson run: "
-                f"edgeseg build --onnx {_quote(out / 'model.int8.onnx')} --backend tensorrt")
+                f"edgeseg build --onnx {shlex.quote(str(out / 'model.int8.onnx'))} --backend tensorrt")
     if precision == "best":
         from ..runtime.backend import best_candidates
 
@@ -73,15 +74,10 @@ def backend_notice(backend: str, precision: str, out: Path) -> str:
             f"ONNX Runtime FP32 and INT8 and {', '.join(runtimes)}'s candidates are all"
         return (f"TensorRT is not installed here: {what} validated and timed, and the "
                 "fastest that passes the gates is kept. On the Jetson run: "
-                f"edgeseg build --onnx {_quote(out / 'model.int8.onnx')} --backend tensorrt")
+                f"edgeseg build --onnx {shlex.quote(str(out / 'model.int8.onnx'))} --backend tensorrt")
     return ("TensorRT is not installed here: the FP32 ONNX model runs with ONNX Runtime. On the Jetson run: "
-            f"edgeseg build --onnx {_quote(out / 'model.onnx')} --precision {precision} --backend tensorrt")
+            f"edgeseg build --onnx {shlex.quote(str(out / 'model.onnx'))} --precision {precision} --backend tensorrt")
 
-
-def _quote(path: Path | str) -> str:
-    from shlex import quote
-
-    return quote(str(path))
 
 
 # -- 1. export ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shlex
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -292,7 +293,7 @@ def accuracy_fix(candidate: Path) -> str:
     method = (f"another calibration method ({' or '.join(others)}; this one used {used})" if used
               else f"another calibration method ({' | '.join(METHODS)})")
     return (f"re-calibrate with {method} or more --calib-images, or keep the layers that cost the most in float "
-            f"({float_kind}): edgeseg build --onnx {_quote(onnx)} --int8 --fallback auto")
+            f"({float_kind}): edgeseg build --onnx {shlex.quote(str(onnx))} --int8 --fallback auto")
 
 
 def accuracy_next_commands(candidate: Path) -> list[str]:
@@ -300,14 +301,9 @@ def accuracy_next_commands(candidate: Path) -> list[str]:
     with its float model beside it), else a look at what failed."""
     onnx = candidate.parent / "model.onnx"
     if "int8" in candidate.name.lower() and onnx.is_file():
-        return [f"edgeseg build --onnx {_quote(onnx)} --int8 --fallback auto"]
-    return [f"less {_quote(candidate.parent / VALIDATION_FILE)}"]
+        return [f"edgeseg build --onnx {shlex.quote(str(onnx))} --int8 --fallback auto"]
+    return [f"less {shlex.quote(str(candidate.parent / VALIDATION_FILE))}"]
 
-
-def _quote(path: Path) -> str:
-    from shlex import quote
-
-    return quote(str(path))
 
 
 # -- spec and shapes --------------------------------------------------------------------------
