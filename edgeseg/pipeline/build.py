@@ -209,7 +209,8 @@ def _int8_models(runner: StepRunner, fp32_onnx: Path, spec: Any, options: BuildO
     from .build_data import default_calib
 
     calib_dir = options.calib or default_calib(out, spec, log)
-    calibration = int8_steps.run_calibration_step(runner, fp32_onnx, calib_dir, options, out, done, progress)
+    calibrated = int8_steps.run_calibration_step(runner, fp32_onnx, calib_dir, options, out, done, progress)
+    calibration = calibrated.to_dict()  # the manifest's JSON section, built from the typed step results
     float_layers: list[str] = []
     if options.fallback == "auto":
         found = int8_steps.run_fallback_step(runner, fp32_onnx, calib_dir, options, out, backend, done, log, progress)
@@ -223,11 +224,11 @@ def _int8_models(runner: StepRunner, fp32_onnx: Path, spec: Any, options: BuildO
     quantized = int8_steps.run_quantize_step(runner, fp32_onnx, options, out, done, float_layers)
     calibration["concat_scales"] = options.concat_scales
     calibration["high_precision"] = options.high_precision  # what was asked; float_regions: what the file holds
-    calibration["float_regions"] = quantized.get("float_regions", {"high_precision": "fp32"})
-    if quantized.get("trt_fusion"):  # predicted TensorRT fusion of model.int8.onnx (quant/trt_fusion.py)
-        calibration["trt_fusion"] = quantized["trt_fusion"]
+    calibration["float_regions"] = quantized.float_regions or {"high_precision": "fp32"}
+    if quantized.trt_fusion:  # predicted TensorRT fusion of model.int8.onnx (quant/trt_fusion.py)
+        calibration["trt_fusion"] = quantized.trt_fusion
     calibration["float_layers"] = float_layers
-    calibration["seconds"] = {**calibration.get("seconds", {}), **quantized.get("seconds", {})}
+    calibration["seconds"] = {**calibrated.seconds, **quantized.seconds}
     return calibration
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,48 @@ FALLBACK_FILE = "fallback.json"
 # on TensorRT a layer without Q/DQ runs in FP16 (the INT8 build allows FP16); ONNX Runtime's CPU runs it in FP32
 FLOAT_PRECISION = {"tensorrt": "fp16", "onnxruntime": "fp32"}
 LATENCY_ITERATIONS = 10
+
+
+@dataclass
+class CalibrationResult:
+    """What the calibrate step did (steps.json; the manifest's ``calibration`` section starts from it)."""
+
+    method: str
+    folder: str  # the calibration source as given (a folder, bag:PATH (topic T), a dataset's images)
+    images: int  # frames used
+    skipped: list[list[str]]  # [file, why] of the frames left out
+    tensors: int  # activation ranges computed
+    seconds: dict[str, float]
+    bag: dict[str, Any] | None = None  # a bag's path, topic, storage and frame stamps, as ranges.json records them
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.bag is None:
+            del data["bag"]  # a folder's record has none
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CalibrationResult:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass
+class QuantizeResult:
+    """What the quantize step wrote: model.int8.onnx's float regions, its predicted TensorRT fusion, timings."""
+
+    concat_scales: str
+    float_layers: list[str]
+    seconds: dict[str, float]
+    float_regions: dict[str, Any]  # read back from model.int8.onnx's metadata (fp16_regions.float_regions_of)
+    trt_version: str
+    trt_fusion: dict[str, Any] | None = None  # quant/trt_fusion.py's prediction, brief
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> QuantizeResult:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def calibrate_config(options: BuildOptions):  # -> quant.calibrate.CalibrateConfig
@@ -101,12 +144,12 @@ def calibration_key(config: CalibrateConfig) -> dict[str, Any]:
 
 
 def run_calibration_step(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,
-              out: Path, done: dict[str, bool], progress: Progress | None) -> dict[str, Any]:
+              out: Path, done: dict[str, bool], progress: Progress | None) -> CalibrationResult:
     config = calibrate_config(options)  # one config for the pass and its key: they cannot drift apart
     key = {"onnx": sha256_file(fp32_onnx), "calib": _calib_identity(calib_dir), **calibration_key(config),
            "version": __version__}
 
-    def run() -> dict[str, Any]:
+    def run() -> CalibrationResult:
         on_progress, close = progress("calibrating") if progress else (None, None)
         try:
             ranges, images, seconds = calibrate_ranges(fp32_onnx, calib_dir, config, out_dir=out,
@@ -114,38 +157,37 @@ def run_calibration_step(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSo
         finally:
             if close is not None:
                 close()
-        result = {"method": options.calib_method, "folder": str(calib_dir), "images": len(images.used),
-                  "skipped": [list(s) for s in images.skipped], "tensors": len(ranges.tensors), "seconds": seconds}
-        if images.bag is not None:  # the bag, topic and frame stamps, as ranges.json records them
-            result["bag"] = images.bag
-        return result
+        return CalibrationResult(str(options.calib_method), str(calib_dir), len(images.used),
+                                 [list(s) for s in images.skipped], len(ranges.tensors), dict(seconds), images.bag)
 
-    outcome = runner.run("calibrate", key, [out / "ranges.json", out / "calibration.cache"], run)
+    outcome = runner.run("calibrate", key, [out / "ranges.json", out / "calibration.cache"], run,
+                         result_type=CalibrationResult)
     done["calibrate"] = outcome.skipped
-    return dict(outcome.result or {})
+    return outcome.result
 
 
 def run_quantize_step(runner: StepRunner, fp32_onnx: Path, options: BuildOptions, out: Path, done: dict[str, bool],
-             float_layers: list[str]) -> dict[str, Any]:
+             float_layers: list[str]) -> QuantizeResult:
     config = calibrate_config(options)
     key = {**_quantize_inputs(fp32_onnx, out),
            "concat_scales": options.concat_scales, "float_layers": float_layers,
            "high_precision": options.high_precision, "trt_version": config.trt_version, "version": __version__}
 
-    def run() -> dict[str, Any]:
+    def run() -> QuantizeResult:
         trt_path, _, seconds = write_int8_models(fp32_onnx, load_ranges(out / "ranges.json"), out, config,
                                                  float_layers=float_layers)
         from ..quant.trt_fusion import predict_fusion
 
         written = load_onnx(trt_path)
-        return {"concat_scales": options.concat_scales, "float_layers": float_layers, "seconds": seconds,
-                "float_regions": float_regions_of(written), "trt_version": config.trt_version,
-                # what TensorRT should fuse (a prediction from its documented Q/DQ rules, no engine built)
-                "trt_fusion": predict_fusion(written, config.trt_version).to_dict(brief=True)}
+        return QuantizeResult(options.concat_scales, list(float_layers), dict(seconds), float_regions_of(written),
+                              config.trt_version,
+                              # what TensorRT should fuse (a prediction from its documented Q/DQ rules, no engine built)
+                              predict_fusion(written, config.trt_version).to_dict(brief=True))
 
-    outcome = runner.run("quantize", key, [out / "model.int8.onnx", out / "model.int8.ort.onnx"], run)
+    outcome = runner.run("quantize", key, [out / "model.int8.onnx", out / "model.int8.ort.onnx"], run,
+                         result_type=QuantizeResult)
     done["quantize"] = outcome.skipped
-    return dict(outcome.result or {})
+    return outcome.result
 
 
 def run_fallback_step(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,

@@ -24,14 +24,14 @@ def test_the_calibration_key_follows_the_bag_and_topic(tmp_path: Path) -> None:
     options = BuildOptions(calib_method="minmax", calib_images=3)
     runner = StepRunner(out, log=lambda _: None)
 
-    def calibrate(source: BagCalibSource) -> tuple[bool, dict]:
+    def calibrate(source: BagCalibSource) -> tuple[bool, int8_steps.CalibrationResult]:
         done: dict[str, bool] = {}
         result = int8_steps.run_calibration_step(runner, onnx_path, source, options, out, done, None)
         return done["calibrate"], result
 
     skipped, result = calibrate(BagCalibSource(bag, "/cam/image_raw"))
-    assert not skipped and result["images"] == 3 and result["folder"] == f"bag:{bag} (topic /cam/image_raw)"
-    assert result["bag"]["topic"] == "/cam/image_raw" and len(result["bag"]["stamps_ns"]) == 3
+    assert not skipped and result.images == 3 and result.folder == f"bag:{bag} (topic /cam/image_raw)"
+    assert result.bag is not None and result.bag["topic"] == "/cam/image_raw" and len(result.bag["stamps_ns"]) == 3
     assert calibrate(BagCalibSource(bag, "/cam/image_raw"))[0]  # unchanged: cached
     assert not calibrate(BagCalibSource(bag, "/other"))[0]  # another topic
     bag.unlink()

@@ -28,13 +28,13 @@ def test_the_calibration_key_follows_the_dataset_images(tmp_path: Path) -> None:
     options = BuildOptions(calib_method="minmax", calib_images=2)
     runner = StepRunner(out, log=lambda _: None)
 
-    def calibrate(text: str) -> tuple[bool, dict]:
+    def calibrate(text: str) -> tuple[bool, int8_steps.CalibrationResult]:
         done: dict[str, bool] = {}
         result = int8_steps.run_calibration_step(runner, onnx_path, source(text), options, out, done, None)
         return done["calibrate"], result
 
     skipped, result = calibrate(f"cityscapes:{root}")
-    assert not skipped and result["images"] == 2 and result["folder"] == f"cityscapes:{root}"
+    assert not skipped and result.images == 2 and result.folder == f"cityscapes:{root}"
     assert calibrate(f"cityscapes:{root}")[0]  # unchanged: cached
     assert not calibrate(f"cityscapes:{root}:val")[0]  # another split
     first = next((root / "leftImg8bit" / "val").rglob("*.png"))

@@ -90,3 +90,34 @@ def test_a_recorded_summary_of_another_shape_reruns_the_step(tmp_path: Path) -> 
     outcome = StepRunner(tmp_path, log=lambda _: None).run("validate", {"k": 1}, [marker], step,
                                                            result_type=ValidationResult)
     assert not outcome.skipped and calls == [1] and outcome.result is None
+
+
+def test_calibration_and_quantize_results_are_typed_ran_or_skipped(tmp_path: Path) -> None:
+    from helpers.tiny_onnx import write_images
+
+    from edgeseg.pipeline import int8_steps
+    from edgeseg.pipeline.options import BuildOptions
+
+    onnx_path = save_conv_onnx(tmp_path / "build" / "model.onnx", spec=SPEC)
+    out = onnx_path.parent
+    frames = tmp_path / "frames"
+    write_images(frames, 3)
+    options = BuildOptions(calib_method="minmax", calib_images=2)
+
+    def steps() -> tuple[dict[str, bool], int8_steps.CalibrationResult, int8_steps.QuantizeResult]:
+        done: dict[str, bool] = {}
+        runner = StepRunner(out, log=lambda _: None)
+        calibrated = int8_steps.run_calibration_step(runner, onnx_path, frames, options, out, done, None)
+        return done, calibrated, int8_steps.run_quantize_step(runner, onnx_path, options, out, done, [])
+
+    done, calibrated, quantized = steps()
+    assert not done["calibrate"] and not done["quantize"]
+    assert calibrated.images == 2 and calibrated.method == "minmax" and calibrated.bag is None
+    assert "bag" not in calibrated.to_dict()  # a folder's record has none, as before
+    assert quantized.float_layers == [] and quantized.trt_fusion is not None
+    done, calibrated_again, quantized_again = steps()
+    assert done["calibrate"] and done["quantize"]
+    assert calibrated_again == calibrated and quantized_again == quantized
+    recorded = json.loads((out / "steps.json").read_text())
+    assert int8_steps.CalibrationResult.from_dict(recorded["calibrate"]["summary"]) == calibrated
+    assert int8_steps.QuantizeResult.from_dict(recorded["quantize"]["summary"]) == quantized

@@ -95,26 +95,26 @@ def test_quantize_step_records_and_keys_the_high_precision(model: Path, calib: P
     onnx_path.write_bytes(model.read_bytes())
     runner = StepRunner(out, log=lambda _: None)
 
-    def steps(high_precision: str) -> tuple[dict[str, bool], dict]:
+    def steps(high_precision: str) -> tuple[dict[str, bool], int8_steps.QuantizeResult]:
         options = BuildOptions(calib_method="minmax", calib_images=2, high_precision=high_precision)
         done: dict[str, bool] = {}
         int8_steps.run_calibration_step(runner, onnx_path, calib, options, out, done, None)
         return done, int8_steps.run_quantize_step(runner, onnx_path, options, out, done, [])
 
     done, result = steps("fp16")
-    assert not done["quantize"] and result["float_regions"]["high_precision"] == "fp16"
-    assert result["trt_version"] == "10.3.0" and has_fp16(onnx.load(str(out / "model.int8.onnx")))
-    fusion = result["trt_fusion"]  # the predicted fusion rides with the step's record into the manifest
+    assert not done["quantize"] and result.float_regions["high_precision"] == "fp16"
+    assert result.trt_version == "10.3.0" and has_fp16(onnx.load(str(out / "model.int8.onnx")))
+    fusion = result.trt_fusion  # the predicted fusion rides with the step's record into the manifest
     assert fusion["prediction"] is True and fusion["trt_version"] == "10.3.0" and fusion["round_trips"] == 0
     assert fusion["int8_weighted_layers"] == fusion["weighted_layers"] > 0
     done, result = steps("fp16")
-    assert done["quantize"] and result["float_regions"]["high_precision"] == "fp16"  # cached, same record
+    assert done["quantize"] and result.float_regions["high_precision"] == "fp16"  # cached, same record
     done, result = steps("fp32")
-    assert not done["quantize"] and result["float_regions"] == {"high_precision": "fp32"}  # another key
+    assert not done["quantize"] and result.float_regions == {"high_precision": "fp32"}  # another key
     assert not has_fp16(onnx.load(str(out / "model.int8.onnx")))
     monkeypatch.setattr(int8_steps, "target_trt_version", lambda: "8.5.2")
     done, result = steps("fp16")  # a TensorRT 8.5 machine: float32 regions, the builder's FP16 flag instead
-    assert not done["quantize"] and result["float_regions"] == {"high_precision": "fp32"}
+    assert not done["quantize"] and result.float_regions == {"high_precision": "fp32"}
     assert json.loads((out / "ranges.json").read_text())["method"] == "minmax"
 
 
