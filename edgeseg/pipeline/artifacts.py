@@ -13,9 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, ConfigError
 from ..manifest import MANIFEST_FILE, Manifest, find_manifest
 from ..onnx_model import OnnxModelInfo, read_onnx_model
+from ..runtime.backend import backend_for_file
+from ..runtime.backend import open_backend as open_registered
 from ..spec import InputSpec
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -87,10 +89,6 @@ def open_backend(path: str | os.PathLike[str], *, threads: int | None = None, ba
                  **options: Any) -> Any:
     """A Backend for a candidate file: ``backend``, or by suffix the registry's choice (runtime/backend.py:
     .onnx -> ONNX Runtime, .engine -> TensorRT); ``options`` go to the backend's factory."""
-    from ..errors import ConfigError
-    from ..runtime.backend import backend_for_file
-    from ..runtime.backend import open_backend as open_registered
-
     candidate = Path(path)
     if not candidate.is_file():
         raise ArtifactError("candidate model not found", expected=str(candidate), found="no such file",

@@ -26,6 +26,7 @@ from ..manifest import MANIFEST_FILE
 from ..reference import preprocess_frames, synthetic_frames
 from ..report.latency_notes import BUSY_LOAD_PER_CORE, latency_notes, noise_reasons
 from ..report.plots import latency_plot
+from ..runtime.backend import backend_info
 from ..runtime.torch_backend import TorchBackend
 from .artifacts import candidate_input_spec, discover_artifacts, load_manifest, open_backend
 
@@ -211,8 +212,6 @@ def registry_runners(found: dict[str, Path], backends: Sequence[str], threads: i
                      ) -> tuple[list[Runner], list[dict[str, str]]]:
     """Runners for the build folder's files on each of ``backends`` beyond ONNX Runtime and TensorRT (which
     plan_bench times anyway): every ``--precision best`` candidate of that backend whose file is present."""
-    from ..runtime.backend import backend_info
-
     runners: list[Runner] = []
     skipped: list[dict[str, str]] = []
     for name in dict.fromkeys(backends):

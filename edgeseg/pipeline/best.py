@@ -20,9 +20,11 @@ from ..fileio import atomic_write_json, sha256_file
 from ..reference import REFERENCE_FILE
 from ..runtime.backend import Candidate, best_candidates
 from .artifacts import STANDARD_NAMES
+from .bench import backend_runner, benchmark
 from .build import BuildOptions
 from .build_steps import Log
 from .step_cache import StepRunner
+from .validate import ValidationConfig, validate_candidate
 
 SELECTION_FILE = "selection.json"
 
@@ -75,8 +77,6 @@ def pick_fastest(rows: dict[str, dict[str, Any]], *, default: str) -> str:
 
 def gate_verdict(path: Path, candidate: Candidate, reference: Path, options: BuildOptions) -> dict[str, Any]:
     """``path`` on ``candidate``'s runtime against reference.npz with the build's gates, nothing written."""
-    from .validate import ValidationConfig, validate_candidate
-
     gates = ValidationConfig(min_agreement=options.min_agreement, max_miou_drop=options.max_miou_drop,
                              threads=options.threads)
     result = validate_candidate(path, reference, config=gates, write=False, raise_on_failure=False,
@@ -89,8 +89,6 @@ def gate_verdict(path: Path, candidate: Candidate, reference: Path, options: Bui
 def _measure_and_pick(candidates: list[tuple[str, Candidate, Path]], options: BuildOptions, out: Path, log: Log
                       ) -> dict[str, Any]:
     import numpy as np
-
-    from .bench import backend_runner, benchmark
 
     reference = out / REFERENCE_FILE
     rows: dict[str, dict[str, Any]] = {}

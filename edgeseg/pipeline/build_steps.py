@@ -25,6 +25,7 @@ from ..onnx_model import class_colors_from_metadata, read_onnx_model
 from ..palette import stored_colours
 from ..quant.lint import check_qdq
 from ..reference import REFERENCE_FILE, load_reference
+from ..runtime.backend import best_candidates
 from ..spec import InputSpec
 from .artifacts import discover_artifacts
 from .bench import BenchResult, bench_key, plan_bench, run_bench
@@ -67,8 +68,6 @@ def backend_notice(backend: str, precision: str, out: Path) -> str:
         return ("TensorRT is not installed here: building the ONNX Runtime INT8 model instead. On the Jetson run: "
                 f"edgeseg build --onnx {shlex.quote(str(out / 'model.int8.onnx'))} --backend tensorrt")
     if precision == "best":
-        from ..runtime.backend import best_candidates
-
         runtimes = sorted({c.backend for c in best_candidates() if c.backend != "tensorrt"} - {"onnxruntime"})
         what = "ONNX Runtime FP32 and INT8 are both" if not runtimes or backend != "auto" else \
             f"ONNX Runtime FP32 and INT8 and {', '.join(runtimes)}'s candidates are all"

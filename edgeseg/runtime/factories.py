@@ -10,16 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..manifest import find_manifest
+from .torch_backend import TorchBackend
+from .trt import TensorRTSession
 
 
 def open_tensorrt(path: str | os.PathLike[str], *, threads: int | None = None, manifest: Any = None,
                   folder: Path | None = None, buffers: str = "auto", **_: Any) -> Any:
     """A TensorRTSession on an engine (``threads`` has no meaning on the GPU)."""
-    from .trt import TensorRTSession
-
     if manifest is None:
-        from ..manifest import find_manifest
-
         manifest = find_manifest(Path(path).parent)
     return TensorRTSession(path, manifest=manifest, buffers=buffers)
 
@@ -27,8 +26,6 @@ def open_tensorrt(path: str | os.PathLike[str], *, threads: int | None = None, m
 def open_torch(path: str | os.PathLike[str] | None, *, threads: int | None = None, manifest: Any = None,
                folder: Path | None = None, device: str = "cpu", **_: Any) -> Any:
     """The PyTorch reference from the checkpoint ``path`` a build folder (its manifest) was built from."""
-    from .torch_backend import TorchBackend
-
     if path is None or manifest is None:
         raise UsageError("the torch backend needs the checkpoint and the build folder's manifest",
                          fix="pass --weights CHECKPOINT (the file the folder was built from)")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError, InputError, require
+from .backend import Candidate
 
 CACHE_DIR_NAME = "openvino_cache"
 DEFAULT_DEVICE = "CPU"
@@ -162,8 +163,6 @@ def open_openvino(path: str | os.PathLike[str], *, threads: int | None = None, m
 def best_candidates(device: str = DEFAULT_DEVICE) -> list[Any]:
     """What ``--precision best`` times with OpenVINO on ``device``: model.onnx in FP32 and model.int8.onnx (Q/DQ),
     each also with a bf16 / fp16 inference-precision hint where the device has it."""
-    from .backend import Candidate
-
     found = [Candidate("openvino", "onnx", "fp32", {"inference_precision": "fp32", "device": device}),
              Candidate("openvino", "onnx_int8_trt", "int8", {"inference_precision": "fp32", "device": device})]
     for hint in device_precisions(device):

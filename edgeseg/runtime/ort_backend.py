@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, DependencyError, InputError, require
+from .backend import Candidate
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -116,6 +117,4 @@ def open_onnxruntime(path: str | os.PathLike[str], *, threads: int | None = None
 
 def best_candidates() -> list[Any]:
     """What ``--precision best`` times with ONNX Runtime: model.onnx (FP32) and model.int8.ort.onnx (INT8)."""
-    from .backend import Candidate
-
     return [Candidate("onnxruntime", "onnx", "fp32"), Candidate("onnxruntime", "onnx_int8_cpu", "int8")]
