@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol, Union, runtime_checkable
 
 import numpy as np
 
-from ..errors import ConfigError, install_command, require
+from ..errors import ConfigError, DependencyError, install_command, require
 
 
 @runtime_checkable
@@ -178,11 +178,19 @@ def choose_for_folder(requested: str, artifacts: dict[str, str], folder: Path, *
         return requested
     present = {role for role, name in artifacts.items() if (folder / name).is_file()}
     own = _REGISTRY.get(built_with)
-    if own is not None and own.auto_rank is not None and validated_role in present and own.runs(validated_role or "") \
-            and own.available():
+    validated_here = own is not None and own.auto_rank is not None and validated_role in present \
+        and own.runs(validated_role or "")
+    if validated_here and own is not None and own.available():
         return own.name
     for info in ranked():
         if present & set(info.roles) and info.available():
+            if validated_here and own is not None and info.runs(validated_role or ""):
+                # the file the build validated on its runtime would run on another one: not silently
+                raise DependencyError(
+                    f"the build validated {artifacts.get(validated_role or '', validated_role)} on {own.name}, "
+                    f"which is not installed here", found=f"{own.requires or own.name} missing",
+                    fix=f"{own.install_command()}, or pass --backend {info.name} to run that file on {info.name} "
+                        "(not the runtime its gates were checked on)")
             return info.name
     return "onnxruntime"
 

@@ -162,3 +162,25 @@ def test_build_for_openvino_refuses_fp16_before_any_work(tmp_path: Path) -> None
     result = CliRunner().invoke(main, ["build", "--onnx", str(onnx), "--precision", "fp16", "--backend", "openvino"])
     assert result.exit_code == 2 and "--precision best" in result.output and "Traceback" not in result.output
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["model.onnx"]
+
+
+def test_auto_does_not_move_an_openvino_build_to_another_runtime_silently(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeseg.fileio import sha256_file
+    from edgeseg.manifest import Manifest, write_manifest
+    from edgeseg.runtime.segmenter import Segmenter
+
+    folder = tmp_path / "b"
+    save_conv_onnx(folder / "model.int8.onnx", spec=SPEC, qdq=True, metadata=False)
+    write_manifest(folder, Manifest(model="tiny", num_classes=4, input_spec=SPEC, backend="openvino",
+                                    artifacts={"onnx_int8_trt": "model.int8.onnx"},
+                                    hashes={"onnx_int8_trt": sha256_file(folder / "model.int8.onnx")},
+                                    validation={"status": "passed", "candidate": "onnx_int8_trt"}))
+    monkeypatch.setitem(sys.modules, "openvino", None)  # the robot has no OpenVINO
+    with pytest.raises(DependencyError) as caught:
+        Segmenter.from_artifacts(folder)
+    assert "validated model.int8.onnx on openvino" in str(caught.value)
+    assert "pip install 'edgeseg[openvino]'" in str(caught.value) and "--backend onnxruntime" in str(caught.value)
+    seg = Segmenter.from_artifacts(folder, backend="onnxruntime")  # asked for by name: runs, on ONNX Runtime
+    assert seg.name == "onnxruntime"
+    seg.close()
