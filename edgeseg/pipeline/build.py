@@ -27,7 +27,11 @@ from ..quant.ranges import METHODS
 from ..report.writer import write_report
 from ..runtime.backend import choose_for_build
 from ..runtime.segmenter import tensorrt_available
+from . import build_steps as steps
+from . import int8_steps
 from .bench import BenchResult
+from .build_checks import check_backend_precision, preflight
+from .build_data import default_calib
 from .options import (  # noqa: F401  (BACKENDS, the seeds: build.py's names before options.py)
     BACKENDS,
     DEFAULT_CALIB_METHOD,
@@ -116,8 +120,6 @@ def run_build(options: BuildOptions, *, log: Callable[[str], None] = print,
               progress: Callable[..., Any] | None = None) -> BuildResult:
     """Run every step into ``options.out``; ``progress(label) -> (on_progress(done, total), close)`` shows
     long steps (the CLI passes ``commands._common.progress_callback``)."""
-    from .build_checks import check_backend_precision, preflight
-
     options = resolve_options(options, log)
     backend = choose_backend(options.backend)
     check_backend_precision(backend, options.precision)
@@ -135,9 +137,6 @@ def run_build(options: BuildOptions, *, log: Callable[[str], None] = print,
 
 def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[str], None],
                 progress: Callable[..., Any] | None, checked: Any = None) -> BuildResult:
-    from . import build_steps as steps
-    from .build_checks import preflight
-
     checked = checked if checked is not None else preflight(options, backend)
     before = _file_stamps(out)
     for stale in remove_stale_temp_files(out):
@@ -205,9 +204,6 @@ def _int8_models(runner: StepRunner, fp32_onnx: Path, spec: Any, options: BuildO
                  done: dict[str, bool], log: Callable[[str], None], progress: Callable[..., Any] | None
                  ) -> dict[str, Any]:
     """calibrate -> [fallback | sensitivity] -> quantize; what the manifest records under ``calibration``."""
-    from . import int8_steps
-    from .build_data import default_calib
-
     calib_dir = options.calib or default_calib(out, spec, log)
     calibrated = int8_steps.run_calibration_step(runner, fp32_onnx, calib_dir, options, out, done, progress)
     calibration = calibrated.to_dict()  # the manifest's JSON section, built from the typed step results
