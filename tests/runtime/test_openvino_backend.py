@@ -184,3 +184,19 @@ def test_auto_does_not_move_an_openvino_build_to_another_runtime_silently(tmp_pa
     seg = Segmenter.from_artifacts(folder, backend="onnxruntime")  # asked for by name: runs, on ONNX Runtime
     assert seg.name == "onnxruntime"
     seg.close()
+
+
+def test_an_openvino_ir_is_run_by_openvino(tmp_path: Path) -> None:
+    ov = _openvino()
+    from edgeseg.pipeline.artifacts import open_backend
+    from edgeseg.runtime.backend import backend_for_file
+
+    onnx = save_conv_onnx(tmp_path / "model.onnx", spec=SPEC, metadata=False)
+    xml = tmp_path / "model.xml"
+    ov.save_model(ov.Core().read_model(str(onnx)), str(xml))  # e.g. what NNCF's PTQ writes
+    assert backend_for_file(xml) == "openvino"
+    backend = open_backend(xml, threads=1)  # validate --candidate model.xml takes the same path
+    try:
+        assert backend.name == "openvino" and backend.output_shape[1] == 4
+    finally:
+        backend.close()
