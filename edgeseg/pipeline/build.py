@@ -211,10 +211,8 @@ def _int8_models(runner: StepRunner, fp32_onnx: Path, spec: Any, options: BuildO
     if options.fallback == "auto":
         found = int8_steps.run_fallback_step(runner, fp32_onnx, calib_dir, options, out, backend, done, log, progress)
         if found is not None:
-            float_layers = list(found.get("kept", []))
-            calibration["fallback"] = {k: found.get(k) for k in ("passed", "kept", "precision_of_kept", "cap",
-                                                                 "next_layers", "latency_ms")}
-            calibration["fallback"]["trials"] = len(found.get("trials", []))
+            float_layers = found.kept
+            calibration["fallback"] = found.manifest_section()
     elif options.sensitivity:
         int8_steps.run_sensitivity_step(runner, fp32_onnx, calib_dir, options, out, done, progress)
     quantized = int8_steps.run_quantize_step(runner, fp32_onnx, options, out, done, float_layers)

@@ -30,7 +30,7 @@ from ..quant.calibrate import (
     write_ort_int8,
     write_trt_int8,
 )
-from ..quant.fallback import Trial, greedy_fallback
+from ..quant.fallback import FallbackResult, Trial, greedy_fallback
 from ..quant.fp16_regions import float_regions_of
 from ..quant.ranges import load_ranges
 from ..quant.sensitivity import SENSITIVITY_JSON, SENSITIVITY_MD
@@ -91,6 +91,37 @@ class QuantizeResult:
     @classmethod
     def from_dict(cls, data: Any) -> QuantizeResult:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass
+class FallbackRecord:
+    """fallback.json: the greedy search (quant.fallback), the precision the kept layers run in, what they cost."""
+
+    search: FallbackResult
+    precision_of_kept: str  # fp16 on TensorRT (no Q/DQ), fp32 on the CPU
+    latency_ms: dict[str, Any]  # p50 per candidate on the CPU, or a note
+
+    @property
+    def passed(self) -> bool:
+        return self.search.passed
+
+    @property
+    def kept(self) -> list[str]:
+        return self.search.kept
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.search.to_dict(), "precision_of_kept": self.precision_of_kept, "latency_ms": self.latency_ms}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> FallbackRecord:
+        search = FallbackResult(int(data["cap"]), [Trial(**t) for t in data["trials"]], list(data.get("ranking", [])))
+        return cls(search, str(data["precision_of_kept"]), dict(data["latency_ms"]))
+
+    def manifest_section(self) -> dict[str, Any]:
+        """The manifest's ``calibration.fallback``: the outcome, not every trial."""
+        return {"passed": self.passed, "kept": self.kept, "precision_of_kept": self.precision_of_kept,
+                "cap": self.search.cap, "next_layers": self.search.next_layers, "latency_ms": self.latency_ms,
+                "trials": len(self.search.trials)}
 
 
 def calibrate_config(options: BuildOptions):  # -> quant.calibrate.CalibrateConfig
@@ -192,7 +223,7 @@ def run_quantize_step(runner: StepRunner, fp32_onnx: Path, options: BuildOptions
 
 def run_fallback_step(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,
              out: Path, backend: str, done: dict[str, bool], log: Log,
-             progress: Progress | None) -> dict[str, Any] | None:
+             progress: Progress | None) -> FallbackRecord | None:
     """The layers to keep in float (fallback.json), or None when there is no reference to aim at."""
     reference = out / REFERENCE_FILE
     if not reference.is_file():
@@ -202,15 +233,17 @@ def run_fallback_step(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSourc
            "reference": sha256_file(reference), "backend": backend, "concat_scales": options.concat_scales,
            "high_precision": options.high_precision,
            "gates": [options.min_agreement, options.max_miou_drop], "cap": options.fallback_cap,
+           "trt_version": calibrate_config(options).trt_version,  # the trials' Q/DQ files are written for it
            "version": __version__}
     outcome = runner.run("fallback", key, [out / FALLBACK_FILE],
-                         lambda: _search(fp32_onnx, calib_dir, options, out, backend, log, progress))
+                         lambda: _search(fp32_onnx, calib_dir, options, out, backend, log, progress),
+                         result_type=FallbackRecord)
     done["fallback"] = outcome.skipped
-    return dict(outcome.result or {})
+    return outcome.result
 
 
 def _search(fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions, out: Path, backend: str,
-            log: Log, progress: Progress | None) -> dict[str, Any]:
+            log: Log, progress: Progress | None) -> FallbackRecord:
     ranges, config, model = load_ranges(out / "ranges.json"), calibrate_config(options), load_onnx(fp32_onnx)
     with tempfile.TemporaryDirectory(prefix="edgeseg-fallback-") as tmp:
         work = Path(tmp)
@@ -239,13 +272,13 @@ def _search(fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions, out:
             return sensitivity.ranked()
 
         result = greedy_fallback(evaluate, ranking, cap=options.fallback_cap, log=log)
-        summary = {**result.to_dict(), "precision_of_kept": FLOAT_PRECISION[backend],
-                   "latency_ms": _latency_cost(candidates, len(result.kept), backend, options)}
+        record = FallbackRecord(result, FLOAT_PRECISION[backend],
+                                _latency_cost(candidates, len(result.kept), backend, options))
     if not result.passed:
         log(f"fallback: still failing with {options.fallback_cap} layer(s) in float (--fallback-cap); next would be: "
             + ", ".join(result.next_layers))
-    atomic_write_json(out / FALLBACK_FILE, summary)
-    return summary
+    atomic_write_json(out / FALLBACK_FILE, record.to_dict())
+    return record
 
 
 def _gate_verdict(candidate: Path, reference: Path, options: BuildOptions) -> dict[str, Any]:

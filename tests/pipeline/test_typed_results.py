@@ -121,3 +121,18 @@ def test_calibration_and_quantize_results_are_typed_ran_or_skipped(tmp_path: Pat
     recorded = json.loads((out / "steps.json").read_text())
     assert int8_steps.CalibrationResult.from_dict(recorded["calibrate"]["summary"]) == calibrated
     assert int8_steps.QuantizeResult.from_dict(recorded["quantize"]["summary"]) == quantized
+
+
+def test_fallback_record_round_trips_through_fallback_json() -> None:
+    from edgeseg.pipeline.int8_steps import FallbackRecord
+    from edgeseg.quant.fallback import FallbackResult, Trial
+
+    search = FallbackResult(cap=2, trials=[Trial([], False, 0.95, 1.2, ["argmax agreement 0.95 < 0.99"]),
+                                           Trial(["conv_7"], True, 0.995, 0.1)], ranking=["conv_7", "conv_3"])
+    record = FallbackRecord(search, "fp32", {"0": 4.1, "1": 4.6, "iterations": 20, "threads": 2})
+    written = _json_round_trip(record.to_dict())
+    assert FallbackRecord.from_dict(written) == record
+    assert written["passed"] is True and written["kept"] == ["conv_7"] and written["precision_of_kept"] == "fp32"
+    section = record.manifest_section()
+    assert section == {"passed": True, "kept": ["conv_7"], "precision_of_kept": "fp32", "cap": 2, "next_layers": [],
+                       "latency_ms": record.latency_ms, "trials": 2}
