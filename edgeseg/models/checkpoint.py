@@ -34,7 +34,7 @@ from ..errors import ModelError, UsageError, require
 from ..fileio import atomic_open
 from ..spec import InputSpec
 from .registry import create_model, model_info
-from .weights import CHECKPOINT_FORMAT, SAFETENSORS_METADATA_KEY, _load_into, _read, extract_state_dict
+from .weights import CHECKPOINT_FORMAT, SAFETENSORS_METADATA_KEY, extract_state_dict, load_state_into, open_weights_file
 
 PLAIN_DEFAULT_CLASSES = 19  # create_model's default: plain weights when neither caller nor file says otherwise
 _CHECKPOINT_FIELDS = ("format", "model", "num_classes", "classes", "input_spec", "state_dict", "model_options")
@@ -99,7 +99,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, fix: str | None = None) -> 
 
     ``fix`` replaces the generic advice when the file is not an edgeseg checkpoint (a command knows its options).
     """
-    target, obj = _read(path)
+    target, obj = open_weights_file(path)
     return checkpoint_from(obj, source=str(target), fix=fix)
 
 
@@ -123,7 +123,7 @@ def is_checkpoint(obj: Any) -> bool:
 
 def read_weights_file(path: str | os.PathLike[str]) -> Any:
     """The safely unpickled content of a weights file (for callers that inspect it first)."""
-    return _read(path)[1]
+    return open_weights_file(path)[1]
 
 
 # -- weights file -> model: the one owner ------------------------------------------------------------
@@ -165,7 +165,7 @@ def read_checkpoint_info(path: str | os.PathLike[str], *, model: str | None = No
                          default_num_classes: int | None = None, require_checkpoint: bool | str = False,
                          origin: str | None = None, **overrides: Any) -> CheckpointInfo:
     """What ``model_from_weights`` would build from ``path``, without building it (same arguments, same errors)."""
-    target, obj = _read(path)
+    target, obj = open_weights_file(path)
     return _checkpoint_info(target, obj, model=model, num_classes=num_classes,
                             default_num_classes=default_num_classes, require_checkpoint=require_checkpoint,
                             origin=origin, overrides=overrides)
@@ -188,12 +188,12 @@ def model_from_weights(path: str | os.PathLike[str], *, model: str | None = None
     The file is read once, safely (``torch.load(weights_only=True)``); every failure is a ModelError
     or UsageError that says what to pass instead.
     """
-    target, obj = _read(path)
+    target, obj = open_weights_file(path)
     info = _checkpoint_info(target, obj, model=model, num_classes=num_classes,
                             default_num_classes=default_num_classes, require_checkpoint=require_checkpoint,
                             origin=origin, overrides=overrides)
     net = create_model(info.model, num_classes=info.num_classes, **info.model_options)
-    _load_into(net, target, obj)
+    load_state_into(net, target, obj)
     return net.eval(), info
 
 

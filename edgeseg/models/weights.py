@@ -48,7 +48,7 @@ class WeightsReport:
     dropped: list[str] = field(default_factory=list)  # classifier keys left out of a backbone file
 
 
-def _read(path: str | os.PathLike[str]) -> tuple[Path, Any]:
+def open_weights_file(path: str | os.PathLike[str]) -> tuple[Path, Any]:
     target = Path(path)
     if not target.is_file():
         raise ModelError("weights file not found", expected="an existing .pt/.pth/.safetensors file",
@@ -231,11 +231,11 @@ def _check_keys(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str], *, strict: bool = True) -> WeightsReport:
     """Load a weights file into ``model``, or raise a ModelError that says why not and what to do."""
-    target, obj = _read(path)
-    return _load_into(model, target, obj, strict=strict)
+    target, obj = open_weights_file(path)
+    return load_state_into(model, target, obj, strict=strict)
 
 
-def _load_into(model: nn.Module, target: Path, obj: Any, *, strict: bool = True) -> WeightsReport:
+def load_state_into(model: nn.Module, target: Path, obj: Any, *, strict: bool = True) -> WeightsReport:
     kind, state = extract_state_dict(obj, source=str(target))
     check_finite(state, source=f"the weights in {target}")
     expected = model.state_dict()
@@ -260,7 +260,7 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> Wei
     if not isinstance(backbone, nn.Module):
         raise ModelError("the model has no .backbone to load ImageNet weights into",
                          found=type(model).__name__)
-    target, obj = _read(path)
+    target, obj = open_weights_file(path)
     kind, state = extract_state_dict(obj, source=str(target))
     expected = backbone.state_dict()
     dropped: list[str] = []
