@@ -110,5 +110,10 @@ class BuildOptions:
             raise UsageError("unknown calibration method", expected=" | ".join(METHODS), found=self.calib_method)
         if self.backend not in backend_choices(builds=True):
             raise UsageError("unknown backend", expected=" | ".join(backend_choices(builds=True)), found=self.backend)
+        if self.backend == "openvino" and self.fallback == "auto":  # the search validates ORT's or TensorRT's file
+            raise UsageError("--fallback auto searches ONNX Runtime's or TensorRT's INT8 file, not yet OpenVINO's",
+                             found="--backend openvino --fallback auto",
+                             fix="drop --fallback auto (OpenVINO runs the Q/DQ model.int8.onnx as calibrated), or use "
+                                 "--backend onnxruntime")
         if self.onnx is not None and not Path(self.onnx).is_file():
             raise UsageError(f"--onnx {self.onnx} does not exist", fix="pass the model.onnx written by edgeseg export")

@@ -200,3 +200,11 @@ def test_an_openvino_ir_is_run_by_openvino(tmp_path: Path) -> None:
         assert backend.name == "openvino" and backend.output_shape[1] == 4
     finally:
         backend.close()
+
+
+def test_fallback_is_refused_for_openvino_before_any_work(tmp_path: Path) -> None:
+    onnx = save_conv_onnx(tmp_path / "b" / "model.onnx", spec=SPEC)
+    result = CliRunner().invoke(main, ["build", "--onnx", str(onnx), "--int8", "--fallback", "auto",
+                                       "--backend", "openvino"])
+    assert result.exit_code == 2 and "not yet OpenVINO's" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["model.onnx"]
