@@ -210,3 +210,15 @@ def test_a_missing_package_names_the_extra(tmp_path: Path) -> None:
         assert not registry.backend_info("ghost").available()
     finally:
         registry.unregister_backend("ghost")
+
+
+def test_bench_times_a_registered_backend(fake_backend: BackendInfo, tmp_path: Path) -> None:
+    folder = validated_build(tmp_path / "b")
+    result = CliRunner().invoke(main, ["bench", "--artifacts", str(folder), "--backend", "fake", "--iterations", "2",
+                                       "--warmup", "0", "--no-plot"])
+    assert result.exit_code == 0, result.output
+    bench = json.loads((folder / "bench.json").read_text())
+    assert {"ort-fp32", "fake-fp32"} <= {r["name"] for r in bench["runners"]}
+    assert next(r for r in bench["runners"] if r["name"] == "fake-fp32")["backend"] == "fake"
+    alone = CliRunner().invoke(main, ["bench", "--onnx", str(folder / "model.onnx"), "--backend", "fake"])
+    assert alone.exit_code == 2 and "--backend times a build folder's files" in alone.output
