@@ -227,7 +227,7 @@ def run_validation_step(runner: StepRunner, candidate: Path, options: BuildOptio
                               threads=options.threads, max_images=None)
     key = {"candidate": sha256_file(candidate), "reference": sha256_file(reference),
            "val": [str(val_dir), sha256_files(val_files)] if val_dir else None,
-           "gates": [options.min_agreement, options.max_miou_drop], "version": __version__,
+           "config": config.cache_key(), "version": __version__,  # the config it runs with: no drift
            **({"backend": [backend, backend_options or {}]} if backend not in ("auto", "onnxruntime") else {})}
 
     def run() -> ValidationResult:

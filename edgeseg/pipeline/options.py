@@ -41,6 +41,12 @@ class ValidationConfig:
     worst_k: int = 4
     threads: int | None = None
 
+    def cache_key(self) -> dict[str, object]:
+        """What of this config changes a validation's verdict or files (the build's validate step key); the
+        thread count changes neither."""
+        return {"min_agreement": self.min_agreement, "max_miou_drop": self.max_miou_drop,
+                "max_images": self.max_images, "worst_k": self.worst_k}
+
     def check(self) -> None:
         if not 0.0 <= self.min_agreement <= 1.0:
             raise UsageError("--min-agreement must be a fraction", expected="0 to 1, e.g. 0.99",

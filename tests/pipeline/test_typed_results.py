@@ -136,3 +136,13 @@ def test_fallback_record_round_trips_through_fallback_json() -> None:
     section = record.manifest_section()
     assert section == {"passed": True, "kept": ["conv_7"], "precision_of_kept": "fp32", "cap": 2, "next_layers": [],
                        "latency_ms": record.latency_ms, "trials": 2}
+
+
+def test_the_validate_step_key_is_its_config() -> None:
+    """The build's validate step key holds ValidationConfig.cache_key(): the gates, the frame cap and the overlay
+    count (its files), not the thread count."""
+    base = ValidationConfig(min_agreement=0.99, max_miou_drop=0.5, threads=1)
+    assert base.cache_key() == ValidationConfig(min_agreement=0.99, max_miou_drop=0.5, threads=8).cache_key()
+    for changed in ({"min_agreement": 0.98}, {"max_miou_drop": 1.0}, {"max_images": 4}, {"worst_k": 0}):
+        other = ValidationConfig(**{"min_agreement": 0.99, "max_miou_drop": 0.5, "threads": 1, **changed})
+        assert other.cache_key() != base.cache_key()
