@@ -33,6 +33,103 @@ VALIDATION_STATUSES = ("passed", "failed", "not_run")
 # role -> precision of the file that plays it (the engine's comes from the manifest)
 ROLE_PRECISION = {"onnx": "fp32", "onnx_int8_cpu": "int8", "onnx_int8_trt": "int8 (Q/DQ)"}
 ALLOW_FLAG = "--allow-unvalidated"
+_PARITY_KEYS = ("agreement", "max_abs_error", "mean_abs_error", "cosine_similarity", "miou_vs_reference", "images")
+_RUNNER_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms")
+
+
+@dataclass
+class ValidationVerdict:
+    """The manifest's ``validation`` section: this build's verdict on the one candidate file it validated.
+
+    ``status`` is ``passed``, ``failed`` or ``not_run`` (``why`` then says why). JSON only through
+    ``to_dict``/``from_dict``, in the shape manifests have always had (not_run: no gate fields)."""
+
+    status: str = "not_run"
+    candidate: str | None = None  # the role of the validated file
+    candidate_file: str = ""
+    candidate_sha256: str = ""
+    why: str = ""
+    reference: str = ""
+    reference_kind: str | None = None
+    failures: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    min_agreement: float | None = None
+    max_miou_drop: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        base: dict[str, Any] = {"candidate": self.candidate, "candidate_file": self.candidate_file,
+                                "candidate_sha256": self.candidate_sha256}
+        if self.status == "not_run":
+            return {**base, "status": self.status, "why": self.why}
+        return {**base, "status": self.status, "reference": self.reference, "reference_kind": self.reference_kind,
+                "failures": list(self.failures), "skipped": list(self.skipped),
+                "min_agreement": self.min_agreement, "max_miou_drop": self.max_miou_drop}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ValidationVerdict:
+        role = data.get("candidate")
+        return cls(status=str(data.get("status", "not_run")), candidate=str(role) if role else None,
+                   candidate_file=str(data.get("candidate_file", "")),
+                   candidate_sha256=str(data.get("candidate_sha256", "")), why=str(data.get("why") or ""),
+                   reference=str(data.get("reference") or ""), reference_kind=data.get("reference_kind"),
+                   failures=[str(f) for f in data.get("failures") or []],
+                   skipped=[str(s) for s in data.get("skipped") or []],
+                   min_agreement=data.get("min_agreement"), max_miou_drop=data.get("max_miou_drop"))
+
+
+@dataclass
+class AccuracySummary:
+    """The manifest's ``accuracy`` section: the candidate's parity with PyTorch (and the ground truth's
+    figures, ``gt_*`` in JSON) from this build's validation. A parity figure the validation did not
+    measure is None and absent from the JSON."""
+
+    gates_passed: bool
+    agreement: float | None = None
+    max_abs_error: float | None = None
+    mean_abs_error: float | None = None
+    cosine_similarity: float | None = None
+    miou_vs_reference: float | None = None
+    images: int | None = None
+    ground_truth: dict[str, float] = field(default_factory=dict)  # e.g. miou_candidate (gt_miou_candidate)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {k: getattr(self, k) for k in _PARITY_KEYS if getattr(self, k) is not None}
+        data.update({f"gt_{k}": v for k, v in self.ground_truth.items()})
+        data["gates_passed"] = self.gates_passed
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AccuracySummary:
+        return cls(gates_passed=bool(data.get("gates_passed", False)),
+                   ground_truth={k[3:]: v for k, v in data.items() if k.startswith("gt_")},
+                   **{k: data[k] for k in _PARITY_KEYS if k in data})
+
+
+@dataclass
+class RunnerLatency:
+    """One runner's latency percentiles in the manifest's ``latency`` section (milliseconds)."""
+
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+
+
+@dataclass
+class LatencySummary:
+    """The manifest's ``latency`` section: each runner's latency from this build's bench."""
+
+    runners: dict[str, RunnerLatency] = field(default_factory=dict)
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runners": {name: asdict(r) for name, r in self.runners.items()}, "threads": self.threads}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LatencySummary:
+        runners = data.get("runners") or {}
+        return cls(runners={str(name): RunnerLatency(**{k: r.get(k, 0.0) for k in _RUNNER_KEYS})
+                            for name, r in runners.items()}, threads=data.get("threads"))
 
 
 @dataclass
@@ -53,10 +150,10 @@ class Manifest:
     compute_capability: str | None = None
     io_tensors: list[dict[str, Any]] = field(default_factory=list)
     calibration: dict[str, Any] = field(default_factory=dict)
-    accuracy: dict[str, Any] = field(default_factory=dict)
-    latency: dict[str, Any] = field(default_factory=dict)
+    accuracy: AccuracySummary | None = None  # None: {} in JSON (not validated)
+    latency: LatencySummary | None = None  # None: {} in JSON (not benched)
     build: dict[str, Any] = field(default_factory=dict)  # TensorRT build flags (version/hardware compatible...)
-    validation: dict[str, Any] = field(default_factory=dict)  # status, candidate role + sha256, gates
+    validation: ValidationVerdict | None = None  # None: {} in JSON (no verdict recorded: not_run)
     edgeseg_version: str = ""
     format: int = MANIFEST_FORMAT
 
@@ -66,12 +163,11 @@ class Manifest:
 
     @property
     def validation_status(self) -> str:
-        return str(self.validation.get("status", "not_run"))
+        return self.validation.status if self.validation is not None else "not_run"
 
     @property
     def validated_role(self) -> str | None:
-        role = self.validation.get("candidate")
-        return str(role) if role else None
+        return self.validation.candidate if self.validation is not None else None
 
     def precision_of(self, role: str) -> str:
         return self.precision if role == "engine" else ROLE_PRECISION.get(role, "unknown")
@@ -79,6 +175,9 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["input_spec"] = self.input_spec.to_dict()
+        for key in ("accuracy", "latency", "validation"):  # the typed sections, in their JSON shape ({}: none)
+            section = getattr(self, key)
+            data[key] = section.to_dict() if section is not None else {}
         return data
 
     @classmethod
@@ -101,6 +200,9 @@ class Manifest:
         if not isinstance(values["input_spec"], dict):
             raise ArtifactError(f"{source}: input_spec is not an object", found=repr(values["input_spec"])[:80])
         values["input_spec"] = InputSpec.from_dict(values["input_spec"])
+        for key, section in (("accuracy", AccuracySummary), ("latency", LatencySummary),
+                             ("validation", ValidationVerdict)):
+            values[key] = section.from_dict(values[key]) if values.get(key) else None
         try:
             return cls(**values)
         except TypeError as exc:
@@ -118,6 +220,8 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "artifacts": ((dict,), "an object: role -> file name"),
     "hashes": ((dict,), "an object: role -> sha256"),
     "validation": ((dict,), "an object with the gate verdict"),
+    "accuracy": ((dict,), "an object with the parity figures"),
+    "latency": ((dict,), "an object with the runners' latency"),
 }
 
 
@@ -242,20 +346,21 @@ def verified_artifact(folder: str | os.PathLike[str], manifest: Manifest, role: 
 
 def validation_verdict(*, role: str | None, candidate_file: str, candidate_sha256: str,
                        gates: Mapping[str, Any] | None, reference: str = "", reference_kind: str | None = None,
-                       why: str = "") -> dict[str, Any]:
+                       why: str = "") -> ValidationVerdict:
     """The manifest's ``validation`` section: this run's verdict on the one candidate it validated.
 
     ``gates`` is the validation's gate outcome (``passed``, ``failures``, ``skipped``, ``min_agreement``,
     ``max_miou_drop``: validation.json's ``gates``), None when nothing was validated (``why`` says why): the
     status is then ``not_run``. The one place the verdict is computed; the robot reads it back through
     ``validation_problem``/``check_validated``."""
-    base: dict[str, Any] = {"candidate": role, "candidate_file": candidate_file, "candidate_sha256": candidate_sha256}
     if gates is None:
-        return {**base, "status": "not_run", "why": why or "not validated"}
-    return {**base, "status": "passed" if gates.get("passed") else "failed", "reference": reference,
-            "reference_kind": reference_kind, "failures": [str(f) for f in gates.get("failures", [])],
-            "skipped": [str(s) for s in gates.get("skipped", [])], "min_agreement": gates.get("min_agreement"),
-            "max_miou_drop": gates.get("max_miou_drop")}
+        return ValidationVerdict(status="not_run", candidate=role, candidate_file=candidate_file,
+                                 candidate_sha256=candidate_sha256, why=why or "not validated")
+    return ValidationVerdict(status="passed" if gates.get("passed") else "failed", candidate=role,
+                             candidate_file=candidate_file, candidate_sha256=candidate_sha256, reference=reference,
+                             reference_kind=reference_kind, failures=[str(f) for f in gates.get("failures", [])],
+                             skipped=[str(s) for s in gates.get("skipped", [])],
+                             min_agreement=gates.get("min_agreement"), max_miou_drop=gates.get("max_miou_drop"))
 
 
 def validation_problem(manifest: Manifest, role: str) -> str | None:
@@ -265,13 +370,14 @@ def validation_problem(manifest: Manifest, role: str) -> str | None:
     name = manifest.artifacts.get(role, role)
     if status == "passed" and validated == role:
         return None
+    verdict = manifest.validation or ValidationVerdict()
     if status == "failed" and validated == role:
-        failures = "; ".join(manifest.validation.get("failures", [])) or "see validation.json"
+        failures = "; ".join(verdict.failures) or "see validation.json"
         return f"{name} failed the build's accuracy gates ({failures})"
     if status == "passed":
         other = manifest.artifacts.get(validated or "", validated)
         return f"the build validated {other}, not {name}"
-    why = manifest.validation.get("why") or "the build stopped before validation"
+    why = verdict.why or "the build stopped before validation"
     return f"{name} was not validated against PyTorch ({why})"
 
 

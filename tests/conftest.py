@@ -53,14 +53,14 @@ def write_build_manifest():
     """``write(folder, manifest, validated=ROLE|None, status="passed")``: a build folder's manifest.json as
     ``edgeseg build`` writes it (hashes of the named files, checksum), with the given verdict."""
     from edgeseg.fileio import sha256_file
-    from edgeseg.manifest import write_manifest
+    from edgeseg.manifest import ValidationVerdict, write_manifest
 
     def write(folder, manifest, validated=None, status="passed"):
         manifest.hashes = {role: sha256_file(folder / name) for role, name in manifest.artifacts.items()
                            if (folder / name).is_file()}
-        manifest.validation = ({"status": "not_run", "why": "test folder"} if validated is None else
-                               {"status": status, "candidate": validated, "failures": [] if status == "passed"
-                                else ["argmax agreement 0.9 < 0.99"]})
+        manifest.validation = (ValidationVerdict(status="not_run", why="test folder") if validated is None else
+                               ValidationVerdict(status=status, candidate=validated, failures=[] if status == "passed"
+                                                 else ["argmax agreement 0.9 < 0.99"]))
         return write_manifest(folder, manifest)
 
     return write

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..manifest import ValidationVerdict
 from ..pipeline.options import DEFAULT_MAX_MIOU_DROP, DEFAULT_MIN_AGREEMENT
 from ..quant.fallback import DEFAULT_CAP, FALLBACK_MODES
 from ..quant.fp16_regions import DEFAULT_HIGH_PRECISION, HIGH_PRECISIONS
@@ -101,18 +102,20 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
                            min_agreement=min_agreement, max_miou_drop=max_miou_drop, force=force, threads=threads)
     result = run_build(options, log=echo_step, progress=progress_callback)
     m, acc = result.manifest, result.manifest.accuracy
-    runners = (result.manifest.latency or {}).get("runners", {})
+    runners = result.manifest.latency.runners if result.manifest.latency else {}
     rows = [("model", f"{m.model} ({m.num_classes} classes) {m.input_spec.height}x{m.input_spec.width}"),
             ("precision / backend", f"{m.precision} / {result.backend}"),
             ("candidate", str(result.candidate))]
     if result.calib_opened:  # what an explicit --calib opened
         rows.append(("calibration", result.calib_opened))
     if acc:
-        rows.append(("agreement vs PyTorch", f"{acc.get('agreement', float('nan')):.4f}"))
-        rows.append(("mIoU vs PyTorch preds", f"{acc.get('miou_vs_reference', float('nan')):.4f}"))
-        for key in ("gt_miou_reference", "gt_miou_candidate", "gt_miou_drop_points"):
-            if key in acc:
-                rows.append((key.replace("gt_", "ground truth ").replace("_", " "), f"{acc[key]:.4f}"))
+        nan = float("nan")
+        rows.append(("agreement vs PyTorch", f"{acc.agreement if acc.agreement is not None else nan:.4f}"))
+        rows.append(("mIoU vs PyTorch preds",
+                     f"{acc.miou_vs_reference if acc.miou_vs_reference is not None else nan:.4f}"))
+        for key in ("miou_reference", "miou_candidate", "miou_drop_points"):
+            if key in acc.ground_truth:
+                rows.append(("ground truth " + key.replace("_", " "), f"{acc.ground_truth[key]:.4f}"))
     selection = (m.build or {}).get("selection")
     if selection:
         rows.append(("best", f"kept {selection.get('chosen')}: {selection.get('why')}"))
@@ -123,14 +126,14 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
                      if kept else ("none needed" if found.get("passed") else
                                    f"gates still missed with {found.get('cap')} layer(s) in float")))
     for name, stats in runners.items():
-        rows.append((f"latency {name}", f"p50 {stats.get('p50_ms', 0):.1f} ms  p99 {stats.get('p99_ms', 0):.1f} ms"))
+        rows.append((f"latency {name}", f"p50 {stats.p50_ms:.1f} ms  p99 {stats.p99_ms:.1f} ms"))
     rows.append(("steps", ", ".join(f"{k}{' (cached)' if v else ''}" for k, v in result.steps.items())))
     # e.g. INT8 slower than FP32 here, noisy figures
     for note in result.bench.notes() if result.bench is not None else []:
         rows.append(("latency note", note))
-    verdict = result.manifest.validation
+    verdict = result.manifest.validation or ValidationVerdict()
     if not result.passed:
-        rows.append(("verdict", "; ".join(verdict.get("failures") or [str(verdict.get("why", ""))])))
+        rows.append(("verdict", "; ".join(verdict.failures or [verdict.why])))
     rows.append(("written", ", ".join(p.name for p in result.written) or "nothing (every step was cached)"))
     folder = quote(result.out)
     if result.passed:

@@ -139,18 +139,19 @@ def validate_cmd(candidate: Path, reference: Path | None, model_name: str | None
 def _gates(candidate: Path, min_agreement: float | None, max_miou_drop: float | None) -> tuple[float, float]:
     """Gates not given on the command line come from the build that made the candidate, so the robot's verdict
     on a build folder is the build's verdict; elsewhere the defaults."""
-    from ..manifest import find_manifest
+    from ..manifest import ValidationVerdict, find_manifest
 
-    recorded: dict[str, Any] = {}
+    recorded = ValidationVerdict()  # no gates recorded: the defaults
     if min_agreement is None or max_miou_drop is None:
         manifest = find_manifest(candidate.parent) if candidate.parent.is_dir() else None
-        recorded = manifest.validation if manifest is not None else {}
-    if recorded.get("min_agreement") is not None and min_agreement is None:
+        if manifest is not None and manifest.validation is not None:
+            recorded = manifest.validation
+    if recorded.min_agreement is not None and min_agreement is None:
         click.echo(f"gates from {candidate.parent / 'manifest.json'}", err=True)
     if min_agreement is None:
-        agreement = recorded.get("min_agreement")
+        agreement = recorded.min_agreement
         min_agreement = float(agreement) if agreement is not None else DEFAULT_GATES[0]
     if max_miou_drop is None:
-        drop = recorded.get("max_miou_drop")
+        drop = recorded.max_miou_drop
         max_miou_drop = float(drop) if drop is not None else DEFAULT_GATES[1]
     return min_agreement, max_miou_drop

@@ -257,7 +257,7 @@ def build_failure(result: BuildResult) -> AccuracyError | ArtifactError | None:
                              found="; ".join(gates.get("failures", [])) or "see validation.json",
                              fix=f"{fix}; details in {result.out / 'report.md'}")
     return ArtifactError("the build could not be validated against PyTorch",
-                         found=str(result.manifest.validation.get("why", "no reference")),
+                         found=(result.manifest.validation.why if result.manifest.validation else "") or "no reference",
                          fix="build from --weights (edgeseg build --weights F ...), or keep reference.npz "
                              "(written by edgeseg export) beside the --onnx file")
 

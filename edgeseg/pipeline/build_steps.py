@@ -20,7 +20,7 @@ from ..engine.config import BuildConfig
 from ..engine.trt_builder import build_engine
 from ..errors import ArtifactError, ConfigError, UsageError
 from ..fileio import atomic_open, atomic_write_bytes, sha256_file, sha256_files
-from ..manifest import Manifest, validation_verdict
+from ..manifest import AccuracySummary, LatencySummary, Manifest, RunnerLatency, validation_verdict
 from ..onnx_model import class_colors_from_metadata, read_onnx_model
 from ..palette import stored_colours
 from ..quant.lint import check_qdq
@@ -305,21 +305,20 @@ def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptio
     return manifest
 
 
-def _accuracy_summary(validation: ValidationResult | None) -> dict[str, Any]:
+def _accuracy_summary(validation: ValidationResult | None) -> AccuracySummary | None:
     """The manifest's ``accuracy`` section, from this run's validation."""
     if validation is None:
-        return {}
+        return None
     parity, truth = validation.parity, validation.ground_truth or {}
     keys = ("agreement", "max_abs_error", "mean_abs_error", "cosine_similarity", "miou_vs_reference", "images")
-    summary = {k: parity[k] for k in keys if k in parity}
-    summary.update({f"gt_{k}": v for k, v in truth.items() if isinstance(v, (int, float))})
-    summary["gates_passed"] = validation.passed
-    return summary
+    return AccuracySummary(gates_passed=validation.passed, **{k: parity[k] for k in keys if k in parity},
+                           ground_truth={k: v for k, v in truth.items() if isinstance(v, (int, float))})
 
 
-def _latency_summary(bench: BenchResult | None) -> dict[str, Any]:
+def _latency_summary(bench: BenchResult | None) -> LatencySummary | None:
     """The manifest's ``latency`` section, from this run's bench."""
     if bench is None:
-        return {}
-    return {"runners": {r.name: {"p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms, "mean_ms": r.mean_ms}
-                        for r in bench.runners}, "threads": bench.threads}
+        return None
+    return LatencySummary(runners={r.name: RunnerLatency(p50_ms=r.p50_ms, p90_ms=r.p90_ms, p99_ms=r.p99_ms,
+                                                         mean_ms=r.mean_ms) for r in bench.runners},
+                          threads=bench.threads)

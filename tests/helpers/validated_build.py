@@ -13,10 +13,10 @@ SPEC = InputSpec(32, 64)
 
 def validated_build(root: Path, *, spec: InputSpec = SPEC, num_classes: int = 4) -> Path:
     from edgeseg.fileio import sha256_file
-    from edgeseg.manifest import Manifest, write_manifest
+    from edgeseg.manifest import Manifest, ValidationVerdict, write_manifest
 
     save_conv_onnx(root / "model.onnx", spec=spec, num_classes=num_classes, kernel=3, metadata=False)
     write_manifest(root, Manifest(model="tiny", num_classes=num_classes, input_spec=spec,
                                   artifacts={"onnx": "model.onnx"}, hashes={"onnx": sha256_file(root / "model.onnx")},
-                                  validation={"status": "passed", "candidate": "onnx"}))
+                                  validation=ValidationVerdict(status="passed", candidate="onnx")))
     return root

@@ -16,7 +16,7 @@ import pytest
 from helpers.tiny_onnx import save_conv_onnx
 
 from edgeseg.errors import InputError
-from edgeseg.manifest import Manifest
+from edgeseg.manifest import Manifest, ValidationVerdict
 from edgeseg.spec import InputSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +74,7 @@ def tiny_folder(root: Path) -> Path:
     save_conv_onnx(root / "model.onnx", spec=SPEC, num_classes=4, kernel=3, metadata=False)
     manifest = Manifest(model="tiny", num_classes=4, input_spec=SPEC, artifacts={"onnx": "model.onnx"},
                         hashes={"onnx": sha256_file(root / "model.onnx")},
-                        validation={"status": "passed", "candidate": "onnx"})
+                        validation=ValidationVerdict(status="passed", candidate="onnx"))
     write_manifest(root, manifest)
     return root
 

@@ -167,7 +167,7 @@ def test_build_for_openvino_refuses_fp16_before_any_work(tmp_path: Path) -> None
 def test_auto_does_not_move_an_openvino_build_to_another_runtime_silently(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from edgeseg.fileio import sha256_file
-    from edgeseg.manifest import Manifest, write_manifest
+    from edgeseg.manifest import Manifest, ValidationVerdict, write_manifest
     from edgeseg.runtime.segmenter import Segmenter
 
     folder = tmp_path / "b"
@@ -175,7 +175,7 @@ def test_auto_does_not_move_an_openvino_build_to_another_runtime_silently(tmp_pa
     write_manifest(folder, Manifest(model="tiny", num_classes=4, input_spec=SPEC, backend="openvino",
                                     artifacts={"onnx_int8_trt": "model.int8.onnx"},
                                     hashes={"onnx_int8_trt": sha256_file(folder / "model.int8.onnx")},
-                                    validation={"status": "passed", "candidate": "onnx_int8_trt"}))
+                                    validation=ValidationVerdict(status="passed", candidate="onnx_int8_trt")))
     monkeypatch.setitem(sys.modules, "openvino", None)  # the robot has no OpenVINO
     with pytest.raises(DependencyError) as caught:
         Segmenter.from_artifacts(folder)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers.tiny_models import conv_net, export_onnx
 
-from edgeseg.manifest import Manifest
+from edgeseg.manifest import Manifest, ValidationVerdict
 from edgeseg.spec import InputSpec, preprocess
 
 SPEC = InputSpec(32, 64)
@@ -26,7 +26,7 @@ def build_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object
     export_onnx(model, folder / "model.onnx", SPEC)
     manifest = Manifest(model="tiny", num_classes=5, input_spec=SPEC, artifacts={"onnx": "model.onnx"},
                         hashes={"onnx": sha256_file(folder / "model.onnx")},
-                        validation={"status": "passed", "candidate": "onnx"})
+                        validation=ValidationVerdict(status="passed", candidate="onnx"))
     write_manifest(folder, manifest)  # module-scoped: the function fixture write_build_manifest cannot be used
     return folder, model
 
