@@ -48,6 +48,14 @@ class BuildConfig:
                 data[key] = str(data[key])
         return data
 
+    def cache_key(self) -> dict[str, Any]:
+        """What of this config changes the engine it builds (the build's engine step key): every field but where
+        the timing and calibration caches live and how much the builder logs."""
+        data = self.to_dict()
+        for name in ("timing_cache", "calibration_cache", "verbose"):
+            del data[name]
+        return data
+
     def validate(self, trt_version: str | TrtVersion) -> None:
         from .versions import TrtVersion
 

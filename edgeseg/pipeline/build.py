@@ -156,10 +156,11 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
     calibration = None
     if options.precision in ("int8", "best") and not is_qdq:
         calibration = _int8_models(runner, fp32_onnx, spec, options, out, backend, done, log, progress)
-    engine_info: dict[str, Any] = {}
+    engine: steps.EngineRecord | None = None
+    selected: dict[str, Any] = {}  # --precision best on a CPU: the manifest's build section (selection, runtime)
     if backend == "tensorrt":
         source = fp32_onnx if is_qdq or options.precision not in ("int8", "best") else out / "model.int8.onnx"
-        candidate, engine_info = steps.build_trt(runner, source, spec, options, out, done)
+        candidate, engine = steps.build_trt(runner, source, spec, options, out, done)
     elif is_qdq:
         candidate = fp32_onnx  # a Q/DQ ONNX runs in ONNX Runtime as it is
     elif options.precision == "best":  # measured here: the fastest candidate (runtime x file) that passes the gates
@@ -168,18 +169,17 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
         candidate, selection = best.select_best(runner, best.candidates_here(backend, options.backend, out), options,
                                                 out, done, log)
         backend, runtime = str(selection["backend"]), best.runtime_record(selection)
-        engine_info = {"build": {"selection": best.selection_record(selection), "runtime": runtime}}
+        selected = {"selection": best.selection_record(selection), "runtime": runtime}
     else:
         int8_file = "model.int8.ort.onnx" if backend == "onnxruntime" else "model.int8.onnx"  # OpenVINO: the Q/DQ
         candidate = out / (int8_file if options.precision == "int8" else fp32_onnx.name)
-    runtime_options = {k: v for k, v in ((engine_info.get("build") or {}).get("runtime") or {}).items()
-                       if k != "backend"}
+    runtime_options = {k: v for k, v in (selected.get("runtime") or {}).items() if k != "backend"}
     on = {} if backend == "tensorrt" else {"backend": backend, "backend_options": runtime_options}
     validation, why = steps.run_validation_step(runner, candidate, options, out, done, log, progress, **on)
     bench = steps.run_bench_step(runner, candidate, options, out, done, progress,
                         backends=[backend] if backend not in ("onnxruntime", "tensorrt") else [])
-    manifest = steps.assemble_manifest(meta, spec, options, backend, out, candidate, calibration, engine_info,
-                                       validation, why, bench)
+    manifest = steps.assemble_manifest(meta, spec, options, backend, out, candidate, calibration, engine,
+                                       validation, why, bench, selected)
     write_report(out, manifest=manifest, validation=validation, bench=bench, calibration=calibration,
                  export=(export_info or {}).get("export"), class_colours=manifest.class_colors)
     write_manifest(out, manifest)  # last: the folder's promise, from this run's results only

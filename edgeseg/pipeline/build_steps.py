@@ -11,6 +11,7 @@ import shlex
 import shutil
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -188,23 +189,53 @@ def onnx_facts(path: Path) -> tuple[InputSpec, dict[str, str], bool]:
 ENGINE_FIELDS = ("tensorrt_version", "gpu_name", "compute_capability", "io_tensors", "build")
 
 
-def build_trt(runner: StepRunner, source: Path, spec: InputSpec, options: BuildOptions, out: Path,
-              done: dict[str, bool]) -> tuple[Path, dict[str, Any]]:
-    """model.engine, and what the manifest records of it (TensorRT version, GPU, I/O tensors, flags)."""
-    precision = options.precision
-    config = BuildConfig(precision=precision, timing_cache=out / "timing.cache", high_precision=options.high_precision)
+@dataclass
+class EngineRecord:
+    """The engine step's result: the ONNX file model.engine was built from, its precision, and what the manifest
+    records of the engine (TensorRT version, GPU, I/O tensors, build flags: ``ENGINE_FIELDS``). JSON (steps.json's
+    summary, the shape it always had: ``{source, precision, engine: {...}}``) only through to_dict/from_dict."""
 
-    def build() -> dict[str, Any]:
+    source: str
+    precision: str
+    tensorrt_version: str | None = None
+    gpu_name: str | None = None
+    compute_capability: str | None = None
+    io_tensors: list[dict[str, Any]] = field(default_factory=list)  # the engine manifest's I/O rows
+    build: dict[str, Any] = field(default_factory=dict)  # the engine manifest's build flags
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "precision": self.precision,
+                "engine": {k: getattr(self, k) for k in ENGINE_FIELDS}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineRecord:
+        engine = data["engine"]
+        return cls(source=str(data["source"]), precision=str(data["precision"]),
+                   **{k: engine[k] for k in ENGINE_FIELDS if k in engine})
+
+
+def engine_config(options: BuildOptions, out: Path) -> BuildConfig:
+    """The engine config of this build (one config for the build and its step key: they cannot drift apart)."""
+    return BuildConfig(precision=options.precision, timing_cache=out / "timing.cache",
+                       high_precision=options.high_precision)
+
+
+def build_trt(runner: StepRunner, source: Path, spec: InputSpec, options: BuildOptions, out: Path,
+              done: dict[str, bool]) -> tuple[Path, EngineRecord]:
+    """model.engine, and what the manifest records of it (TensorRT version, GPU, I/O tensors, flags)."""
+    config = engine_config(options, out)
+
+    def build() -> EngineRecord:
         engine_bytes, engine_manifest = build_engine(source, config, input_spec=spec, check_qdq=check_qdq)
         atomic_write_bytes(out / "model.engine", bytes(engine_bytes))
         recorded = engine_manifest.to_dict()
-        return {"source": source.name, "precision": precision, "engine": {k: recorded[k] for k in ENGINE_FIELDS}}
+        return EngineRecord(source=source.name, precision=config.precision,
+                            **{k: recorded[k] for k in ENGINE_FIELDS})
 
-    key = {"onnx": sha256_file(source), "precision": precision, "high_precision": options.high_precision,
-           "version": __version__}
-    outcome = runner.run("engine", key, [out / "model.engine"], build)
+    key = {"onnx": sha256_file(source), **config.cache_key(), "version": __version__}
+    outcome = runner.run("engine", key, [out / "model.engine"], build, result_type=EngineRecord)
     done["engine"] = outcome.skipped
-    return out / "model.engine", dict((outcome.result or {}).get("engine", {}))
+    return out / "model.engine", outcome.result
 
 
 # -- 4. validate, 5. latency -------------------------------------------------------------------------
@@ -270,9 +301,12 @@ def run_bench_step(runner: StepRunner, candidate: Path, options: BuildOptions, o
 
 # -- 6. the manifest -----------------------------------------------------------------------------------
 def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptions, backend: str, out: Path,
-                      candidate: Path, calibration: dict[str, Any] | None, engine: dict[str, Any],
-                      validation: ValidationResult | None, why: str, bench: BenchResult | None) -> Manifest:
-    """The manifest of this run: its files with their hashes, its verdict, its measurements."""
+                      candidate: Path, calibration: dict[str, Any] | None, engine: EngineRecord | None,
+                      validation: ValidationResult | None, why: str, bench: BenchResult | None,
+                      selected: dict[str, Any] | None = None) -> Manifest:
+    """The manifest of this run: its files with their hashes, its verdict, its measurements. ``engine``: the
+    engine step's record (TensorRT); ``selected``: a --precision best build's ``build`` section (selection and
+    runtime)."""
     classes = json.loads(meta.get("classes", "[]") or "[]")
     colours = class_colors_from_metadata(meta)
     present = discover_artifacts(out)
@@ -284,7 +318,7 @@ def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptio
     if options.weights is not None:
         hashes["weights"] = sha256_file(options.weights)
     role = next((r for r, name in artifacts.items() if name == candidate.name), None)
-    selection = (engine.get("build") or {}).get("selection") or {}
+    selection = (selected or {}).get("selection") or {}
     # --precision best on the CPU kept one file: the manifest says what that file is (and build.selection why)
     precision = str(selection.get("precision") or options.precision)
     manifest = Manifest(
@@ -299,9 +333,11 @@ def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptio
                                       reference_kind=validation.reference_kind if validation is not None else None,
                                       why=why),
         accuracy=_accuracy_summary(validation), latency=_latency_summary(bench))
-    for key, value in engine.items():
-        if key in ENGINE_FIELDS:
-            setattr(manifest, key, value)
+    if engine is not None:
+        for key in ENGINE_FIELDS:
+            setattr(manifest, key, getattr(engine, key))
+    if selected:
+        manifest.build = dict(selected)
     return manifest
 
 

@@ -317,19 +317,54 @@ def _latency_cost(candidates: dict[int, Path], kept: int, backend: str, options:
                                LATENCY_ITERATIONS, warmup=2)
     return {**p50, "iterations": LATENCY_ITERATIONS, "threads": threads}
 
-def run_sensitivity_step(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,
-                out: Path, done: dict[str, bool], progress: Progress | None) -> None:
-    """``--sensitivity`` without a fallback: sensitivity.json/.md/.png for the report."""
-    key = {**_quantize_inputs(fp32_onnx, out),
-           "concat_scales": options.concat_scales, "version": __version__}
+@dataclass
+class SensitivityRecord:
+    """What the sensitivity step measured (steps.json; sensitivity.json has every layer's scores): the frames,
+    the all-INT8 baseline's agreement and mIoU with the float model, the layers most harmful first."""
 
-    def run() -> None:
+    frames: int
+    baseline_agreement: float
+    baseline_miou: float
+    ranked: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SensitivityRecord:
+        return cls(frames=int(data["frames"]), baseline_agreement=float(data["baseline_agreement"]),
+                   baseline_miou=float(data["baseline_miou"]), ranked=[str(n) for n in data["ranked"]])
+
+
+# what of a CalibrateConfig the sensitivity pass reads (quant.calibrate.layer_sensitivity): its frames' spec, order
+# and batching, the layers kept in float and the Q/DQ layout; the ranges come from ranges.json (in the key)
+SENSITIVITY_PASS_FIELDS = ("input_spec", "batch_size", "seed", "frame_order", "keep_fp_layers", "concat_scales")
+
+
+def sensitivity_key(config: CalibrateConfig) -> dict[str, Any]:
+    """The sensitivity step's cache key, from the config the pass runs with."""
+    return {name: getattr(config, name) for name in SENSITIVITY_PASS_FIELDS}
+
+
+def run_sensitivity_step(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions,
+                out: Path, done: dict[str, bool], progress: Progress | None) -> SensitivityRecord:
+    """``--sensitivity`` without a fallback: sensitivity.json/.md/.png for the report."""
+    config = calibrate_config(options)  # one config for the pass and its key
+    key = {**_quantize_inputs(fp32_onnx, out), "calib": _calib_identity(calib_dir), **sensitivity_key(config),
+           "version": __version__}
+
+    def run() -> SensitivityRecord:
         on_progress, close = progress("sensitivity (candidates)") if progress else (None, None)
         try:
-            layer_sensitivity(fp32_onnx, calib_dir, load_ranges(out / "ranges.json"), calibrate_config(options),
-                              out_dir=out, on_progress=on_progress, plot=sensitivity_plot)
+            measured, _ = layer_sensitivity(fp32_onnx, calib_dir, load_ranges(out / "ranges.json"), config,
+                                            out_dir=out, on_progress=on_progress, plot=sensitivity_plot)
         finally:
             if close is not None:
                 close()
+        return SensitivityRecord(measured.frames, measured.baseline.agreement, measured.baseline.miou,
+                                 measured.ranked())
 
-    done["sensitivity"] = runner.run("sensitivity", key, [out / SENSITIVITY_JSON, out / SENSITIVITY_MD], run).skipped
+    outcome = runner.run("sensitivity", key, [out / SENSITIVITY_JSON, out / SENSITIVITY_MD], run,
+                         result_type=SensitivityRecord)
+    done["sensitivity"] = outcome.skipped
+    return outcome.result

@@ -146,3 +146,79 @@ def test_the_validate_step_key_is_its_config() -> None:
     for changed in ({"min_agreement": 0.98}, {"max_miou_drop": 1.0}, {"max_images": 4}, {"worst_k": 0}):
         other = ValidationConfig(**{"min_agreement": 0.99, "max_miou_drop": 0.5, "threads": 1, **changed})
         assert other.cache_key() != base.cache_key()
+
+
+def test_the_engine_step_returns_a_typed_record_ran_or_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """build_trt hands back an EngineRecord (steps.json holds its to_dict, the shape it always had) and is keyed
+    on the engine config it builds with (BuildConfig.cache_key: not the timing cache's path, not the log level)."""
+    from types import SimpleNamespace
+
+    from edgeseg.engine.config import BuildConfig
+    from edgeseg.pipeline import build_steps
+    from edgeseg.pipeline.options import BuildOptions
+
+    recorded = {"tensorrt_version": "10.3.0.30", "gpu_name": "Fake Orin", "compute_capability": "8.7",
+                "io_tensors": [{"name": "images", "mode": "input"}], "build": {"builder_flags": ["FP16"]}}
+    built: list[BuildConfig] = []
+
+    def fake_build(source: Path, config: BuildConfig, **_: object) -> tuple[bytes, SimpleNamespace]:
+        built.append(config)
+        return b"engine", SimpleNamespace(to_dict=lambda: {**recorded, "model": "tiny"})
+
+    monkeypatch.setattr(build_steps, "build_engine", fake_build)
+    onnx_path = save_conv_onnx(tmp_path / "build" / "model.onnx", spec=SPEC)
+    out = onnx_path.parent
+
+    def engine(options: BuildOptions) -> tuple[bool, build_steps.EngineRecord]:
+        done: dict[str, bool] = {}
+        _, record = build_steps.build_trt(StepRunner(out, log=lambda _: None), onnx_path, SPEC, options, out, done)
+        return done["engine"], record
+
+    skipped, record = engine(BuildOptions(precision="fp16", high_precision="fp16"))
+    assert not skipped and record == build_steps.EngineRecord(source="model.onnx", precision="fp16", **recorded)
+    skipped, again = engine(BuildOptions(precision="fp16", high_precision="fp16"))
+    assert skipped and again == record and len(built) == 1
+    summary = json.loads((out / "steps.json").read_text())["engine"]["summary"]
+    assert summary == {"source": "model.onnx", "precision": "fp16", "engine": recorded}
+    assert build_steps.EngineRecord.from_dict(_json_round_trip(record.to_dict())) == record
+    assert engine(BuildOptions(precision="fp16", high_precision="fp32"))[0] is False  # another config: rebuilt
+    key = built[-1].cache_key()
+    assert key == {k: v for k, v in built[-1].to_dict().items() if k not in ("timing_cache", "calibration_cache",
+                                                                            "verbose")}
+    assert BuildConfig(precision="fp16", timing_cache=tmp_path / "a", verbose=True).cache_key() == \
+        BuildConfig(precision="fp16", timing_cache=tmp_path / "b").cache_key()
+
+
+def test_the_sensitivity_step_is_typed_and_keyed_on_its_config(tmp_path: Path) -> None:
+    from helpers.tiny_onnx import write_images
+
+    from edgeseg.pipeline import int8_steps
+    from edgeseg.pipeline.options import BuildOptions
+
+    onnx_path = save_conv_onnx(tmp_path / "build" / "model.onnx", spec=SPEC)
+    out = onnx_path.parent
+    frames = tmp_path / "frames"
+    write_images(frames, 3)
+
+    def sensitivity(options: BuildOptions) -> tuple[dict[str, bool], int8_steps.SensitivityRecord]:
+        done: dict[str, bool] = {}
+        runner = StepRunner(out, log=lambda _: None)
+        int8_steps.run_calibration_step(runner, onnx_path, frames, options, out, done, None)
+        return done, int8_steps.run_sensitivity_step(runner, onnx_path, frames, options, out, done, None)
+
+    options = BuildOptions(calib_method="minmax", calib_images=2, sensitivity=True)
+    done, record = sensitivity(options)
+    assert not done["sensitivity"] and isinstance(record, int8_steps.SensitivityRecord)
+    measured = json.loads((out / "sensitivity.json").read_text())
+    assert record.frames == measured["frames"] and record.ranked == [row["layer"] for row in measured["layers"]]
+    assert record.baseline_agreement == measured["baseline"]["agreement"]
+    done, again = sensitivity(options)
+    assert done["sensitivity"] and again == record
+    assert int8_steps.SensitivityRecord.from_dict(_json_round_trip(record.to_dict())) == record
+    key = int8_steps.sensitivity_key(int8_steps.calibrate_config(options))
+    assert set(key) == set(int8_steps.SENSITIVITY_PASS_FIELDS) and key["concat_scales"] == options.concat_scales
+    assert "method" not in key  # the calibration method changes ranges.json, which the key holds by its hash
+    done, _ = sensitivity(BuildOptions(calib_method="minmax", calib_images=2, sensitivity=True,
+                                       concat_scales="shared"))
+    assert not done["sensitivity"]
