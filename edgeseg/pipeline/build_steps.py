@@ -32,7 +32,7 @@ from .artifacts import discover_artifacts
 from .bench import BenchResult, bench_key, plan_bench, run_bench
 from .options import BuildOptions
 from .step_cache import StepRunner
-from .validate import ValidationConfig, ValidationResult, validate_candidate
+from .validate import ValidationResult, validate_candidate
 from .validation_data import data_samples
 
 # typing's generics, not collections.abc's: these aliases are evaluated at import, and Python 3.8 runs them
@@ -254,8 +254,7 @@ def run_validation_step(runner: StepRunner, candidate: Path, options: BuildOptio
     val_files: list[Path] = []
     if val_dir is not None:  # the files validate_candidate scores (DIR/val when there is one), listed, not read
         val_files = sorted(set(data_samples(val_dir, None, _reference_classes(reference)).files))
-    config = ValidationConfig(min_agreement=options.min_agreement, max_miou_drop=options.max_miou_drop,
-                              threads=options.threads, max_images=None)
+    config = options.validation_config()
     key = {"candidate": sha256_file(candidate), "reference": sha256_file(reference),
            "val": [str(val_dir), sha256_files(val_files)] if val_dir else None,
            "config": config.cache_key(), "version": __version__,  # the config it runs with: no drift

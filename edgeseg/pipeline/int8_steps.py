@@ -43,7 +43,7 @@ from .bench import benchmark, ort_runner
 from .build_steps import Log, Progress
 from .options import BuildOptions
 from .step_cache import StepRunner
-from .validate import ValidationConfig, validate_candidate
+from .validate import validate_candidate
 
 FALLBACK_FILE = "fallback.json"
 # on TensorRT a layer without Q/DQ runs in FP16 (the INT8 build allows FP16); ONNX Runtime's CPU runs it in FP32
@@ -283,8 +283,7 @@ def _search(fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions, out:
 
 def _gate_verdict(candidate: Path, reference: Path, options: BuildOptions) -> dict[str, Any]:
     """``candidate`` against reference.npz with the build's gates, nothing written."""
-    gates = ValidationConfig(min_agreement=options.min_agreement, max_miou_drop=options.max_miou_drop,
-                             threads=options.threads)
+    gates = options.validation_config()
     result = validate_candidate(candidate, reference, config=gates, write=False, raise_on_failure=False)
     return {"passed": result.passed, "agreement": float(result.parity["agreement"]),
             "miou_drop_points": (result.ground_truth or {}).get("miou_drop_points"),

@@ -86,6 +86,12 @@ class BuildOptions:
     bench_iterations: int = 20
     demo: bool = False  # filled in by resolve_options
 
+    def validation_config(self) -> ValidationConfig:
+        """The ValidationConfig this build validates with (its validate, fallback and --precision best steps):
+        the one place the gates and thread count are copied from the options."""
+        return ValidationConfig(min_agreement=self.min_agreement, max_miou_drop=self.max_miou_drop,
+                                threads=self.threads)
+
     def check(self) -> None:
         """Every option problem, before any work (exit 2)."""
         if self.precision not in PRECISIONS:
@@ -102,7 +108,7 @@ class BuildOptions:
             if value is not None and value < 1:
                 raise UsageError(f"{option} must be at least 1", found=str(value))
         # the gates are validate's: one owner of what a valid gate is
-        ValidationConfig(min_agreement=self.min_agreement, max_miou_drop=self.max_miou_drop).check()
+        self.validation_config().check()
         check_fallback(self.fallback, self.fallback_cap)
         int8 = self.precision in ("int8", "best")
         for wanted, option in ((self.fallback == "auto", "--fallback auto"), (self.sensitivity, "--sensitivity")):
