@@ -168,8 +168,8 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
 
         candidate, selection = best.select_best(runner, best.candidates_here(backend, options.backend, out), options,
                                                 out, done, log)
-        backend, runtime = str(selection["backend"]), best.runtime_record(selection)
-        selected = {"selection": best.selection_record(selection), "runtime": runtime}
+        backend = selection.backend
+        selected = {"selection": selection.manifest_record(), "runtime": selection.runtime_record()}
     else:
         int8_file = "model.int8.ort.onnx" if backend == "onnxruntime" else "model.int8.onnx"  # OpenVINO: the Q/DQ
         candidate = out / (int8_file if options.precision == "int8" else fp32_onnx.name)

@@ -380,10 +380,13 @@ def test_best_on_the_cpu_validates_and_times_both_and_keeps_the_fastest_that_pas
 
 
 def test_pick_fastest_skips_candidates_that_fail_the_gates() -> None:
-    from edgeseg.pipeline.best import pick_fastest
+    from edgeseg.pipeline.best import CandidateVerdict, pick_fastest
 
-    rows = {"model.onnx": {"passed": True, "p50_ms": 20.0}, "model.int8.ort.onnx": {"passed": False, "p50_ms": 9.0}}
+    def row(name: str, passed: bool, p50_ms: float) -> CandidateVerdict:
+        return CandidateVerdict("onnxruntime", name, "fp32", passed=passed, p50_ms=p50_ms)
+
+    rows = {"model.onnx": row("model.onnx", True, 20.0), "model.int8.ort.onnx": row("model.int8.ort.onnx", False, 9.0)}
     assert pick_fastest(rows, default="model.onnx") == "model.onnx"
-    rows["model.int8.ort.onnx"]["passed"] = True
+    rows["model.int8.ort.onnx"].passed = True
     assert pick_fastest(rows, default="model.onnx") == "model.int8.ort.onnx"
-    assert pick_fastest({"a": {"passed": False, "p50_ms": 1.0}}, default="model.onnx") == "model.onnx"
+    assert pick_fastest({"a": row("a", False, 1.0)}, default="model.onnx") == "model.onnx"

@@ -222,3 +222,28 @@ def test_the_sensitivity_step_is_typed_and_keyed_on_its_config(tmp_path: Path) -
     done, _ = sensitivity(BuildOptions(calib_method="minmax", calib_images=2, sensitivity=True,
                                        concat_scales="shared"))
     assert not done["sensitivity"]
+
+
+def test_selection_result_round_trips_in_selection_json_shape() -> None:
+    """--precision best's SelectionResult: selection.json (and steps.json's summary) in the shape it had: a row
+    checked against reference.npz has agreement and mIoU drop, one without a reference has neither."""
+    from edgeseg.pipeline.best import SELECTION_FILE, CandidateVerdict, SelectionResult
+
+    checked = CandidateVerdict("openvino", "model.int8.onnx", "int8", {"inference_precision": "bf16"}, True, [],
+                               agreement=0.995, miou_drop_points=None, p50_ms=3.5)
+    unchecked = CandidateVerdict("onnxruntime", "model.onnx", "fp32", passed=True, failures=["no reference.npz"],
+                                 p50_ms=5.0)
+    selection = SelectionResult(chosen="openvino+bf16:model.int8.onnx", chosen_file="model.int8.onnx",
+                                backend="openvino", precision="int8", options={"inference_precision": "bf16"},
+                                candidates={"openvino+bf16:model.int8.onnx": checked, "model.onnx": unchecked},
+                                why="...", threads=2, iterations=20, load_average={"start": 1.0, "end": 1.5})
+    written = _json_round_trip(selection.to_dict())
+    assert SelectionResult.from_dict(written) == selection
+    assert list(written["candidates"]["openvino+bf16:model.int8.onnx"]) == [
+        "backend", "file", "precision", "options", "passed", "agreement", "miou_drop_points", "failures", "p50_ms"]
+    assert list(written["candidates"]["model.onnx"]) == ["backend", "file", "precision", "options", "passed",
+                                                         "failures", "p50_ms"]
+    assert selection.manifest_record() == {"asked": "best", "chosen": "openvino+bf16:model.int8.onnx",
+                                           "file": "model.int8.onnx", "backend": "openvino", "precision": "int8",
+                                           "why": "...", "details": SELECTION_FILE}
+    assert selection.runtime_record() == {"backend": "openvino", "inference_precision": "bf16"}

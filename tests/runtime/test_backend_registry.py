@@ -154,7 +154,7 @@ def test_best_picks_the_fastest_candidate_that_passes(tmp_path: Path) -> None:
     middling one is kept, and selection.json lists all three with their agreement and p50."""
     import time
 
-    from edgeseg.pipeline.best import _measure_and_pick, runtime_record, selection_record
+    from edgeseg.pipeline.best import SelectionResult, _measure_and_pick
     from edgeseg.pipeline.build import BuildOptions
 
     folder = validated_build(tmp_path / "b")
@@ -177,14 +177,17 @@ def test_best_picks_the_fastest_candidate_that_passes(tmp_path: Path) -> None:
     finally:
         for name in names:
             registry.unregister_backend(name)
-    rows = selection["candidates"]
-    assert not rows["wrong:model.onnx"]["passed"] and rows["wrong:model.onnx"]["agreement"] < 0.99
-    assert rows["slow:model.onnx"]["passed"] and rows["mid:model.onnx"]["passed"]
-    assert rows["wrong:model.onnx"]["p50_ms"] < rows["mid:model.onnx"]["p50_ms"] < rows["slow:model.onnx"]["p50_ms"]
-    assert selection["chosen"] == "mid:model.onnx" and selection["backend"] == "mid"
-    assert json.loads((folder / "selection.json").read_text())["chosen_file"] == "model.onnx"
-    assert selection_record(selection)["backend"] == "mid"
-    assert runtime_record(selection)["backend"] == "mid"
+    rows = selection.candidates
+    assert not rows["wrong:model.onnx"].passed and rows["wrong:model.onnx"].agreement < 0.99
+    assert rows["slow:model.onnx"].passed and rows["mid:model.onnx"].passed
+    assert rows["wrong:model.onnx"].p50_ms < rows["mid:model.onnx"].p50_ms < rows["slow:model.onnx"].p50_ms
+    assert selection.chosen == "mid:model.onnx" and selection.backend == "mid"
+    written = json.loads((folder / "selection.json").read_text())
+    assert written["chosen_file"] == "model.onnx" and SelectionResult.from_dict(written) == selection
+    assert set(written["candidates"]["mid:model.onnx"]) == {"backend", "file", "precision", "options", "passed",
+                                                           "agreement", "miou_drop_points", "failures", "p50_ms"}
+    assert selection.manifest_record()["backend"] == "mid"
+    assert selection.runtime_record() == {"backend": "mid", "label": "mid", "bias": 0.0}
 
 
 def test_best_candidates_come_from_the_registry(fake_backend: BackendInfo, tmp_path: Path) -> None:
