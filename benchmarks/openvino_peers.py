@@ -337,7 +337,10 @@ def markdown(results: dict[str, Any]) -> str:
              f"ISA flags: {', '.join(machine.get('flags', [])) or 'none of interest'} "
              f"(VNNI: {'yes' if machine.get('vnni') else 'no'}, AMX: {'yes' if machine.get('amx') else 'no'}); "
              f"versions: {', '.join(f'{k} {v}' for k, v in machine.get('versions', {}).items())}.", ""]
-    for key, section in sorted((k, v) for k, v in results.items() if k.startswith("timing")):
+    # the size (512x1024) first, then smaller runs
+    sections = [(k, v) for k, v in results.items() if k.startswith("timing")]
+    for key, section in sorted(sections, key=lambda kv: -int(kv[0].split("_")[-1].split("x")[0])
+                               if kv[0].split("_")[-1].split("x")[0].isdigit() else 0):
         rows = section["rows"]
         lines += [f"## Latency, random weights ({key})", "",
                   f"{section['how']}", "",
