@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AccuracyError, ArtifactError, ConfigError
 from ..fileio import prepare_out_dir, read_json, remove_if_empty, remove_stale_temp_files
@@ -41,6 +41,9 @@ from .options import (  # noqa: F401  (BACKENDS, the seeds: build.py's names bef
 )
 from .step_cache import StepRunner
 from .validate import ValidationResult
+
+if TYPE_CHECKING:  # best imports build: a type only
+    from .best import SelectionResult
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_INFO = ASSETS / "demo_model.json"
@@ -157,7 +160,7 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
     if options.precision in ("int8", "best") and not is_qdq:
         calibration = _int8_models(runner, fp32_onnx, spec, options, out, backend, done, log, progress)
     engine: steps.EngineRecord | None = None
-    selected: dict[str, Any] = {}  # --precision best on a CPU: the manifest's build section (selection, runtime)
+    selection: SelectionResult | None = None  # --precision best on a CPU: the candidate kept and why
     if backend == "tensorrt":
         source = fp32_onnx if is_qdq or options.precision not in ("int8", "best") else out / "model.int8.onnx"
         candidate, engine = steps.build_trt(runner, source, spec, options, out, done)
@@ -169,17 +172,16 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
         candidate, selection = best.select_best(runner, best.candidates_here(backend, options.backend, out), options,
                                                 out, done, log)
         backend = selection.backend
-        selected = {"selection": selection.manifest_record(), "runtime": selection.runtime_record()}
     else:
         int8_file = "model.int8.ort.onnx" if backend == "onnxruntime" else "model.int8.onnx"  # OpenVINO: the Q/DQ
         candidate = out / (int8_file if options.precision == "int8" else fp32_onnx.name)
-    runtime_options = {k: v for k, v in (selected.get("runtime") or {}).items() if k != "backend"}
+    runtime_options = {k: v for k, v in selection.options.items() if k != "backend"} if selection else {}
     on = {} if backend == "tensorrt" else {"backend": backend, "backend_options": runtime_options}
     validation, why = steps.run_validation_step(runner, candidate, options, out, done, log, progress, **on)
     bench = steps.run_bench_step(runner, candidate, options, out, done, progress,
                         backends=[backend] if backend not in ("onnxruntime", "tensorrt") else [])
     manifest = steps.assemble_manifest(meta, spec, options, backend, out, candidate, calibration, engine,
-                                       validation, why, bench, selected)
+                                       validation, why, bench, selection)
     write_report(out, manifest=manifest, validation=validation, bench=bench, calibration=calibration,
                  export=(export_info or {}).get("export"), class_colours=manifest.class_colors)
     write_manifest(out, manifest)  # last: the folder's promise, from this run's results only

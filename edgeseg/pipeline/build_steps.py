@@ -35,6 +35,9 @@ from .step_cache import StepRunner
 from .validate import ValidationResult, validate_candidate
 from .validation_data import data_samples
 
+if typing.TYPE_CHECKING:  # best imports build_steps: a type only
+    from .best import SelectionResult
+
 # typing's generics, not collections.abc's: these aliases are evaluated at import, and Python 3.8 runs them
 Log = typing.Callable[[str], None]
 # progress(label) -> (on_progress(done, total), close): the CLI's commands._common.progress_callback
@@ -302,10 +305,10 @@ def run_bench_step(runner: StepRunner, candidate: Path, options: BuildOptions, o
 def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptions, backend: str, out: Path,
                       candidate: Path, calibration: dict[str, Any] | None, engine: EngineRecord | None,
                       validation: ValidationResult | None, why: str, bench: BenchResult | None,
-                      selected: dict[str, Any] | None = None) -> Manifest:
+                      selection: SelectionResult | None = None) -> Manifest:
     """The manifest of this run: its files with their hashes, its verdict, its measurements. ``engine``: the
-    engine step's record (TensorRT); ``selected``: a --precision best build's ``build`` section (selection and
-    runtime)."""
+    engine step's record (TensorRT); ``selection``: what a --precision best build kept (the manifest's ``build``
+    section: ``selection`` and ``runtime``)."""
     classes = json.loads(meta.get("classes", "[]") or "[]")
     colours = class_colors_from_metadata(meta)
     present = discover_artifacts(out)
@@ -317,9 +320,8 @@ def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptio
     if options.weights is not None:
         hashes["weights"] = sha256_file(options.weights)
     role = next((r for r, name in artifacts.items() if name == candidate.name), None)
-    selection = (selected or {}).get("selection") or {}
     # --precision best on the CPU kept one file: the manifest says what that file is (and build.selection why)
-    precision = str(selection.get("precision") or options.precision)
+    precision = selection.precision if selection is not None and selection.precision else options.precision
     manifest = Manifest(
         model=meta.get("model", "unknown"), num_classes=int(meta.get("num_classes", len(classes) or 1)),
         input_spec=spec, classes=classes, class_colors=colours, precision=precision, backend=backend,
@@ -335,8 +337,8 @@ def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptio
     if engine is not None:
         for key in ENGINE_FIELDS:
             setattr(manifest, key, getattr(engine, key))
-    if selected:
-        manifest.build = dict(selected)
+    if selection is not None:
+        manifest.build = {"selection": selection.manifest_record(), "runtime": selection.runtime_record()}
     return manifest
 
 
