@@ -40,7 +40,7 @@ import numpy as np
 from ..errors import ArtifactError, ConfigError, require
 from ..onnx_model import metadata_of, opset_of, set_metadata
 from ..trt_version import TrtVersion
-from .qdq_trt import DEQUANTIZED, QDQ_METADATA_KEY
+from .qdq_trt import DEQUANTIZED, QDQ_METADATA_KEY, drop_unused_initializers
 from .ranges import Ranges
 
 HIGH_PRECISIONS = ("fp16", "fp32")  # --high-precision: the type of the float regions of model.int8.onnx
@@ -352,14 +352,7 @@ def convert_float_regions(model: Any, ranges: Ranges, *, limit: float = FP16_LIM
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(new_inits)
-    used = {name for n in graph.node for name in n.input}
-    kept = []
-    for init in graph.initializer:
-        if init.name in used:
-            kept.append(onnx.TensorProto())
-            kept[-1].CopyFrom(init)
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    drop_unused_initializers(graph)
     del graph.value_info[:]  # types changed; re-inferred below
     try:  # every tensor's type checked against its ops' schemas: a model that would not load is never written
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, check_type=True)

@@ -551,11 +551,17 @@ def _insert_qdq(graph: Any, index: _Graph, keep: set[str], activations: Sequence
         rewired.extend(qdq_after.get(position, []))
     del graph.node[:]
     graph.node.extend(prologue + rewired)
+    drop_unused_initializers(graph)
+    graph.initializer.extend(new_inits)  # type: ignore[arg-type]
+
+
+def drop_unused_initializers(graph: Any) -> None:
+    """Remove the initializers no node of ``graph`` reads any more (after a rewrite of its nodes)."""
     used = {name for node in graph.node for name in node.input}
-    kept_inits = []
-    for init in graph.initializer:
-        if init.name in used:
-            kept_inits.append(onnx.TensorProto())
-            kept_inits[-1].CopyFrom(init)
+    kept = [init for init in graph.initializer if init.name in used]
+    copies = []
+    for init in kept:  # protobuf repeated fields: copy before clearing the container
+        copies.append(type(init)())
+        copies[-1].CopyFrom(init)
     del graph.initializer[:]
-    graph.initializer.extend(kept_inits + new_inits)  # type: ignore[arg-type]
+    graph.initializer.extend(copies)

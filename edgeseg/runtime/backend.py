@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Union, runtime_checkable
 
 import numpy as np
 
-from ..errors import ConfigError, DependencyError, install_command, require
+from ..errors import ArtifactError, ConfigError, DependencyError, InputError, install_command, require
 
 
 @runtime_checkable
@@ -275,3 +276,15 @@ register_backend(BackendInfo(
 
 # the registered names at import (the registry may grow later: ask backend_names())
 BACKENDS = backend_names()
+
+
+def checked_model_path(path: str | os.PathLike[str], threads: int | None) -> Path:
+    """The model file a file-based backend opens, and its thread count, checked before the runtime loads."""
+    target = Path(path)
+    if not target.is_file():
+        raise ArtifactError("ONNX model not found", expected=str(target),
+                            found="a folder" if target.exists() else "no such file",
+                            fix="export it first: edgeseg export --model NAME --out DIR")
+    if threads is not None and threads < 1:
+        raise InputError("threads must be at least 1", found=str(threads))
+    return target

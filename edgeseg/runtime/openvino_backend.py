@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError, InputError, require
-from .backend import Candidate
+from .backend import Candidate, checked_model_path
 
 CACHE_DIR_NAME = "openvino_cache"
 DEFAULT_DEVICE = "CPU"
@@ -62,13 +62,7 @@ class OpenVinoBackend:
     def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None, device: str = DEFAULT_DEVICE,
                  inference_precision: str = "fp32", cache_dir: Path | None = None) -> None:
         ov = _openvino()
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ArtifactError("ONNX model not found", expected=str(self.path),
-                                found="a folder" if self.path.exists() else "no such file",
-                                fix="export it first: edgeseg export --model NAME --out DIR")
-        if threads is not None and threads < 1:
-            raise InputError("threads must be at least 1", found=str(threads))
+        self.path = checked_model_path(path, threads)
         if inference_precision not in HINTS:
             raise ConfigError("unknown OpenVINO inference precision", expected=" | ".join(HINTS),
                               found=repr(inference_precision))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, DependencyError, InputError, require
-from .backend import Candidate
+from .backend import Candidate, checked_model_path
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -39,13 +39,7 @@ class OnnxRuntimeBackend:
     def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None,
                  providers: list[str] | None = None) -> None:
         ort = require("onnxruntime", purpose="the onnxruntime backend")
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ArtifactError("ONNX model not found", expected=str(self.path),
-                                found="a folder" if self.path.exists() else "no such file",
-                                fix="export it first: edgeseg export --model NAME --out DIR")
-        if threads is not None and threads < 1:
-            raise InputError("threads must be at least 1", found=str(threads))
+        self.path = checked_model_path(path, threads)
         wanted = providers or ["CPUExecutionProvider"]
         available = ort.get_available_providers()
         missing = [p for p in wanted if p not in available]
