@@ -133,6 +133,73 @@ class LatencySummary:
 
 
 @dataclass
+class FallbackSummary:
+    """The manifest's ``calibration.fallback``: the outcome of the float-fallback search, not every trial
+    (fallback.json has those)."""
+
+    passed: bool
+    kept: list[str]  # the layers kept in float
+    precision_of_kept: str
+    cap: int
+    next_layers: list[str]  # the layers the search would try next
+    latency_ms: dict[str, Any]  # p50 per candidate on the CPU, or a note
+    trials: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FallbackSummary:
+        return cls(passed=bool(data["passed"]), kept=[str(n) for n in data.get("kept") or []],
+                   precision_of_kept=str(data.get("precision_of_kept", "")), cap=int(data.get("cap", 0)),
+                   next_layers=[str(n) for n in data.get("next_layers") or []],
+                   latency_ms=dict(data.get("latency_ms") or {}), trials=int(data.get("trials", 0)))
+
+
+_CALIBRATION_KEYS = ("method", "folder", "images", "skipped", "tensors", "seconds", "bag", "fallback", "concat_scales",
+                     "high_precision", "float_regions", "trt_fusion", "float_layers")
+
+
+@dataclass
+class CalibrationSummary:
+    """The manifest's ``calibration`` section: how the INT8 files were made (the calibrate, fallback and quantize
+    steps' results, assembled by pipeline/build._int8_models). A field None is absent from the JSON (a folder's
+    calibration has no ``bag``, a build without ``--fallback auto`` no ``fallback``); keys this edgeseg does not
+    know (an older or newer build's) are kept in ``extra`` and written back as they were."""
+
+    method: str | None = None
+    folder: str | None = None  # the calibration source as given
+    images: int | None = None  # frames used
+    skipped: list[list[str]] | None = None  # [file, why] of the frames left out
+    tensors: int | None = None  # activation ranges computed
+    seconds: dict[str, float] | None = None  # per phase
+    bag: dict[str, Any] | None = None  # a bag's path, topic, storage and frame stamps
+    fallback: FallbackSummary | None = None
+    concat_scales: str | None = None
+    high_precision: str | None = None  # what was asked; float_regions: what the file holds
+    float_regions: dict[str, Any] | None = None
+    trt_fusion: dict[str, Any] | None = None  # predicted TensorRT fusion of model.int8.onnx
+    float_layers: list[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for key in _CALIBRATION_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value.to_dict() if isinstance(value, FallbackSummary) else value
+        data.update(self.extra)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CalibrationSummary:
+        values = {k: data[k] for k in _CALIBRATION_KEYS if k in data}
+        if isinstance(values.get("fallback"), Mapping):
+            values["fallback"] = FallbackSummary.from_dict(values["fallback"])
+        return cls(**values, extra={k: v for k, v in data.items() if k not in _CALIBRATION_KEYS})
+
+
+@dataclass
 class Manifest:
     """What a build folder holds and what it was built from/for."""
 
@@ -149,7 +216,7 @@ class Manifest:
     gpu_name: str | None = None
     compute_capability: str | None = None
     io_tensors: list[dict[str, Any]] = field(default_factory=list)
-    calibration: dict[str, Any] = field(default_factory=dict)
+    calibration: CalibrationSummary | None = None  # None: {} in JSON (not quantized here)
     accuracy: AccuracySummary | None = None  # None: {} in JSON (not validated)
     latency: LatencySummary | None = None  # None: {} in JSON (not benched)
     build: dict[str, Any] = field(default_factory=dict)  # TensorRT build flags (version/hardware compatible...)
@@ -175,7 +242,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["input_spec"] = self.input_spec.to_dict()
-        for key in ("accuracy", "latency", "validation"):  # the typed sections, in their JSON shape ({}: none)
+        for key in ("calibration", "accuracy", "latency", "validation"):  # typed sections, in their JSON shape
             section = getattr(self, key)
             data[key] = section.to_dict() if section is not None else {}
         return data
@@ -200,8 +267,8 @@ class Manifest:
         if not isinstance(values["input_spec"], dict):
             raise ArtifactError(f"{source}: input_spec is not an object", found=repr(values["input_spec"])[:80])
         values["input_spec"] = InputSpec.from_dict(values["input_spec"])
-        for key, section in (("accuracy", AccuracySummary), ("latency", LatencySummary),
-                             ("validation", ValidationVerdict)):
+        for key, section in (("calibration", CalibrationSummary), ("accuracy", AccuracySummary),
+                             ("latency", LatencySummary), ("validation", ValidationVerdict)):
             values[key] = section.from_dict(values[key]) if values.get(key) else None
         try:
             return cls(**values)
@@ -220,6 +287,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "artifacts": ((dict,), "an object: role -> file name"),
     "hashes": ((dict,), "an object: role -> sha256"),
     "validation": ((dict,), "an object with the gate verdict"),
+    "calibration": ((dict,), "an object saying how the INT8 files were made"),
     "accuracy": ((dict,), "an object with the parity figures"),
     "latency": ((dict,), "an object with the runners' latency"),
 }

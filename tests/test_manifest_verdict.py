@@ -11,6 +11,8 @@ import pytest
 from edgeseg.errors import ArtifactError
 from edgeseg.manifest import (
     AccuracySummary,
+    CalibrationSummary,
+    FallbackSummary,
     LatencySummary,
     Manifest,
     RunnerLatency,
@@ -79,7 +81,12 @@ GOLDEN = json.loads(json.dumps({
     "artifacts": {"onnx": "model.onnx", "onnx_int8_cpu": "model.int8.ort.onnx"},
     "hashes": {"onnx": "1" * 64, "onnx_int8_cpu": "2" * 64},
     "tensorrt_version": None, "gpu_name": None, "compute_capability": None, "io_tensors": [],
-    "calibration": {"method": "entropy", "images": 8, "fallback": None},
+    "calibration": {"method": "entropy", "folder": "frames", "images": 8, "skipped": [["bad.png", "unreadable"]],
+                    "tensors": 12, "seconds": {"calibrate": 1.5, "quantize": 0.5},
+                    "fallback": {"passed": True, "kept": ["conv_7"], "precision_of_kept": "fp32", "cap": 4,
+                                 "next_layers": ["conv_3"], "latency_ms": {"0": 4.1, "1": 4.6}, "trials": 2},
+                    "concat_scales": "separate", "high_precision": "fp16",
+                    "float_regions": {"high_precision": "fp32"}, "float_layers": ["conv_7"]},
     "accuracy": {"agreement": 0.995, "max_abs_error": 0.25, "mean_abs_error": 0.01, "cosine_similarity": 0.999,
                  "miou_vs_reference": 0.97, "images": 8, "gt_miou_reference": 0.5, "gt_miou_candidate": 0.49,
                  "gt_miou_drop_points": 1.0, "gates_passed": True},
@@ -106,6 +113,9 @@ def test_an_existing_manifest_reads_into_typed_sections_and_writes_back_the_same
     assert isinstance(manifest.validation, ValidationVerdict) and manifest.validation.min_agreement == 0.99
     assert isinstance(manifest.accuracy, AccuracySummary) and manifest.accuracy.agreement == 0.995
     assert manifest.accuracy.ground_truth == {"miou_reference": 0.5, "miou_candidate": 0.49, "miou_drop_points": 1.0}
+    assert isinstance(manifest.calibration, CalibrationSummary) and manifest.calibration.bag is None
+    fallback = manifest.calibration.fallback
+    assert isinstance(fallback, FallbackSummary) and fallback.kept == ["conv_7"] and fallback.trials == 2
     assert isinstance(manifest.latency, LatencySummary)
     assert manifest.latency.runners["ort-int8"] == RunnerLatency(p50_ms=1.0, p90_ms=1.25, p99_ms=1.5, mean_ms=1.1)
     assert _json(manifest.to_dict()) == GOLDEN
@@ -115,11 +125,12 @@ def test_an_existing_manifest_reads_into_typed_sections_and_writes_back_the_same
 
 
 def test_a_not_run_manifest_round_trips(tmp_path: Path) -> None:
-    data = {**GOLDEN, "accuracy": {}, "latency": {},
+    data = {**GOLDEN, "accuracy": {}, "latency": {}, "calibration": {},
             "validation": {"candidate": "onnx", "candidate_file": "model.onnx", "candidate_sha256": "1" * 64,
                            "status": "not_run", "why": "no reference.npz"}}
     manifest = Manifest.from_dict(data)
-    assert manifest.accuracy is None and manifest.latency is None and manifest.validation_status == "not_run"
+    assert manifest.accuracy is None and manifest.latency is None and manifest.calibration is None
+    assert manifest.validation_status == "not_run"
     assert _json(manifest.to_dict()) == data
     assert Manifest.from_dict(manifest.to_dict()) == manifest
 
@@ -133,6 +144,15 @@ def test_sections_round_trip_through_their_json() -> None:
     for section in (verdict, accuracy, latency):
         assert type(section).from_dict(json.loads(json.dumps(section.to_dict()))) == section
     assert "max_abs_error" not in accuracy.to_dict()  # a figure not measured is absent, as before
+
+
+def test_a_calibration_section_keeps_what_it_does_not_know() -> None:
+    """An older or newer build's calibration keys survive a read and a write (the section is written back as it
+    was); fields this build did not fill are absent, as before (a folder's calibration has no bag)."""
+    data = {"method": "percentile", "images": 4, "percentile": 99.99, "ort": {"per_channel": True}}
+    section = CalibrationSummary.from_dict(data)
+    assert section.method == "percentile" and section.extra == {"percentile": 99.99, "ort": {"per_channel": True}}
+    assert section.to_dict() == data and "bag" not in section.to_dict()
 
 
 def test_a_section_that_is_not_an_object_is_refused() -> None:

@@ -119,12 +119,12 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
     selection = (m.build or {}).get("selection")
     if selection:
         rows.append(("best", f"kept {selection.get('chosen')}: {selection.get('why')}"))
-    found = (m.calibration or {}).get("fallback")
+    found = m.calibration.fallback if m.calibration is not None else None
     if found:
-        kept = found.get("kept") or []
-        rows.append(("fallback", f"{len(kept)} layer(s) in {found.get('precision_of_kept')}: {', '.join(kept)}"
-                     if kept else ("none needed" if found.get("passed") else
-                                   f"gates still missed with {found.get('cap')} layer(s) in float")))
+        kept = found.kept
+        rows.append(("fallback", f"{len(kept)} layer(s) in {found.precision_of_kept}: {', '.join(kept)}"
+                     if kept else ("none needed" if found.passed else
+                                   f"gates still missed with {found.cap} layer(s) in float")))
     for name, stats in runners.items():
         rows.append((f"latency {name}", f"p50 {stats.p50_ms:.1f} ms  p99 {stats.p99_ms:.1f} ms"))
     rows.append(("steps", ", ".join(f"{k}{' (cached)' if v else ''}" for k, v in result.steps.items())))

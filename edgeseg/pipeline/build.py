@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import AccuracyError, ArtifactError, ConfigError
 from ..fileio import prepare_out_dir, read_json, remove_if_empty, remove_stale_temp_files
 from ..lock import LOCK_FILE, folder_lock
-from ..manifest import MANIFEST_FILE, Manifest, write_manifest
+from ..manifest import MANIFEST_FILE, CalibrationSummary, Manifest, write_manifest
 from ..quant.ranges import METHODS
 from ..report.writer import write_report
 from ..runtime.backend import choose_for_build
@@ -204,28 +204,27 @@ def _file_stamps(out: Path) -> dict[Path, tuple[int, int, int]]:
 
 def _int8_models(runner: StepRunner, fp32_onnx: Path, spec: Any, options: BuildOptions, out: Path, backend: str,
                  done: dict[str, bool], log: Callable[[str], None], progress: Callable[..., Any] | None
-                 ) -> dict[str, Any]:
+                 ) -> CalibrationSummary:
     """calibrate -> [fallback | sensitivity] -> quantize; what the manifest records under ``calibration``."""
     calib_dir = options.calib or default_calib(out, spec, log)
     calibrated = int8_steps.run_calibration_step(runner, fp32_onnx, calib_dir, options, out, done, progress)
-    calibration = calibrated.to_dict()  # the manifest's JSON section, built from the typed step results
     float_layers: list[str] = []
+    fallback = None
     if options.fallback == "auto":
         found = int8_steps.run_fallback_step(runner, fp32_onnx, calib_dir, options, out, backend, done, log, progress)
         if found is not None:
-            float_layers = found.kept
-            calibration["fallback"] = found.manifest_section()
+            float_layers, fallback = found.kept, found.manifest_section()
     elif options.sensitivity:
         int8_steps.run_sensitivity_step(runner, fp32_onnx, calib_dir, options, out, done, progress)
     quantized = int8_steps.run_quantize_step(runner, fp32_onnx, options, out, done, float_layers)
-    calibration["concat_scales"] = options.concat_scales
-    calibration["high_precision"] = options.high_precision  # what was asked; float_regions: what the file holds
-    calibration["float_regions"] = quantized.float_regions or {"high_precision": "fp32"}
-    if quantized.trt_fusion:  # predicted TensorRT fusion of model.int8.onnx (quant/trt_fusion.py)
-        calibration["trt_fusion"] = quantized.trt_fusion
-    calibration["float_layers"] = float_layers
-    calibration["seconds"] = {**calibrated.seconds, **quantized.seconds}
-    return calibration
+    return CalibrationSummary(
+        method=calibrated.method, folder=calibrated.folder, images=calibrated.images, skipped=calibrated.skipped,
+        tensors=calibrated.tensors, seconds={**calibrated.seconds, **quantized.seconds}, bag=calibrated.bag,
+        fallback=fallback, concat_scales=options.concat_scales,
+        high_precision=options.high_precision,  # what was asked; float_regions: what the file holds
+        float_regions=quantized.float_regions or {"high_precision": "fp32"},
+        trt_fusion=quantized.trt_fusion or None,  # predicted TensorRT fusion of model.int8.onnx (quant/trt_fusion.py)
+        float_layers=float_layers)
 
 
 def build_failure(result: BuildResult) -> AccuracyError | ArtifactError | None:
@@ -234,9 +233,9 @@ def build_failure(result: BuildResult) -> AccuracyError | ArtifactError | None:
         return None
     if result.status == "failed":
         gates = result.validation.gates if result.validation is not None else {}
-        calibration = result.manifest.calibration or {}
-        found = calibration.get("fallback") or {}
-        used = calibration.get("method")
+        calibration = result.manifest.calibration or CalibrationSummary()
+        found = calibration.fallback
+        used = calibration.method
         method = f"another --calib-method ({' or '.join(m for m in METHODS if m != used)}; this build used {used})" \
             if used else "another --calib-method"
         # only what can work here: FP16 needs TensorRT; a fallback needs the float model
@@ -247,9 +246,9 @@ def build_failure(result: BuildResult) -> AccuracyError | ArtifactError | None:
         elif result.quantized_input:  # a Q/DQ --onnx: nothing here re-quantizes it
             fix = (f"build from the float model, which can keep layers in float: edgeseg build --onnx "
                    f"{result.candidate.parent / 'model.onnx'} --int8 --fallback auto")
-        elif found and not found.get("passed"):
-            fix = (f"raise --fallback-cap (now {found.get('cap')}; the next layers would be "
-                   f"{', '.join(found.get('next_layers') or []) or 'none: every quantized layer was tried'}), "
+        elif found and not found.passed:
+            fix = (f"raise --fallback-cap (now {found.cap}; the next layers would be "
+                   f"{', '.join(found.next_layers) or 'none: every quantized layer was tried'}), "
                    f"or try {method} / more --calib-images")
         elif not found:
             fix = f"try --fallback auto, {method}, more --calib-images, or {other}"

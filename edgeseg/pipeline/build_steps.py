@@ -21,7 +21,14 @@ from ..engine.config import BuildConfig
 from ..engine.trt_builder import build_engine
 from ..errors import ArtifactError, ConfigError, UsageError
 from ..fileio import atomic_open, atomic_write_bytes, sha256_file, sha256_files
-from ..manifest import AccuracySummary, LatencySummary, Manifest, RunnerLatency, validation_verdict
+from ..manifest import (
+    AccuracySummary,
+    CalibrationSummary,
+    LatencySummary,
+    Manifest,
+    RunnerLatency,
+    validation_verdict,
+)
 from ..onnx_model import class_colors_from_metadata, read_onnx_model
 from ..palette import stored_colours
 from ..quant.lint import check_qdq
@@ -303,7 +310,7 @@ def run_bench_step(runner: StepRunner, candidate: Path, options: BuildOptions, o
 
 # -- 6. the manifest -----------------------------------------------------------------------------------
 def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptions, backend: str, out: Path,
-                      candidate: Path, calibration: dict[str, Any] | None, engine: EngineRecord | None,
+                      candidate: Path, calibration: CalibrationSummary | None, engine: EngineRecord | None,
                       validation: ValidationResult | None, why: str, bench: BenchResult | None,
                       selection: SelectionResult | None = None) -> Manifest:
     """The manifest of this run: its files with their hashes, its verdict, its measurements. ``engine``: the
@@ -326,7 +333,7 @@ def assemble_manifest(meta: dict[str, str], spec: InputSpec, options: BuildOptio
         model=meta.get("model", "unknown"), num_classes=int(meta.get("num_classes", len(classes) or 1)),
         input_spec=spec, classes=classes, class_colors=colours, precision=precision, backend=backend,
         artifacts=artifacts,
-        hashes=hashes, calibration=calibration or {},
+        hashes=hashes, calibration=calibration,
         validation=validation_verdict(role=role, candidate_file=candidate.name,
                                       candidate_sha256=hashes[role] if role else sha256_file(candidate),
                                       gates=validation.gates if validation is not None else None,

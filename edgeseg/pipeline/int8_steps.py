@@ -20,6 +20,7 @@ from .. import __version__
 from ..fileio import atomic_write_json, sha256_file, sha256_files
 from ..images import list_images
 from ..machine import usable_cores
+from ..manifest import FallbackSummary
 from ..onnx_model import load_onnx
 from ..quant.calib_data import BagCalibSource, CalibSource, ImageListSource
 from ..quant.calibrate import (
@@ -117,11 +118,11 @@ class FallbackRecord:
         search = FallbackResult(int(data["cap"]), [Trial(**t) for t in data["trials"]], list(data.get("ranking", [])))
         return cls(search, str(data["precision_of_kept"]), dict(data["latency_ms"]))
 
-    def manifest_section(self) -> dict[str, Any]:
+    def manifest_section(self) -> FallbackSummary:
         """The manifest's ``calibration.fallback``: the outcome, not every trial."""
-        return {"passed": self.passed, "kept": self.kept, "precision_of_kept": self.precision_of_kept,
-                "cap": self.search.cap, "next_layers": self.search.next_layers, "latency_ms": self.latency_ms,
-                "trials": len(self.search.trials)}
+        return FallbackSummary(passed=self.passed, kept=list(self.kept), precision_of_kept=self.precision_of_kept,
+                               cap=self.search.cap, next_layers=list(self.search.next_layers),
+                               latency_ms=dict(self.latency_ms), trials=len(self.search.trials))
 
 
 def calibrate_config(options: BuildOptions):  # -> quant.calibrate.CalibrateConfig

@@ -155,7 +155,7 @@ def write_report(build_dir: str | os.PathLike[str], *, manifest: Manifest | dict
         "tensorrt_version": manifest.tensorrt_version,
         "gpu": {"name": manifest.gpu_name, "compute_capability": manifest.compute_capability},
         "artifacts": _artifact_rows(root, manifest),
-        "calibration": _as_dict(calibration) or dict(manifest.calibration) or None,
+        "calibration": _as_dict(calibration) or (manifest.calibration.to_dict() if manifest.calibration else None),
         "export": _as_dict(export),
         "accuracy": accuracy or (manifest.accuracy.to_dict() if manifest.accuracy else None),
         "validation": manifest.validation.to_dict() if manifest.validation else {},

@@ -78,12 +78,12 @@ def test_int8_slower_than_fp32_names_the_best_build(tmp_path: Path) -> None:
 
 
 def _failed(tmp_path: Path, backend: str, *, quantized: bool = False, precision: str = "int8") -> str:
-    from edgeseg.manifest import Manifest, ValidationVerdict
+    from edgeseg.manifest import CalibrationSummary, Manifest, ValidationVerdict
     from edgeseg.pipeline.build import BuildResult, build_failure
     from edgeseg.pipeline.validate import ValidationResult
 
     manifest = Manifest(model="m", num_classes=2, input_spec=SPEC, precision=precision, backend=backend,
-                        calibration={} if quantized else {"method": "percentile"},
+                        calibration=None if quantized else CalibrationSummary(method="percentile"),
                         validation=ValidationVerdict(status="failed", failures=["argmax agreement 0.9 < 0.99"]))
     validation = ValidationResult(candidate="model.int8.ort.onnx", reference="reference.npz",
                                   reference_kind="reference.npz", input_spec=SPEC, num_classes=2, classes=["a", "b"],

@@ -133,7 +133,7 @@ def test_fallback_record_round_trips_through_fallback_json() -> None:
     written = _json_round_trip(record.to_dict())
     assert FallbackRecord.from_dict(written) == record
     assert written["passed"] is True and written["kept"] == ["conv_7"] and written["precision_of_kept"] == "fp32"
-    section = record.manifest_section()
+    section = record.manifest_section().to_dict()
     assert section == {"passed": True, "kept": ["conv_7"], "precision_of_kept": "fp32", "cap": 2, "next_layers": [],
                        "latency_ms": record.latency_ms, "trials": 2}
 

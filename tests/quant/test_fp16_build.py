@@ -180,9 +180,10 @@ def test_the_manifest_records_the_float_regions(model: Path, calib: Path, tmp_pa
     options = BuildOptions(calib=calib, calib_method="minmax", calib_images=2)
     calibration = _int8_models(StepRunner(out, log=lambda _: None), onnx_path, spec, options, out, "onnxruntime", {},
                                lambda _: None, None)
-    assert calibration["high_precision"] == "fp16"
-    assert calibration["float_regions"]["high_precision"] == "fp16" and calibration["float_regions"]["casts"] == 2
+    assert calibration.high_precision == "fp16" and calibration.float_regions is not None
+    assert calibration.float_regions["high_precision"] == "fp16" and calibration.float_regions["casts"] == 2
     write_manifest(out, Manifest(model="tiny", num_classes=4, input_spec=spec, precision="int8",
                                  calibration=calibration))
     recorded = read_manifest(out).calibration
-    assert recorded["high_precision"] == "fp16" and recorded["float_regions"]["fp32_tensors"] == {}
+    assert recorded == calibration and recorded is not None and recorded.float_regions is not None
+    assert recorded.high_precision == "fp16" and recorded.float_regions["fp32_tensors"] == {}
