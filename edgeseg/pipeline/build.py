@@ -183,7 +183,7 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
     manifest = steps.assemble_manifest(meta, spec, options, backend, out, candidate, calibration, engine,
                                        validation, why, bench, selection)
     write_report(out, manifest=manifest, validation=validation, bench=bench, calibration=calibration,
-                 export=(export_info or {}).get("export"), class_colours=manifest.class_colors)
+                 export=export_info.export if export_info is not None else None, class_colours=manifest.class_colors)
     write_manifest(out, manifest)  # last: the folder's promise, from this run's results only
     written = [path for path, stamp in sorted(_file_stamps(out).items()) if before.get(path) != stamp]
     result = BuildResult(out, manifest, backend, candidate, validation, bench, done, written, notices)

@@ -9,7 +9,7 @@ build neither reads it twice nor says something else later.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ class Preflight:
 
     onnx_facts: Any | None = None  # (InputSpec, metadata, has Q/DQ) of --onnx
     calib_opened: str = ""  # "folder calib: 64 images", "cityscapes train: 2975 images", "bag x /cam: 40 frames"
-    model_info: dict[str, Any] = field(default_factory=dict)  # model, classes, spec of the model to export
+    model_info: steps.ModelInfo | None = None  # model, classes, spec of the model to export
 
 
 def will_calibrate(options: BuildOptions, is_qdq: bool) -> bool:
@@ -60,7 +60,7 @@ def preflight(options: BuildOptions, backend: str) -> Preflight:
 
             model_info(options.model)  # an unknown name fails now, not after rendering frames
         found.model_info = steps.model_info(options)  # the checkpoint agrees with --model (same errors as later)
-        is_qdq, num_classes = False, found.model_info["num_classes"]
+        is_qdq, num_classes = False, found.model_info.num_classes
     calibrating = will_calibrate(options, is_qdq)
     if calibrating:
         _check_cpu_int8_writer()

@@ -91,7 +91,41 @@ def backend_notice(backend: str, precision: str, out: Path) -> str:
 
 
 # -- 1. export ---------------------------------------------------------------------------------
-def model_info(options: BuildOptions) -> dict[str, Any]:
+@dataclass
+class ModelInfo:
+    """The model a build exports: its name, classes, colours, constructor options and input spec."""
+
+    model: str
+    num_classes: int
+    classes: list[str]
+    model_options: dict[str, Any]  # the checkpoint's constructor options (create_model's keywords)
+    class_colors: list[list[int]]  # the training data's colours ([]: the palette's)
+    spec: InputSpec
+
+
+@dataclass
+class ExportRecord:
+    """The export step's result (steps.json's summary, the shape it always had): the model exported and
+    export_onnx's own record (``export``: ExportResult.to_dict(), the report's export section)."""
+
+    model: str
+    num_classes: int
+    classes: list[str]
+    input_spec: InputSpec
+    export: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "num_classes": self.num_classes, "classes": list(self.classes),
+                "input_spec": self.input_spec.to_dict(), "export": self.export}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportRecord:
+        return cls(model=str(data["model"]), num_classes=int(data["num_classes"]),
+                   classes=[str(c) for c in data["classes"]], input_spec=InputSpec.from_dict(data["input_spec"]),
+                   export=dict(data["export"]))
+
+
+def model_info(options: BuildOptions) -> ModelInfo:
     """Model name, classes and input spec from the checkpoint (or the options for plain/random weights)."""
     from ..models.checkpoint import PLAIN_DEFAULT_CLASSES, read_checkpoint_info
 
@@ -115,8 +149,8 @@ def model_info(options: BuildOptions) -> dict[str, Any]:
         from .build import demo_defaults
 
         info["class_colors"] = stored_colours(demo_defaults().get("class_colors"), info["num_classes"])
-    info["spec"] = spec
-    return info
+    return ModelInfo(model=info["model"], num_classes=info["num_classes"], classes=info["classes"],
+                     model_options=info["model_options"], class_colors=info["class_colors"], spec=spec)
 
 
 def _val_classes(val: DatasetSpec | Path | None) -> tuple[list[str], list[tuple[int, int, int]]]:
@@ -125,21 +159,21 @@ def _val_classes(val: DatasetSpec | Path | None) -> tuple[list[str], list[tuple[
 
 
 def export_or_take(runner: StepRunner, options: BuildOptions, out: Path, done: dict[str, bool],
-                   log: Log) -> tuple[Path, dict[str, Any] | None]:
+                   log: Log) -> tuple[Path, ExportRecord | None]:
     """model.onnx + reference.npz in ``out`` (exported, or the given --onnx with its reference)."""
     if options.onnx is not None:
         _take_reference(Path(options.onnx), out, log)
         return _copy_in(Path(options.onnx), out, log), None
     info = model_info(options)
-    spec = info["spec"]
+    spec = info.spec
     from .build_data import reference_samples
 
-    images, masks, source = reference_samples(options, spec, info["num_classes"], out, log)
+    images, masks, source = reference_samples(options, spec, info.num_classes, out, log)
     key = {"weights": sha256_file(options.weights) if options.weights else "random", "model": options.model,
-           "size": spec.size, "samples": sha256_files(images + masks), "colours": info["class_colors"],
+           "size": spec.size, "samples": sha256_files(images + masks), "colours": info.class_colors,
            "version": __version__}
     outcome = runner.run("export", key, [out / "model.onnx", out / REFERENCE_FILE],
-                         lambda: _export(options, info, images, masks, source, out, log))
+                         lambda: _export(options, info, images, masks, source, out, log), result_type=ExportRecord)
     done["export"] = outcome.skipped
     return out / "model.onnx", outcome.result
 
@@ -163,8 +197,8 @@ def _copy_in(path: Path, out: Path, log: Log) -> Path:
     return target
 
 
-def _export(options: BuildOptions, info: dict[str, Any], images: list[Path], masks: list[Path], source: str,
-            out: Path, log: Log) -> dict[str, Any]:
+def _export(options: BuildOptions, info: ModelInfo, images: list[Path], masks: list[Path], source: str,
+            out: Path, log: Log) -> ExportRecord:
     from ..export.onnx_export import ExportConfig, export_onnx
     from ..models import create_model, model_from_weights
 
@@ -172,16 +206,16 @@ def _export(options: BuildOptions, info: dict[str, Any], images: list[Path], mas
         import torch
 
         torch.manual_seed(0)  # random weights, but the same ones on every run: builds stay reproducible
-        model = create_model(info["model"], num_classes=info["num_classes"], **info["model_options"])
+        model = create_model(info.model, num_classes=info.num_classes, **info.model_options)
         log("warning: no --weights: random weights, accuracy numbers are meaningless")
     else:  # the checkpoint's own model options build the model it was trained as
-        model, _ = model_from_weights(options.weights, model=info["model"], num_classes=info["num_classes"])
-    config = ExportConfig(model=info["model"], num_classes=info["num_classes"], input_spec=info["spec"],
-                          classes=info["classes"], class_colors=info["class_colors"], sample_images=images,
+        model, _ = model_from_weights(options.weights, model=info.model, num_classes=info.num_classes)
+    config = ExportConfig(model=info.model, num_classes=info.num_classes, input_spec=info.spec,
+                          classes=info.classes, class_colors=info.class_colors, sample_images=images,
                           sample_masks=masks, samples_source=source)
     result = export_onnx(model, config, out, log=log)
-    return {"model": info["model"], "num_classes": info["num_classes"], "classes": info["classes"],
-            "input_spec": info["spec"].to_dict(), "export": result.to_dict()}
+    return ExportRecord(model=info.model, num_classes=info.num_classes, classes=list(info.classes),
+                        input_spec=info.spec, export=result.to_dict())
 
 
 def onnx_facts(path: Path) -> tuple[InputSpec, dict[str, str], bool]:

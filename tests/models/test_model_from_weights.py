@@ -7,6 +7,7 @@ keys and shapes) or compute other logits (another output stride). Every path mus
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -145,16 +146,17 @@ def test_plain_state_dicts_need_the_model_and_its_options(checkpoint, tmp_path: 
 # -- every path that turns weights into a model ------------------------------------------------------
 def test_build_export_step(checkpoint, tmp_path: Path) -> None:
     from edgeseg.pipeline.build import BuildOptions
-    from edgeseg.pipeline.build_steps import _export, model_info
+    from edgeseg.pipeline.build_steps import ExportRecord, _export, model_info
 
     path, _ = checkpoint
     options = BuildOptions(weights=path, out=tmp_path)
     info = model_info(options)
-    assert info["model"] == MODEL and info["model_options"] == OPTIONS and info["spec"] == SPEC
+    assert info.model == MODEL and info.model_options == OPTIONS and info.spec == SPEC
     with pytest.raises(UsageError, match="contradict"):
         model_info(BuildOptions(model="hrnet_w18_small_v1", weights=path, out=tmp_path))
     result = _export(options, info, [], [], "synthetic", tmp_path, lambda _: None)
-    assert result["model"] == MODEL and (tmp_path / "model.onnx").is_file()
+    assert result.model == MODEL and result.input_spec == SPEC and (tmp_path / "model.onnx").is_file()
+    assert ExportRecord.from_dict(json.loads(json.dumps(result.to_dict()))) == result  # steps.json's summary
     assert_reference_is_the_source(tmp_path, checkpoint[1])
 
 

@@ -84,5 +84,5 @@ def test_the_demo_build_carries_the_demo_class_colours() -> None:
 
     options = resolve_options(BuildOptions(), log=lambda _line: None)
     info = model_info(options)
-    assert options.demo and info["class_colors"] == [c["color"] for c in classes_json()["classes"]]
-    assert len(info["class_colors"]) == info["num_classes"] == 6
+    assert options.demo and info.class_colors == [c["color"] for c in classes_json()["classes"]]
+    assert len(info.class_colors) == info.num_classes == 6
