@@ -4,7 +4,7 @@ the capture-to-mask latency of the runtime on real frames."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,9 @@ from ._common import POSITIVE, Progress, progress, quote, summary_table
 from .backend_option import backend_option
 from .option_groups import model_options, out_option, threads_option
 from .run import SOURCE_HELP
+
+if TYPE_CHECKING:  # the pipeline is imported when a command runs
+    from ..pipeline.bench import SourceTiming
 
 
 @click.command("bench")
@@ -107,7 +110,7 @@ def _check_source_options(artifacts: Path | None, source: str | None, topic: str
 
 
 def _time_source(artifacts: Any, src: Any, warmup: int, max_frames: int | None, threads: int,
-                 allow_unvalidated: bool) -> dict[str, Any]:
+                 allow_unvalidated: bool) -> SourceTiming:
     from ..pipeline.source_bench import bench_source, frame_limit
 
     shown = Progress(f"capture-to-mask on {src.text}", frame_limit(src, max_frames))
@@ -116,22 +119,19 @@ def _time_source(artifacts: Any, src: Any, warmup: int, max_frames: int | None, 
                              allow_unvalidated=allow_unvalidated, on_frame=shown.update)
     finally:
         shown.close()
-    if timed.get("warning"):
-        click.secho(str(timed["warning"]), fg="yellow", err=True)
+    if timed.warning:
+        click.secho(str(timed.warning), fg="yellow", err=True)
     return timed
 
 
-def source_lines(timed: dict[str, Any]) -> list[str]:
+def source_lines(timed: SourceTiming) -> list[str]:
     """The capture-to-mask block printed under the runners' table."""
-    from ..runtime.latency import LatencySummary
-
-    fields = {k: timed[k] for k in LatencySummary.__dataclass_fields__ if k in timed}
-    summary = LatencySummary(**fields)
-    where = timed["source"]["text"] + (f" topic {timed['source']['topic']}" if timed["source"].get("topic") else "")
-    lines = ["", f"capture-to-mask on {where} ({timed['backend']}, {Path(timed['model_file']).name}; "
-                 f"ended: {timed['ended_because']}):"]
+    summary = timed.latency
+    where = timed.text + (f" topic {timed.topic}" if timed.topic else "")
+    lines = ["", f"capture-to-mask on {where} ({timed.backend}, {Path(timed.model_file).name}; "
+                 f"ended: {timed.ended_because}):"]
     lines += [f"  {key:<16} {value}" for key, value in summary.rows()]
-    return lines + [f"  ({summary.meaning}; the first frame, after {timed['warmup_calls']} warm-up calls on it, "
+    return lines + [f"  ({summary.meaning}; the first frame, after {timed.warmup_calls} warm-up calls on it, "
                     "is left out)"]
 
 

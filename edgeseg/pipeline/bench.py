@@ -27,6 +27,7 @@ from ..reference import preprocess_frames, synthetic_frames
 from ..report.latency_notes import BUSY_LOAD_PER_CORE, latency_notes, noise_reasons
 from ..report.plots import latency_plot
 from ..runtime.backend import backend_info
+from ..runtime.latency import LatencySummary
 from ..runtime.torch_backend import TorchBackend
 from .artifacts import candidate_input_spec, discover_artifacts, load_manifest, open_backend
 
@@ -83,6 +84,45 @@ class RunnerStats:
 
 
 @dataclass
+class SourceTiming:
+    """bench --source's capture-to-mask figures over a source (pipeline/source_bench.py): what was timed and
+    how (``backend``, ``model_file``, the build's verdict) and the latency figures. bench.json's
+    ``source_latency``, in the shape it had (``source`` an object, the figures flat), only through
+    to_dict/from_dict."""
+
+    text: str  # the source as given
+    kind: str
+    topic: str | None
+    opened_with: str  # how OpenCV opened it ("" when it did not)
+    backend: str
+    model_file: str
+    precision: str
+    build_verdict: str
+    warning: str | None
+    warmup_calls: int
+    ended_because: str
+    latency: LatencySummary
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": {"text": self.text, "kind": self.kind, "topic": self.topic,
+                           "opened_with": self.opened_with},
+                "backend": self.backend, "model_file": self.model_file, "precision": self.precision,
+                "build_verdict": self.build_verdict, "warning": self.warning, "warmup_calls": self.warmup_calls,
+                "ended_because": self.ended_because, **self.latency.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SourceTiming:
+        source = data["source"]
+        figures = {f.name for f in fields(LatencySummary)}
+        return cls(text=str(source["text"]), kind=str(source["kind"]), topic=source.get("topic"),
+                   opened_with=str(source.get("opened_with") or ""), backend=str(data["backend"]),
+                   model_file=str(data["model_file"]), precision=str(data["precision"]),
+                   build_verdict=str(data["build_verdict"]), warning=data.get("warning"),
+                   warmup_calls=int(data["warmup_calls"]), ended_because=str(data["ended_because"]),
+                   latency=LatencySummary(**{k: v for k, v in data.items() if k in figures}))
+
+
+@dataclass
 class BenchResult:
     runners: list[RunnerStats]
     iterations: int
@@ -95,7 +135,7 @@ class BenchResult:
     created: str = ""
     load_average: dict[str, Any] = field(default_factory=dict)  # 1-minute load at start/end of the timing
     plot_note: str = ""  # why there is no latency plot (matplotlib missing), else empty
-    source_latency: dict[str, Any] | None = None  # bench --source: capture-to-mask (pipeline/source_bench.py)
+    source_latency: SourceTiming | None = None  # bench --source: capture-to-mask (pipeline/source_bench.py)
 
     def ratios(self) -> dict[str, dict[str, float | None]]:
         """p50 of each runner divided by each baseline's p50 (< 1 = faster than the baseline)."""
@@ -105,6 +145,7 @@ class BenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["source_latency"] = self.source_latency.to_dict() if self.source_latency is not None else None
         data["ratios"] = self.ratios()
         data["noisy"] = bool(noise_reasons(data))
         data["notes"] = latency_notes(data)
@@ -118,6 +159,8 @@ class BenchResult:
         stats = {f.name for f in fields(RunnerStats)}
         values["runners"] = [RunnerStats(**{k: v for k, v in r.items() if k in stats}) for r in data["runners"]]
         values["input_shape"] = list(values["input_shape"])
+        if values.get("source_latency") is not None:
+            values["source_latency"] = SourceTiming.from_dict(values["source_latency"])
         return cls(**values)
 
     def notes(self) -> list[str]:
@@ -383,7 +426,7 @@ def _inputs(spec: Any, runners: Sequence[Runner]) -> list[np.ndarray]:
 
 def run_bench(plan: BenchPlan, *, iterations: int = 50, warmup: int = 10, plot: bool = True,
               progress: Callable[..., Iterable[Any]] | None = None,
-              source_latency: dict[str, Any] | None = None) -> tuple[BenchResult, list[Path]]:
+              source_latency: SourceTiming | None = None) -> tuple[BenchResult, list[Path]]:
     """Time the plan's runners, write bench.json (and the latency plot) into ``plan.out_dir``, with
     ``source_latency`` (bench --source) when given."""
     try:

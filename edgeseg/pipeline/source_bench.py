@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from typing import Any
 
 from ..errors import UsageError
 from ..runtime.latency import LatencyRecorder, timed_masks
 from ..runtime.segmenter import Segmenter
 from ..runtime.sources import Source, SourceStats, frames
+from .bench import SourceTiming
 
 LIVE_FRAMES = 300
 
@@ -27,9 +27,9 @@ def frame_limit(source: Source, max_frames: int | None) -> int | None:
 
 def bench_source(artifacts: str | os.PathLike[str], source: Source, *, warmup: int = 10,
                  max_frames: int | None = None, threads: int | None = None, allow_unvalidated: bool = False,
-                 on_frame: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Time capture-to-mask over ``source`` (already prepared: ``sources.prepare_source``); the bench.json
-    ``source_latency`` dict. ``warmup`` untimed calls on the first frame, which is left out of the figures."""
+                 on_frame: Callable[[int], None] | None = None) -> SourceTiming:
+    """Time capture-to-mask over ``source`` (already prepared: ``sources.prepare_source``); bench.json's
+    ``source_latency``. ``warmup`` untimed calls on the first frame, which is left out of the figures."""
     limit = frame_limit(source, max_frames)
     seg = Segmenter.from_artifacts(artifacts, output_size="frame", threads=threads,
                                    allow_unvalidated=allow_unvalidated)
@@ -48,8 +48,7 @@ def bench_source(artifacts: str | os.PathLike[str], source: Source, *, warmup: i
     summary = recorder.summary(stats.nominal_fps)
     if summary is None:
         raise UsageError(f"no frames could be read from {source.text}", found=f"{stats.skipped} unreadable")
-    return {"source": {"text": source.text, "kind": source.kind, "topic": source.topic,
-                       "opened_with": stats.opened_with},
-            "backend": seg.name, "model_file": seg.model_file, "precision": seg.precision,
-            "build_verdict": seg.validation_status, "warning": seg.warning, "warmup_calls": warmup,
-            "ended_because": stats.ended_because or "end of source", **summary.to_dict()}
+    return SourceTiming(text=source.text, kind=source.kind, topic=source.topic, opened_with=stats.opened_with,
+                        backend=seg.name, model_file=seg.model_file, precision=seg.precision,
+                        build_verdict=seg.validation_status, warning=seg.warning, warmup_calls=warmup,
+                        ended_because=stats.ended_because or "end of source", latency=summary)

@@ -247,3 +247,24 @@ def test_selection_result_round_trips_in_selection_json_shape() -> None:
                                            "file": "model.int8.onnx", "backend": "openvino", "precision": "int8",
                                            "why": "...", "details": SELECTION_FILE}
     assert selection.runtime_record() == {"backend": "openvino", "inference_precision": "bf16"}
+
+
+def test_source_timing_round_trips_inside_bench_json(bench_result: BenchResult) -> None:
+    """bench --source's SourceTiming: bench.json's source_latency in the shape it had (source an object, the
+    latency figures flat beside it), typed again by BenchResult.from_dict."""
+    from edgeseg.pipeline.bench import SourceTiming
+    from edgeseg.runtime.latency import LatencySummary
+
+    latency = LatencySummary(frames=3, warmup_frames=1, clock="read", p50_ms=5.0, p90_ms=6.0, p99_ms=7.0, mean_ms=5.5,
+                             std_ms=0.5, max_ms=7.0, jitter_ms=2.0, segment_p50_ms=4.0, fps=20.0, delivered=3,
+                             dropped=0, samples_ms=[5.0, 6.0, 7.0])
+    timing = SourceTiming(text="frames/", kind="folder", topic=None, opened_with="", backend="onnxruntime",
+                          model_file="model.onnx", precision="fp32", build_verdict="passed", warning=None,
+                          warmup_calls=2, ended_because="end of source", latency=latency)
+    written = _json_round_trip(timing.to_dict())
+    assert written["source"] == {"text": "frames/", "kind": "folder", "topic": None, "opened_with": ""}
+    assert written["p50_ms"] == 5.0 and written["samples_ms"] == [5.0, 6.0, 7.0] and "latency" not in written
+    assert SourceTiming.from_dict(written) == timing
+    bench_result.source_latency = timing
+    again = BenchResult.from_dict(_json_round_trip(bench_result.to_dict()))
+    assert again.source_latency == timing and again == bench_result
