@@ -257,9 +257,7 @@ def _search(fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions, out:
             keep = work / f"trial_{len(kept)}.int8.onnx"
             shutil.copyfile(candidate, keep)
             candidates[len(kept)] = keep
-            verdict = _gate_verdict(keep, out / REFERENCE_FILE, options)
-            return Trial(list(kept), verdict["passed"], verdict["agreement"], verdict["miou_drop_points"],
-                         verdict["failures"])
+            return _trial(list(kept), keep, out / REFERENCE_FILE, options)
 
         def ranking() -> list[str]:
             log("fallback: the all-INT8 candidate misses a gate; ranking layers on calibration frames")
@@ -282,13 +280,13 @@ def _search(fp32_onnx: Path, calib_dir: CalibSource, options: BuildOptions, out:
     return record
 
 
-def _gate_verdict(candidate: Path, reference: Path, options: BuildOptions) -> dict[str, Any]:
-    """``candidate`` against reference.npz with the build's gates, nothing written."""
-    gates = options.validation_config()
-    result = validate_candidate(candidate, reference, config=gates, write=False, raise_on_failure=False)
-    return {"passed": result.passed, "agreement": float(result.parity["agreement"]),
-            "miou_drop_points": (result.ground_truth or {}).get("miou_drop_points"),
-            "failures": list(result.gates["failures"])}
+def _trial(kept: list[str], candidate: Path, reference: Path, options: BuildOptions) -> Trial:
+    """The fallback search's trial of ``candidate`` (``kept`` in float) against reference.npz with the build's
+    gates, nothing written."""
+    result = validate_candidate(candidate, reference, config=options.validation_config(), write=False,
+                                raise_on_failure=False)
+    return Trial(kept, result.passed, float(result.parity["agreement"]),
+                 (result.ground_truth or {}).get("miou_drop_points"), list(result.gates["failures"]))
 
 
 def _side_by_side_p50(candidates: dict[str, Path], threads: int, iterations: int, warmup: int
