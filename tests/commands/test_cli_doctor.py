@@ -14,10 +14,10 @@ from helpers.doctor_hosts import ORIN, gpu_machine, make_host, onnxruntime
 
 from edgeseg import __version__
 from edgeseg.cli import main
-from edgeseg.runtime import doctor
+from edgeseg.runtime import doctor, doctor_facts
 
 
-def use_host(monkeypatch: pytest.MonkeyPatch, host: doctor.Host) -> None:
+def use_host(monkeypatch: pytest.MonkeyPatch, host: doctor_facts.Host) -> None:
     real = doctor.diagnose
     monkeypatch.setattr(doctor, "diagnose", lambda host_=None: real(host))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.runtime.cuda import DeviceInfo
-from edgeseg.runtime.doctor import Host
+from edgeseg.runtime.doctor_facts import Host
 from helpers.fake_tensorrt import make_fake_trt
 
 ORIN = DeviceInfo(ordinal=0, name="Orin", compute_capability="8.7", integrated=True, can_map_host_memory=True,

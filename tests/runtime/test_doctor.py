@@ -28,8 +28,9 @@ from helpers.doctor_hosts import (
 )
 from helpers.fake_tensorrt import make_fake_trt
 
-from edgeseg.runtime import doctor
-from edgeseg.runtime.doctor import (
+from edgeseg.runtime import doctor_facts
+from edgeseg.runtime.doctor import diagnose, report_lines
+from edgeseg.runtime.doctor_facts import (
     ERROR,
     EXTRAS,
     INFO,
@@ -40,11 +41,8 @@ from edgeseg.runtime.doctor import (
     Finding,
     Host,
     TrtFeatures,
-    diagnose,
-    parse_tegra_release,
-    probe_import,
-    report_lines,
 )
+from edgeseg.runtime.doctor_probes import parse_tegra_release, probe_import
 from edgeseg.trt_version import TrtVersion
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,7 +119,7 @@ def test_jetson_without_tensorrt_in_a_plain_venv_warns_with_the_fix(tmp_path: Pa
     gst = finding(report, "opencv", "GStreamer: NO")
     assert gst.status == WARN and "JetPack's OpenCV" in (gst.fix or "")
     assert not capability(report, "csi://")
-    assert finding(report, "cuda", "pycuda not installed").fix == doctor.JETSON_PYCUDA_INSTALL
+    assert finding(report, "cuda", "pycuda not installed").fix == doctor_facts.JETSON_PYCUDA_INSTALL
 
 
 # -- discrete GPUs and TensorRT releases ---------------------------------------------------------------------------
@@ -305,7 +303,7 @@ def test_a_stale_ptx_manifest_is_reported(tmp_path: Path) -> None:
 
 def test_dla_cores_reports_what_tensorrt_logged() -> None:
     trt = make_fake_trt("10.3.0", dla_cores=2)
-    assert doctor.dla_cores(trt) == 2
+    assert doctor_facts.dla_cores(trt) == 2
 
     class FailingRuntime:
         num_DLA_cores = 0
@@ -315,7 +313,7 @@ def test_dla_cores_reports_what_tensorrt_logged() -> None:
 
     broken = fake_module("tensorrt", __version__="10.3.0", ILogger=trt.ILogger, Runtime=FailingRuntime)
     with pytest.raises(RuntimeError, match="CUDA initialization failure with error: 100"):
-        doctor.dla_cores(broken)
+        doctor_facts.dla_cores(broken)
 
 
 # -- small pieces ----------------------------------------------------------------------------------------------------
@@ -376,6 +374,6 @@ def test_the_real_probes_run_here_without_raising() -> None:
 
 
 def test_the_cuda_library_probes_return_a_version_or_none() -> None:
-    for probe in (doctor.cuda_driver_version, doctor.cuda_runtime_version):
+    for probe in (doctor_facts.cuda_driver_version, doctor_facts.cuda_runtime_version):
         value = probe()
         assert value is None or (isinstance(value, int) and value >= 1000)
