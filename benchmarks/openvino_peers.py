@@ -10,13 +10,16 @@ per-channel, on the same calibration images as edgeseg feeds them), OpenVINO's N
 needs --nncf-python), then every runner timed in ONE interleaved run on the same input: each repeat times every
 runner once, in turn; a runner's figure is its minimum over the repeats, and ratios are to ONNX Runtime FP32 of the
 same run. Runners: ORT FP32, ORT INT8 (ours), ORT quantize_static, OV FP32 (f32 hint asked for), OV on our Q/DQ
-file, OV on NNCF's model, and OV with the bf16 / fp16 hint where the CPU lists it. Denormals are flushed to zero in
-both runtimes (random weights). The CPU's ISA (AVX2, AVX-512 VNNI, AMX, AVX-512 BF16) and the load average are
+file (TensorRT's, ov_qdq_ours) and on OpenVINO's own (model.int8.ov.onnx: 7-bit weights without VNNI/AMX,
+ov_qdq_ours_ov; the one `--precision best` offers), OV on NNCF's model, and OV with the bf16 / fp16 hint where
+the CPU lists it. Denormals are flushed to zero in both runtimes (random weights). The CPU's ISA (AVX2,
+AVX-512 VNNI, AMX, AVX-512 BF16) and the load average are
 recorded.
 
 demo (the trained demo model, accuracy): `edgeseg build --precision best` on the demo (the build's calibration
 scenes and held-out scenes; reference.npz), then every candidate and NNCF's PTQ model of the same calibration
-images validated against reference.npz: argmax agreement and ground-truth mIoU drop, plus the build's choice.
+images validated against reference.npz: argmax agreement and ground-truth mIoU drop, plus the build's choice; also
+TensorRT's model.int8.onnx on OpenVINO (what the OpenVINO INT8 candidate ran before model.int8.ov.onnx).
 
 Results: benchmarks/results/openvino_peers.json (sections replaced when rerun) and openvino_peers.md.
 """
@@ -217,6 +220,8 @@ def timing_one(model: str, size: str, repeats: int, threads: int, calib_images: 
     calib = calibration_array(fp32, calib_dir / "images", calib_images)
     files = {"ort_fp32": ("ort", fp32), "ort_int8_ours": ("ort", folder / "model.int8.ort.onnx"),
              "ov_fp32": ("ov", fp32), "ov_qdq_ours": ("ov", folder / "model.int8.onnx")}
+    if (folder / "model.int8.ov.onnx").is_file():  # OpenVINO's own Q/DQ file (7-bit weights without VNNI/AMX)
+        files["ov_qdq_ours_ov"] = ("ov", folder / "model.int8.ov.onnx")
     notes = []
     qs = folder / "model.ort_quantize_static.onnx"
     try:
@@ -277,6 +282,8 @@ def demo(args: argparse.Namespace, work: Path, log: Path) -> dict[str, Any]:
     calib_dir = ROOT / "calib" if (ROOT / "calib").is_dir() else out / "calib_synth" / "images"
     calib = calibration_array(out / "model.onnx", calib_dir, int(args.demo_calib_images))
     peers = {}
+    # TensorRT's Q/DQ file on OpenVINO (8-bit weights): the file the OpenVINO candidate ran before model.int8.ov.onnx
+    peers["openvino on TensorRT's Q/DQ file"] = (out / "model.int8.onnx", "openvino")
     qs = ort_quantize_static(out / "model.onnx", calib, work / "demo_ort_quantize_static.onnx")
     peers["ort quantize_static"] = (qs, "onnxruntime")
     if args.nncf_python:
@@ -288,7 +295,7 @@ def demo(args: argparse.Namespace, work: Path, log: Path) -> dict[str, Any]:
         rows[name] = {"backend": backend, "file": path.name, "precision": "int8", "passed": result.passed,
                       "agreement": float(result.parity["agreement"]),
                       "miou_drop_points": (result.ground_truth or {}).get("miou_drop_points"),
-                      "failures": list(result.gates["failures"]), "peer": True}
+                      "failures": list(result.gates["failures"]), "peer": path.parent != out}
     return {"model": manifest["model"], "input_size": manifest["input_spec"], "chosen": selection["chosen"],
             "kept": manifest["build"]["selection"], "verdict": manifest["validation"]["status"],
             "gates": [gates.min_agreement, gates.max_miou_drop], "candidates": rows,
@@ -326,7 +333,8 @@ def target_of(model: str) -> float | None:
     return None
 
 
-COLUMNS = ("ort_int8_ours", "ort_quantize_static", "ov_fp32", "ov_qdq_ours", "ov_nncf_int8", "ov_fp32_bf16",
+COLUMNS = ("ort_int8_ours", "ort_quantize_static", "ov_fp32", "ov_qdq_ours", "ov_qdq_ours_ov", "ov_nncf_int8",
+           "ov_fp32_bf16",
            "ov_qdq_ours_bf16", "ov_fp32_fp16", "ov_qdq_ours_fp16")
 
 
@@ -353,7 +361,9 @@ def markdown(results: dict[str, Any]) -> str:
                   "|---" * (len(COLUMNS) + 5) + "|"]
         for row in rows:
             ratios = row["ratio_to_ort_fp32"]
-            ours = {k: v for k, v in ratios.items() if k in ("ort_fp32", "ort_int8_ours", "ov_fp32", "ov_qdq_ours")
+            # OpenVINO's INT8 candidate: its own file (model.int8.ov.onnx) where the run had it, else TensorRT's
+            ov_int8 = "ov_qdq_ours_ov" if "ov_qdq_ours_ov" in ratios else "ov_qdq_ours"
+            ours = {k: v for k, v in ratios.items() if k in ("ort_fp32", "ort_int8_ours", "ov_fp32", ov_int8)
                     or (k.startswith("ov_") and k.endswith(("_bf16", "_fp16")))}
             best = min(ours, key=lambda k: ours[k])
             target = target_of(row["model"])

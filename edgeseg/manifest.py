@@ -31,7 +31,8 @@ MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 2  # 2: validation verdict and checksum
 VALIDATION_STATUSES = ("passed", "failed", "not_run")
 # role -> precision of the file that plays it (the engine's comes from the manifest)
-ROLE_PRECISION = {"onnx": "fp32", "onnx_int8_cpu": "int8", "onnx_int8_trt": "int8 (Q/DQ)"}
+ROLE_PRECISION = {"onnx": "fp32", "onnx_int8_cpu": "int8", "onnx_int8_trt": "int8 (Q/DQ)",
+                  "onnx_int8_ov": "int8 (Q/DQ)"}
 ALLOW_FLAG = "--allow-unvalidated"
 _PARITY_KEYS = ("agreement", "max_abs_error", "mean_abs_error", "cosine_similarity", "miou_vs_reference", "images")
 _RUNNER_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms")

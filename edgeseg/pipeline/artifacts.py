@@ -27,6 +27,7 @@ STANDARD_NAMES: dict[str, tuple[str, ...]] = {
     "onnx": ("model.onnx",),
     "onnx_int8_trt": ("model.int8.onnx",),
     "onnx_int8_cpu": ("model.int8.ort.onnx", "model.int8.cpu.onnx", "model.int8.qoperator.onnx"),
+    "onnx_int8_ov": ("model.int8.ov.onnx",),  # OpenVINO's Q/DQ file (quant/qdq_ov.py)
     "engine": ("model.engine",),
     "reference": ("reference.npz",),
     "calibration_cache": ("calibration.cache",),
@@ -62,7 +63,8 @@ def discover_artifacts(folder: str | os.PathLike[str], manifest: Manifest | None
                 found[role] = root / name
                 break
     if "onnx_int8_cpu" not in found:  # another CPU INT8 layout: model.int8.<anything>.onnx
-        extra = sorted(p for p in root.glob("model.int8.*.onnx") if p.name != "model.int8.onnx")
+        extra = sorted(p for p in root.glob("model.int8.*.onnx")
+                       if p.name not in ("model.int8.onnx", *STANDARD_NAMES["onnx_int8_ov"]))
         if extra:
             found["onnx_int8_cpu"] = extra[0]
     return found

@@ -173,7 +173,9 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
                                                 out, done, log)
         backend = selection.backend
     else:
-        int8_file = "model.int8.ort.onnx" if backend == "onnxruntime" else "model.int8.onnx"  # OpenVINO: the Q/DQ
+        # OpenVINO: its Q/DQ file (model.int8.ov.onnx: 7-bit weights without VNNI/AMX), else TensorRT's
+        int8_file = "model.int8.ort.onnx" if backend == "onnxruntime" else (
+            "model.int8.ov.onnx" if (out / "model.int8.ov.onnx").is_file() else "model.int8.onnx")
         candidate = out / (int8_file if options.precision == "int8" else fp32_onnx.name)
     runtime_options = {k: v for k, v in selection.options.items() if k != "backend"} if selection else {}
     on = {} if backend == "tensorrt" else {"backend": backend, "backend_options": runtime_options}

@@ -4,7 +4,8 @@
 - fallback (``--fallback auto``): validates the all-INT8 candidate of this backend against reference.npz
   and, when it misses a gate, keeps the layers ranked most harmful on calibration frames in float until
   it passes (quant/fallback.py); writes fallback.json (+ sensitivity.*);
-- quantize: model.int8.onnx and model.int8.ort.onnx from the ranges, with the fallback's layers in float.
+- quantize: model.int8.onnx, model.int8.ort.onnx and model.int8.ov.onnx (OpenVINO's: 7-bit weights on a CPU
+  without VNNI/AMX, quant/qdq_ov.py) from the ranges, with the fallback's layers in float.
 Splitting the pass from the writers lets the fallback try layer sets without recalibrating.
 """
 
@@ -33,6 +34,7 @@ from ..quant.calibrate import (
 )
 from ..quant.fallback import FallbackResult, Trial, greedy_fallback
 from ..quant.fp16_regions import float_regions_of
+from ..quant.qdq_ov import OV_INT8_NAME, openvino_weight_bits
 from ..quant.ranges import load_ranges
 from ..quant.sensitivity import SENSITIVITY_JSON, SENSITIVITY_MD
 from ..quant.trt_cache import DEFAULT_TRT_VERSION
@@ -201,13 +203,15 @@ def run_calibration_step(runner: StepRunner, fp32_onnx: Path, calib_dir: CalibSo
 def run_quantize_step(runner: StepRunner, fp32_onnx: Path, options: BuildOptions, out: Path, done: dict[str, bool],
              float_layers: list[str]) -> QuantizeResult:
     config = calibrate_config(options)
+    ov_bits = openvino_weight_bits()  # model.int8.ov.onnx's weights: 7 bits on a CPU without VNNI/AMX (qdq_ov)
     key = {**_quantize_inputs(fp32_onnx, out),
            "concat_scales": options.concat_scales, "float_layers": float_layers,
-           "high_precision": options.high_precision, "trt_version": config.trt_version, "version": __version__}
+           "high_precision": options.high_precision, "trt_version": config.trt_version,
+           "ov_weight_bits": ov_bits, "version": __version__}
 
     def run() -> QuantizeResult:
         trt_path, _, seconds = write_int8_models(fp32_onnx, load_ranges(out / "ranges.json"), out, config,
-                                                 float_layers=float_layers)
+                                                 float_layers=float_layers, ov_weight_bits=ov_bits)
         from ..quant.trt_fusion import predict_fusion
 
         written = load_onnx(trt_path)
@@ -216,8 +220,8 @@ def run_quantize_step(runner: StepRunner, fp32_onnx: Path, options: BuildOptions
                               # what TensorRT should fuse (a prediction from its documented Q/DQ rules, no engine built)
                               predict_fusion(written, config.trt_version).to_dict(brief=True))
 
-    outcome = runner.run("quantize", key, [out / "model.int8.onnx", out / "model.int8.ort.onnx"], run,
-                         result_type=QuantizeResult)
+    outputs = [out / "model.int8.onnx", out / "model.int8.ort.onnx", out / OV_INT8_NAME]
+    outcome = runner.run("quantize", key, outputs, run, result_type=QuantizeResult)
     done["quantize"] = outcome.skipped
     return outcome.result
 

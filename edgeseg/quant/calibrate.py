@@ -27,6 +27,7 @@ from .calib_data import CalibrationFeed, CalibrationImages, CalibSource
 from .fp16_regions import DEFAULT_HIGH_PRECISION, check_high_precision, convert_float_regions, fp16_regions_wanted
 from .lint import check_qdq
 from .qdq_ort import ORT_INT8_NAME, OrtInt8Options, quantize_for_onnxruntime
+from .qdq_ov import write_ov_int8
 from .qdq_trt import CONCAT_SCALES, quantize_for_tensorrt, resolve_keep_fp_layers
 from .ranges import (
     DEFAULT_METHOD,
@@ -183,9 +184,12 @@ def write_int8_models(
     config: CalibrateConfig,
     *,
     float_layers: Sequence[str] = (),
+    ov_weight_bits: int | None = None,
 ) -> tuple[Path, Path, dict[str, float]]:
-    """model.int8.onnx (lint-checked) and model.int8.ort.onnx from ``ranges``; ``float_layers`` (the
-    fallback's choice) stay in float in both, on top of ``config.keep_fp_layers``."""
+    """model.int8.onnx (lint-checked), model.int8.ort.onnx and model.int8.ov.onnx (OpenVINO's: TensorRT's
+    placement and scales, weights in ``ov_weight_bits``, default this CPU's ``qdq_ov.openvino_weight_bits()``)
+    from ``ranges``; ``float_layers`` (the fallback's choice) stay in float in all three, on top of
+    ``config.keep_fp_layers``."""
     model = load_onnx(onnx_path)
     clock = time.perf_counter()
     trt_path = write_trt_int8(model, ranges, out_dir, config, float_layers=float_layers)
@@ -193,6 +197,10 @@ def write_int8_models(
     clock = time.perf_counter()
     ort_path = write_ort_int8(onnx_path, model, ranges, out_dir, config, float_layers=float_layers)
     seconds["qdq_onnxruntime"] = round(time.perf_counter() - clock, 2)
+    clock = time.perf_counter()
+    write_ov_int8(model, ranges, out_dir, keep_fp_layers=_kept(config, float_layers),
+                  concat_scales=config.concat_scales, trt_version=config.trt_version, weight_bits=ov_weight_bits)
+    seconds["qdq_openvino"] = round(time.perf_counter() - clock, 2)
     return trt_path, ort_path, seconds
 
 

@@ -48,6 +48,9 @@ COARSE_LIMIT = 2.0  # a shared scale may be at most this much coarser than a ten
 MIN_AMAX = 1e-8  # a tensor that was constant 0 during calibration still needs a valid scale
 
 
+WEIGHT_BITS = (8, 7)
+
+
 def activation_scale(amax: float) -> np.float32:
     """TensorRT's per-tensor scale: amax / 127 in float32."""
     return np.float32(max(float(amax), MIN_AMAX)) / np.float32(127.0)
@@ -235,14 +238,17 @@ def concat_spanning_ranges(graph: Any, ranges: Ranges) -> dict[str, TensorRange]
     return spanning
 
 
-def _weight_dequantize(weight, axis: int | None, onnx) -> tuple[list[object], list[object]]:  # type: ignore[no-untyped-def]
-    """int8 weights and their DequantizeLinear: one scale per channel on ``axis``, or one per tensor (None)."""
+def _weight_dequantize(weight, axis: int | None, onnx,  # type: ignore[no-untyped-def]
+                       bits: int = 8) -> tuple[list[object], list[object]]:
+    """int8 weights and their DequantizeLinear: one scale per channel on ``axis``, or one per tensor (None);
+    symmetric in ``bits`` bits (8: [-127, 127]; 7: [-63, 63], still stored as int8)."""
     numpy_helper = onnx.numpy_helper
     values = numpy_helper.to_array(weight).astype(np.float32)
+    qmax = np.float32(2 ** (bits - 1) - 1)
     if axis is None:
         amax_all = np.float32(np.abs(values).max()) if values.size else np.float32(0.0)
-        scale = np.array(amax_all / np.float32(127.0) if amax_all > 0 else np.float32(1.0), np.float32)
-        quantized = np.clip(np.round(values / scale), -127, 127).astype(np.int8)
+        scale = np.array(amax_all / qmax if amax_all > 0 else np.float32(1.0), np.float32)
+        quantized = np.clip(np.round(values / scale), -qmax, qmax).astype(np.int8)
         name = weight.name
         inits = [
             numpy_helper.from_array(quantized, f"{name}_quantized"),
@@ -255,10 +261,10 @@ def _weight_dequantize(weight, axis: int | None, onnx) -> tuple[list[object], li
         return inits, [node]
     moved = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
     amax = np.abs(moved).max(axis=1)
-    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    scale = np.where(amax > 0, amax / qmax, np.float32(1.0)).astype(np.float32)
     shape = [1] * values.ndim
     shape[axis] = -1
-    quantized = np.clip(np.round(values / scale.reshape(shape)), -127, 127).astype(np.int8)
+    quantized = np.clip(np.round(values / scale.reshape(shape)), -qmax, qmax).astype(np.int8)
     name = weight.name
     inits = [
         numpy_helper.from_array(quantized, f"{name}_quantized"),
@@ -279,10 +285,16 @@ def quantize_for_tensorrt(
     keep_fp_layers: Sequence[str] = (),
     concat_scales: str = "separate",
     trt_version: str | None = None,
+    weight_bits: int = 8,
 ):  # -> onnx.ModelProto
     """Insert Q/DQ nodes for TensorRT explicit quantization; returns a new model. ``trt_version`` (default
     DEFAULT_TRT_VERSION) picks what the placement may rely on: on 8.x no Q/DQ around Resize and per-tensor
-    ConvTranspose weights; on >= 10 Resize inputs fed by convolutions are quantized (see ``_fusion_placement``)."""
+    ConvTranspose weights; on >= 10 Resize inputs fed by convolutions are quantized (see ``_fusion_placement``).
+    ``weight_bits``: 8 for TensorRT; 7 writes the same placement and activation scales with weights in
+    [-63, 63] (OpenVINO's file on a CPU without VNNI: ``qdq_ov``)."""
+    if weight_bits not in WEIGHT_BITS:
+        raise ConfigError("unsupported weight bit width", expected=" | ".join(map(str, WEIGHT_BITS)),
+                          found=repr(weight_bits))
     if concat_scales not in CONCAT_SCALES:
         raise ConfigError("unknown Concat scale policy", expected=" | ".join(CONCAT_SCALES), found=repr(concat_scales))
     onnx = require("onnx", purpose="writing Q/DQ models")
@@ -311,12 +323,13 @@ def quantize_for_tensorrt(
     scales = _activation_scales(model.graph, index, ranges, activations, concat_scales, placement.scale_of)
     edges = [(tensor, consumer, activation_scale(amax[source])) for tensor, consumer, source in placement.edges]
     _insert_qdq(model.graph, index, keep, activations, weights, scales, onnx, edges=edges,
-                resize_inputs=placement.resize_inputs)
+                resize_inputs=placement.resize_inputs, weight_bits=weight_bits)
     set_metadata(model, {QDQ_METADATA_KEY: json.dumps({
         "format": "qdq-tensorrt", "method": ranges.method, "keep_fp_layers": sorted(keep),
         "concat_scales": concat_scales, "trt_version": str(version),
         "deconv_weights": "per-tensor" if version.major < 10 else "per-channel",
-        "activations": len(activations), "edges": len(edges), "weights": len(weights)}, sort_keys=True)})
+        "activations": len(activations), "edges": len(edges), "weights": len(weights),
+        **({"weight_bits": weight_bits} if weight_bits != 8 else {})}, sort_keys=True)})
     return model
 
 
@@ -499,7 +512,8 @@ def _activation_scales(graph: Any, index: _Graph, ranges: Ranges, activations: S
 
 def _insert_qdq(graph: Any, index: _Graph, keep: set[str], activations: Sequence[str],
                 weights: dict[str, int | None], scales: dict[str, np.float32], onnx: Any, *,
-                edges: Sequence[tuple[str, str, np.float32]] = (), resize_inputs: Iterable[str] = ()) -> None:
+                edges: Sequence[tuple[str, str, np.float32]] = (), resize_inputs: Iterable[str] = (),
+                weight_bits: int = 8) -> None:
     """Q/DQ right after each producer (graph inputs: first); consumers read the dequantized tensor. ``edges``:
     (tensor, consumer node, scale): a Q/DQ of its own on that one edge (``{tensor}_to_{consumer}``)."""
     new_inits: list[object] = []
@@ -531,7 +545,7 @@ def _insert_qdq(graph: Any, index: _Graph, keep: set[str], activations: Sequence
         if base == tensor:
             dequantized[tensor] = f"{tensor}{DEQUANTIZED}"
     for weight, axis in weights.items():
-        inits, nodes = _weight_dequantize(index.initializers[weight], axis, onnx)
+        inits, nodes = _weight_dequantize(index.initializers[weight], axis, onnx, weight_bits)
         new_inits += inits
         prologue += nodes
         dequantized[weight] = f"{weight}{DEQUANTIZED}"

@@ -265,10 +265,12 @@ register_backend(BackendInfo(
     requires="onnxruntime", extra="robot", auto_rank=10, builds=True, candidates=".ort_backend:best_candidates",
     description="ONNX Runtime on the CPU: model.onnx, model.int8.ort.onnx (and the Q/DQ file as it is)"))
 register_backend(BackendInfo(
-    "openvino", ".openvino_backend:open_openvino", roles=("onnx_int8_trt", "onnx"), suffixes=(".onnx", ".xml"),
+    "openvino", ".openvino_backend:open_openvino", roles=("onnx_int8_ov", "onnx_int8_trt", "onnx"),
+    suffixes=(".onnx", ".xml"),
     requires="openvino",
     extra="openvino", auto_rank=20, builds=True, candidates=".openvino_backend:best_candidates",
-    description="OpenVINO on Intel CPUs (GPU/NPU devices untested): model.onnx, model.int8.onnx (Q/DQ); an "
+    description="OpenVINO on Intel CPUs (GPU/NPU devices untested): model.onnx, model.int8.ov.onnx (Q/DQ; "
+                "model.int8.onnx too); an "
                 "OpenVINO IR (.xml) for validate --candidate"))
 register_backend(BackendInfo(
     "torch", ".factories:open_torch", roles=(), suffixes=(), requires="torch", extra="desktop",

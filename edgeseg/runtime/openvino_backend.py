@@ -1,7 +1,8 @@
 """The OpenVINO backend (layer 1: numpy; openvino imported when a backend is made: ``pip install 'edgeseg[openvino]'``).
 
 Runs ``model.onnx`` (FP32, or with a bf16/fp16 inference-precision hint where the device has it) and
-``model.int8.onnx`` (the Q/DQ file TensorRT gets: one calibration serves both) on Intel CPUs. Set as for ONNX
+``model.int8.ov.onnx`` (TensorRT's Q/DQ placement and scales from the same calibration, with 7-bit weights on a
+CPU without VNNI/AMX: quant/qdq_ov.py; ``model.int8.onnx`` itself runs too) on Intel CPUs. Set as for ONNX
 Runtime: ``INFERENCE_NUM_THREADS`` (CPU), ``PERFORMANCE_HINT=LATENCY``, one stream. The FP32 run is asked
 for explicitly (``INFERENCE_PRECISION_HINT=f32``): OpenVINO's CPU default is bf16 on CPUs with AMX or AVX-512
 BF16, which is not what a build validated as FP32. Compiled models are cached in ``CACHE_DIR`` (the build
@@ -24,6 +25,7 @@ from .backend import Candidate, checked_model_path
 
 CACHE_DIR_NAME = "openvino_cache"
 DEFAULT_DEVICE = "CPU"
+INT8_ROLE = "onnx_int8_ov"  # model.int8.ov.onnx, OpenVINO's Q/DQ file (not TensorRT's model.int8.onnx)
 # edgeseg's precision word -> OpenVINO's INFERENCE_PRECISION_HINT and the device capability it needs
 HINTS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16")}
 _NUMPY_TYPES = {"f32": np.float32, "f16": np.float16}
@@ -155,13 +157,14 @@ def open_openvino(path: str | os.PathLike[str], *, threads: int | None = None, m
 
 
 def best_candidates(device: str = DEFAULT_DEVICE) -> list[Any]:
-    """What ``--precision best`` times with OpenVINO on ``device``: model.onnx in FP32 and model.int8.onnx (Q/DQ),
-    each also with a bf16 / fp16 inference-precision hint where the device has it."""
+    """What ``--precision best`` times with OpenVINO on ``device``: model.onnx in FP32 and the INT8 Q/DQ file
+    model.int8.ov.onnx (role onnx_int8_ov: TensorRT's placement and scales, 7-bit weights on a CPU without
+    VNNI/AMX, quant/qdq_ov.py), each also with a bf16 / fp16 inference-precision hint where the device has it."""
     found = [Candidate("openvino", "onnx", "fp32", {"inference_precision": "fp32", "device": device}),
-             Candidate("openvino", "onnx_int8_trt", "int8", {"inference_precision": "fp32", "device": device})]
+             Candidate("openvino", INT8_ROLE, "int8", {"inference_precision": "fp32", "device": device})]
     for hint in device_precisions(device):
         if hint != "fp32":
             found += [Candidate("openvino", "onnx", hint, {"inference_precision": hint, "device": device}),
-                      Candidate("openvino", "onnx_int8_trt", f"int8+{hint}",
+                      Candidate("openvino", INT8_ROLE, f"int8+{hint}",
                                 {"inference_precision": hint, "device": device})]
     return found

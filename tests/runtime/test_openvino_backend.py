@@ -46,6 +46,41 @@ def test_tiny_model_matches_onnxruntime(tmp_path: Path) -> None:
     assert (tmp_path / CACHE_DIR_NAME).is_dir()  # compiled-model cache inside the build folder
 
 
+def test_tiny_model_ov_int8_file_runs_on_openvino_as_on_onnxruntime(tmp_path: Path) -> None:
+    """model.int8.ov.onnx (7-bit weights, quant/qdq_ov.py): OpenVINO agrees with ONNX Runtime on the same file."""
+    _openvino()
+    import onnx as onnx_lib
+    from helpers.tiny_models import build_tiny_net
+    from helpers.tiny_onnx import write_images as images
+
+    from edgeseg.onnx_model import input_spec_of
+    from edgeseg.quant.calib_data import CalibrationFeed
+    from edgeseg.quant.qdq_ov import write_ov_int8
+    from edgeseg.quant.ranges import Ranges, compute_ranges
+    from edgeseg.runtime.openvino_backend import open_openvino
+    from edgeseg.runtime.ort_backend import OnnxRuntimeBackend
+
+    float_path = build_tiny_net(tmp_path / "model.onnx")
+    spec = input_spec_of(onnx_lib.load(str(float_path)))
+    frames = images(tmp_path / "frames", 4)[0].parent
+    ranges = Ranges("minmax", compute_ranges(float_path, CalibrationFeed(frames, spec, count=4), method="minmax"))
+    path = write_ov_int8(onnx_lib.load(str(float_path)), ranges, tmp_path, weight_bits=7)
+    ov, ort = open_openvino(path, threads=1, folder=tmp_path), OnnxRuntimeBackend(path, threads=1)
+    try:
+        # the calibrated frames (random inputs would clip at the activation ranges)
+        for batch in CalibrationFeed(frames, spec, count=4):
+            x = np.ascontiguousarray(batch[spec.input_name], dtype=np.float32)
+            got, want = ov.infer(x).copy(), ort.infer(x)
+            # measured: mean |OV - ORT| ~8 % of the largest logit with 8-bit weights as with 7 (OpenVINO computes
+            # this net's int8 layers differently from ONNX Runtime's Q/DQ emulation, not a 7-bit effect);
+            # argmax identical
+            assert np.abs(got - want).mean() <= 0.15 * float(np.abs(want).max()), np.abs(got - want).mean()
+            assert (got.argmax(1) == want.argmax(1)).mean() > 0.98
+    finally:
+        ov.close()
+        ort.close()
+
+
 def test_bad_settings_are_refused(tmp_path: Path) -> None:
     _openvino()
     from edgeseg.errors import ConfigError, InputError
@@ -93,12 +128,14 @@ def test_build_for_openvino_validates_the_qdq_file_on_it_and_run_uses_it(tmp_pat
                                        str(tmp_path / "frames"), "--calib-images", "2", "--threads", "1"])
     assert "Traceback" not in result.output, result.output
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["backend"] == "openvino" and manifest["validation"]["candidate_file"] == "model.int8.onnx"
+    # OpenVINO's own Q/DQ file (7-bit weights without VNNI/AMX), not TensorRT's model.int8.onnx
+    assert manifest["backend"] == "openvino" and manifest["validation"]["candidate_file"] == "model.int8.ov.onnx"
+    assert manifest["artifacts"]["onnx_int8_ov"] == "model.int8.ov.onnx"
     assert "validated on openvino" in result.output
     bench = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert {"openvino-fp32", "openvino-int8"} <= {r["name"] for r in bench["runners"]}
     seg = Segmenter.from_artifacts(tmp_path / "b", allow_unvalidated=True)  # auto: the build's runtime
-    assert seg.name == "openvino" and seg.model_file.endswith("model.int8.onnx")
+    assert seg.name == "openvino" and seg.model_file.endswith("model.int8.ov.onnx")
     seg.close()
 
 
@@ -114,7 +151,10 @@ def test_precision_best_times_openvino_candidates_too(tmp_path: Path) -> None:
     assert "Traceback" not in result.output, result.output
     selection = json.loads((tmp_path / "b" / "selection.json").read_text())
     rows = selection["candidates"]
-    assert {"model.onnx", "model.int8.ort.onnx", "openvino:model.onnx", "openvino:model.int8.onnx"} <= set(rows)
+    # OpenVINO's INT8 candidate runs its own file (model.int8.ov.onnx), recorded per row
+    assert {"model.onnx", "model.int8.ort.onnx", "openvino:model.onnx", "openvino:model.int8.ov.onnx"} <= set(rows)
+    assert "openvino:model.int8.onnx" not in rows
+    assert rows["openvino:model.int8.ov.onnx"]["file"] == "model.int8.ov.onnx"
     for row in rows.values():  # every candidate: gates and p50
         assert {"passed", "agreement", "p50_ms", "backend", "precision", "file"} <= set(row)
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
