@@ -62,6 +62,7 @@ def calibrate_cmd(onnx_path: Path, calib_dir: Any, topic: str | None, method: st
       ranges.json          activation ranges (+ method, images, hashes)
       model.int8.onnx      Q/DQ ONNX for TensorRT explicit INT8 (lint-checked)
       model.int8.ort.onnx  INT8 ONNX for ONNX Runtime on the CPU
+      model.int8.ov.onnx   Q/DQ ONNX for OpenVINO (7-bit weights on a CPU without VNNI/AMX)
       calibration.cache    TensorRT's native cache (implicit INT8, TensorRT <= 10)
     """
     from ..fileio import prepare_out_dir, remove_if_empty

@@ -284,7 +284,8 @@ def _precision_of(path: Path) -> str:
 
 # the build folder's roles plan_bench times with ONNX Runtime (role, runner name, precision); the engine besides
 ORT_RUNNERS = (("onnx", "ort-fp32", "fp32"), ("onnx_int8_cpu", "ort-int8", "int8"))
-TIMED_ROLES = tuple(role for role, _, _ in ORT_RUNNERS) + ("engine", "onnx_int8_trt")  # + the Q/DQ file on OpenVINO
+# + the Q/DQ files on OpenVINO (its own model.int8.ov.onnx; TensorRT's as before)
+TIMED_ROLES = tuple(role for role, _, _ in ORT_RUNNERS) + ("engine", "onnx_int8_trt", "onnx_int8_ov")
 
 
 def bench_key(*, artifacts: str | os.PathLike[str] | None = None, onnx_files: Sequence[str | os.PathLike[str]] = (),
