@@ -11,7 +11,6 @@ file kept, and ``Segmenter``/``edgeseg run`` run exactly that.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..fileio import atomic_write_json, sha256_file
+from ..machine import usable_cores
 from ..reference import REFERENCE_FILE
 from ..runtime.backend import Candidate, best_candidates
 from .artifacts import STANDARD_NAMES
@@ -178,7 +178,7 @@ def _measure_and_pick(candidates: list[tuple[str, Candidate, Path]], options: Bu
         else:  # nothing to check INT8 against: only a float model run in FP32 is trusted as is
             row.passed, row.failures = candidate.precision == "fp32", [f"no {REFERENCE_FILE}"]
         rows[name] = row
-    threads = options.threads or _usable_cores()
+    threads = options.threads or usable_cores()
     runners = [backend_runner(path, name, c.precision, threads, c.backend, **c.options) for name, c, path in candidates]
     try:
         x = np.random.default_rng(0).standard_normal(runners[0].input_shape or ()).astype(np.float32)
@@ -198,9 +198,4 @@ def _measure_and_pick(candidates: list[tuple[str, Candidate, Path]], options: Bu
                                 iterations=options.bench_iterations, load_average=dict(timed.load_average))
     atomic_write_json(out / SELECTION_FILE, selection.to_dict())
     return selection
-
-
-def _usable_cores() -> int:
-    """The cores this process may run on (the bench's default thread count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
