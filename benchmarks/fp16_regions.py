@@ -38,10 +38,9 @@ VARIANTS = ("fp32", "fp16")
 
 def cpu_isa() -> list[str]:
     """The int8/vector extensions ONNX Runtime's CPU kernels can use here (what the brief asks to record)."""
-    flags = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
+    from edgeseg.quant.qdq_ov import cpu_flags
+
+    flags = cpu_flags()
     return sorted(f for f in ("avx2", "avx512_vnni", "amx_tile", "avx_vnni") if f in flags)
 
 

@@ -82,18 +82,12 @@ def edgeseg(*args: str) -> list[str]:
 
 
 def isa() -> dict[str, Any]:
-    flags: set[str] = set()
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            if line.startswith("model name") and not model:
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    from edgeseg.machine import cpu_model
+    from edgeseg.quant.qdq_ov import cpu_flags
+
+    flags = cpu_flags()
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-    return {"cpu": model or platform.processor(), "flags": [f for f in wanted if f in flags],
+    return {"cpu": cpu_model(), "flags": [f for f in wanted if f in flags],
             "vnni": "avx512_vnni" in flags or "avx_vnni" in flags, "amx": "amx_tile" in flags}
 
 

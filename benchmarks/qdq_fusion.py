@@ -177,9 +177,10 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def isa() -> str:
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
+    from edgeseg.quant.qdq_ov import cpu_flags
+
+    flags = cpu_flags()
+    if not flags:
         return "?"
     return ", ".join(f for f in ("avx2", "avx512_vnni", "amx_tile") if f in flags) or "none of avx2/avx512_vnni/amx"
 
