@@ -10,7 +10,7 @@ import click
 from ..pipeline.options import DEFAULT_MAX_MIOU_DROP, DEFAULT_MIN_AGREEMENT
 from ._common import DATASET, progress, quote, summary_table
 from .backend_option import backend_option
-from .option_groups import VAL_DATA_HELP, gate_options, val_data_options
+from .option_groups import VAL_DATA_HELP, gate_options, model_options, out_option, threads_option, val_data_options
 
 DEFAULT_GATES = (DEFAULT_MIN_AGREEMENT, DEFAULT_MAX_MIOU_DROP)  # pipeline.options owns them
 
@@ -53,9 +53,8 @@ def print_validation(result: Any) -> None:
               help="model.onnx, a model.int8*.onnx or model.engine to check.")
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="reference.npz saved by edgeseg export (PyTorch logits; no torch needed).")
-@click.option("--model", "model_name", default=None, help="Run this PyTorch model as the reference (with --weights).")
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Weights or edgeseg checkpoint of the PyTorch reference.")
+@model_options(model_help="Run this PyTorch model as the reference (with --weights).",
+               weights_help="Weights or edgeseg checkpoint of the PyTorch reference.")
 @val_data_options(data_dest="data_dir", data_type=DATASET, data_aliases=("--data",),
                   data_help=f"Frames to check on (with a PyTorch reference): a folder of images, or {VAL_DATA_HELP} "
                             "(its val split unless :split is given); masks add ground-truth scores.",
@@ -64,9 +63,8 @@ def print_validation(result: Any) -> None:
 @gate_options(from_build=True)
 @click.option("--worst", "worst_k", type=click.IntRange(min=0), default=4, show_default=True,
               help="Overlay PNGs of the N images with the lowest agreement.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where validation.json and overlays go (default: the candidate's folder).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime / OpenVINO.")
+@out_option(help="Where validation.json and overlays go (default: the candidate's folder).")
+@threads_option("CPU threads for ONNX Runtime / OpenVINO.")
 @backend_option(runs_files=True, help="The runtime that runs --candidate (auto: by its suffix: .onnx ONNX Runtime, "
                                       ".engine TensorRT).")
 @click.option("--inference-precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
