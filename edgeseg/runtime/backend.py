@@ -290,3 +290,19 @@ def checked_model_path(path: str | os.PathLike[str], threads: int | None) -> Pat
     if threads is not None and threads < 1:
         raise InputError("threads must be at least 1", found=str(threads))
     return target
+
+
+def static_shape_error(path: Path, what: str, found: str) -> ArtifactError:
+    """A file-based backend's refusal of a dynamic input or output shape."""
+    return ArtifactError(f"{path.name} has a dynamic {what} shape",
+                         expected="static shapes (1x3xHxW in, 1xCxHxW out) as edgeseg export writes",
+                         found=found, fix="re-export with edgeseg export")
+
+
+def check_input(x: Any, backend: str, dtype: Any, shape: tuple[int, ...]) -> None:
+    """A file-based backend's ``infer`` input: a ``dtype`` array of ``shape``, else InputError."""
+    if not isinstance(x, np.ndarray) or x.dtype != dtype or tuple(x.shape) != shape:
+        found = f"{x.dtype} array of shape {tuple(x.shape)}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise InputError(f"wrong input for the {backend} backend",
+                         expected=f"{np.dtype(dtype).name} array of shape {shape}", found=found,
+                         fix="preprocess frames with edgeseg.spec.preprocess")

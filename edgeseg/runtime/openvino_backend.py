@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, ConfigError, InputError, require
-from .backend import Candidate, checked_model_path
+from ..errors import ArtifactError, ConfigError, require
+from .backend import Candidate, check_input, checked_model_path, static_shape_error
 
 CACHE_DIR_NAME = "openvino_cache"
 DEFAULT_DEVICE = "CPU"
@@ -108,18 +108,12 @@ class OpenVinoBackend:
     def _static(self, port: Any, what: str) -> tuple[int, ...]:
         shape = port.get_partial_shape()
         if shape.is_dynamic:
-            raise ArtifactError(f"{self.path.name} has a dynamic {what} shape",
-                                expected="static shapes (1x3xHxW in, 1xCxHxW out) as edgeseg export writes",
-                                found=str(shape), fix="re-export with edgeseg export")
+            raise static_shape_error(self.path, what, str(shape))
         return tuple(int(d) for d in port.get_shape())
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """1x3xHxW float32 -> 1xCxHxW float32 logits (a reused buffer; copy to keep it)."""
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or tuple(x.shape) != self.input_shape:
-            found = f"{x.dtype} array of shape {tuple(x.shape)}" if isinstance(x, np.ndarray) else type(x).__name__
-            raise InputError("wrong input for the openvino backend",
-                             expected=f"float32 array of shape {self.input_shape}", found=found,
-                             fix="preprocess frames with edgeseg.spec.preprocess")
+        check_input(x, self.name, np.float32, self.input_shape)
         self._input.data[...] = x
         self._request.infer()
         return self._request.get_output_tensor(0).data  # type: ignore[no-any-return]

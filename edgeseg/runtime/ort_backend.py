@@ -14,20 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, DependencyError, InputError, require
-from .backend import Candidate, checked_model_path
+from ..errors import ArtifactError, DependencyError, require
+from .backend import Candidate, check_input, checked_model_path, static_shape_error
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 def _static_shape(shape: list[Any], what: str, path: Path) -> tuple[int, ...]:
     if not all(isinstance(d, int) and d > 0 for d in shape):
-        raise ArtifactError(
-            f"{path.name} has a dynamic {what} shape",
-            expected="static shapes (1x3xHxW in, 1xCxHxW out) as edgeseg export writes",
-            found=str(shape),
-            fix="re-export with edgeseg export",
-        )
+        raise static_shape_error(path, what, str(shape))
     return tuple(int(d) for d in shape)
 
 
@@ -80,14 +75,7 @@ class OnnxRuntimeBackend:
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """1x3xHxW float32 -> 1xCxHxW float32 logits (a reused buffer; copy to keep it)."""
-        if not isinstance(x, np.ndarray) or x.dtype != self.input_dtype or tuple(x.shape) != self.input_shape:
-            found = f"{x.dtype} array of shape {tuple(x.shape)}" if isinstance(x, np.ndarray) else type(x).__name__
-            raise InputError(
-                "wrong input for the onnxruntime backend",
-                expected=f"{np.dtype(self.input_dtype).name} array of shape {self.input_shape}",
-                found=found,
-                fix="preprocess frames with edgeseg.spec.preprocess",
-            )
+        check_input(x, self.name, self.input_dtype, self.input_shape)
         self._binding.bind_cpu_input(self.input_name, np.ascontiguousarray(x))
         self.session.run_with_iobinding(self._binding)
         return self._output
