@@ -32,7 +32,7 @@ from ..fileio import sha256_file
 from ..manifest import MANIFEST_FILE, Manifest, check_validated, read_manifest, verified_artifact
 from ..palette import stored_colours
 from ..spec import CHANNEL_ORDERS, InputSpec, check_frame, nearest_index, preprocess
-from .backend import Backend, backend_choices, backend_info, choose_for_folder, open_backend
+from .backend import Backend, backend_info, choose_for_folder, open_backend
 from .gpu_loop import GpuLoop
 from .kernels import numpy_argmax
 from .torch_backend import TorchBackend
@@ -63,8 +63,6 @@ def choose_backend(requested: str, manifest: Manifest, folder: Path) -> str:
     """The backend that runs ``folder``: the registry's choice (runtime/backend.py): ``requested``, or for "auto"
     the backend the build chose when it is available here, else the best-ranked available one (TensorRT on a GPU
     with an engine, then ONNX Runtime, then OpenVINO)."""
-    if requested not in backend_choices():
-        raise ConfigError("unknown backend", expected=" | ".join(backend_choices()), found=repr(requested))
     return choose_for_folder(requested, manifest.artifacts, folder, built_with=manifest.backend,
                              validated_role=manifest.validated_role)
 
