@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from ..runtime.backend import backend_info
 from ..runtime.latency import LatencySummary
 from ..runtime.torch_backend import TorchBackend
 from .artifacts import candidate_input_spec, discover_artifacts, load_manifest, open_backend
+from .step_cache import known_fields
 
 BENCH_FILE = "bench.json"
 PLOT_FILE = "bench_latency.png"
@@ -113,13 +114,12 @@ class SourceTiming:
     @classmethod
     def from_dict(cls, data: Any) -> SourceTiming:
         source = data["source"]
-        figures = {f.name for f in fields(LatencySummary)}
         return cls(text=str(source["text"]), kind=str(source["kind"]), topic=source.get("topic"),
                    opened_with=str(source.get("opened_with") or ""), backend=str(data["backend"]),
                    model_file=str(data["model_file"]), precision=str(data["precision"]),
                    build_verdict=str(data["build_verdict"]), warning=data.get("warning"),
                    warmup_calls=int(data["warmup_calls"]), ended_because=str(data["ended_because"]),
-                   latency=LatencySummary(**{k: v for k, v in data.items() if k in figures}))
+                   latency=LatencySummary(**known_fields(LatencySummary, data)))
 
 
 @dataclass
@@ -155,9 +155,8 @@ class BenchResult:
     def from_dict(cls, data: Any) -> BenchResult:
         """The inverse of ``to_dict`` (bench.json, the build's step cache): what it derives (ratios, noisy, notes)
         is computed again, not read."""
-        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-        stats = {f.name for f in fields(RunnerStats)}
-        values["runners"] = [RunnerStats(**{k: v for k, v in r.items() if k in stats}) for r in data["runners"]]
+        values = known_fields(cls, data)
+        values["runners"] = [RunnerStats(**known_fields(RunnerStats, r)) for r in data["runners"]]
         values["input_shape"] = list(values["input_shape"])
         if values.get("source_latency") is not None:
             values["source_latency"] = SourceTiming.from_dict(values["source_latency"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from ..trt_version import TrtVersion
 from .bench import benchmark, ort_runner
 from .build_steps import Log, Progress
 from .options import BuildOptions
-from .step_cache import StepRunner
+from .step_cache import StepRunner, known_fields
 from .validate import validate_candidate
 
 FALLBACK_FILE = "fallback.json"
@@ -74,7 +74,7 @@ class CalibrationResult:
 
     @classmethod
     def from_dict(cls, data: Any) -> CalibrationResult:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        return cls(**known_fields(cls, data))
 
 
 @dataclass
@@ -93,7 +93,7 @@ class QuantizeResult:
 
     @classmethod
     def from_dict(cls, data: Any) -> QuantizeResult:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        return cls(**known_fields(cls, data))
 
 
 @dataclass

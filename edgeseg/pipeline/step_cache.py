@@ -14,13 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_write_json, sha256_file
 
 STATE_FILE = "steps.json"
+
+
+def known_fields(cls: type[Any], data: Any, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The entries of ``data`` that name a field of the dataclass ``cls`` (less ``skip``): a recorded result's
+    ``from_dict`` ignores keys it does not know (derived ones, an older or newer edgeseg's)."""
+    return {f.name: data[f.name] for f in fields(cls) if f.name in data and f.name not in skip}
 
 
 def key_digest(key: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ from ..runtime.torch_backend import TorchBackend
 from ..spec import InputSpec, preprocess, resize_mask_nearest
 from .artifacts import candidate_input_spec, load_manifest, open_backend
 from .options import ValidationConfig
+from .step_cache import known_fields
 from .validation_data import data_samples, synthetic_samples
 
 T = TypeVar("T")
@@ -90,7 +91,7 @@ class ValidationResult:
         missing = [name for name in required if name not in data]
         if missing:
             raise KeyError(f"a validation record without {', '.join(missing)}")
-        values = {f.name: data[f.name] for f in fields(cls) if f.name in data and f.name != "not_written"}
+        values = known_fields(cls, data, skip=("not_written",))
         values["input_spec"] = InputSpec.from_dict(values["input_spec"])
         return cls(**values)
 
