@@ -7,20 +7,21 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._common import DATASET, DATASET_HELP, POSITIVE, SIZE, quote, summary_table
+from ._common import DATASET, DATASET_HELP, POSITIVE, quote, summary_table
+from .option_groups import input_size_option, model_options
 
 if TYPE_CHECKING:
     from ..data.datasets import DatasetSpec
 
 
 @click.command("eval")
-@click.option("--model", default=None, help="Model name (checked against the checkpoint) [default: the checkpoint's].")
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Checkpoint (best.pt / last.pt / best.safetensors / a shipped asset).")
+@model_options(model_help="Model name (checked against the checkpoint) [default: the checkpoint's].",
+               weights_help="Checkpoint (best.pt / last.pt / best.safetensors / a shipped asset).",
+               weights_required=True)
 @click.option("--data", type=DATASET, required=True,
               help=f"Data to score: {DATASET_HELP} (its val split unless :split is given; a folder without one: "
                    "all of it).")
-@click.option("--input-size", type=SIZE, default=None, help="Evaluate at this size [default: the checkpoint's].")
+@input_size_option("Evaluate at this size [default: the checkpoint's].")
 @click.option("--batch-size", type=POSITIVE, default=8, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Data loader processes (0: load in the main process).")
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
                    "Cityscapes/ADE20K/VOC protocol); input: labels resized to the model input (nearest) "
                    "[default: label for a public dataset, input for a folder].")
 def eval_cmd(
-    model: str | None,
+    model_name: str | None,
     weights: Path,
     data: DatasetSpec,
     input_size: tuple[int, int] | None,
@@ -46,7 +47,7 @@ def eval_cmd(
     result, spec = evaluate_folder(
         weights,
         data,
-        model=model,
+        model=model_name,
         input_size=input_size,
         batch_size=batch_size,
         workers=workers,

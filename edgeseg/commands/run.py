@@ -11,6 +11,7 @@ import click
 
 from ._common import POSITIVE, quote, summary_table
 from .backend_option import backend_option
+from .option_groups import threads_option
 
 SOURCE_HELP = ("Image folder, image or video file, camera index (0), v4l2:///dev/video0, csi://0, rtsp://..., "
                "gst:PIPELINE ! appsink, or bag:PATH (.mcap/.db3/.bag; with --topic). Cameras take "
@@ -54,7 +55,7 @@ class Outputs:
                    "--save bag, none without --save].")
 @click.option("--show", is_flag=True, help="Show overlays in a window (needs OpenCV with a GUI and a display).")
 @click.option("--max-frames", type=POSITIVE, default=None, help="Stop after this many frames.")
-@click.option("--threads", type=POSITIVE, default=None, help="CPU threads (onnxruntime and openvino backends).")
+@threads_option("CPU threads (onnxruntime and openvino backends).")
 @click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, help="Overlay opacity.")
 @click.option("--allow-unvalidated", is_flag=True,
               help="Run a folder whose accuracy gates failed or were not run (a warning says why).")
