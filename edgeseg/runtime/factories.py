@@ -10,16 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..manifest import find_manifest
 from .torch_backend import TorchBackend
 from .trt import TensorRTSession
 
 
 def open_tensorrt(path: str | os.PathLike[str], *, threads: int | None = None, manifest: Any = None,
                   folder: Path | None = None, buffers: str = "auto", **_: Any) -> Any:
-    """A TensorRTSession on an engine (``threads`` has no meaning on the GPU)."""
-    if manifest is None:
-        manifest = find_manifest(Path(path).parent)
+    """A TensorRTSession on an engine (``threads`` has no meaning on the GPU; without ``manifest`` the session
+    reads the engine folder's)."""
     return TensorRTSession(path, manifest=manifest, buffers=buffers)
 
 
