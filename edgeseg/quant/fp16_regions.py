@@ -40,7 +40,7 @@ import numpy as np
 from ..errors import ArtifactError, ConfigError, require
 from ..onnx_model import metadata_of, opset_of, set_metadata
 from ..trt_version import TrtVersion
-from .qdq_trt import DEQUANTIZED, QDQ_METADATA_KEY, drop_unused_initializers
+from .qdq_trt import DEQUANTIZED, QDQ_METADATA_KEY, drop_unused_initializers, quantization_record
 from .ranges import Ranges
 
 HIGH_PRECISIONS = ("fp16", "fp32")  # --high-precision: the type of the float regions of model.int8.onnx
@@ -93,12 +93,7 @@ class Fp16Report:
 
 def float_regions_of(model: Any) -> dict[str, Any]:
     """The float-region record a Q/DQ model carries in its metadata ({"high_precision": "fp32"} when none)."""
-    raw = metadata_of(model).get(QDQ_METADATA_KEY)
-    try:
-        record = json.loads(raw) if raw else {}
-    except json.JSONDecodeError:
-        record = {}
-    regions = record.get("float_regions") if isinstance(record, dict) else None
+    regions = quantization_record(model).get("float_regions")
     return dict(regions) if isinstance(regions, dict) else {"high_precision": "fp32"}
 
 

@@ -23,15 +23,13 @@ per-output-channel deconvolution weights (TensorRT#2380); >= 10 may read Resize 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import ArtifactError, require
-from ..onnx_model import metadata_of
-from .qdq_trt import QDQ_METADATA_KEY, effective_amax, weight_axis
+from .qdq_trt import effective_amax, quantization_record, weight_axis
 
 UNSUPPORTED_OPS = ("QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QLinearAdd", "QLinearMul",
                    "QLinearConcat", "QLinearSigmoid", "QLinearAveragePool", "QLinearGlobalAveragePool",
@@ -84,23 +82,14 @@ class _Index:
         return self.producers.get(name)
 
 
-def _written_for(model: Any) -> dict[str, Any]:
-    raw = metadata_of(model).get(QDQ_METADATA_KEY)
-    try:
-        record = json.loads(raw) if raw else {}
-    except json.JSONDecodeError:
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
 def _kept_float(model: Any) -> set[str]:
-    return set(_written_for(model).get("keep_fp_layers", []))
+    return set(quantization_record(model).get("keep_fp_layers", []))
 
 
 def _trt_major(model: Any) -> int | None:
     """The TensorRT generation edgeseg wrote the file for (None: another quantizer's file: the 8.x rules)."""
     try:
-        return int(str(_written_for(model).get("trt_version", "")).split(".")[0])
+        return int(str(quantization_record(model).get("trt_version", "")).split(".")[0])
     except ValueError:
         return None
 

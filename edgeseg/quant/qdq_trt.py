@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError, require
-from ..onnx_model import MIN_QDQ_OPSET, opset_of, set_metadata
+from ..onnx_model import MIN_QDQ_OPSET, metadata_of, opset_of, set_metadata
 from ..trt_version import TrtVersion
 from .ranges import Ranges, TensorRange
 
@@ -49,6 +49,16 @@ MIN_AMAX = 1e-8  # a tensor that was constant 0 during calibration still needs a
 
 
 WEIGHT_BITS = (8, 7)
+
+
+def quantization_record(model: Any) -> dict[str, Any]:
+    """edgeseg's ``edgeseg_quantization`` metadata of a Q/DQ file ({} for another quantizer's file)."""
+    raw = metadata_of(model).get(QDQ_METADATA_KEY)
+    try:
+        record = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def activation_scale(amax: float) -> np.float32:

@@ -463,33 +463,22 @@ def predict_file(path: Any, trt_version: str | TrtVersion | None = None) -> Fusi
     return predict_fusion(model, trt_version or written_for(model))
 
 
-def _placement_record(model: Any) -> dict[str, Any]:
-    """edgeseg's ``edgeseg_quantization`` metadata of a Q/DQ file ({} for another quantizer's file)."""
-    import json
-
-    from ..onnx_model import metadata_of
-    from .qdq_trt import QDQ_METADATA_KEY
-
-    try:
-        record = json.loads(metadata_of(model).get(QDQ_METADATA_KEY) or "{}")
-    except json.JSONDecodeError:
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
 def written_for(model: Any) -> str:
     """The TensorRT a Q/DQ file says it was written for (edgeseg's metadata), else the default target."""
+    from .qdq_trt import quantization_record
     from .trt_cache import DEFAULT_TRT_VERSION
 
-    return str(_placement_record(model).get("trt_version") or DEFAULT_TRT_VERSION)
+    return str(quantization_record(model).get("trt_version") or DEFAULT_TRT_VERSION)
 
 
 def predict_fusion(model: Any, trt_version: str | TrtVersion) -> FusionPrediction:
     """The predicted TensorRT fusion of Q/DQ ``model`` (an onnx.ModelProto) on ``trt_version``."""
+    from .qdq_trt import quantization_record
+
     walk = _Walk(model, TrtVersion.parse(str(trt_version)))
     for node in walk.graph.node:
         walk.visit(node)
     result = walk.finish()
-    record = _placement_record(model)
+    record = quantization_record(model)
     result.placement = {key: record[key] for key in ("trt_version", "deconv_weights") if key in record}
     return result
