@@ -34,7 +34,8 @@ VALIDATION_STATUSES = ("passed", "failed", "not_run")
 ROLE_PRECISION = {"onnx": "fp32", "onnx_int8_cpu": "int8", "onnx_int8_trt": "int8 (Q/DQ)",
                   "onnx_int8_ov": "int8 (Q/DQ)"}
 ALLOW_FLAG = "--allow-unvalidated"
-_PARITY_KEYS = ("agreement", "max_abs_error", "mean_abs_error", "cosine_similarity", "miou_vs_reference", "images")
+PARITY_KEYS = (  # the parity figures the accuracy section records
+    "agreement", "max_abs_error", "mean_abs_error", "cosine_similarity", "miou_vs_reference", "images")
 _RUNNER_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms")
 
 
@@ -94,7 +95,7 @@ class AccuracySummary:
     ground_truth: dict[str, float] = field(default_factory=dict)  # e.g. miou_candidate (gt_miou_candidate)
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {k: getattr(self, k) for k in _PARITY_KEYS if getattr(self, k) is not None}
+        data: dict[str, Any] = {k: getattr(self, k) for k in PARITY_KEYS if getattr(self, k) is not None}
         data.update({f"gt_{k}": v for k, v in self.ground_truth.items()})
         data["gates_passed"] = self.gates_passed
         return data
@@ -103,7 +104,7 @@ class AccuracySummary:
     def from_dict(cls, data: Mapping[str, Any]) -> AccuracySummary:
         return cls(gates_passed=bool(data.get("gates_passed", False)),
                    ground_truth={k[3:]: v for k, v in data.items() if k.startswith("gt_")},
-                   **{k: data[k] for k in _PARITY_KEYS if k in data})
+                   **{k: data[k] for k in PARITY_KEYS if k in data})
 
 
 @dataclass

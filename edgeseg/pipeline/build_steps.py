@@ -22,6 +22,7 @@ from ..engine.trt_builder import build_engine
 from ..errors import ArtifactError, ConfigError, UsageError
 from ..fileio import atomic_open, atomic_write_bytes, sha256_file, sha256_files
 from ..manifest import (
+    PARITY_KEYS,
     AccuracySummary,
     CalibrationSummary,
     LatencySummary,
@@ -388,8 +389,7 @@ def _accuracy_summary(validation: ValidationResult | None) -> AccuracySummary | 
     if validation is None:
         return None
     parity, truth = validation.parity, validation.ground_truth or {}
-    keys = ("agreement", "max_abs_error", "mean_abs_error", "cosine_similarity", "miou_vs_reference", "images")
-    return AccuracySummary(gates_passed=validation.passed, **{k: parity[k] for k in keys if k in parity},
+    return AccuracySummary(gates_passed=validation.passed, **{k: parity[k] for k in PARITY_KEYS if k in parity},
                            ground_truth={k: v for k, v in truth.items() if isinstance(v, (int, float))})
 
 
