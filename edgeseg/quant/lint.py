@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, require
+from ..errors import ArtifactError, ConfigError, require
+from ..trt_version import TrtVersion
 from .qdq_trt import effective_amax, quantization_record, weight_axis
 
 UNSUPPORTED_OPS = ("QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QLinearAdd", "QLinearMul",
@@ -88,9 +89,10 @@ def _kept_float(model: Any) -> set[str]:
 
 def _trt_major(model: Any) -> int | None:
     """The TensorRT generation edgeseg wrote the file for (None: another quantizer's file: the 8.x rules)."""
+    written = quantization_record(model).get("trt_version")
     try:
-        return int(str(quantization_record(model).get("trt_version", "")).split(".")[0])
-    except ValueError:
+        return TrtVersion.parse(str(written)).major if written else None
+    except ConfigError:
         return None
 
 
