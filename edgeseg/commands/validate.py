@@ -12,8 +12,6 @@ from ._common import DATASET, progress, quote, summary_table
 from .backend_option import backend_option
 from .option_groups import VAL_DATA_HELP, gate_options, model_options, out_option, threads_option, val_data_options
 
-DEFAULT_GATES = (DEFAULT_MIN_AGREEMENT, DEFAULT_MAX_MIOU_DROP)  # pipeline.options owns them
-
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:6.2f}"
@@ -148,8 +146,8 @@ def _gates(candidate: Path, min_agreement: float | None, max_miou_drop: float | 
         click.echo(f"gates from {candidate.parent / 'manifest.json'}", err=True)
     if min_agreement is None:
         agreement = recorded.min_agreement
-        min_agreement = float(agreement) if agreement is not None else DEFAULT_GATES[0]
+        min_agreement = float(agreement) if agreement is not None else DEFAULT_MIN_AGREEMENT
     if max_miou_drop is None:
         drop = recorded.max_miou_drop
-        max_miou_drop = float(drop) if drop is not None else DEFAULT_GATES[1]
+        max_miou_drop = float(drop) if drop is not None else DEFAULT_MAX_MIOU_DROP
     return min_agreement, max_miou_drop
