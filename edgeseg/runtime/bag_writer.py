@@ -126,7 +126,7 @@ class BagMaskWriter:
 
     def write(self, frame: BagFrame, mask: np.ndarray, overlay: np.ndarray | None = None) -> None:
         """``frame``'s mask and overlay, with its header stamp (a zero one stays zero), frame_id and log time."""
-        self.write_frame(frame.rgb, mask, stamp_ns=0 if frame.stamp_from_log_time else frame.stamp_ns,
+        self.write_frame(frame.rgb, mask, stamp_ns=frame.header_stamp_ns,
                          frame_id=frame.frame_id, overlay=overlay, log_time_ns=frame.log_time_ns or frame.stamp_ns)
 
     def close(self) -> Path:

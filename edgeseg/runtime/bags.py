@@ -49,6 +49,11 @@ class BagFrame:
     log_time_ns: int = 0  # when the bag recorded it
     stamp_from_log_time: bool = False  # the header stamp was zero
 
+    @property
+    def header_stamp_ns(self) -> int:
+        """The header stamp as recorded: 0 when the driver never set it (``stamp_ns`` is then the log time)."""
+        return 0 if self.stamp_from_log_time else self.stamp_ns
+
 
 def bag_storage(path: str | Path) -> str:
     """"ros1", "mcap" or "sqlite3" (a rosbag2 folder: the storage of the files inside it)."""

@@ -269,5 +269,5 @@ def _bag_frames(source: Source, stats: SourceStats) -> FrameStream:
             stats.delivered += 1
             yield Frame(message.name, message.rgb, asked, "read", message.index + 1, message.stamp_ns,
                         message.frame_id, message.log_time_ns,
-                        0 if message.stamp_from_log_time else message.stamp_ns)
+                        message.header_stamp_ns)
     stats.ended_because = "end of bag"
