@@ -86,13 +86,19 @@ def test_build_option(tmp_path: Path) -> None:
         BuildOptions(high_precision="bf16").check()
 
 
-def test_quantize_step_records_and_keys_the_high_precision(model: Path, calib: Path, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def _build_folder(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A build folder holding model.onnx, its TensorRT target faked to 10.3.0."""
     monkeypatch.setattr(int8_steps, "target_trt_version", lambda: "10.3.0")
     out = tmp_path / "build"
     out.mkdir()
     onnx_path = out / "model.onnx"
     onnx_path.write_bytes(model.read_bytes())
+    return out, onnx_path
+
+
+def test_quantize_step_records_and_keys_the_high_precision(model: Path, calib: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    out, onnx_path = _build_folder(model, tmp_path, monkeypatch)
     runner = StepRunner(out, log=lambda _: None)
 
     def steps(high_precision: str) -> tuple[dict[str, bool], int8_steps.QuantizeResult]:
@@ -171,11 +177,7 @@ def test_the_manifest_records_the_float_regions(model: Path, calib: Path, tmp_pa
     from edgeseg.onnx_model import input_spec_of
     from edgeseg.pipeline.build import _int8_models
 
-    monkeypatch.setattr(int8_steps, "target_trt_version", lambda: "10.3.0")
-    out = tmp_path / "build"
-    out.mkdir()
-    onnx_path = out / "model.onnx"
-    onnx_path.write_bytes(model.read_bytes())
+    out, onnx_path = _build_folder(model, tmp_path, monkeypatch)
     spec = input_spec_of(onnx.load(str(onnx_path)))
     options = BuildOptions(calib=calib, calib_method="minmax", calib_images=2)
     calibration = _int8_models(StepRunner(out, log=lambda _: None), onnx_path, spec, options, out, "onnxruntime", {},
