@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+# typing's generics, not collections.abc's: evaluated at import, and Python 3.8 runs this module (option_groups
+# uses it too)
 Decorator = typing.Callable[[typing.Callable[..., Any]], typing.Callable[..., Any]]
 
 

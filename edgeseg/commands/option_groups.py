@@ -23,7 +23,6 @@ the new option's value (both given: a usage error). The gates' defaults live in
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,8 @@ import click
 from ..pipeline.options import DEFAULT_MAX_MIOU_DROP, DEFAULT_MIN_AGREEMENT
 from ..quant.ranges import DEFAULT_METHOD, METHODS
 from ._common import CALIB_HELP, CALIB_TOPIC_HELP, DATASET_HELP, POSITIVE, SIZE, CalibType, DatasetType
+from .backend_option import Decorator
 
-# typing's generics, not collections.abc's: evaluated at import, and Python 3.8 runs this module
-Decorator = typing.Callable[[typing.Callable[..., Any]], typing.Callable[..., Any]]
 _ALIAS_KEY = "edgeseg.option_aliases"  # ctx.meta: canonical name -> (old spelling, value) given on the line
 
 
