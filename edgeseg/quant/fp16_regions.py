@@ -37,13 +37,13 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.config import HIGH_PRECISIONS  # --high-precision: the type of the float regions of model.int8.onnx
 from ..errors import ArtifactError, ConfigError, require
 from ..onnx_model import metadata_of, opset_of, set_metadata
 from ..trt_version import TrtVersion
 from .qdq_trt import DEQUANTIZED, QDQ_METADATA_KEY, drop_unused_initializers, quantization_record
 from .ranges import Ranges
 
-HIGH_PRECISIONS = ("fp16", "fp32")  # --high-precision: the type of the float regions of model.int8.onnx
 DEFAULT_HIGH_PRECISION = "fp16"
 FP16_LIMIT = 60000.0  # |x| above this stays float32 (float16's largest finite value is 65504)
 FP16_QDQ_OPSET = 19  # float16 scales in QuantizeLinear/DequantizeLinear
