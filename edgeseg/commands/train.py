@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 import click
 
 from ._common import DATASET, DATASET_HELP, POSITIVE, SIZE, quote, summary_table
+from .option_groups import out_option, threads_option
 
 if TYPE_CHECKING:
     from ..data.datasets import DatasetSpec
 
-DIR = click.Path(file_okay=False, path_type=Path)
 FILE = click.Path(dir_okay=False, path_type=Path)
 
 
@@ -49,7 +49,7 @@ class _StepDisplay:
 )
 @click.option("--input-size", type=SIZE, required=True, help="Model input size HxW (multiples of 32).")
 @click.option("--epochs", type=POSITIVE, default=30, show_default=True)
-@click.option("--out", type=DIR, required=True, help="Run folder for best.pt, last.pt, history.json.")
+@out_option(help="Run folder for best.pt, last.pt, history.json.", required=True)
 @click.option("--batch-size", type=POSITIVE, default=8, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Peak learning rate [default: 2e-3 adamw, 0.02 sgd].")
@@ -57,7 +57,7 @@ class _StepDisplay:
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Data loader processes (0: load in the main process).")
-@click.option("--threads", type=POSITIVE, default=None, help="torch CPU threads [default: all cores].")
+@threads_option("torch CPU threads [default: all cores].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", type=FILE, default=None, help="Continue from a last.pt of the same run.")
 @click.option("--val-data", type=DATASET, default=None,
