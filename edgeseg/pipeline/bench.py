@@ -224,6 +224,17 @@ def benchmark(runners: Sequence[Runner], inputs: Sequence[np.ndarray] | np.ndarr
                        list(batch[0].shape), load_average=_load_record(load_start, load_average()))
 
 
+def time_side_by_side(runners: Sequence[Runner], *, iterations: int, warmup: int) -> BenchResult:
+    """``runners`` timed interleaved on one seeded random input, then closed (--precision best's candidates,
+    the fallback's latency cost)."""
+    try:
+        x = np.random.default_rng(0).standard_normal(runners[0].input_shape or ()).astype(np.float32)
+        return benchmark(runners, [x], iterations=iterations, warmup=warmup)
+    finally:
+        for runner in runners:
+            runner.close()
+
+
 # -- building runners from a build folder or ONNX files ------------------------------------------
 @dataclass
 class BenchPlan:

@@ -22,7 +22,7 @@ from ..machine import usable_cores
 from ..reference import REFERENCE_FILE
 from ..runtime.backend import Candidate, best_candidates
 from .artifacts import STANDARD_NAMES
-from .bench import backend_runner, benchmark
+from .bench import backend_runner, time_side_by_side
 from .build import BuildOptions
 from .build_steps import Log
 from .step_cache import StepRunner
@@ -166,8 +166,6 @@ def gate_verdict(path: Path, candidate: Candidate, reference: Path, options: Bui
 
 def _measure_and_pick(candidates: list[tuple[str, Candidate, Path]], options: BuildOptions, out: Path, log: Log
                       ) -> SelectionResult:
-    import numpy as np
-
     reference = out / REFERENCE_FILE
     rows: dict[str, CandidateVerdict] = {}
     for name, candidate, path in candidates:
@@ -180,12 +178,7 @@ def _measure_and_pick(candidates: list[tuple[str, Candidate, Path]], options: Bu
         rows[name] = row
     threads = options.threads or usable_cores()
     runners = [backend_runner(path, name, c.precision, threads, c.backend, **c.options) for name, c, path in candidates]
-    try:
-        x = np.random.default_rng(0).standard_normal(runners[0].input_shape or ()).astype(np.float32)
-        timed = benchmark(runners, [x], iterations=options.bench_iterations, warmup=3)
-    finally:
-        for opened in runners:
-            opened.close()
+    timed = time_side_by_side(runners, iterations=options.bench_iterations, warmup=3)
     for stats in timed.runners:
         rows[stats.name].p50_ms = round(stats.p50_ms, 3)
     chosen = pick_fastest(rows, default=candidates[0][0])

@@ -42,7 +42,7 @@ from ..reference import REFERENCE_FILE
 from ..report.plots import sensitivity_plot
 from ..runtime.bags import bag_sha256
 from ..trt_version import TrtVersion
-from .bench import benchmark, ort_runner
+from .bench import ort_runner, time_side_by_side
 from .build_steps import Log, Progress
 from .options import BuildOptions
 from .step_cache import StepRunner, known_fields
@@ -296,16 +296,9 @@ def _trial(kept: list[str], candidate: Path, reference: Path, options: BuildOpti
 def _side_by_side_p50(candidates: dict[str, Path], threads: int, iterations: int, warmup: int
                       ) -> tuple[dict[str, float], Any]:
     """Each ONNX file timed interleaved on one random input: (name -> p50 ms, the run's load average)."""
-    import numpy as np
-
     runners = [ort_runner(path, name, "int8" if "int8" in path.name else "fp32", threads)
                for name, path in candidates.items()]
-    try:
-        x = np.random.default_rng(0).standard_normal(runners[0].input_shape or ()).astype(np.float32)
-        timed = benchmark(runners, [x], iterations=iterations, warmup=warmup)
-    finally:
-        for runner in runners:
-            runner.close()
+    timed = time_side_by_side(runners, iterations=iterations, warmup=warmup)
     return {stats.name: round(stats.p50_ms, 3) for stats in timed.runners}, timed.load_average
 
 
