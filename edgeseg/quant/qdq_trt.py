@@ -259,22 +259,15 @@ def _weight_dequantize(weight, axis: int | None, onnx,  # type: ignore[no-untype
         amax_all = np.float32(np.abs(values).max()) if values.size else np.float32(0.0)
         scale = np.array(amax_all / qmax if amax_all > 0 else np.float32(1.0), np.float32)
         quantized = np.clip(np.round(values / scale), -qmax, qmax).astype(np.int8)
-        name = weight.name
-        inits = [
-            numpy_helper.from_array(quantized, f"{name}_quantized"),
-            numpy_helper.from_array(scale, f"{name}_scale"),
-            numpy_helper.from_array(np.array(0, np.int8), f"{name}_zero_point"),
-        ]
-        node = onnx.helper.make_node(
-            "DequantizeLinear", [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"],
-            [f"{name}{DEQUANTIZED}"], name=f"{name}_DequantizeLinear")
-        return inits, [node]
-    moved = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
-    amax = np.abs(moved).max(axis=1)
-    scale = np.where(amax > 0, amax / qmax, np.float32(1.0)).astype(np.float32)
-    shape = [1] * values.ndim
-    shape[axis] = -1
-    quantized = np.clip(np.round(values / scale.reshape(shape)), -qmax, qmax).astype(np.int8)
+        axis_attr: dict[str, int] = {}
+    else:
+        moved = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
+        amax = np.abs(moved).max(axis=1)
+        scale = np.where(amax > 0, amax / qmax, np.float32(1.0)).astype(np.float32)
+        shape = [1] * values.ndim
+        shape[axis] = -1
+        quantized = np.clip(np.round(values / scale.reshape(shape)), -qmax, qmax).astype(np.int8)
+        axis_attr = {"axis": axis}
     name = weight.name
     inits = [
         numpy_helper.from_array(quantized, f"{name}_quantized"),
@@ -283,7 +276,7 @@ def _weight_dequantize(weight, axis: int | None, onnx,  # type: ignore[no-untype
     ]
     node = onnx.helper.make_node(
         "DequantizeLinear", [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"], [f"{name}{DEQUANTIZED}"],
-        name=f"{name}_DequantizeLinear", axis=axis,
+        name=f"{name}_DequantizeLinear", **axis_attr,
     )
     return inits, [node]
 
