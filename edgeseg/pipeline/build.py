@@ -30,7 +30,7 @@ from ..runtime.segmenter import tensorrt_available
 from . import build_steps as steps
 from . import int8_steps
 from .bench import BenchResult
-from .build_checks import check_backend_precision, preflight
+from .build_checks import Preflight, check_backend_precision, preflight, will_calibrate
 from .build_data import default_calib
 from .options import (  # noqa: F401  (BACKENDS, the seeds: build.py's names before options.py)
     BACKENDS,
@@ -139,8 +139,7 @@ def run_build(options: BuildOptions, *, log: Callable[[str], None] = print,
 
 
 def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[str], None],
-                progress: Callable[..., Any] | None, checked: Any = None) -> BuildResult:
-    checked = checked if checked is not None else preflight(options, backend)
+                progress: Callable[..., Any] | None, checked: Preflight) -> BuildResult:
     before = _file_stamps(out)
     for stale in remove_stale_temp_files(out):
         log(f"removed {stale.name}, left by an interrupted build")
@@ -155,9 +154,10 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
     done: dict[str, bool] = {}
 
     fp32_onnx, export_info = steps.export_or_take(runner, options, out, done, log)
-    spec, meta, is_qdq = steps.onnx_facts(fp32_onnx)
+    # --onnx: preflight read this file's facts (fp32_onnx is its copy); an export: read them now
+    spec, meta, is_qdq = checked.onnx_facts or steps.onnx_facts(fp32_onnx)
     calibration = None
-    if options.precision in ("int8", "best") and not is_qdq:
+    if will_calibrate(options, is_qdq):
         calibration = _int8_models(runner, fp32_onnx, spec, options, out, backend, done, log, progress)
     engine: steps.EngineRecord | None = None
     selection: SelectionResult | None = None  # --precision best on a CPU: the candidate kept and why
