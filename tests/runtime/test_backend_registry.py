@@ -149,20 +149,24 @@ def _reference_of(folder: Path) -> Path:
     return save_reference(folder / REFERENCE_FILE, Reference.from_logits(frames, logits, meta))
 
 
-def test_best_picks_the_fastest_candidate_that_passes(tmp_path: Path) -> None:
+def test_best_picks_the_fastest_candidate_that_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Three fake runtimes: a slow right one, a fast WRONG one (fails the gates) and a middling right one: the
-    middling one is kept, and selection.json lists all three with their agreement and p50."""
-    import time
+    middling one is kept, and selection.json lists all three with their agreement and p50. A fake clock: each
+    runtime 'takes' a fixed time, so the order holds on a busy machine."""
+    import types
 
+    from edgeseg.pipeline import bench
     from edgeseg.pipeline.best import SelectionResult, _measure_and_pick
     from edgeseg.pipeline.build import BuildOptions
 
     folder = validated_build(tmp_path / "b")
     _reference_of(folder)
+    now = [100.0]
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
 
     class Timed(FakeBackend):
         def infer(self, x: np.ndarray) -> np.ndarray:
-            time.sleep({"slow": 0.02, "wrong": 0.0, "mid": 0.005}[self.name])
+            now[0] += {"slow": 0.02, "wrong": 0.0, "mid": 0.005}[self.name]
             return super().infer(x)
 
     names = {"slow": 0.0, "wrong": 50.0, "mid": 0.0}
