@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -185,14 +185,16 @@ def write_int8_models(
     *,
     float_layers: Sequence[str] = (),
     ov_weight_bits: int | None = None,
+    scales: Mapping[str, float] | None = None,
 ) -> tuple[Path, Path, dict[str, float]]:
     """model.int8.onnx (lint-checked), model.int8.ort.onnx and model.int8.ov.onnx (OpenVINO's: TensorRT's
     placement and scales, weights in ``ov_weight_bits``, default this CPU's ``qdq_ov.openvino_weight_bits()``)
     from ``ranges``; ``float_layers`` (the fallback's choice) stay in float in all three, on top of
-    ``config.keep_fp_layers``."""
+    ``config.keep_fp_layers``. ``scales``: QAT's trained activation scales for model.int8.onnx (the other two
+    files take theirs from ``ranges``)."""
     model = load_onnx(onnx_path)
     clock = time.perf_counter()
-    trt_path = write_trt_int8(model, ranges, out_dir, config, float_layers=float_layers)
+    trt_path = write_trt_int8(model, ranges, out_dir, config, float_layers=float_layers, scales=scales)
     seconds = {"qdq_tensorrt": round(time.perf_counter() - clock, 2)}
     clock = time.perf_counter()
     ort_path = write_ort_int8(onnx_path, model, ranges, out_dir, config, float_layers=float_layers)
@@ -209,12 +211,15 @@ def _kept(config: CalibrateConfig, float_layers: Sequence[str]) -> tuple[str, ..
 
 
 def write_trt_int8(model, ranges: Ranges, out_dir: str | os.PathLike[str],  # type: ignore[no-untyped-def]
-                   config: CalibrateConfig, *, float_layers: Sequence[str] = ()) -> Path:
+                   config: CalibrateConfig, *, float_layers: Sequence[str] = (),
+                   scales: Mapping[str, float] | None = None) -> Path:
     """model.int8.onnx: Q/DQ for TensorRT from the float ``model`` (an onnx.ModelProto), lint-checked; with
     float16 regions when ``config`` asks for them and targets TensorRT >= 10 (its metadata records which
-    tensors stayed float32: ``fp16_regions.float_regions_of``)."""
+    tensors stayed float32: ``fp16_regions.float_regions_of``). ``scales``: trained activation scales (QAT) in
+    place of the calibrated ones (``quantize_for_tensorrt``)."""
     quantized = quantize_for_tensorrt(model, ranges, keep_fp_layers=_kept(config, float_layers),
-                                      concat_scales=config.concat_scales, trt_version=config.trt_version)
+                                      concat_scales=config.concat_scales, trt_version=config.trt_version,
+                                      scales=scales)
     if fp16_regions_wanted(config.high_precision, config.trt_version):
         quantized, _ = convert_float_regions(quantized, ranges)
     # never write a model TensorRT would mis-build, or one whose scales waste most int8 levels

@@ -28,7 +28,7 @@ an int8 and a float copy.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -289,18 +289,22 @@ def quantize_for_tensorrt(
     concat_scales: str = "separate",
     trt_version: str | None = None,
     weight_bits: int = 8,
+    scales: Mapping[str, float] | None = None,
 ):  # -> onnx.ModelProto
     """Insert Q/DQ nodes for TensorRT explicit quantization; returns a new model. ``trt_version`` (default
     DEFAULT_TRT_VERSION) picks what the placement may rely on: on 8.x no Q/DQ around Resize and per-tensor
     ConvTranspose weights; on >= 10 Resize inputs fed by convolutions are quantized (see ``_fusion_placement``).
     ``weight_bits``: 8 for TensorRT; 7 writes the same placement and activation scales with weights in
-    [-63, 63] (OpenVINO's file on a CPU without VNNI: ``qdq_ov``)."""
+    [-63, 63] (OpenVINO's file on a CPU without VNNI: ``qdq_ov``). ``scales``: activation scale initializer
+    name -> value, in place of the calibrated one (the scales QAT trained; every name must be one this placement
+    writes, so a QAT model and this writer cannot drift apart unnoticed)."""
     if weight_bits not in WEIGHT_BITS:
         raise ConfigError("unsupported weight bit width", expected=" | ".join(map(str, WEIGHT_BITS)),
                           found=repr(weight_bits))
     if concat_scales not in CONCAT_SCALES:
         raise ConfigError("unknown Concat scale policy", expected=" | ".join(CONCAT_SCALES), found=repr(concat_scales))
     onnx = require("onnx", purpose="writing Q/DQ models")
+    trained = dict(scales or {})
     if opset_of(model) < MIN_QDQ_OPSET:
         raise ArtifactError(
             "the ONNX model's opset is too old for per-channel Q/DQ",
@@ -326,13 +330,14 @@ def quantize_for_tensorrt(
     scales = _activation_scales(model.graph, index, ranges, activations, concat_scales, placement.scale_of)
     edges = [(tensor, consumer, activation_scale(amax[source])) for tensor, consumer, source in placement.edges]
     _insert_qdq(model.graph, index, keep, activations, weights, scales, onnx, edges=edges,
-                resize_inputs=placement.resize_inputs, weight_bits=weight_bits)
+                resize_inputs=placement.resize_inputs, weight_bits=weight_bits, scale_overrides=trained)
     set_metadata(model, {QDQ_METADATA_KEY: json.dumps({
         "format": "qdq-tensorrt", "method": ranges.method, "keep_fp_layers": sorted(keep),
         "concat_scales": concat_scales, "trt_version": str(version),
         "deconv_weights": "per-tensor" if version.major < 10 else "per-channel",
         "activations": len(activations), "edges": len(edges), "weights": len(weights),
-        **({"weight_bits": weight_bits} if weight_bits != 8 else {})}, sort_keys=True)})
+        **({"weight_bits": weight_bits} if weight_bits != 8 else {}),
+        **({"trained_scales": len(trained)} if trained else {})}, sort_keys=True)})
     return model
 
 
@@ -516,7 +521,7 @@ def _activation_scales(graph: Any, index: _Graph, ranges: Ranges, activations: S
 def _insert_qdq(graph: Any, index: _Graph, keep: set[str], activations: Sequence[str],
                 weights: dict[str, int | None], scales: dict[str, np.float32], onnx: Any, *,
                 edges: Sequence[tuple[str, str, np.float32]] = (), resize_inputs: Iterable[str] = (),
-                weight_bits: int = 8) -> None:
+                weight_bits: int = 8, scale_overrides: Mapping[str, float] | None = None) -> None:
     """Q/DQ right after each producer (graph inputs: first); consumers read the dequantized tensor. ``edges``:
     (tensor, consumer node, scale): a Q/DQ of its own on that one edge (``{tensor}_to_{consumer}``)."""
     new_inits: list[object] = []
@@ -530,8 +535,16 @@ def _insert_qdq(graph: Any, index: _Graph, keep: set[str], activations: Sequence
         base = f"{tensor}_to_{consumer.strip('/').replace('/', '_')}"
         pairs.append((tensor, base, scale))
         edge_reads[(consumer, tensor)] = f"{base}{DEQUANTIZED}"
+    overrides = dict(scale_overrides or {})
+    unknown = sorted(set(overrides) - {f"{base}_scale" for _, base, _ in pairs})
+    if unknown:
+        raise ArtifactError("the given activation scales name Q/DQ pairs this placement does not write",
+                            found=f"{len(unknown)}, e.g. {', '.join(unknown[:3])}",
+                            fix="the scales come from another model or placement: train it again with "
+                                "edgeseg train --qat")
     for tensor, base, scale in pairs:
         scale_name, zero_name = f"{base}_scale", f"{base}_zero_point"
+        scale = np.float32(overrides.get(scale_name, scale))
         new_inits += [onnx.numpy_helper.from_array(np.array(scale, np.float32), scale_name),
                       onnx.numpy_helper.from_array(np.array(0, np.int8), zero_name)]
         nodes = [

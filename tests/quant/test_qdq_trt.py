@@ -156,3 +156,20 @@ def test_caller_model_untouched_and_ranges_must_match(float_model: Path, ranges:
     partial = Ranges("minmax", {k: v for k, v in ranges.tensors.items() if k != "images"})
     with pytest.raises(ArtifactError, match="do not cover"):
         quantize_for_tensorrt(model, partial)
+
+
+def test_trained_scales_replace_the_calibrated_ones_and_must_name_this_placement(
+        float_model: Path, ranges: Ranges, quantized: onnx.ModelProto) -> None:
+    """QAT's scales go in by scale-initializer name; a name this placement does not write is refused (the QAT
+    graph and the writer drifted apart)."""
+    model = onnx.load(str(float_model))
+    names = sorted(n.input[1] for n in _by_op(quantized, "QuantizeLinear"))
+    trained = {names[0]: 0.125, names[-1]: 0.5}
+    written = quantize_for_tensorrt(model, ranges, scales=trained)
+    values = {i.name: float(onnx.numpy_helper.to_array(i)) for i in written.graph.initializer if i.name in names}
+    before = {i.name: float(onnx.numpy_helper.to_array(i)) for i in quantized.graph.initializer if i.name in names}
+    assert values[names[0]] == 0.125 and values[names[-1]] == 0.5
+    assert all(values[n] == before[n] for n in names[1:-1])
+    assert json.loads(metadata_of(written)[QDQ_METADATA_KEY])["trained_scales"] == 2
+    with pytest.raises(ArtifactError, match="does not write"):
+        quantize_for_tensorrt(model, ranges, scales={"not_a_tensor_scale": 1.0})
