@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "export_cmd"),
     "data": ("data", "data_group"),
     "train": ("train", "train_cmd"),
+    "qat": ("qat", "qat_cmd"),
     "eval": ("eval", "eval_cmd"),
     "calibrate": ("calibrate", "calibrate_cmd"),
     "validate": ("validate", "validate_cmd"),

@@ -158,8 +158,36 @@ class FallbackSummary:
                    latency_ms=dict(data.get("latency_ms") or {}), trials=int(data.get("trials", 0)))
 
 
+@dataclass
+class QatSummary:
+    """The manifest's ``calibration.qat``: the INT8 files come from a QAT checkpoint (edgeseg qat), not from a
+    calibration. reference.npz then holds the QAT model's verdict, so the gates hold every candidate to the QAT
+    model; the float checkpoint it was fine-tuned from and the validation figures of its run are kept here."""
+
+    checkpoint: str  # the qat.pt built from
+    float_checkpoint: dict[str, str]  # path, sha256 of the float weights QAT started from
+    reference: str  # what reference.npz's verdict is: "qat" (the fake-quant graph in PyTorch)
+    epochs: int
+    float_miou: float  # validation mIoU of the float model during the QAT run (model input size)
+    ptq_miou: float  # ... of the calibrated INT8 graph (epoch 0)
+    qat_miou: float  # ... of the QAT model
+    ptq_agreement: float  # the PTQ graph's argmax agreement with the float model on those images
+    qat_agreement: float  # the QAT model's
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QatSummary:
+        return cls(checkpoint=str(data["checkpoint"]), float_checkpoint=dict(data.get("float_checkpoint") or {}),
+                   reference=str(data.get("reference", "qat")), epochs=int(data.get("epochs", 0)),
+                   float_miou=float(data.get("float_miou", 0.0)), ptq_miou=float(data.get("ptq_miou", 0.0)),
+                   qat_miou=float(data.get("qat_miou", 0.0)), ptq_agreement=float(data.get("ptq_agreement", 0.0)),
+                   qat_agreement=float(data.get("qat_agreement", 0.0)))
+
+
 _CALIBRATION_KEYS = ("method", "folder", "images", "skipped", "tensors", "seconds", "bag", "fallback", "concat_scales",
-                     "high_precision", "float_regions", "trt_fusion", "float_layers")
+                     "high_precision", "float_regions", "trt_fusion", "float_layers", "qat")
 
 
 @dataclass
@@ -182,6 +210,7 @@ class CalibrationSummary:
     float_regions: dict[str, Any] | None = None
     trt_fusion: dict[str, Any] | None = None  # predicted TensorRT fusion of model.int8.onnx
     float_layers: list[str] | None = None
+    qat: QatSummary | None = None  # the INT8 files come from a QAT checkpoint (no calibration ran)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,7 +218,7 @@ class CalibrationSummary:
         for key in _CALIBRATION_KEYS:
             value = getattr(self, key)
             if value is not None:
-                data[key] = value.to_dict() if isinstance(value, FallbackSummary) else value
+                data[key] = value.to_dict() if isinstance(value, (FallbackSummary, QatSummary)) else value
         data.update(self.extra)
         return data
 
@@ -198,6 +227,8 @@ class CalibrationSummary:
         values = {k: data[k] for k in _CALIBRATION_KEYS if k in data}
         if isinstance(values.get("fallback"), Mapping):
             values["fallback"] = FallbackSummary.from_dict(values["fallback"])
+        if isinstance(values.get("qat"), Mapping):
+            values["qat"] = QatSummary.from_dict(values["qat"])
         return cls(**values, extra={k: v for k, v in data.items() if k not in _CALIBRATION_KEYS})
 
 

@@ -192,7 +192,7 @@ def _simplify(model_proto: Any, notices: list[str]) -> Any:
     return simplified
 
 
-def _reference_frames(config: ExportConfig) -> np.ndarray:
+def reference_frames(config: ExportConfig) -> np.ndarray:
     spec = config.input_spec
     if config.sample_images:
         return frames_from_images(config.sample_images, spec.height, spec.width)
@@ -264,7 +264,7 @@ def _pytorch_reference(model: nn.Module, config: ExportConfig, say: Callable[[st
     """The reference frames (and masks), their inputs and PyTorch's logits, checked."""
     say(f"reference: {config.num_reference_samples if not config.sample_images else len(config.sample_images)}"
         f" samples at {config.input_spec.height}x{config.input_spec.width}")
-    frames = _reference_frames(config)
+    frames = reference_frames(config)
     masks = (masks_from_files(config.sample_masks, *config.input_spec.size, config.num_classes)
              if config.sample_masks else None)
     inputs = preprocess_frames(frames, config.input_spec)

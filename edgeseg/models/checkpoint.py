@@ -36,6 +36,7 @@ from ..spec import InputSpec
 from .registry import create_model, model_info
 from .weights import CHECKPOINT_FORMAT, SAFETENSORS_METADATA_KEY, extract_state_dict, load_state_into, open_weights_file
 
+QAT_CHECKPOINT_FORMAT = "edgeseg-qat-1"  # training/qat_checkpoint.py's (it sits above models/): refused here
 PLAIN_DEFAULT_CLASSES = 19  # create_model's default: plain weights when neither caller nor file says otherwise
 _CHECKPOINT_FIELDS = ("format", "model", "num_classes", "classes", "input_spec", "state_dict", "model_options")
 
@@ -105,6 +106,12 @@ def load_checkpoint(path: str | os.PathLike[str], *, fix: str | None = None) -> 
 
 def checkpoint_from(obj: Any, *, source: str = "weights", fix: str | None = None) -> dict[str, Any]:
     """``obj`` (an unpickled weights file) as a validated edgeseg checkpoint dict."""
+    if isinstance(obj, Mapping) and obj.get("format") == QAT_CHECKPOINT_FORMAT:
+        origin = (obj.get("float_checkpoint") or {}).get("path", "?")
+        raise ModelError(f"{source} is a QAT checkpoint (edgeseg qat): a fine-tuned ONNX graph, not PyTorch weights",
+                         expected=f"format {CHECKPOINT_FORMAT!r}", found=f"format {QAT_CHECKPOINT_FORMAT!r}",
+                         fix=f"build it: edgeseg build --int8 --weights {source}; for PyTorch, use the float "
+                             f"checkpoint it was fine-tuned from ({origin})")
     if not is_checkpoint(obj):
         found = f"format {obj.get('format')!r}" if isinstance(obj, Mapping) and "format" in obj else \
             "a bare state dict or another program's checkpoint"
@@ -201,7 +208,8 @@ def _checkpoint_info(target: Path, obj: Any, *, model: str | None, num_classes: 
                      default_num_classes: int | None, require_checkpoint: bool | str, origin: str | None,
                      overrides: Mapping[str, Any]) -> CheckpointInfo:
     source = str(target)
-    if require_checkpoint and not is_checkpoint(obj):
+    if (require_checkpoint and not is_checkpoint(obj)) or (isinstance(obj, Mapping) and
+                                                             obj.get("format") == QAT_CHECKPOINT_FORMAT):
         checkpoint_from(obj, source=source, fix=require_checkpoint if isinstance(require_checkpoint, str) else None)
     kind, state = extract_state_dict(obj, source=source)
     if is_checkpoint(obj):

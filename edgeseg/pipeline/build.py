@@ -28,7 +28,7 @@ from ..report.writer import write_report
 from ..runtime.backend import choose_for_build
 from ..runtime.segmenter import tensorrt_available
 from . import build_steps as steps
-from . import int8_steps
+from . import int8_steps, qat_steps
 from .bench import BenchResult
 from .build_checks import Preflight, check_backend_precision, preflight, will_calibrate
 from .build_data import default_calib
@@ -153,11 +153,16 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
     runner = StepRunner(out, force=options.force, log=log)
     done: dict[str, bool] = {}
 
-    fp32_onnx, export_info = steps.export_or_take(runner, options, out, done, log)
+    if checked.qat is not None:  # a QAT checkpoint: its fine-tuned graph, held to the QAT model's verdict
+        fp32_onnx, export_info = qat_steps.run_qat_export_step(runner, options, checked.qat, out, done, log)
+    else:
+        fp32_onnx, export_info = steps.export_or_take(runner, options, out, done, log)
     # --onnx: preflight read this file's facts (fp32_onnx is its copy); an export: read them now
     spec, meta, is_qdq = checked.onnx_facts or steps.onnx_facts(fp32_onnx)
     calibration = None
-    if will_calibrate(options, is_qdq):
+    if checked.qat is not None:  # no calibration: the INT8 files at the trained scales
+        calibration = qat_steps.run_qat_quantize_step(runner, options, checked.qat, out, done)
+    elif will_calibrate(options, is_qdq):
         calibration = _int8_models(runner, fp32_onnx, spec, options, out, backend, done, log, progress)
     engine: steps.EngineRecord | None = None
     selection: SelectionResult | None = None  # --precision best on a CPU: the candidate kept and why
@@ -181,7 +186,9 @@ def _run_locked(options: BuildOptions, out: Path, backend: str, log: Callable[[s
     on = {} if backend == "tensorrt" else {"backend": backend, "backend_options": runtime_options}
     validation, why = steps.run_validation_step(runner, candidate, options, out, done, log, progress, **on)
     bench = steps.run_bench_step(runner, candidate, options, out, done, progress,
-                        backends=[backend] if backend not in ("onnxruntime", "tensorrt") else [])
+                        backends=[backend] if backend not in ("onnxruntime", "tensorrt") else [],
+                        torch_weights=qat_steps.float_weights(checked.qat) if checked.qat is not None else
+                        options.weights)
     manifest = steps.assemble_manifest(meta, spec, options, backend, out, candidate, calibration, engine,
                                        validation, why, bench, selection)
     write_report(out, manifest=manifest, validation=validation, bench=bench, calibration=calibration,
@@ -245,6 +252,10 @@ def build_failure(result: BuildResult) -> AccuracyError | ArtifactError | None:
             "--precision best (keeps FP32 where INT8 misses a gate)"
         if result.manifest.precision in ("fp32", "fp16") and not (result.manifest.build or {}).get("selection"):
             fix = "check that the model was exported from the weights the reference came from"
+        elif calibration.qat is not None:  # a QAT checkpoint: its scales are trained, not calibrated
+            source = calibration.qat.float_checkpoint.get("path", "FLOAT.pt")
+            fix = (f"fine-tune further (edgeseg qat --weights {source} --ranges DIR with more --epochs, or "
+                   "--distill 1), or build the float checkpoint with --precision best")
         elif result.quantized_input:  # a Q/DQ --onnx: nothing here re-quantizes it
             fix = (f"build from the float model, which can keep layers in float: edgeseg build --onnx "
                    f"{result.candidate.parent / 'model.onnx'} --int8 --fallback auto")

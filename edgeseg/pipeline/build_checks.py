@@ -22,6 +22,7 @@ from ..runtime.bags import BagSampler
 from . import build_steps as steps
 from .build_data import _labelled
 from .options import BuildOptions
+from .qat_steps import check_qat_options, qat_model_info, read_qat
 from .validation_data import data_samples
 
 
@@ -32,6 +33,7 @@ class Preflight:
     onnx_facts: Any | None = None  # (InputSpec, metadata, has Q/DQ) of --onnx
     calib_opened: str = ""  # "folder calib: 64 images", "cityscapes train: 2975 images", "bag x /cam: 40 frames"
     model_info: steps.ModelInfo | None = None  # model, classes, spec of the model to export
+    qat: Any | None = None  # --weights is a QAT checkpoint (training.qat_checkpoint.QatCheckpoint): no calibration
 
 
 def will_calibrate(options: BuildOptions, is_qdq: bool) -> bool:
@@ -59,9 +61,14 @@ def preflight(options: BuildOptions, backend: str) -> Preflight:
             from ..models import model_info
 
             model_info(options.model)  # an unknown name fails now, not after rendering frames
-        found.model_info = steps.model_info(options)  # the checkpoint agrees with --model (same errors as later)
+        found.qat = read_qat(options.weights)
+        if found.qat is not None:
+            check_qat_options(options, found.qat)
+            found.model_info = qat_model_info(found.qat)
+        else:
+            found.model_info = steps.model_info(options)  # the checkpoint agrees with --model (same errors as later)
         is_qdq, num_classes = False, found.model_info.num_classes
-    calibrating = will_calibrate(options, is_qdq)
+    calibrating = will_calibrate(options, is_qdq) and found.qat is None
     if calibrating:
         _check_cpu_int8_writer()
     if options.val is not None:

@@ -324,11 +324,15 @@ BUILD_BENCH_WARMUP = 3  # untimed runs per runner before the build's timing
 
 
 def run_bench_step(runner: StepRunner, candidate: Path, options: BuildOptions, out: Path, done: dict[str, bool],
-          progress: Progress | None = None, backends: list[str] | None = None) -> BenchResult | None:
+          progress: Progress | None = None, backends: list[str] | None = None, *,
+          torch_weights: Path | None) -> BenchResult | None:
+    """bench.json; PyTorch eager runs ``torch_weights`` (--weights; a QAT build: its float checkpoint; None: no
+    PyTorch row)."""
     standard = candidate.name in ("model.onnx", "model.int8.ort.onnx", "model.engine") or bool(backends)
     # one set of arguments for the plan and the key: the key covers every file the plan times
     planned: dict[str, Any] = {"artifacts": out, "onnx_files": [] if standard else [candidate], "model": None,
-                               "weights": options.weights, "threads": options.threads}
+                               "weights": torch_weights,
+                               "threads": options.threads}
     key = {**bench_key(**planned, iterations=options.bench_iterations, warmup=BUILD_BENCH_WARMUP,
                        backends=backends or ()), "candidate": sha256_file(candidate)}
 

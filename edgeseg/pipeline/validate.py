@@ -233,8 +233,23 @@ def _against_reference_file(reference: Path, backend: Any, candidate: Path, data
                 tally.add_truth(resize_mask_nearest(truth, spec.height, spec.width), pred, None)
         else:
             notes.append(f"{data_dir} has no masks: no ground-truth scores")
-    return _Compared(tally, spec, str(reference), "reference.npz", _candidate_classes(candidate, info), data_classes,
+    kind = "reference.npz"
+    if ref.meta.get("reference_model") == "qat":
+        kind = "reference.npz (the QAT model's verdict)"
+        notes += _qat_float_note(ref.meta, tally.truth_summary())
+    return _Compared(tally, spec, str(reference), kind, _candidate_classes(candidate, info), data_classes,
                      notes, colours)
+
+
+def _qat_float_note(meta: dict[str, Any], truth: dict[str, Any] | None) -> list[str]:
+    """A QAT build's reference is the QAT model; its drop against the float checkpoint it came from, too."""
+    float_miou = meta.get("float_checkpoint_miou")
+    if float_miou is None or not truth or truth.get("miou_candidate") is None:
+        return ["reference.npz holds the QAT model's verdict: agreement and the mIoU drop are against the QAT model"]
+    drop = 100.0 * (float(float_miou) - float(truth["miou_candidate"]))
+    return [f"reference.npz holds the QAT model's verdict (the gates hold the candidate to it); against the float "
+            f"checkpoint it was fine-tuned from (mIoU {float(float_miou):.2%} on these frames) the candidate's "
+            f"mIoU drop is {drop:.2f} points"]
 
 
 # -- gates ---------------------------------------------------------------------------------

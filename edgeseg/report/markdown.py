@@ -70,10 +70,11 @@ def render_markdown(report: dict[str, Any]) -> str:
                   [[a["role"], a["file"] if a["exists"] else f"{a['file']} (missing)", a["size_bytes"],
                     (a["sha256"] or "-")[:16], a["matches_manifest"]] for a in report["artifacts"]])
     out += ["## Calibration", ""]
-    calibration = {k: v for k, v in (report.get("calibration") or {}).items() if k != "fallback"}
+    calibration = {k: v for k, v in (report.get("calibration") or {}).items() if k not in ("fallback", "qat")}
     out += _table(["", ""], _key_values(calibration)) if calibration else \
         ["No calibration (not an INT8 build, or not recorded).", ""]
     out += _fallback((report.get("calibration") or {}).get("fallback"))
+    out += _qat((report.get("calibration") or {}).get("qat"))
     if report.get("export"):
         out += ["## Export", ""] + _table(["", ""], _key_values(report["export"]))
     out += _accuracy(report)
@@ -114,6 +115,22 @@ def _fallback(found: dict[str, Any] | None) -> list[str]:
                   f"{latency['all-int8']:.2f} ms -> with the fallback {latency['with-fallback']:.2f} ms.", ""]
     lines += [f"Trials: {found.get('trials')} (fallback.json has each one's agreement and mIoU drop).", ""]
     return lines
+
+
+def _qat(qat: dict[str, Any] | None) -> list[str]:
+    """A QAT build: float, calibrated (PTQ) and QAT side by side, as the QAT run scored them."""
+    if not qat:
+        return []
+    source = qat.get("float_checkpoint") or {}
+    return ["### Quantization-aware training", "",
+            f"Built from the QAT checkpoint `{qat.get('checkpoint')}` ({qat.get('epochs')} epochs from "
+            f"`{source.get('path', '?')}`): no calibration ran, and reference.npz holds the QAT model's verdict, "
+            "so the accuracy below is against the QAT model. Validation figures of the QAT run (model input size):",
+            ""] + \
+        _table(["model", "val mIoU (%)", "agreement with float (%)"],
+               [["float", _pct(qat.get("float_miou")), "100.00"],
+                ["INT8, calibrated (PTQ)", _pct(qat.get("ptq_miou")), _pct(qat.get("ptq_agreement"))],
+                ["INT8, QAT", _pct(qat.get("qat_miou")), _pct(qat.get("qat_agreement"))]])
 
 
 def _accuracy(report: dict[str, Any]) -> list[str]:

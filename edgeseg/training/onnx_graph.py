@@ -83,17 +83,20 @@ class _ActivationFakeQuant(torch.autograd.Function):
 
 
 class _WeightFakeQuant(torch.autograd.Function):
-    """clip(round(w / scale), -qmax, qmax) * scale with ``scale`` given (detached); STE inside the clip range."""
+    """clip(round(w / scale), -qmax, qmax) * dequant_scale with the scales given (detached; ``dequant_scale`` is
+    ``scale`` rounded to float16 for a file with FP16 regions, whose int8 weights are unchanged); STE inside the
+    clip range."""
 
     @staticmethod
-    def forward(ctx: Any, w: torch.Tensor, scale: torch.Tensor, qmax: float) -> torch.Tensor:
+    def forward(ctx: Any, w: torch.Tensor, scale: torch.Tensor, qmax: float, dequant_scale: torch.Tensor
+                ) -> torch.Tensor:
         y = w / scale
         ctx.save_for_backward(y.abs() <= qmax + 0.5)  # what rounds into [-qmax, qmax] is not clipped
-        return torch.clamp(torch.round(y), -qmax, qmax) * scale
+        return torch.clamp(torch.round(y), -qmax, qmax) * dequant_scale
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        return grad * ctx.saved_tensors[0], None, None
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        return grad * ctx.saved_tensors[0], None, None, None
 
 
 def weight_scale(w: torch.Tensor, axis: int | None, qmax: float) -> torch.Tensor:
@@ -111,12 +114,21 @@ def weight_scale(w: torch.Tensor, axis: int | None, qmax: float) -> torch.Tensor
     return scale
 
 
-def fake_quantize_weight(w: torch.Tensor, axis: int | None, bits: int = 8) -> torch.Tensor:
+def to_half_grid(scale: torch.Tensor) -> torch.Tensor:
+    """``scale`` rounded to the nearest float16 (what fp16_regions writes), the gradient passed straight through."""
+    return scale + (scale.half().float() - scale).detach()
+
+
+def fake_quantize_weight(w: torch.Tensor, axis: int | None, bits: int = 8, half_scales: bool = False) -> torch.Tensor:
     qmax = float(2 ** (bits - 1) - 1)
-    return _WeightFakeQuant.apply(w, weight_scale(w, axis, qmax), qmax)  # type: ignore[no-any-return]
+    scale = weight_scale(w, axis, qmax)
+    dequant = scale.half().float() if half_scales else scale
+    return _WeightFakeQuant.apply(w, scale, qmax, dequant)  # type: ignore[no-any-return]
 
 
-def fake_quantize_activation(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def fake_quantize_activation(x: torch.Tensor, scale: torch.Tensor, half_scales: bool = False) -> torch.Tensor:
+    if half_scales:
+        scale = to_half_grid(scale)
     return _ActivationFakeQuant.apply(x, scale, 1.0 / math.sqrt(max(x.numel(), 1) * QMAX))  # type: ignore[no-any-return]
 
 
@@ -193,10 +205,14 @@ def _topological(nodes: Sequence[Any], available: set[str]) -> list[Any]:
 class OnnxGraphModule(nn.Module):
     """``model`` (float or Q/DQ ONNX) as a trainable module; see the module docstring."""
 
-    def __init__(self, model: Any, *, float_model: Any | None = None, learn_scales: bool = False) -> None:
+    def __init__(self, model: Any, *, float_model: Any | None = None, learn_scales: bool = False,
+                 half_scales: bool = False) -> None:
+        """``half_scales``: compute with every Q/DQ scale rounded to float16, as the file with FP16 float regions
+        (quant/fp16_regions.py) will hold them: train what will run."""
         super().__init__()
         onnx = require("onnx", purpose="quantization-aware training")
         _refuse_float16(model)
+        self.half_scales = half_scales
         graph = model.graph
         to_array = onnx.numpy_helper.to_array
         self._inits = {i.name: to_array(i) for i in graph.initializer}
@@ -302,8 +318,8 @@ class OnnxGraphModule(nn.Module):
             dequantized = q * scale
         ref = self._add_param(weight, dequantized.astype(np.float32))
         self.weight_quantizers.append(WeightQuantizer(weight, axis, self._bits))
-        bits = self._bits
-        return _Step(lambda w: fake_quantize_weight(w, axis, bits), [ref], [node.output[0]])
+        bits, half = self._bits, self.half_scales
+        return _Step(lambda w: fake_quantize_weight(w, axis, bits, half), [ref], [node.output[0]])
 
     def _activation_step(self, node: Any) -> _Step:
         quantize = self._quantize[node.input[0]]
@@ -322,7 +338,9 @@ class OnnxGraphModule(nn.Module):
             raise _refuse(f"DequantizeLinear {node.name!r} has another scale than its QuantizeLinear", node.input[1])
         index = self._scale_index.setdefault(scale_name, len(self._scale_index))
         self.activation_quantizers.append(ActivationQuantizer(tensor, scale_name, float(scale)))
-        return _Step(fake_quantize_activation, [self._ref(tensor), ("scale", index)], [node.output[0]])
+        half = self.half_scales
+        return _Step(lambda x, s: fake_quantize_activation(x, s, half), [self._ref(tensor), ("scale", index)],
+                     [node.output[0]])
 
     def _step(self, node: Any, ctx: OpContext) -> _Step | None:
         if node.op_type in ("Constant", "QuantizeLinear"):

@@ -25,7 +25,8 @@ SPEC = InputSpec(32, 32)
 def _bench(out: Path, options: BuildOptions) -> bool:
     """Run the build's bench step on model.onnx; True when it was skipped (cached)."""
     done: dict[str, bool] = {}
-    build_steps.run_bench_step(StepRunner(out, log=lambda _: None), out / "model.onnx", options, out, done)
+    build_steps.run_bench_step(StepRunner(out, log=lambda _: None), out / "model.onnx", options, out, done,
+                               torch_weights=options.weights)
     return done["bench"]
 
 
