@@ -540,8 +540,8 @@ def _insert_qdq(graph: Any, index: _Graph, keep: set[str], activations: Sequence
     if unknown:
         raise ArtifactError("the given activation scales name Q/DQ pairs this placement does not write",
                             found=f"{len(unknown)}, e.g. {', '.join(unknown[:3])}",
-                            fix="the scales come from another model or placement: train it again with "
-                                "edgeseg train --qat")
+                            fix="the scales come from another model or placement: fine-tune again with "
+                                "edgeseg qat")
     for tensor, base, scale in pairs:
         scale_name, zero_name = f"{base}_scale", f"{base}_zero_point"
         scale = np.float32(overrides.get(scale_name, scale))
