@@ -108,10 +108,15 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
             ("candidate", str(result.candidate))]
     if result.calib_opened:  # what an explicit --calib opened
         rows.append(("calibration", result.calib_opened))
+    qat = m.calibration.qat if m.calibration is not None else None
+    if qat is not None:  # reference.npz is the QAT model's verdict: say so wherever "PyTorch" would stand
+        rows.append(("QAT", f"from {qat.checkpoint}: no calibration; the reference is the QAT model (val mIoU "
+                            f"float {qat.float_miou:.4f}, PTQ {qat.ptq_miou:.4f}, QAT {qat.qat_miou:.4f})"))
+    versus = "the QAT model" if qat is not None else "PyTorch"
     if acc:
         nan = float("nan")
-        rows.append(("agreement vs PyTorch", f"{acc.agreement if acc.agreement is not None else nan:.4f}"))
-        rows.append(("mIoU vs PyTorch preds",
+        rows.append((f"agreement vs {versus}", f"{acc.agreement if acc.agreement is not None else nan:.4f}"))
+        rows.append((f"mIoU vs {versus} preds",
                      f"{acc.miou_vs_reference if acc.miou_vs_reference is not None else nan:.4f}"))
         for key in ("miou_reference", "miou_candidate", "miou_drop_points"):
             if key in acc.ground_truth:
@@ -140,7 +145,7 @@ def build_cmd(model_name: str | None, weights: Path | None, onnx: Path | None, i
         next_commands = [f"edgeseg run --artifacts {folder} --source {quote(_example_source(options, result.out))} "
                          f"--save {quote(result.out / 'overlays')}", f"edgeseg bench --artifacts {folder}"]
         slower = _int8_slower(result)
-        if slower:  # INT8 does not pay off on this machine: the build that keeps the faster file that passes
+        if slower and qat is None:  # INT8 does not pay off here: the build that keeps the faster file that passes
             rows.append(("INT8 slower", f"{slower}: --precision best keeps the fastest file that passes (next)"))
             next_commands.insert(0, _rebuild_command(options, result.out, "best"))
     else:  # the robot refuses this folder (unless --allow-unvalidated): say what fixes it, not how to run it

@@ -96,6 +96,7 @@ def test_build_from_a_qat_checkpoint_skips_calibration(folders: dict[str, Path],
     result = CliRunner().invoke(main, ["build", "--int8", "--weights", str(folders["qat"] / "qat.pt"),
                                        "--val-data", str(folders["data"]), *GATES_OFF, "--out", str(out)])
     assert result.exit_code == 0, result.output
+    assert "agreement vs the QAT model" in result.output and "--precision best" not in result.output
     manifest = json.loads((out / "manifest.json").read_text())
     calibration = manifest["calibration"]
     assert calibration["method"] == "qat" and calibration["images"] == 0
