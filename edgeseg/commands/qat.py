@@ -92,7 +92,8 @@ def qat_cmd(weights: Path, ranges: Path, onnx: Path | None, data: DatasetSpec, v
         writer, shipped = folder.parity.writer.argmax_agreement, folder.parity.shipped.argmax_agreement
         rows.append(("ONNX Runtime vs QAT", f"{shipped:.3%} of pixels agree on model.int8.onnx"
                      + ("" if folder.parity.writer is folder.parity.shipped else
-                        f" ({writer:.3%} with FP32 float regions)") + f", {PARITY_FRAMES} validation frames"))
+                        f" ({writer:.3%} with FP32 float regions)") + f", {PARITY_FRAMES} validation frames; "
+                     f"{folder.parity.ops_checked} ops checked one by one, none off"))
     rows += [(path.name, str(path)) for path in folder.files]
     summary_table(f"QAT of {result.checkpoint.model}: {epochs} epochs in {result.seconds / 60:.1f} min "
                   f"({m.images} validation images at the model input size)", rows,
