@@ -200,7 +200,7 @@ def _copy_in(path: Path, out: Path, log: Log) -> Path:
 
 def _export(options: BuildOptions, info: ModelInfo, images: list[Path], masks: list[Path], source: str,
             out: Path, log: Log) -> ExportRecord:
-    from ..export.onnx_export import ExportConfig, export_onnx
+    from ..export.onnx_export import export_onnx
     from ..models import create_model, model_from_weights
 
     if options.weights is None:
@@ -211,10 +211,21 @@ def _export(options: BuildOptions, info: ModelInfo, images: list[Path], masks: l
         log("warning: no --weights: random weights, accuracy numbers are meaningless")
     else:  # the checkpoint's own model options build the model it was trained as
         model, _ = model_from_weights(options.weights, model=info.model, num_classes=info.num_classes)
-    config = ExportConfig(model=info.model, num_classes=info.num_classes, input_spec=info.spec,
-                          classes=info.classes, class_colors=info.class_colors, sample_images=images,
-                          sample_masks=masks, samples_source=source)
-    result = export_onnx(model, config, out, log=log)
+    result = export_onnx(model, export_config(info, images, masks, source), out, log=log)
+    return export_record(info, result)
+
+
+def export_config(info: ModelInfo, images: list[Path], masks: list[Path], source: str):  # -> ExportConfig
+    """The export's config for ``info`` with the reference frames (a QAT export takes the same)."""
+    from ..export.onnx_export import ExportConfig
+
+    return ExportConfig(model=info.model, num_classes=info.num_classes, input_spec=info.spec, classes=info.classes,
+                        class_colors=info.class_colors, sample_images=images, sample_masks=masks,
+                        samples_source=source)
+
+
+def export_record(info: ModelInfo, result: Any) -> ExportRecord:
+    """The export step's record of ``result`` (an export.onnx_export.ExportResult)."""
     return ExportRecord(model=info.model, num_classes=info.num_classes, classes=list(info.classes),
                         input_spec=info.spec, export=result.to_dict())
 

@@ -23,7 +23,7 @@ from ..quant.qdq_ov import OV_INT8_NAME
 from ..reference import REFERENCE_FILE
 from ..trt_version import TrtVersion
 from .build_data import reference_samples
-from .build_steps import ExportRecord, Log, ModelInfo
+from .build_steps import ExportRecord, Log, ModelInfo, export_config, export_record
 from .int8_steps import QuantizeResult, target_trt_version
 from .options import BuildOptions
 from .step_cache import StepRunner
@@ -88,15 +88,9 @@ def run_qat_export_step(runner: StepRunner, options: BuildOptions, qat: Any, out
            "samples": sha256_files(images + masks), "version": __version__}
 
     def run() -> ExportRecord:
-        from ..export.onnx_export import ExportConfig
         from ..export.qat_export import export_qat
 
-        config = ExportConfig(model=info.model, num_classes=info.num_classes, input_spec=info.spec,
-                              classes=info.classes, class_colors=info.class_colors, sample_images=images,
-                              sample_masks=masks, samples_source=source)
-        result = export_qat(qat, config, out, log=log)
-        return ExportRecord(model=info.model, num_classes=info.num_classes, classes=list(info.classes),
-                            input_spec=info.spec, export=result.to_dict())
+        return export_record(info, export_qat(qat, export_config(info, images, masks, source), out, log=log))
 
     outcome = runner.run("export", key, [out / "model.onnx", out / REFERENCE_FILE], run, result_type=ExportRecord)
     done["export"] = outcome.skipped
